@@ -1,0 +1,198 @@
+"""``ChannelServerArgs``: the component's settings, their defaults and their checks.
+
+The args type is a ``TypedDict`` (the form Pulumi's component packages need to
+infer a schema for other languages). Every field is optional; :func:`resolve`
+applies defaults and refuses invalid values with a message that names the field
+and says what to change, before any resource is registered.
+
+Each field is also a stack config key of this project (camelCase, declared in
+Pulumi.yaml); :func:`from_config` reads them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, TypedDict
+
+from .handlers import protocol
+
+
+class ChannelServerArgs(TypedDict, total=False):
+    """Settings of one channel server. All optional."""
+
+    stage_name: str
+    """API Gateway stage name; part of the URL (``wss://…/{stage_name}``). Default ``dev``."""
+
+    table_name: str
+    """Fixed name for the connections table (for example ``Connections``). Default:
+    auto-named from the component name, so stacks never collide."""
+
+    lambda_runtime: str
+    """Lambda runtime of every handler function. Default ``python3.13``."""
+
+    lambda_architecture: str
+    """``arm64`` (default) or ``x86_64``."""
+
+    lambda_memory_mb: int
+    """Memory of every handler function, 128 to 10240 MB. Default 256."""
+
+    lambda_timeout_seconds: int
+    """Timeout of every handler function, 1 to 29 seconds (API Gateway stops waiting
+    for an integration after 29 s). Default 29."""
+
+    log_retention_days: int
+    """Retention of each function's log group, one of CloudWatch's allowed values
+    (1, 3, 5, 7, 14, 30, …). Default 14."""
+
+    throttling_burst_limit: int
+    """Stage throttling: burst of messages, 1 to 5000. Default 500."""
+
+    throttling_rate_limit: float
+    """Stage throttling: steady messages per second, above 0 and at most 10000.
+    Default 1000."""
+
+    channel_id_pattern: str
+    """Regular expression a whole channelId must match. Default ``[A-Za-z0-9_.:-]+``.
+    Channel ids are always at most 128 characters and never start with ``$``."""
+
+    max_message_bytes: int
+    """Largest ``message`` frame (UTF-8 JSON, as delivered) a publish may produce,
+    1 to 131072 bytes (API Gateway's 128 KB limit). Larger publishes get a
+    publishFailure and reach nobody. Default 131072."""
+
+    tags: dict[str, str]
+    """Tags on every resource that takes tags."""
+
+
+#: CloudWatch Logs' accepted retention periods, in days.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+#: API Gateway's integration timeout: a handler may not run longer.
+INTEGRATION_TIMEOUT_SECONDS = 29
+ARCHITECTURES = ("arm64", "x86_64")
+
+
+class ChannelServerArgsError(ValueError):
+    """An argument of ChannelServer is invalid; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """ChannelServerArgs with defaults applied and every value checked."""
+
+    stage_name: str = "dev"
+    table_name: str | None = None
+    lambda_runtime: str = "python3.13"
+    lambda_architecture: str = "arm64"
+    lambda_memory_mb: int = 256
+    lambda_timeout_seconds: int = INTEGRATION_TIMEOUT_SECONDS
+    log_retention_days: int = 14
+    throttling_burst_limit: int = 500
+    throttling_rate_limit: float = 1000.0
+    channel_id_pattern: str = protocol.DEFAULT_CHANNEL_ID_PATTERN
+    max_message_bytes: int = protocol.API_GATEWAY_MAX_MESSAGE_BYTES
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def _fail(name: str, value: Any, what: str) -> ChannelServerArgsError:
+    return ChannelServerArgsError(f"ChannelServerArgs {name}={value!r}: {what}")
+
+
+def _int(name: str, value: Any, low: int, high: int, unit: str = "") -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # Pulumi config and other languages may send 14.0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(name, value, f"must be a whole number from {low} to {high}{unit}")
+    if not low <= value <= high:
+        raise _fail(name, value, f"must be from {low} to {high}{unit}")
+    return value
+
+
+def resolve(args: Mapping[str, Any] | None) -> Settings:
+    """Apply defaults to ``args`` and check every value.
+
+    Raises :class:`ChannelServerArgsError` naming the first invalid field.
+    """
+    args = dict(args or {})
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise ChannelServerArgsError(
+            f"ChannelServerArgs has no field {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}"
+        )
+    values = {k: v for k, v in args.items() if v is not None}
+    s = Settings(**values)
+
+    if not isinstance(s.stage_name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", s.stage_name):
+        raise _fail("stage_name", s.stage_name, "use 1 to 128 letters, digits, '-' or '_'")
+    if s.table_name is not None and (
+        not isinstance(s.table_name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", s.table_name)
+    ):
+        raise _fail("table_name", s.table_name, "use 3 to 255 letters, digits, '_', '-' or '.', or leave it unset")
+    if not isinstance(s.lambda_runtime, str) or not re.fullmatch(r"python3\.\d+", s.lambda_runtime):
+        raise _fail("lambda_runtime", s.lambda_runtime, "the handlers are Python: use a runtime like 'python3.13'")
+    if s.lambda_architecture not in ARCHITECTURES:
+        raise _fail("lambda_architecture", s.lambda_architecture, f"use one of {', '.join(ARCHITECTURES)}")
+    memory = _int("lambda_memory_mb", s.lambda_memory_mb, 128, 10240, " MB")
+    timeout = _int(
+        "lambda_timeout_seconds", s.lambda_timeout_seconds, 1, INTEGRATION_TIMEOUT_SECONDS,
+        " seconds (API Gateway's integration timeout is 29 s)",
+    )
+    retention = _int("log_retention_days", s.log_retention_days, 1, 3653, " days")
+    if retention not in LOG_RETENTION_DAYS:
+        raise _fail("log_retention_days", retention, f"CloudWatch accepts only {LOG_RETENTION_DAYS}")
+    burst = _int("throttling_burst_limit", s.throttling_burst_limit, 1, 5000, " (0 would reject every message)")
+    rate = s.throttling_rate_limit
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 10000:
+        raise _fail("throttling_rate_limit", rate, "must be a number above 0 and at most 10000 (0 would reject every message)")
+    if not isinstance(s.channel_id_pattern, str) or not s.channel_id_pattern:
+        raise _fail("channel_id_pattern", s.channel_id_pattern, "must be a non-empty regular expression")
+    try:
+        re.compile(s.channel_id_pattern)
+    except re.error as exc:
+        raise _fail("channel_id_pattern", s.channel_id_pattern, f"is not a valid regular expression ({exc})") from None
+    max_bytes = _int(
+        "max_message_bytes", s.max_message_bytes, 1, protocol.API_GATEWAY_MAX_MESSAGE_BYTES,
+        " bytes (API Gateway's message limit)",
+    )
+    if not isinstance(s.tags, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in s.tags.items()):
+        raise _fail("tags", s.tags, "must map strings to strings")
+    return Settings(
+        stage_name=s.stage_name,
+        table_name=s.table_name,
+        lambda_runtime=s.lambda_runtime,
+        lambda_architecture=s.lambda_architecture,
+        lambda_memory_mb=memory,
+        lambda_timeout_seconds=timeout,
+        log_retention_days=retention,
+        throttling_burst_limit=burst,
+        throttling_rate_limit=float(rate),
+        channel_id_pattern=s.channel_id_pattern,
+        max_message_bytes=max_bytes,
+        tags=dict(s.tags),
+    )
+
+
+def config_key(field_name: str) -> str:
+    """The stack config key of an args field: ``stage_name`` → ``stageName``."""
+    head, *rest = field_name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def from_config(config: Any) -> ChannelServerArgs:
+    """ChannelServerArgs from a ``pulumi.Config`` of this project: every key that
+    is set, read with its field's type; unset keys keep the component's defaults."""
+    readers = {str: config.get, int: config.get_int, float: config.get_float, dict: config.get_object}
+    args: dict[str, Any] = {}
+    for name, kind in _field_types().items():
+        value = readers[kind](config_key(name))
+        if value is not None and value != "":  # "" is Pulumi.yaml's way to say unset
+            args[name] = value
+    return ChannelServerArgs(**args)  # type: ignore[typeddict-item]
+
+
+def _field_types() -> dict[str, type]:
+    import typing
+
+    hints = typing.get_type_hints(ChannelServerArgs)
+    return {name: typing.get_origin(hint) or hint for name, hint in hints.items()}

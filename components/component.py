@@ -1,0 +1,285 @@
+"""``ChannelServer``: a complete WebSocket channel server on AWS in one component.
+
+What it builds (every child parented to the component, named from its name):
+
+- a DynamoDB table of connections (``{name}-connections``) with the channel index
+  and TTL, on-demand, point-in-time recovery on;
+- an API Gateway WebSocket API (``{name}-api``) routing on ``$request.body.type``,
+  one route per entry in ``handlers.spec.ROUTES``, each an AWS_PROXY integration to
+  its own Lambda function, with its own role, log group and invoke permission;
+- a deployment that is replaced whenever a route or integration changes, and the
+  stage that serves it, throttled.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from . import archive
+from .args import ChannelServerArgs, Settings, resolve
+from .handlers import spec
+
+TYPE_TOKEN = "channel-server:index:ChannelServer"
+
+_LAMBDA_TRUST_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+)
+
+
+class ChannelServer(pulumi.ComponentResource):
+    """A WebSocket channel server: clients join a channel and publish to it.
+
+    ``ChannelServer(name, args=None, opts=None)``; see :class:`ChannelServerArgs`
+    for the settings. Invalid settings raise ``ChannelServerArgsError`` here,
+    before any resource is registered.
+    """
+
+    url: pulumi.Output[str]
+    """The clients' WebSocket URL, ``wss://{api}.execute-api.{region}.amazonaws.com/{stage}``."""
+    management_endpoint: pulumi.Output[str]
+    """The stage's management API (``@connections``) base URL, ``https://…/{stage}``."""
+    table_name: pulumi.Output[str]
+    """Name of the connections table."""
+    api_id: pulumi.Output[str]
+    """The WebSocket API's id."""
+    stage_name: pulumi.Output[str]
+    """The stage's name."""
+
+    table: aws.dynamodb.Table
+    api: aws.apigatewayv2.Api
+    deployment: aws.apigatewayv2.Deployment
+    stage: aws.apigatewayv2.Stage
+    functions: dict[str, aws.lambda_.Function]
+    """Handler functions by route key (``$connect``, ``join``, …); likewise the dicts below."""
+    roles: dict[str, aws.iam.Role]
+    policies: dict[str, aws.iam.RolePolicy]
+    log_groups: dict[str, aws.cloudwatch.LogGroup]
+    integrations: dict[str, aws.apigatewayv2.Integration]
+    routes: dict[str, aws.apigatewayv2.Route]
+    permissions: dict[str, aws.lambda_.Permission]
+
+    def __init__(
+        self,
+        name: str,
+        args: ChannelServerArgs | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        settings = resolve(args)  # fail before anything is registered
+        super().__init__(TYPE_TOKEN, name, None, opts)
+        self._name = name
+        self._settings = settings
+        self._tags = dict(settings.tags) or None
+        self._child = pulumi.ResourceOptions(parent=self)
+
+        self.table = self._create_table()
+        self.api = aws.apigatewayv2.Api(
+            f"{name}-api",
+            protocol_type="WEBSOCKET",
+            route_selection_expression=spec.ROUTE_SELECTION_EXPRESSION,
+            tags=self._tags,
+            opts=self._child,
+        )
+        self.management_endpoint = self.api.api_endpoint.apply(
+            lambda endpoint: endpoint.replace("wss://", "https://", 1) + f"/{settings.stage_name}"
+        )
+        self.url = self.api.api_endpoint.apply(lambda endpoint: f"{endpoint}/{settings.stage_name}")
+
+        code = archive.handler_archive()
+        self.functions, self.roles, self.policies, self.log_groups = {}, {}, {}, {}
+        self.integrations, self.routes, self.permissions = {}, {}, {}
+        for route in spec.ROUTES:
+            self._create_route(route, code)
+        self.deployment, self.stage = self._create_stage()
+
+        self.table_name = self.table.name
+        self.api_id = self.api.id
+        self.stage_name = self.stage.name
+        self.register_outputs(
+            {
+                "url": self.url,
+                "management_endpoint": self.management_endpoint,
+                "table_name": self.table_name,
+                "api_id": self.api_id,
+                "stage_name": self.stage_name,
+            }
+        )
+
+    # --- table ---------------------------------------------------------------------
+
+    def _create_table(self) -> aws.dynamodb.Table:
+        return aws.dynamodb.Table(
+            f"{self._name}-connections",
+            name=self._settings.table_name,  # None: auto-named, so stacks never collide
+            billing_mode="PAY_PER_REQUEST",
+            hash_key=spec.CONNECTION_ID,
+            range_key=spec.CHANNEL_ID,
+            attributes=[
+                aws.dynamodb.TableAttributeArgs(name=spec.CONNECTION_ID, type="S"),
+                aws.dynamodb.TableAttributeArgs(name=spec.CHANNEL_ID, type="S"),
+            ],
+            global_secondary_indexes=[
+                aws.dynamodb.TableGlobalSecondaryIndexArgs(
+                    name=spec.CHANNEL_INDEX,
+                    key_schemas=[
+                        aws.dynamodb.TableGlobalSecondaryIndexKeySchemaArgs(
+                            attribute_name=spec.CHANNEL_ID, key_type="HASH"
+                        )
+                    ],
+                    projection_type="INCLUDE",
+                    non_key_attributes=list(spec.INDEX_PROJECTED),
+                )
+            ],
+            # rows of connections whose $disconnect never arrived expire after
+            # API Gateway's 2-hour connection limit
+            ttl=aws.dynamodb.TableTtlArgs(attribute_name=spec.EXPIRES_AT, enabled=True),
+            point_in_time_recovery=aws.dynamodb.TablePointInTimeRecoveryArgs(enabled=True),
+            tags=self._tags,
+            opts=self._child,
+        )
+
+    # --- one route: function, role, logs, integration, permission --------------------
+
+    def _create_route(self, route: spec.Route, code: pulumi.AssetArchive) -> None:
+        s = self._settings
+        slug = f"{self._name}-{route.function}"
+        log_group = aws.cloudwatch.LogGroup(
+            slug,
+            name_prefix=f"/aws/lambda/{slug}-",
+            retention_in_days=s.log_retention_days,
+            tags=self._tags,
+            opts=self._child,
+        )
+        role = aws.iam.Role(slug, assume_role_policy=_LAMBDA_TRUST_POLICY, tags=self._tags, opts=self._child)
+        policy = aws.iam.RolePolicy(
+            slug,
+            role=role.id,
+            policy=self._policy_document(route, log_group),
+            opts=self._child,
+        )
+        function = aws.lambda_.Function(
+            slug,
+            runtime=s.lambda_runtime,
+            architectures=[s.lambda_architecture],
+            handler=route.handler,
+            code=code,
+            role=role.arn,
+            memory_size=s.lambda_memory_mb,
+            timeout=s.lambda_timeout_seconds,
+            environment=aws.lambda_.FunctionEnvironmentArgs(variables=self._environment()),
+            logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=log_group.name),
+            tags=self._tags,
+            # the role must be able to write logs before the first invocation
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
+        )
+        integration = aws.apigatewayv2.Integration(
+            slug,
+            api_id=self.api.id,
+            integration_type="AWS_PROXY",
+            integration_method="POST",
+            integration_uri=function.invoke_arn,
+            opts=self._child,
+        )
+        self.routes[route.key] = aws.apigatewayv2.Route(
+            slug,
+            api_id=self.api.id,
+            route_key=route.key,
+            target=integration.id.apply(lambda integration_id: f"integrations/{integration_id}"),
+            opts=self._child,
+        )
+        self.permissions[route.key] = aws.lambda_.Permission(
+            slug,
+            action="lambda:InvokeFunction",
+            function=function.name,
+            principal="apigateway.amazonaws.com",
+            # only this API's stage, only this route
+            source_arn=self.api.execution_arn.apply(lambda arn: f"{arn}/{s.stage_name}/{route.key}"),
+            opts=self._child,
+        )
+        self.functions[route.key] = function
+        self.roles[route.key] = role
+        self.policies[route.key] = policy
+        self.log_groups[route.key] = log_group
+        self.integrations[route.key] = integration
+
+    def _environment(self) -> dict[str, Any]:
+        s = self._settings
+        return {
+            spec.ENV_TABLE_NAME: self.table.name,
+            spec.ENV_INDEX_NAME: spec.CHANNEL_INDEX,
+            spec.ENV_MANAGEMENT_ENDPOINT: self.management_endpoint,
+            spec.ENV_CHANNEL_ID_PATTERN: s.channel_id_pattern,
+            spec.ENV_MAX_MESSAGE_BYTES: str(s.max_message_bytes),
+        }
+
+    def _policy_document(self, route: spec.Route, log_group: aws.cloudwatch.LogGroup) -> pulumi.Output[str]:
+        """Least privilege for one route: the DynamoDB actions its handler calls on
+        this table and index, posting to this stage's connections, writing to its
+        own log group. No wildcard actions, no wildcard resources."""
+        stage = self._settings.stage_name
+
+        def document(table_arn: str, execution_arn: str, log_group_arn: str) -> str:
+            statements = []
+            if route.table_actions:
+                statements.append(_allow(route.table_actions, [table_arn]))
+            if route.index_actions:
+                statements.append(_allow(route.index_actions, [f"{table_arn}/index/{spec.CHANNEL_INDEX}"]))
+            if route.posts:
+                statements.append(
+                    _allow(["execute-api:ManageConnections"], [f"{execution_arn}/{stage}/POST/@connections/*"])
+                )
+            statements.append(_allow(["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group_arn}:*"]))
+            return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+        return pulumi.Output.all(self.table.arn, self.api.execution_arn, log_group.arn).apply(
+            lambda arns: document(*arns)
+        )
+
+    # --- deployment and stage ----------------------------------------------------------
+
+    def _create_stage(self) -> tuple[aws.apigatewayv2.Deployment, aws.apigatewayv2.Stage]:
+        s = self._settings
+        # A WebSocket stage serves only what was deployed: a new deployment
+        # whenever a route or its integration changes, created after the routes.
+        wiring = pulumi.Output.all(
+            *[
+                pulumi.Output.all(key, self.routes[key].id, self.integrations[key].id, self.integrations[key].integration_uri)
+                for key in sorted(self.routes)
+            ]
+        )
+        deployment = aws.apigatewayv2.Deployment(
+            f"{self._name}-deployment",
+            api_id=self.api.id,
+            description=f"channel-server routes: {', '.join(sorted(self.routes))}",
+            triggers={"routes": wiring.apply(lambda rows: json.dumps(rows, sort_keys=True))},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.routes.values())),
+        )
+        stage = aws.apigatewayv2.Stage(
+            f"{self._name}-stage",
+            api_id=self.api.id,
+            name=s.stage_name,
+            deployment_id=deployment.id,
+            # both limits, always: leaving one out makes it 0 and every message a 429
+            default_route_settings=aws.apigatewayv2.StageDefaultRouteSettingsArgs(
+                throttling_burst_limit=s.throttling_burst_limit,
+                throttling_rate_limit=s.throttling_rate_limit,
+            ),
+            tags=self._tags,
+            opts=self._child,
+        )
+        return deployment, stage
+
+
+def _allow(actions: Any, resources: list[str]) -> dict:
+    return {"Effect": "Allow", "Action": sorted(actions), "Resource": resources}
+
+
+__all__ = ["ChannelServer", "ChannelServerArgs", "Settings", "TYPE_TOKEN"]

@@ -1,0 +1,219 @@
+"""Run a Pulumi program under Pulumi's mock engine and see what it registered.
+
+``deploy(program)`` runs ``program`` (any callable that creates resources, such
+as ``lambda: ChannelServer("chat")`` or a whole ``__main__.py``) with
+:class:`AwsMocks`, waits until every resource has registered and returns a
+:class:`Deployment`: each resource's type, name, inputs (as the provider would
+receive them: camelCase keys, resolved values, assets as ``pulumi.Asset`` /
+``pulumi.Archive`` objects) and the AWS-shaped outputs the mocks computed,
+plus the stack's exports, resolved.
+
+The tests use it to assert the component's resources; local mode uses it to
+build its world from what the component declares. Outputs are deterministic:
+the same program gives the same ids, names and ARNs on every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import pulumi
+
+ACCOUNT = "123456789012"
+DEFAULT_REGION = "us-east-1"
+
+
+def _suffix(name: str, length: int = 7) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One resource as the mock engine saw it."""
+
+    type: str
+    name: str
+    id: str
+    inputs: Mapping[str, Any]
+    outputs: Mapping[str, Any]
+    urn: str = ""
+    """``urn:pulumi:{stack}::{project}::{parent types$}{type}::{name}``: the parent
+    chain shows which component a resource was created under."""
+
+    def __getitem__(self, key: str) -> Any:
+        """An output (inputs included) by its wire name, e.g. ``table["hashKey"]``."""
+        return self.outputs[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.outputs.get(key, default)
+
+
+@dataclass
+class Deployment:
+    """Everything one mocked run registered, in registration order."""
+
+    resources: list[Registered] = field(default_factory=list)
+    exports: dict[str, Any] = field(default_factory=dict)
+    result: Any = None
+
+    def of_type(self, type_token: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def one(self, type_token: str) -> Registered:
+        found = self.of_type(type_token)
+        if len(found) != 1:
+            raise LookupError(f"expected one {type_token}, found {len(found)}")
+        return found[0]
+
+    def by_id(self, resource_id: str, type_token: str | None = None) -> Registered:
+        for resource in self.resources:
+            if resource.id == resource_id and type_token in (None, resource.type):
+                return resource
+        raise LookupError(f"no {type_token or 'resource'} with id {resource_id!r}")
+
+    def by_name(self, name: str) -> Registered:
+        for resource in self.resources:
+            if resource.name == name:
+                return resource
+        raise LookupError(f"no resource named {name!r}")
+
+
+class AwsMocks(pulumi.runtime.Mocks):
+    """Mocks that answer like AWS: every computed output the channel server (or
+    code reading it) uses, in AWS's shapes, derived deterministically from the
+    resource's name and inputs."""
+
+    def __init__(self, region: str = DEFAULT_REGION, account: str = ACCOUNT):
+        self.region = region
+        self.account = account
+        self.registered: list[Registered] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+        outputs = dict(args.inputs)
+        resource_id = f"{args.name}-{_suffix(args.typ + args.name)}"
+        compute = self._COMPUTED.get(args.typ)
+        if compute is not None:
+            resource_id = compute(self, args, outputs) or resource_id
+        outputs.setdefault("arn", f"arn:aws:mock:{self.region}:{self.account}:{args.typ}/{resource_id}")
+        self.registered.append(Registered(args.typ, args.name, resource_id, dict(args.inputs), outputs))
+        return resource_id, outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
+        if args.token == "aws:index/getRegion:getRegion":
+            return {"name": self.region, "region": self.region, "id": self.region}
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": self.account, "arn": f"arn:aws:iam::{self.account}:user/mock", "userId": "mock"}
+        return {}
+
+    # --- AWS-shaped computed outputs, by resource type ------------------------------------
+
+    def _auto_name(self, args: Any, outputs: dict) -> str:
+        if outputs.get("name"):
+            return outputs["name"]
+        prefix = outputs.get("namePrefix")
+        name = f"{prefix}{_suffix(args.name, 26)}" if prefix else f"{args.name}-{_suffix(args.name)}"
+        outputs["name"] = name
+        return name
+
+    def _table(self, args: Any, outputs: dict) -> str:
+        name = self._auto_name(args, outputs)
+        outputs["arn"] = f"arn:aws:dynamodb:{self.region}:{self.account}:table/{name}"
+        outputs["streamArn"] = ""
+        return name
+
+    def _api(self, args: Any, outputs: dict) -> str:
+        api_id = _suffix(args.name, 10)
+        outputs["apiEndpoint"] = f"wss://{api_id}.execute-api.{self.region}.amazonaws.com"
+        outputs["executionArn"] = f"arn:aws:execute-api:{self.region}:{self.account}:{api_id}"
+        outputs["arn"] = f"arn:aws:apigateway:{self.region}::/apis/{api_id}"
+        return api_id
+
+    def _stage(self, args: Any, outputs: dict) -> str:
+        api_id, stage = outputs.get("apiId", ""), outputs.get("name", "")
+        outputs["invokeUrl"] = f"wss://{api_id}.execute-api.{self.region}.amazonaws.com/{stage}"
+        outputs["executionArn"] = f"arn:aws:execute-api:{self.region}:{self.account}:{api_id}/{stage}"
+        return stage
+
+    def _function(self, args: Any, outputs: dict) -> str:
+        name = self._auto_name(args, outputs)
+        arn = f"arn:aws:lambda:{self.region}:{self.account}:function:{name}"
+        outputs["arn"] = arn
+        outputs["invokeArn"] = f"arn:aws:apigateway:{self.region}:lambda:path/2015-03-31/functions/{arn}/invocations"
+        outputs["qualifiedArn"] = f"{arn}:$LATEST"
+        return name
+
+    def _role(self, args: Any, outputs: dict) -> str:
+        name = self._auto_name(args, outputs)
+        outputs["arn"] = f"arn:aws:iam::{self.account}:role/{name}"
+        return name
+
+    def _log_group(self, args: Any, outputs: dict) -> str:
+        name = self._auto_name(args, outputs)
+        outputs["arn"] = f"arn:aws:logs:{self.region}:{self.account}:log-group:{name}"
+        return name
+
+    def _short_id(self, args: Any, outputs: dict) -> str:
+        return _suffix(args.typ + args.name)
+
+    _COMPUTED: dict[str, Callable[["AwsMocks", Any, dict], str]] = {
+        "aws:dynamodb/table:Table": _table,
+        "aws:apigatewayv2/api:Api": _api,
+        "aws:apigatewayv2/stage:Stage": _stage,
+        "aws:apigatewayv2/deployment:Deployment": _short_id,
+        "aws:apigatewayv2/integration:Integration": _short_id,
+        "aws:apigatewayv2/route:Route": _short_id,
+        "aws:lambda/function:Function": _function,
+        "aws:iam/role:Role": _role,
+        "aws:cloudwatch/logGroup:LogGroup": _log_group,
+    }
+
+
+def deploy(
+    program: Callable[[], Any] | str | Path,
+    *,
+    project: str = "channel-server",
+    stack: str = "dev",
+    config: Mapping[str, Any] | None = None,
+    region: str | None = None,
+) -> Deployment:
+    """Run ``program`` under :class:`AwsMocks` and return what it registered.
+
+    ``program`` is a callable or the path of a Pulumi program file (run as
+    ``__main__``). ``config`` holds fully qualified keys
+    (``{"channel-server:stageName": "prod", "aws:region": "eu-west-1"}``); objects
+    are passed as JSON strings, as the Pulumi CLI does.
+    """
+    import json
+
+    values = {key: value if isinstance(value, str) else json.dumps(value) for key, value in (config or {}).items()}
+    pulumi.runtime.set_all_config(values)
+    mocks = AwsMocks(region=region or values.get("aws:region") or DEFAULT_REGION)
+    # a fresh root stack, so no exports of an earlier run in this process leak in
+    pulumi.runtime.settings.ROOT.set(None)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
+    deployment = Deployment()
+
+    def body() -> Any:
+        if callable(program):
+            deployment.result = program()
+        else:
+            runpy.run_path(str(program), run_name="__main__")
+        root = pulumi.runtime.get_root_resource()
+        exports = dict(getattr(root, "outputs", {}) or {})
+        return pulumi.Output.all(**exports).apply(deployment.exports.update) if exports else None
+
+    pulumi.runtime.test(body)()
+    monitor = pulumi.runtime.settings.SETTINGS.monitor
+    urns = {
+        (urn.split("::")[2].split("$")[-1], urn.split("::")[3]): urn
+        for urn in getattr(monitor, "resources", {})
+    }
+    deployment.resources = [
+        dataclasses.replace(r, urn=urns.get((r.type, r.name), "")) for r in mocks.registered
+    ]
+    return deployment

@@ -1,0 +1,231 @@
+"""Lambda entry points, one per API Gateway route (see ``spec.ROUTES``).
+
+Each entry point wraps the raw event, hands it to the shared
+:class:`ChannelApp` and returns. The app is built on first use from the
+function's environment and reused across invocations, with its boto3 clients.
+Tests and local mode may build their own ``ChannelApp`` with their own
+environment and clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable, Mapping
+
+from . import protocol, spec
+from .events import WebSocketEvent
+from .sender import ConnectionGone, DeliveryError, Sender, management_client
+from .store import Store, StoreError
+
+logger = logging.getLogger("channel_server")
+logger.setLevel(logging.INFO)
+
+OK = {"statusCode": 200}
+#: What the sender sees when something broke on our side.
+INTERNAL_ERROR = "internal error; the request was not carried out"
+
+
+class ChannelApp:
+    """The channel server's behaviour behind the routes.
+
+    ``environ`` supplies the table, index and management endpoint (the names are
+    in ``spec``); ``dynamodb`` and ``management`` are boto3 clients, created
+    lazily from the environment when not given.
+    """
+
+    def __init__(self, environ: Mapping[str, str], *, dynamodb: Any = None, management: Any = None):
+        self._environ = dict(environ)
+        self._dynamodb = dynamodb
+        self._management = management
+        self._store: Store | None = None
+        self._sender: Sender | None = None
+        self.rules = protocol.Rules(
+            channel_id_pattern=self._environ.get(spec.ENV_CHANNEL_ID_PATTERN) or protocol.DEFAULT_CHANNEL_ID_PATTERN,
+            max_message_bytes=int(
+                self._environ.get(spec.ENV_MAX_MESSAGE_BYTES) or protocol.API_GATEWAY_MAX_MESSAGE_BYTES
+            ),
+        )
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            if self._dynamodb is None:
+                import boto3
+                from botocore.config import Config
+
+                # The endpoint comes from the environment (AWS_ENDPOINT_URL_DYNAMODB
+                # when set), so the same code reaches AWS, moto and local mode.
+                self._dynamodb = boto3.client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+            self._store = Store(
+                self._dynamodb, self._environ[spec.ENV_TABLE_NAME], self._environ[spec.ENV_INDEX_NAME]
+            )
+        return self._store
+
+    @property
+    def sender(self) -> Sender:
+        if self._sender is None:
+            if self._management is None:
+                self._management = management_client(self._environ[spec.ENV_MANAGEMENT_ENDPOINT])
+            self._sender = Sender(self._management)
+        return self._sender
+
+    # --- routes --------------------------------------------------------------------
+
+    def connect(self, event: WebSocketEvent) -> dict:
+        _log_event(event)
+        return OK
+
+    def disconnect(self, event: WebSocketEvent) -> dict:
+        _log_event(event)
+        try:
+            self.store.remove_connection(event.connection_id)
+        except Exception:
+            # Nothing to tell a client that has left; the rows expire by TTL.
+            _log_failure(event, "removing the connection's rows failed")
+        return OK
+
+    def join(self, event: WebSocketEvent) -> dict:
+        return self._message(event, self._join)
+
+    def publish(self, event: WebSocketEvent) -> dict:
+        return self._message(event, self._publish)
+
+    def ping(self, event: WebSocketEvent) -> dict:
+        return self._message(event, self._ping)
+
+    def default(self, event: WebSocketEvent) -> dict:
+        return self._message(event, self._default)
+
+    # --- behaviour -----------------------------------------------------------------
+
+    def _message(self, event: WebSocketEvent, behaviour: Callable[[WebSocketEvent, Any], dict]) -> dict:
+        """Decode the frame, run the route's behaviour and send its reply; any
+        failure becomes an error reply, never an exception out of Lambda."""
+        _log_event(event)
+        command = protocol.decode(event.body, self.rules)
+        try:
+            frame = command.frame if isinstance(command, protocol.Reply) else behaviour(event, command)
+        except Exception:
+            _log_failure(event, "handling the frame failed")
+            frame = _failure_for(command, INTERNAL_ERROR)
+        self._reply(event, frame)
+        return OK
+
+    def _join(self, event: WebSocketEvent, command: Any) -> dict:
+        if not isinstance(command, protocol.Join):
+            return _misrouted(event, command)
+        try:
+            joined = self.store.join(event.connection_id, command.channel_id, protocol.new_sender_id())
+        except StoreError as exc:
+            _log_failure(event, f"join failed: {type(exc).__name__}")
+            return protocol.join_failure("could not join right now; try again")
+        return protocol.join_success(joined.channel_id, joined.sender_id)
+
+    def _publish(self, event: WebSocketEvent, command: Any) -> dict:
+        if not isinstance(command, protocol.Publish):
+            return _misrouted(event, command)
+        membership = self.store.membership(event.connection_id)
+        if membership is None:
+            return protocol.publish_failure(protocol.NOT_IN_CHANNEL)
+        outgoing = protocol.prepare_message(membership.sender_id, command.data, self.rules)
+        if outgoing.failure is not None:
+            return outgoing.failure
+        targets = protocol.recipients(self.store.members(membership.channel_id), event.connection_id)
+        deliveries = self.sender.post_many(targets, outgoing.payload)
+        for gone in deliveries.gone:
+            try:
+                self.store.remove_connection(gone)
+            except Exception:
+                _log_failure(event, "removing a gone connection failed")
+        for failure in deliveries.failed:
+            logger.warning(
+                "delivery failed",
+                extra={"connectionId": event.connection_id, "routeKey": event.route_key, "code": failure.code},
+            )
+        return protocol.publish_success()
+
+    def _ping(self, event: WebSocketEvent, command: Any) -> dict:
+        if not isinstance(command, protocol.Ping):
+            return _misrouted(event, command)
+        return protocol.pong(command)
+
+    def _default(self, event: WebSocketEvent, command: Any) -> dict:
+        # API Gateway routes join/publish/ping frames to their own routes; a
+        # valid one can only land here when the API lacks that route.
+        return _misrouted(event, command)
+
+    def _reply(self, event: WebSocketEvent, frame: dict) -> None:
+        try:
+            payload = protocol.encode(frame)
+        except ValueError:
+            _log_failure(event, "reply could not be encoded")
+            payload = protocol.encode(protocol.error(INTERNAL_ERROR))
+        try:
+            self.sender.post(event.connection_id, payload)
+        except ConnectionGone:
+            pass  # the client left before its answer; $disconnect cleans up
+        except DeliveryError as exc:
+            logger.warning(
+                "reply not delivered",
+                extra={"connectionId": event.connection_id, "routeKey": event.route_key, "code": exc.code},
+            )
+
+
+def _misrouted(event: WebSocketEvent, command: Any) -> dict:
+    logger.warning("frame reached the wrong route", extra={"connectionId": event.connection_id, "routeKey": event.route_key})
+    return protocol.error(f"this API has no route for {type(command).__name__.lower()} frames")
+
+
+def _failure_for(command: Any, reason: str) -> dict:
+    """The failure reply that matches the frame the client sent."""
+    if isinstance(command, protocol.Join):
+        return protocol.join_failure(reason)
+    if isinstance(command, protocol.Publish):
+        return protocol.publish_failure(reason)
+    return protocol.error(reason)
+
+
+def _log_event(event: WebSocketEvent) -> None:
+    # Connection and route only: message payloads are never logged.
+    logger.info("event", extra={"connectionId": event.connection_id, "routeKey": event.route_key})
+
+
+def _log_failure(event: WebSocketEvent, what: str) -> None:
+    logger.exception(what, extra={"connectionId": event.connection_id, "routeKey": event.route_key})
+
+
+# --- Lambda entry points ------------------------------------------------------------
+
+_app: ChannelApp | None = None
+
+
+def _default_app() -> ChannelApp:
+    global _app
+    if _app is None:
+        _app = ChannelApp(os.environ)
+    return _app
+
+
+def connect(event: dict, context: Any = None) -> dict:
+    return _default_app().connect(WebSocketEvent(event))
+
+
+def disconnect(event: dict, context: Any = None) -> dict:
+    return _default_app().disconnect(WebSocketEvent(event))
+
+
+def join(event: dict, context: Any = None) -> dict:
+    return _default_app().join(WebSocketEvent(event))
+
+
+def publish(event: dict, context: Any = None) -> dict:
+    return _default_app().publish(WebSocketEvent(event))
+
+
+def ping(event: dict, context: Any = None) -> dict:
+    return _default_app().ping(WebSocketEvent(event))
+
+
+def default(event: dict, context: Any = None) -> dict:
+    return _default_app().default(WebSocketEvent(event))

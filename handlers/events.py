@@ -1,0 +1,52 @@
+"""A read-only view of an API Gateway WebSocket (Lambda proxy) event."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Mapping
+
+
+class WebSocketEvent:
+    """Wraps the raw event dict; properties in snake_case, nothing computed
+    from client-controlled headers."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Mapping[str, Any]):
+        self.raw = raw
+
+    @property
+    def _context(self) -> Mapping[str, Any]:
+        return self.raw.get("requestContext") or {}
+
+    @property
+    def connection_id(self) -> str:
+        return self._context.get("connectionId", "")
+
+    @property
+    def route_key(self) -> str:
+        return self._context.get("routeKey", "")
+
+    @property
+    def event_type(self) -> str:
+        return self._context.get("eventType", "")
+
+    @property
+    def request_id(self) -> str:
+        return self._context.get("requestId", "")
+
+    @property
+    def body(self) -> str | None:
+        """The text frame as sent (None on $connect/$disconnect)."""
+        body = self.raw.get("body")
+        if body is not None and self.raw.get("isBase64Encoded"):
+            try:
+                return base64.b64decode(body).decode("utf-8")
+            except (binascii.Error, ValueError):
+                return None
+        return body
+
+    @property
+    def disconnect_status_code(self) -> int | None:
+        return self._context.get("disconnectStatusCode")

@@ -1,0 +1,227 @@
+"""The wire protocol, without I/O (docs/protocol.md is the contract).
+
+Frames from clients are decoded into commands (:class:`Join`, :class:`Publish`,
+:class:`Ping`) or into an immediate reply (an error or a joinFailure). Replies
+and outgoing messages are built here and nowhere else, so the exact bytes a
+client sees are defined in one module that is tested with plain values.
+
+Nothing here imports boto3 or touches the network; the Lambda entry points
+(``app``) and local mode drive it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any, Union
+
+from . import spec
+
+#: API Gateway's limit on one WebSocket message, in either direction.
+API_GATEWAY_MAX_MESSAGE_BYTES = 128 * 1024
+MAX_CHANNEL_ID_LENGTH = 128
+DEFAULT_CHANNEL_ID_PATTERN = r"[A-Za-z0-9_.:-]+"
+
+# Client frame types that have a route of their own.
+JOIN, PUBLISH, PING = "join", "publish", "ping"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Deployment-specific limits: which channel ids are allowed, how big an
+    outgoing message may be."""
+
+    channel_id_pattern: str = DEFAULT_CHANNEL_ID_PATTERN
+    max_message_bytes: int = API_GATEWAY_MAX_MESSAGE_BYTES
+
+    def __post_init__(self) -> None:
+        # Compile once; a bad pattern is caught by the component at deploy time,
+        # this is the last line of defence.
+        object.__setattr__(self, "_pattern", re.compile(self.channel_id_pattern))
+
+    def channel_id_problem(self, channel_id: Any) -> str | None:
+        """Why ``channel_id`` is not usable, or None when it is."""
+        if channel_id is None:
+            return "channelId is required"
+        if not isinstance(channel_id, str):
+            return "channelId must be a string"
+        if not channel_id:
+            return "channelId must not be empty"
+        if len(channel_id) > MAX_CHANNEL_ID_LENGTH:
+            return f"channelId must be at most {MAX_CHANNEL_ID_LENGTH} characters"
+        if channel_id.startswith(spec.STATE_ROW_PREFIX[0]):
+            return f"channelId must not start with {spec.STATE_ROW_PREFIX[0]!r} (reserved)"
+        if not self._pattern.fullmatch(channel_id):  # type: ignore[attr-defined]
+            return f"channelId must match {self.channel_id_pattern}"
+        return None
+
+
+# --- commands -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Join:
+    channel_id: str
+
+
+@dataclass(frozen=True)
+class Publish:
+    data: Any
+
+
+@dataclass(frozen=True)
+class Ping:
+    data: Any
+    has_data: bool
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer the sender with ``frame`` and do nothing else."""
+
+    frame: dict
+
+
+Command = Union[Join, Publish, Ping, Reply]
+
+
+def decode(body: str | None, rules: Rules) -> Command:
+    """Turn a client's text frame into a command, or into the reply it earns.
+
+    Never raises: every input maps to exactly one command or reply.
+    """
+    if body is None or body == "":
+        return Reply(error("empty frame; send a JSON object with a type"))
+    try:
+        message = json.loads(body, parse_constant=_not_json, parse_float=_finite_float)
+    except _OutOfRange:
+        return Reply(error("frame has a number out of range"))
+    except (ValueError, RecursionError):
+        return Reply(error("frame is not valid JSON"))
+    if not isinstance(message, dict):
+        return Reply(error("frame must be a JSON object"))
+    kind = message.get("type")
+    if kind is None:
+        return Reply(error("frame has no type"))
+    if kind == JOIN:
+        problem = rules.channel_id_problem(message.get("channelId"))
+        if problem:
+            return Reply(join_failure(problem))
+        return Join(message["channelId"])
+    if kind == PUBLISH:
+        if "data" not in message:
+            return Reply(publish_failure("publish needs a data field"))
+        return Publish(message["data"])
+    if kind == PING:
+        return Ping(message.get("data"), "data" in message)
+    if not isinstance(kind, str):
+        return Reply(error("type must be a string"))
+    return Reply(error(f"unknown type {_shorten(kind)!r}; expected join, publish or ping"))
+
+
+class _OutOfRange(ValueError):
+    pass
+
+
+def _not_json(token: str) -> Any:
+    # Python's json accepts NaN, Infinity and -Infinity; JSON does not
+    raise ValueError(f"{token} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: valid JSON, but no client could read it back
+        raise _OutOfRange(text)
+    return value
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+# --- frames the server sends -------------------------------------------------------
+
+
+def new_sender_id() -> str:
+    """A fresh, unguessable id for one membership: 128 random bits."""
+    return secrets.token_urlsafe(16)
+
+
+def join_success(channel_id: str, sender_id: str) -> dict:
+    return {"type": "joinSuccess", "channelId": channel_id, "senderId": sender_id}
+
+
+def join_failure(reason: str) -> dict:
+    return {"type": "joinFailure", "data": reason}
+
+
+def message(sender_id: str, data: Any) -> dict:
+    return {"type": "message", "senderId": sender_id, "data": data}
+
+
+def publish_success() -> dict:
+    return {"type": "publishSuccess"}
+
+
+def publish_failure(reason: str) -> dict:
+    return {"type": "publishFailure", "data": reason}
+
+
+def pong(ping: Ping) -> dict:
+    return {"type": "pong", "data": ping.data} if ping.has_data else {"type": "pong"}
+
+
+def error(reason: str) -> dict:
+    return {"type": "error", "data": reason}
+
+
+NOT_IN_CHANNEL = "not in a channel; send a join first"
+
+
+def encode(frame: dict) -> bytes:
+    """The bytes of one outgoing frame: compact UTF-8 JSON.
+
+    Raises ValueError for values JSON cannot carry (NaN, infinities). A string
+    with a lone surrogate (which a client can send as ``"\ud800"``) cannot be
+    UTF-8: such a frame goes out ASCII-escaped, so the client gets back exactly
+    what it sent.
+    """
+    text = json.dumps(frame, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(frame, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A publish, decided: the encoded message for every recipient, or the
+    failure to send back instead."""
+
+    payload: bytes | None
+    failure: dict | None
+
+
+def prepare_message(sender_id: str, data: Any, rules: Rules) -> Outgoing:
+    """Encode the message once for every recipient, or refuse it whole when it
+    would exceed the message size limit (nothing is half-sent)."""
+    try:
+        payload = encode(message(sender_id, data))
+    except (ValueError, RecursionError):
+        return Outgoing(None, publish_failure("data cannot be encoded as JSON"))
+    if len(payload) > rules.max_message_bytes:
+        return Outgoing(
+            None,
+            publish_failure(
+                f"message too large: {len(payload)} bytes encoded, the limit is {rules.max_message_bytes}"
+            ),
+        )
+    return Outgoing(payload, None)
+
+
+def recipients(members: list[str], sender_connection_id: str) -> list[str]:
+    """Everyone in the channel but the sender, each once, in a stable order."""
+    return sorted(set(members) - {sender_connection_id})

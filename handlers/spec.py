@@ -1,0 +1,100 @@
+"""The facts the handlers and the component share: one place for each.
+
+The component (``channel_server.component``) reads this module to build its
+resources, local mode reads the resources the component registered, and the
+handlers read it to find their table and endpoints. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# --- environment variables set on every function -------------------------------
+
+ENV_TABLE_NAME = "CHANNEL_TABLE_NAME"
+ENV_INDEX_NAME = "CHANNEL_INDEX_NAME"
+ENV_MANAGEMENT_ENDPOINT = "CHANNEL_MANAGEMENT_ENDPOINT"
+ENV_CHANNEL_ID_PATTERN = "CHANNEL_ID_PATTERN"
+ENV_MAX_MESSAGE_BYTES = "CHANNEL_MAX_MESSAGE_BYTES"
+
+# --- the connections table --------------------------------------------------------
+
+#: Partition key: the API Gateway connection id.
+CONNECTION_ID = "connectionId"
+#: Sort key: the channel a connection is in (or the connection's state row, below).
+CHANNEL_ID = "channelId"
+#: The global secondary index that lists a channel's connections.
+CHANNEL_INDEX = "byChannel"
+#: TTL attribute (epoch seconds), set on every item.
+EXPIRES_AT = "expiresAt"
+#: Per-join random id shown to other members instead of the connection id.
+SENDER_ID = "senderId"
+#: On the state row: the channel the connection is in.
+CURRENT_CHANNEL = "currentChannel"
+#: On the state row: bumped on every join, the condition that makes joins atomic.
+VERSION = "version"
+#: Attributes the channel index projects besides its keys: publish needs only the
+#: connection id and the expiry.
+INDEX_PROJECTED = (EXPIRES_AT,)
+#: Sort-key prefix of a connection's state row. Channel ids can never start with
+#: it (the protocol rejects them), so a state row is never mistaken for a
+#: membership. The connection id follows the prefix so state rows spread over
+#: the index instead of sharing one hot partition.
+STATE_ROW_PREFIX = "$connection#"
+
+#: API Gateway closes every WebSocket connection after 2 hours; rows whose
+#: ``$disconnect`` never arrived expire shortly after that.
+MAX_CONNECTION_SECONDS = 2 * 60 * 60
+ROW_TTL_SECONDS = MAX_CONNECTION_SECONDS + 5 * 60
+
+# --- routes -------------------------------------------------------------------------
+
+#: DynamoDB actions, by what the store does with them.
+READ_STATE = ("dynamodb:GetItem",)  # Store.membership, Store.join
+MOVE_MEMBERSHIP = ("dynamodb:PutItem", "dynamodb:DeleteItem")  # Store.join's transaction
+REMOVE_CONNECTION = ("dynamodb:Query", "dynamodb:BatchWriteItem")  # Store.remove_connection
+
+
+@dataclass(frozen=True)
+class Route:
+    """One API Gateway route and the Lambda function behind it.
+
+    ``table_actions`` are the DynamoDB actions the function calls on the table,
+    ``index_actions`` those it calls on the channel index, and ``posts`` whether
+    it posts to connections through the management API. The component grants
+    exactly these and nothing more.
+    """
+
+    key: str
+    function: str
+    table_actions: tuple[str, ...] = ()
+    index_actions: tuple[str, ...] = ()
+    posts: bool = False
+
+    @property
+    def handler(self) -> str:
+        """The Lambda handler string of this route's entry point."""
+        return f"{HANDLER_MODULE}.{self.function}"
+
+
+#: The entry points live in this module, addressed as the archive lays it out.
+HANDLER_MODULE = "channel_server.handlers.app"
+
+ROUTES: tuple[Route, ...] = (
+    Route("$connect", "connect"),
+    Route("$disconnect", "disconnect", table_actions=REMOVE_CONNECTION),
+    Route("join", "join", table_actions=READ_STATE + MOVE_MEMBERSHIP, posts=True),
+    Route(
+        "publish",
+        "publish",
+        # reads the sender's state, lists the channel, removes gone members
+        table_actions=READ_STATE + REMOVE_CONNECTION,
+        index_actions=("dynamodb:Query",),
+        posts=True,
+    ),
+    Route("ping", "ping", posts=True),
+    Route("$default", "default", posts=True),
+)
+
+#: The route selection expression: the frame's ``type`` field picks the route.
+ROUTE_SELECTION_EXPRESSION = "$request.body.type"

@@ -1,0 +1,145 @@
+"""Fixtures shared by the handler tests.
+
+- ``embedded_dynamodb``: moto's DynamoDB on a loopback port, once per session.
+- ``table_definition``: the ``aws:dynamodb/table:Table`` inputs the component
+  registers (``ChannelServer`` under Pulumi's mocks), so the tests run against
+  the table the component declares, not a hand-written copy.
+- ``table``: a fresh, uniquely named table built from that definition.
+- ``management``: a fake management API that records posts (and can answer 410).
+- ``app``: a ``ChannelApp`` wired to both, installed as the Lambda module's app,
+  so the real entry points (``app.join(event, context)``) run through it.
+
+No real AWS credentials are ever used: the environment is scrubbed and every
+client talks to a loopback endpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `support` helpers
+
+from support.management import FakeManagementApi  # noqa: E402
+
+REGION = "us-east-1"
+FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+#: Environment variables through which boto3 could find real credentials or endpoints.
+_AWS_ENV = (
+    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI", "AWS_REGION",
+)
+
+
+@pytest.fixture(autouse=True)
+def aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Fake credentials only: boto3 must never find real ones."""
+    for name in _AWS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    nowhere = str(tmp_path_factory.getbasetemp() / "no-aws-config")
+    monkeypatch.setenv("AWS_CONFIG_FILE", nowhere)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", nowhere)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_CREDENTIALS["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_CREDENTIALS["aws_secret_access_key"])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+
+
+@pytest.fixture(scope="session")
+def embedded_dynamodb() -> Iterator[Any]:
+    from channel_server.local.dynamodb import EmbeddedDynamoDB
+
+    server = EmbeddedDynamoDB().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def table_definition() -> Any:
+    """The table as the component registers it (keys, index, projection, TTL)."""
+    from channel_server import ChannelServer
+    from channel_server.mocks import deploy
+
+    return deploy(lambda: ChannelServer("test")).one("aws:dynamodb/table:Table")
+
+
+@pytest.fixture(scope="session")
+def dynamodb(embedded_dynamodb: Any) -> Any:
+    """A boto3 DynamoDB client for the embedded server (explicit fake credentials)."""
+    import boto3
+
+    return boto3.client("dynamodb", endpoint_url=embedded_dynamodb.endpoint, region_name=REGION, **FAKE_CREDENTIALS)
+
+
+@pytest.fixture
+def table(dynamodb: Any, table_definition: Any) -> Iterator[str]:
+    """A fresh table, declared as the component declares it; yields its name."""
+    from channel_server.local.dynamodb import create_table
+
+    name = f"{table_definition['name']}-{uuid.uuid4().hex[:8]}"
+    create_table(dynamodb, name, dict(table_definition.inputs))
+    yield name
+    dynamodb.delete_table(TableName=name)
+
+
+@pytest.fixture
+def management() -> Iterator[FakeManagementApi]:
+    with FakeManagementApi(stage="dev") as api:
+        yield api
+
+
+@pytest.fixture
+def environ(table: str, table_definition: Any, management: FakeManagementApi) -> dict[str, str]:
+    """The functions' environment, by the variable names the handlers read."""
+    from channel_server.handlers import spec
+
+    (index,) = table_definition.inputs["globalSecondaryIndexes"]
+    return {
+        spec.ENV_TABLE_NAME: table,
+        spec.ENV_INDEX_NAME: index["name"],
+        spec.ENV_MANAGEMENT_ENDPOINT: management.endpoint,
+    }
+
+
+@pytest.fixture
+def install_app(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], dynamodb: Any) -> Any:
+    """``install_app(**env)``: build a ChannelApp from the test environment plus
+    ``env`` (``dynamodb=`` swaps the client) and install it as the Lambda
+    module's app; returns the Lambda module."""
+    from channel_server.handlers import app as lambda_module
+
+    def install(*, dynamodb: Any = dynamodb, **env: str) -> Any:
+        channel_app = lambda_module.ChannelApp({**environ, **env}, dynamodb=dynamodb)
+        monkeypatch.setattr(lambda_module, "_app", channel_app)
+        return lambda_module
+
+    return install
+
+
+@pytest.fixture
+def app(install_app: Any) -> Any:
+    """The Lambda module, with a ChannelApp for this test's table and endpoint
+    installed as its app: call ``app.join(event, context)`` and the rest."""
+    return install_app()
+
+
+@pytest.fixture
+def lambda_context() -> Any:
+    """The few attributes of a Lambda context object a handler might read."""
+    return SimpleNamespace(
+        function_name="test-join-3f2a9c1",
+        function_version="$LATEST",
+        aws_request_id="c6af9ac6-7b61-11e6-9a41-93e812345678",
+        memory_limit_in_mb=256,
+        get_remaining_time_in_millis=lambda: 29_000,
+    )

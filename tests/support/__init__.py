@@ -1,0 +1,1 @@
+"""Test helpers: recorded-shape API Gateway events and a fake management API."""

@@ -1,0 +1,140 @@
+"""A fake API Gateway management API (``@connections``) on a real HTTP port.
+
+moto's apigatewaymanagementapi accepts every post and never answers 410, so
+the handlers' delivery paths are tested against this instead::
+
+    with FakeManagementApi() as api:
+        api.gone.add(connection_id)           # 410 GoneException for that id
+        api.faults[other] = (403, "ForbiddenException")
+        ... ChannelApp({..., ENV_MANAGEMENT_ENDPOINT: api.endpoint}) ...
+        api.frames(connection_id)             # JSON frames it was sent
+
+Answers are shaped like API Gateway's: errors carry ``x-amzn-ErrorType`` (which
+botocore names the exception by) and a JSON body.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+GONE = (410, "GoneException")
+
+
+class FakeManagementApi:
+    """POST /{stage}/@connections/{id}: records (id, body) and answers 200, or
+    the status and error type set for the id in :attr:`faults` (or 410 Gone
+    for ids in :attr:`gone`)."""
+
+    def __init__(self, stage: str = "dev"):
+        self.stage = stage
+        #: Connection ids that answer 410 GoneException.
+        self.gone: set[str] = set()
+        #: Connection id -> (HTTP status, x-amzn-ErrorType) to answer instead of 200.
+        self.faults: dict[str, tuple[int, str]] = {}
+        #: Every post that was answered 200, in arrival order: (connection id, body).
+        self.posts: list[tuple[str, bytes]] = []
+        #: Every post, whatever the answer: (connection id, status).
+        self.attempts: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        # a short poll interval: shutdown() waits up to one interval
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, name="fake-management-api", daemon=True
+        )
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/{self.stage}"
+
+    # --- what was sent ----------------------------------------------------------
+
+    def frames(self, connection_id: str) -> list[Any]:
+        """The JSON-decoded frames delivered to ``connection_id``, in order."""
+        with self._lock:
+            return [json.loads(body) for cid, body in self.posts if cid == connection_id]
+
+    def all_bodies(self) -> list[bytes]:
+        """Every delivered body, in order."""
+        with self._lock:
+            return [body for _, body in self.posts]
+
+    def recipients(self) -> list[str]:
+        """The connection ids delivered to, in order (repeats included)."""
+        with self._lock:
+            return [cid for cid, _ in self.posts]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.posts.clear()
+            self.attempts.clear()
+
+    # --- lifecycle --------------------------------------------------------------
+
+    def _answer_for(self, connection_id: str) -> tuple[int, str | None]:
+        if connection_id in self.gone:
+            return GONE
+        return self.faults.get(connection_id, (200, None))
+
+    def _record(self, connection_id: str, body: bytes, status: int) -> None:
+        with self._lock:
+            self.attempts.append((connection_id, status))
+            if status == 200:
+                self.posts.append((connection_id, body))
+
+    def start(self) -> "FakeManagementApi":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "FakeManagementApi":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _handler_for(api: FakeManagementApi) -> type[BaseHTTPRequestHandler]:
+    prefix = f"/{api.stage}/@connections/"
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as botocore's pool expects
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            path = urlsplit(self.path).path
+            if not path.startswith(prefix) or "/" in path[len(prefix):]:
+                self._send(404, "NotFoundException", {"message": f"no route for POST {path}"})
+                return
+            connection_id = unquote(path[len(prefix):])  # botocore sends "=" as %3D
+            status, error_type = api._answer_for(connection_id)
+            api._record(connection_id, body, status)
+            if status == 200:
+                self._send(200, None, None)
+            else:
+                self._send(status, error_type, {"message": None})
+
+        def _send(self, status: int, error_type: str | None, payload: Any) -> None:
+            data = b"" if payload is None else json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("x-amzn-RequestId", "00000000-0000-4000-8000-000000000000")
+            if error_type:
+                self.send_header("x-amzn-ErrorType", error_type)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:  # one line per post is noise
+            pass
+
+    return Handler

@@ -1,0 +1,571 @@
+"""ChannelServer under Pulumi's mocks: the resources it registers and how they are wired.
+
+Expected values come from ``channel_server.handlers.spec`` (one place for each
+fact) and from the resolved settings; the user-facing facts are also pinned as
+literals, so a wrong edit of the spec or of the defaults fails here too.
+
+Each distinct set of args is deployed once per module (a deploy takes ~0.3 s).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pytest
+
+from channel_server import TYPE_TOKEN, ChannelServer, ChannelServerArgs, ChannelServerArgsError, archive
+from channel_server.args import Settings, resolve
+from channel_server.handlers import spec
+from channel_server.mocks import Deployment, Registered, deploy
+
+TABLE = "aws:dynamodb/table:Table"
+API = "aws:apigatewayv2/api:Api"
+ROUTE = "aws:apigatewayv2/route:Route"
+INTEGRATION = "aws:apigatewayv2/integration:Integration"
+DEPLOYMENT = "aws:apigatewayv2/deployment:Deployment"
+STAGE = "aws:apigatewayv2/stage:Stage"
+FUNCTION = "aws:lambda/function:Function"
+PERMISSION = "aws:lambda/permission:Permission"
+ROLE = "aws:iam/role:Role"
+POLICY = "aws:iam/rolePolicy:RolePolicy"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+
+#: What the issue asks for, written out rather than read from the spec.
+ROUTE_KEYS = {"$connect", "$disconnect", "join", "publish", "ping", "$default"}
+SPEC_ROUTES = {route.key: route for route in spec.ROUTES}
+
+CUSTOM_ARGS = ChannelServerArgs(
+    stage_name="prod",
+    table_name="Connections",
+    lambda_runtime="python3.12",
+    lambda_architecture="x86_64",
+    lambda_memory_mb=512,
+    lambda_timeout_seconds=10,
+    log_retention_days=30,
+    throttling_burst_limit=7,
+    throttling_rate_limit=3.5,
+    channel_id_pattern="[a-z]+",
+    max_message_bytes=4096,
+    tags={"team": "realtime", "environment": "test"},
+)
+
+
+# --- deploying -----------------------------------------------------------------------
+
+
+def _program(args: ChannelServerArgs | None):
+    """A program that builds one ChannelServer and exports its outputs and the urns
+    of the children it exposes as attributes."""
+
+    def program() -> ChannelServer:
+        server = ChannelServer("chat", args)
+        pulumi.export(
+            "outputs",
+            {
+                "url": server.url,
+                "management_endpoint": server.management_endpoint,
+                "table_name": server.table_name,
+                "api_id": server.api_id,
+                "stage_name": server.stage_name,
+            },
+        )
+        pulumi.export(
+            "urns",
+            {
+                "table": server.table.urn,
+                "api": server.api.urn,
+                "stage": server.stage.urn,
+                "deployment": server.deployment.urn,
+                **{
+                    attribute: {key: child.urn for key, child in getattr(server, attribute).items()}
+                    for attribute in ("functions", "roles", "policies", "log_groups", "integrations", "routes", "permissions")
+                },
+            },
+        )
+        return server
+
+    return program
+
+
+@dataclass(frozen=True)
+class World:
+    """One mocked deployment and the settings it was built from, with the lookups
+    that follow the wiring (route → integration → function → role → policy)."""
+
+    deployment: Deployment
+    settings: Settings
+
+    def find(self, type_token: str, **outputs: Any) -> Registered:
+        found = [
+            r for r in self.deployment.of_type(type_token) if all(r.get(k) == v for k, v in outputs.items())
+        ]
+        assert len(found) == 1, f"expected one {type_token} with {outputs}, found {len(found)}"
+        return found[0]
+
+    def find_id(self, type_token: str, resource_id: str) -> Registered:
+        found = [r for r in self.deployment.of_type(type_token) if r.id == resource_id]
+        assert len(found) == 1, f"expected one {type_token} with id {resource_id!r}, found {len(found)}"
+        return found[0]
+
+    @property
+    def table(self) -> Registered:
+        return self.deployment.one(TABLE)
+
+    @property
+    def api(self) -> Registered:
+        return self.deployment.one(API)
+
+    @property
+    def stage(self) -> Registered:
+        return self.deployment.one(STAGE)
+
+    def route(self, key: str) -> Registered:
+        return self.find(ROUTE, routeKey=key)
+
+    def integration(self, key: str) -> Registered:
+        target = self.route(key)["target"]
+        assert target.startswith("integrations/")
+        return self.find_id(INTEGRATION, target.removeprefix("integrations/"))
+
+    def function(self, key: str) -> Registered:
+        return self.find(FUNCTION, handler=SPEC_ROUTES[key].handler)
+
+    def role(self, key: str) -> Registered:
+        return self.find(ROLE, arn=self.function(key)["role"])
+
+    def policy(self, key: str) -> Registered:
+        return self.find(POLICY, role=self.role(key).id)
+
+    def log_group(self, key: str) -> Registered:
+        return self.find(LOG_GROUP, name=self.function(key)["loggingConfig"]["logGroup"])
+
+    def permission(self, key: str) -> Registered:
+        return self.find(PERMISSION, function=self.function(key)["name"])
+
+
+def _world(args: ChannelServerArgs | None) -> World:
+    return World(deploy(_program(args)), resolve(args))
+
+
+@pytest.fixture(scope="module")
+def default_world() -> World:
+    return _world(None)
+
+
+@pytest.fixture(scope="module")
+def custom_world() -> World:
+    return _world(CUSTOM_ARGS)
+
+
+@pytest.fixture(params=["default_world", "custom_world"])
+def world(request: pytest.FixtureRequest) -> World:
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(params=sorted(SPEC_ROUTES))
+def key(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def _policy_statements(world: World, key: str) -> list[dict]:
+    return json.loads(world.policy(key)["policy"])["Statement"]
+
+
+def _as_list(value: Any) -> list:
+    return [value] if isinstance(value, str) else list(value)
+
+
+# --- the component -------------------------------------------------------------------
+
+
+def test_component_type_token_is_channel_server_index_channel_server(default_world: World) -> None:
+    assert TYPE_TOKEN == "channel-server:index:ChannelServer"
+    component = default_world.deployment.one("channel-server:index:ChannelServer")
+    assert component.name == "chat"
+
+
+def test_every_child_is_parented_to_the_component(world: World) -> None:
+    children = [r for r in world.deployment.resources if r.type != TYPE_TOKEN]
+    assert children
+    orphans = [r.urn for r in children if f"{TYPE_TOKEN}$" not in r.urn]
+    assert orphans == []
+
+
+def test_every_child_is_named_after_the_component(world: World) -> None:
+    names = [r.name for r in world.deployment.resources if r.type != TYPE_TOKEN]
+    assert [name for name in names if not name.startswith("chat-")] == []
+
+
+def test_every_child_resource_is_reachable_as_an_attribute(world: World) -> None:
+    # GIVEN the urns the program read from the component's attributes
+    urns = world.deployment.exports["urns"]
+    registered = {r.urn: r for r in world.deployment.resources}
+
+    # THEN each names a registered resource of the right type, per route for the dicts
+    assert registered[urns["table"]].type == TABLE
+    assert registered[urns["api"]].type == API
+    assert registered[urns["stage"]].type == STAGE
+    assert registered[urns["deployment"]].type == DEPLOYMENT
+    expected = {
+        "functions": world.function,
+        "roles": world.role,
+        "policies": world.policy,
+        "log_groups": world.log_group,
+        "integrations": world.integration,
+        "routes": world.route,
+        "permissions": world.permission,
+    }
+    for attribute, lookup in expected.items():
+        assert set(urns[attribute]) == ROUTE_KEYS, attribute
+        for route_key, urn in urns[attribute].items():
+            assert urn == lookup(route_key).urn, (attribute, route_key)
+
+
+def test_url_is_the_wss_endpoint_of_the_stage(world: World) -> None:
+    outputs = world.deployment.exports["outputs"]
+    endpoint = world.api["apiEndpoint"]
+    assert endpoint.startswith("wss://")
+    assert outputs["url"] == f"{endpoint}/{world.settings.stage_name}"
+
+
+def test_management_endpoint_is_the_https_form_of_the_stage_url(world: World) -> None:
+    outputs = world.deployment.exports["outputs"]
+    host = world.api["apiEndpoint"].removeprefix("wss://")
+    assert outputs["management_endpoint"] == f"https://{host}/{world.settings.stage_name}"
+
+
+def test_table_name_api_id_and_stage_name_outputs_name_the_deployed_resources(world: World) -> None:
+    outputs = world.deployment.exports["outputs"]
+    assert outputs["table_name"] == world.table["name"]
+    assert outputs["api_id"] == world.api.id
+    assert outputs["stage_name"] == world.stage["name"] == world.settings.stage_name
+
+
+def test_program_result_is_the_channel_server(default_world: World) -> None:
+    server = default_world.deployment.result
+    assert isinstance(server, ChannelServer)
+    assert isinstance(server.url, pulumi.Output)
+
+
+# --- the table -----------------------------------------------------------------------
+
+
+def test_table_is_keyed_on_connection_id_and_channel_id(world: World) -> None:
+    table = world.table
+    assert (table["hashKey"], table["rangeKey"]) == ("connectionId", "channelId")
+    assert (table["hashKey"], table["rangeKey"]) == (spec.CONNECTION_ID, spec.CHANNEL_ID)
+    assert sorted(table["attributes"], key=lambda a: a["name"]) == [
+        {"name": spec.CHANNEL_ID, "type": "S"},
+        {"name": spec.CONNECTION_ID, "type": "S"},
+    ]
+
+
+def test_table_is_billed_per_request(world: World) -> None:
+    assert world.table["billingMode"] == "PAY_PER_REQUEST"
+
+
+def test_table_has_exactly_one_index_on_channel_id_projecting_the_expiry(world: World) -> None:
+    (index,) = world.table["globalSecondaryIndexes"]
+    assert index["name"] == spec.CHANNEL_INDEX
+    assert index["keySchemas"] == [{"attributeName": "channelId", "keyType": "HASH"}]
+    assert "hashKey" not in index  # deprecated in pulumi-aws 7 in favour of keySchemas
+    assert index["projectionType"] == "INCLUDE"
+    assert index["nonKeyAttributes"] == list(spec.INDEX_PROJECTED) == [spec.EXPIRES_AT]
+
+
+def test_table_rows_expire_on_expires_at(world: World) -> None:
+    assert world.table["ttl"] == {"attributeName": spec.EXPIRES_AT, "enabled": True}
+
+
+def test_table_has_point_in_time_recovery(world: World) -> None:
+    assert world.table["pointInTimeRecovery"] == {"enabled": True}
+
+
+def test_table_is_auto_named_by_default(default_world: World) -> None:
+    assert "name" not in default_world.table.inputs
+
+
+def test_table_takes_the_name_given_in_args(custom_world: World) -> None:
+    assert custom_world.table.inputs["name"] == "Connections"
+
+
+# --- the API and its routes ------------------------------------------------------------
+
+
+def test_api_is_a_websocket_api_routing_on_the_frame_type(world: World) -> None:
+    assert world.api["protocolType"] == "WEBSOCKET"
+    assert world.api["routeSelectionExpression"] == "$request.body.type" == spec.ROUTE_SELECTION_EXPRESSION
+
+
+def test_component_deploys_exactly_the_six_routes(world: World) -> None:
+    keys = [r["routeKey"] for r in world.deployment.of_type(ROUTE)]
+    assert sorted(keys) == sorted(ROUTE_KEYS)
+    assert set(SPEC_ROUTES) == ROUTE_KEYS
+    assert all(r["apiId"] == world.api.id for r in world.deployment.of_type(ROUTE))
+
+
+def test_each_route_has_its_own_function_role_log_group_and_permission(world: World) -> None:
+    for type_token in (INTEGRATION, FUNCTION, ROLE, POLICY, LOG_GROUP, PERMISSION):
+        assert len(world.deployment.of_type(type_token)) == len(ROUTE_KEYS), type_token
+    assert len({world.role(key).id for key in ROUTE_KEYS}) == len(ROUTE_KEYS)
+    assert len({world.log_group(key).id for key in ROUTE_KEYS}) == len(ROUTE_KEYS)
+
+
+def test_route_targets_its_integration(world: World, key: str) -> None:
+    integration = world.integration(key)
+    assert world.route(key)["target"] == f"integrations/{integration.id}"
+    assert integration["apiId"] == world.api.id
+
+
+def test_route_integration_invokes_the_function_of_its_handler(world: World, key: str) -> None:
+    integration = world.integration(key)
+    function = world.function(key)
+    assert integration["integrationType"] == "AWS_PROXY"
+    assert integration["integrationMethod"] == "POST"
+    assert integration["integrationUri"] == function["invokeArn"]
+    assert function["handler"] == SPEC_ROUTES[key].handler
+
+
+def test_every_handler_names_a_function_in_the_archived_module(key: str) -> None:
+    module_name, _, attribute = SPEC_ROUTES[key].handler.rpartition(".")
+    assert module_name.replace(".", "/") + ".py" in archive.handler_files()
+    assert callable(getattr(importlib.import_module(module_name), attribute))
+
+
+def test_function_runs_the_configured_runtime_architecture_memory_and_timeout(world: World, key: str) -> None:
+    s = world.settings
+    function = world.function(key)
+    assert function["runtime"] == s.lambda_runtime
+    assert function["architectures"] == [s.lambda_architecture]
+    assert function["memorySize"] == s.lambda_memory_mb
+    assert function["timeout"] == s.lambda_timeout_seconds
+
+
+def test_function_defaults_to_python_3_13_on_arm64(default_world: World, key: str) -> None:
+    function = default_world.function(key)
+    assert function["runtime"] == "python3.13"
+    assert function["architectures"] == ["arm64"]
+
+
+def test_function_takes_the_lambda_settings_from_args(custom_world: World, key: str) -> None:
+    function = custom_world.function(key)
+    assert (function["runtime"], function["architectures"]) == ("python3.12", ["x86_64"])
+    assert (function["memorySize"], function["timeout"]) == (512, 10)
+
+
+def test_function_logs_json_to_its_own_log_group(world: World, key: str) -> None:
+    function = world.function(key)
+    log_group = world.log_group(key)
+    assert function["loggingConfig"] == {"logFormat": "JSON", "logGroup": log_group["name"]}
+    assert log_group["retentionInDays"] == world.settings.log_retention_days
+
+
+def test_log_groups_keep_logs_14_days_by_default(default_world: World, key: str) -> None:
+    assert default_world.log_group(key)["retentionInDays"] == 14
+
+
+def test_function_environment_points_at_the_table_index_and_management_endpoint(world: World, key: str) -> None:
+    s = world.settings
+    host = world.api["apiEndpoint"].removeprefix("wss://")
+    assert world.function(key)["environment"] == {
+        "variables": {
+            spec.ENV_TABLE_NAME: world.table["name"],
+            spec.ENV_INDEX_NAME: spec.CHANNEL_INDEX,
+            spec.ENV_MANAGEMENT_ENDPOINT: f"https://{host}/{s.stage_name}",
+            spec.ENV_CHANNEL_ID_PATTERN: s.channel_id_pattern,
+            spec.ENV_MAX_MESSAGE_BYTES: str(s.max_message_bytes),
+        }
+    }
+
+
+def test_function_environment_carries_the_channel_settings_from_args(custom_world: World, key: str) -> None:
+    variables = custom_world.function(key)["environment"]["variables"]
+    assert variables[spec.ENV_TABLE_NAME] == "Connections"
+    assert variables[spec.ENV_CHANNEL_ID_PATTERN] == "[a-z]+"
+    assert variables[spec.ENV_MAX_MESSAGE_BYTES] == "4096"
+    assert variables[spec.ENV_MANAGEMENT_ENDPOINT].endswith("/prod")
+
+
+def test_function_role_trusts_lambda_only(world: World, key: str) -> None:
+    trust = json.loads(world.role(key)["assumeRolePolicy"])
+    principals = set()
+    for statement in trust["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert _as_list(statement["Action"]) == ["sts:AssumeRole"]
+        assert set(statement["Principal"]) == {"Service"}
+        principals.update(_as_list(statement["Principal"]["Service"]))
+    assert principals == {"lambda.amazonaws.com"}
+
+
+def test_function_code_is_the_handler_archive(world: World, key: str) -> None:
+    code = world.function(key)["code"]
+    assert isinstance(code, pulumi.AssetArchive)
+    assert {name: asset.path for name, asset in code.assets.items()} == {
+        name: str(path) for name, path in archive.handler_files().items()
+    }
+
+
+# --- invoke permissions ------------------------------------------------------------------
+
+
+def test_permission_lets_only_this_api_stage_and_route_invoke_the_function(world: World, key: str) -> None:
+    permission = world.permission(key)
+    assert permission["action"] == "lambda:InvokeFunction"
+    assert permission["principal"] == "apigateway.amazonaws.com"
+    assert permission["function"] == world.function(key)["name"]
+    assert permission["sourceArn"] == f"{world.api['executionArn']}/{world.settings.stage_name}/{key}"
+
+
+# --- IAM ---------------------------------------------------------------------------------
+
+
+def test_policy_grants_exactly_what_the_route_needs(world: World, key: str) -> None:
+    route = SPEC_ROUTES[key]
+    table_arn = world.table["arn"]
+    expected = []
+    if route.table_actions:
+        expected.append((sorted(route.table_actions), [table_arn]))
+    if route.index_actions:
+        expected.append((sorted(route.index_actions), [f"{table_arn}/index/{spec.CHANNEL_INDEX}"]))
+    if route.posts:
+        expected.append(
+            (
+                ["execute-api:ManageConnections"],
+                [f"{world.api['executionArn']}/{world.settings.stage_name}/POST/@connections/*"],
+            )
+        )
+    expected.append((["logs:CreateLogStream", "logs:PutLogEvents"], [f"{world.log_group(key)['arn']}:*"]))
+
+    statements = _policy_statements(world, key)
+    assert all(statement["Effect"] == "Allow" for statement in statements)
+    actual = [(sorted(_as_list(s["Action"])), _as_list(s["Resource"])) for s in statements]
+    assert sorted(actual) == sorted(expected)
+
+
+def test_policy_has_no_wildcards_and_names_only_this_stacks_resources(world: World, key: str) -> None:
+    own = (world.table["arn"], world.api["executionArn"], world.log_group(key)["arn"])
+    for statement in _policy_statements(world, key):
+        for action in _as_list(statement["Action"]):
+            assert "*" not in action
+        for resource in _as_list(statement["Resource"]):
+            assert resource != "*"
+            assert resource.startswith(own), resource
+
+
+def test_connect_route_has_no_dynamodb_permissions(world: World) -> None:
+    actions = [a for s in _policy_statements(world, "$connect") for a in _as_list(s["Action"])]
+    assert actions
+    assert [a for a in actions if a.startswith("dynamodb:")] == []
+
+
+def test_policy_is_attached_to_the_role_of_the_function(world: World, key: str) -> None:
+    assert world.policy(key)["role"] == world.role(key).id
+
+
+# --- deployment and stage ----------------------------------------------------------------
+
+
+def test_stage_defaults_to_dev(default_world: World) -> None:
+    assert default_world.stage["name"] == "dev"
+
+
+def test_stage_takes_the_name_given_in_args(custom_world: World) -> None:
+    assert custom_world.stage["name"] == "prod"
+    assert custom_world.deployment.exports["outputs"]["url"].endswith("/prod")
+
+
+def test_stage_serves_the_components_deployment(world: World) -> None:
+    stage = world.stage
+    assert stage["apiId"] == world.api.id
+    assert stage["deploymentId"] == world.deployment.one(DEPLOYMENT).id
+    assert world.deployment.one(DEPLOYMENT)["apiId"] == world.api.id
+
+
+def test_stage_sets_both_throttling_limits(world: World) -> None:
+    # leaving either out makes both 0 and every message a 429 (pulumi-aws issue 2363)
+    settings = world.stage["defaultRouteSettings"]
+    assert settings["throttlingBurstLimit"] > 0
+    assert settings["throttlingRateLimit"] > 0
+    assert settings["throttlingBurstLimit"] == world.settings.throttling_burst_limit
+    assert settings["throttlingRateLimit"] == world.settings.throttling_rate_limit
+
+
+def test_stage_throttling_takes_the_limits_given_in_args(custom_world: World) -> None:
+    settings = custom_world.stage["defaultRouteSettings"]
+    assert (settings["throttlingBurstLimit"], settings["throttlingRateLimit"]) == (7, 3.5)
+
+
+@pytest.fixture(scope="module")
+def world_without_ping() -> World:
+    # the component reads spec.ROUTES at construction
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(spec, "ROUTES", tuple(r for r in spec.ROUTES if r.key != "ping"))
+        return _world(None)
+
+
+def test_deployment_is_replaced_when_the_route_set_changes(default_world: World, world_without_ping: World) -> None:
+    # GIVEN the same component, once without the ping route
+    keys = sorted(r["routeKey"] for r in world_without_ping.deployment.of_type(ROUTE))
+    assert keys == sorted(ROUTE_KEYS - {"ping"})
+
+    # THEN its deployment's triggers differ, so Pulumi replaces the deployment
+    before = default_world.deployment.one(DEPLOYMENT)["triggers"]
+    after = world_without_ping.deployment.one(DEPLOYMENT)["triggers"]
+    assert before and after
+    assert before != after
+
+
+def test_deployment_triggers_are_the_same_for_the_same_routes(default_world: World) -> None:
+    # a second `pulumi up` with nothing changed must not redeploy the stage
+    again = deploy(_program(None))
+    assert again.one(DEPLOYMENT)["triggers"] == default_world.deployment.one(DEPLOYMENT)["triggers"]
+
+
+# --- tags --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("type_token", [TABLE, API, STAGE, FUNCTION, ROLE, LOG_GROUP])
+def test_tags_reach_every_taggable_resource(custom_world: World, type_token: str) -> None:
+    resources = custom_world.deployment.of_type(type_token)
+    assert resources
+    for resource in resources:
+        assert resource.inputs.get("tags") == CUSTOM_ARGS["tags"], resource.name
+
+
+# --- invalid args ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"throttling_burst_limit": 0}, "ChannelServerArgs throttling_burst_limit=0: "),
+        ({"stage_name": "a b"}, "ChannelServerArgs stage_name='a b': "),
+        ({"stage": "prod"}, "ChannelServerArgs has no field stage; "),
+    ],
+)
+def test_invalid_args_fail_before_any_resource_registers(args: dict, message: str) -> None:
+    # WHEN a program constructs the component with invalid args
+    errors: list[Exception] = []
+
+    def program() -> None:
+        try:
+            ChannelServer("chat", args)  # type: ignore[arg-type]
+        except ChannelServerArgsError as exc:
+            errors.append(exc)
+
+    deployment = deploy(program)
+
+    # THEN construction raised and nothing at all was registered
+    assert len(errors) == 1
+    assert str(errors[0]).startswith(message)
+    assert [r.type for r in deployment.resources if r.type.startswith("aws:")] == []
+    assert deployment.of_type(TYPE_TOKEN) == []
+
+
+def test_invalid_args_error_escapes_the_program() -> None:
+    with pytest.raises(ChannelServerArgsError, match=r"^ChannelServerArgs lambda_timeout_seconds=30: "):
+        deploy(lambda: ChannelServer("chat", {"lambda_timeout_seconds": 30}))

@@ -1,0 +1,305 @@
+"""The protocol core with plain values: every frame a client can send, every
+reply it can earn, and the bytes the server puts on the wire."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from channel_server.handlers import protocol
+from channel_server.handlers.protocol import Join, Ping, Publish, Reply, Rules
+
+RULES = Rules()
+
+
+def error(reason: str) -> Reply:
+    return Reply({"type": "error", "data": reason})
+
+
+def join_failure(reason: str) -> Reply:
+    return Reply({"type": "joinFailure", "data": reason})
+
+
+# --- decode: commands ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, command",
+    [
+        ('{"type":"join","channelId":"lobby"}', Join("lobby")),
+        ('{"type":"join","channelId":"room-1_a.b:c"}', Join("room-1_a.b:c")),
+        ('{"channelId":"lobby","type":"join","extra":true}', Join("lobby")),
+        (' \n{"type": "join", "channelId": "lobby"}\t', Join("lobby")),
+        ('{"type":"publish","data":"hello"}', Publish("hello")),
+        ('{"type":"publish","data":null}', Publish(None)),
+        ('{"type":"publish","data":0}', Publish(0)),
+        ('{"type":"publish","data":""}', Publish("")),
+        ('{"type":"publish","data":{"a":[1,2.5,{"b":false}]}}', Publish({"a": [1, 2.5, {"b": False}]})),
+        ('{"type":"publish","data":"h\u00e9llo \u2713 \U0001f600"}', Publish("héllo ✓ 😀")),
+        ('{"type":"ping"}', Ping(None, False)),
+        ('{"type":"ping","data":null}', Ping(None, True)),
+        ('{"type":"ping","data":{"t":1}}', Ping({"t": 1}, True)),
+    ],
+)
+def test_decode_turns_valid_frames_into_commands(body: str, command: object) -> None:
+    assert protocol.decode(body, RULES) == command
+
+
+# --- decode: failures ----------------------------------------------------------------
+
+LONG_TYPE = "x" * 41
+
+
+@pytest.mark.parametrize(
+    "body, reply",
+    [
+        (None, error("empty frame; send a JSON object with a type")),
+        ("", error("empty frame; send a JSON object with a type")),
+        ("hello", error("frame is not valid JSON")),
+        ('{"type":"join"', error("frame is not valid JSON")),
+        ("{'type':'ping'}", error("frame is not valid JSON")),
+        ("[1,2]", error("frame must be a JSON object")),
+        ('"ping"', error("frame must be a JSON object")),
+        ("null", error("frame must be a JSON object")),
+        ("42", error("frame must be a JSON object")),
+        ("{}", error("frame has no type")),
+        ('{"type":null}', error("frame has no type")),
+        ('{"data":"x"}', error("frame has no type")),
+        ('{"type":5}', error("type must be a string")),
+        ('{"type":true}', error("type must be a string")),
+        ('{"type":["join"]}', error("type must be a string")),
+        ('{"type":{"join":1}}', error("type must be a string")),
+        ('{"type":"subscribe"}', error("unknown type 'subscribe'; expected join, publish or ping")),
+        ('{"type":"JOIN","channelId":"lobby"}', error("unknown type 'JOIN'; expected join, publish or ping")),
+        ('{"type":""}', error("unknown type ''; expected join, publish or ping")),
+        (
+            json.dumps({"type": LONG_TYPE}),
+            error(f"unknown type {'x' * 40 + '…'!r}; expected join, publish or ping"),
+        ),
+        ('{"type":"publish"}', Reply({"type": "publishFailure", "data": "publish needs a data field"})),
+        ('{"type":"join"}', join_failure("channelId is required")),
+        ('{"type":"join","channelId":null}', join_failure("channelId is required")),
+        ('{"type":"join","channelId":7}', join_failure("channelId must be a string")),
+        ('{"type":"join","channelId":["lobby"]}', join_failure("channelId must be a string")),
+        ('{"type":"join","channelId":""}', join_failure("channelId must not be empty")),
+        ('{"type":"join","channelId":"$x"}', join_failure("channelId must not start with '$' (reserved)")),
+        (
+            '{"type":"join","channelId":"$connection#Jx3uYdT9IAMCJfA="}',
+            join_failure("channelId must not start with '$' (reserved)"),
+        ),
+        ('{"type":"join","channelId":"two words"}', join_failure("channelId must match [A-Za-z0-9_.:-]+")),
+        ('{"type":"join","channelId":"a/b"}', join_failure("channelId must match [A-Za-z0-9_.:-]+")),
+        ('{"type":"join","channelId":"lobby\\n"}', join_failure("channelId must match [A-Za-z0-9_.:-]+")),
+        ('{"type":"join","channelId":"caf\u00e9"}', join_failure("channelId must match [A-Za-z0-9_.:-]+")),
+    ],
+)
+def test_decode_answers_bad_frames_with_the_exact_reply(body: str | None, reply: Reply) -> None:
+    assert protocol.decode(body, RULES) == reply
+
+
+def test_decode_answers_absurdly_nested_frames_instead_of_raising() -> None:
+    body = '{"type":"publish","data":' + "[" * 100_000 + "]" * 100_000 + "}"
+
+    assert protocol.decode(body, RULES) == error("frame is not valid JSON")
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_decode_refuses_non_json_number_tokens(token: str) -> None:
+    body = '{"type":"publish","data":' + token + "}"
+
+    assert protocol.decode(body, RULES) == error("frame is not valid JSON")
+
+
+# --- channel ids -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "channel_id, problem",
+    [
+        ("a" * 128, None),
+        ("a" * 129, "channelId must be at most 128 characters"),
+        ("$" + "a" * 128, "channelId must be at most 128 characters"),
+        ("a", None),
+        ("A-z_0.9:", None),
+        ("$x", "channelId must not start with '$' (reserved)"),
+        ("x$", "channelId must match [A-Za-z0-9_.:-]+"),
+    ],
+)
+def test_channel_ids_are_checked_by_length_prefix_and_pattern(channel_id: str, problem: str | None) -> None:
+    assert RULES.channel_id_problem(channel_id) == problem
+
+
+@pytest.mark.parametrize(
+    "channel_id, problem",
+    [
+        ("room-7", None),
+        ("room-1234", None),
+        ("room-x", "channelId must match room-[0-9]+"),
+        ("lobby", "channelId must match room-[0-9]+"),
+        ("room-7-extra", "channelId must match room-[0-9]+"),
+        ("xroom-7", "channelId must match room-[0-9]+"),
+    ],
+)
+def test_a_custom_pattern_must_match_the_whole_channel_id(channel_id: str, problem: str | None) -> None:
+    rules = Rules(channel_id_pattern="room-[0-9]+")
+
+    assert rules.channel_id_problem(channel_id) == problem
+    expected = Join(channel_id) if problem is None else join_failure(problem)
+    assert protocol.decode(json.dumps({"type": "join", "channelId": channel_id}), rules) == expected
+
+
+def test_a_custom_pattern_cannot_let_reserved_channel_ids_through() -> None:
+    rules = Rules(channel_id_pattern=".*")
+
+    assert rules.channel_id_problem("anything goes") is None
+    assert rules.channel_id_problem("$connection#abc") == "channelId must not start with '$' (reserved)"
+
+
+# --- replies -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, frame",
+    [
+        ('{"type":"ping"}', {"type": "pong"}),
+        ('{"type":"ping","data":null}', {"type": "pong", "data": None}),
+        ('{"type":"ping","data":17}', {"type": "pong", "data": 17}),
+        ('{"type":"ping","data":{"nested":["x",1.5,true]}}', {"type": "pong", "data": {"nested": ["x", 1.5, True]}}),
+    ],
+)
+def test_pong_echoes_ping_data_and_has_no_data_key_when_none_was_sent(body: str, frame: dict) -> None:
+    ping = protocol.decode(body, RULES)
+
+    assert protocol.pong(ping) == frame
+    assert list(protocol.pong(ping)) == list(frame)
+
+
+@pytest.mark.parametrize(
+    "built, frame",
+    [
+        (protocol.join_success("lobby", "s1"), {"type": "joinSuccess", "channelId": "lobby", "senderId": "s1"}),
+        (protocol.join_failure("why"), {"type": "joinFailure", "data": "why"}),
+        (protocol.message("s1", [1]), {"type": "message", "senderId": "s1", "data": [1]}),
+        (protocol.message("s1", None), {"type": "message", "senderId": "s1", "data": None}),
+        (protocol.publish_success(), {"type": "publishSuccess"}),
+        (protocol.publish_failure("why"), {"type": "publishFailure", "data": "why"}),
+        (protocol.error("why"), {"type": "error", "data": "why"}),
+    ],
+)
+def test_reply_builders_make_exactly_the_documented_frames(built: dict, frame: dict) -> None:
+    assert built == frame
+
+
+def test_not_in_a_channel_reason_is_exact() -> None:
+    assert protocol.NOT_IN_CHANNEL == "not in a channel; send a join first"
+
+
+def test_encode_is_compact_utf8_json_in_frame_order() -> None:
+    frame = protocol.message("s1", {"text": "héllo ✓ 😀", "n": [1, 2.5, None, True]})
+
+    assert protocol.encode(frame) == (
+        '{"type":"message","senderId":"s1","data":{"text":"héllo ✓ 😀","n":[1,2.5,null,true]}}'.encode("utf-8")
+    )
+
+
+# --- prepare_message -----------------------------------------------------------------------
+
+SENDER = "q8V0cE8cX3dKz1uQy5m2Rw"
+EMPTY_MESSAGE_BYTES = len(protocol.encode(protocol.message(SENDER, "")))
+
+
+@pytest.mark.parametrize("data", [float("nan"), float("inf"), float("-inf"), [1e400]])
+def test_prepare_message_refuses_numbers_json_cannot_carry(data: object) -> None:
+    assert protocol.prepare_message(SENDER, data, RULES) == protocol.Outgoing(
+        None, {"type": "publishFailure", "data": "data cannot be encoded as JSON"}
+    )
+
+
+def test_prepare_message_encodes_the_message_once() -> None:
+    outgoing = protocol.prepare_message(SENDER, {"a": "ü"}, RULES)
+
+    assert outgoing == protocol.Outgoing(protocol.encode(protocol.message(SENDER, {"a": "ü"})), None)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "x" * 10,  # 10 bytes
+        "é" * 5,  # 5 characters, 10 bytes
+    ],
+)
+def test_prepare_message_accepts_a_message_exactly_at_the_limit(data: str) -> None:
+    rules = Rules(max_message_bytes=EMPTY_MESSAGE_BYTES + 10)
+
+    outgoing = protocol.prepare_message(SENDER, data, rules)
+
+    assert outgoing.failure is None
+    assert len(outgoing.payload) == rules.max_message_bytes
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "x" * 11,
+        "é" * 5 + "x",  # 6 characters, 11 bytes: the limit counts bytes
+    ],
+)
+def test_prepare_message_refuses_a_message_one_byte_over_the_limit(data: str) -> None:
+    limit = EMPTY_MESSAGE_BYTES + 10
+
+    outgoing = protocol.prepare_message(SENDER, data, Rules(max_message_bytes=limit))
+
+    assert outgoing == protocol.Outgoing(
+        None,
+        {"type": "publishFailure", "data": f"message too large: {limit + 1} bytes encoded, the limit is {limit}"},
+    )
+
+
+def test_the_default_limit_is_api_gateways_128_kib() -> None:
+    assert Rules().max_message_bytes == 128 * 1024
+    at_limit = "x" * (128 * 1024 - EMPTY_MESSAGE_BYTES)
+
+    assert protocol.prepare_message(SENDER, at_limit, Rules()).failure is None
+    assert protocol.prepare_message(SENDER, at_limit + "x", Rules()).failure == {
+        "type": "publishFailure",
+        "data": f"message too large: {128 * 1024 + 1} bytes encoded, the limit is {128 * 1024}",
+    }
+
+
+# --- recipients ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "members, sender, expected",
+    [
+        (["a", "b", "c"], "b", ["a", "c"]),
+        (["c", "a", "c", "b", "a"], "b", ["a", "c"]),
+        (["b", "b"], "b", []),
+        (["c", "a"], "z", ["a", "c"]),
+        ([], "b", []),
+    ],
+)
+def test_recipients_are_every_other_member_once(members: list[str], sender: str, expected: list[str]) -> None:
+    assert protocol.recipients(members, sender) == expected
+
+
+# --- sender ids ----------------------------------------------------------------------------
+
+
+def test_sender_ids_carry_at_least_128_random_bits() -> None:
+    sender_id = protocol.new_sender_id()
+
+    assert len(sender_id) >= 22  # 128 bits in url-safe base64
+    assert len(base64.urlsafe_b64decode(sender_id + "=" * (-len(sender_id) % 4))) >= 16
+
+
+def test_sender_ids_are_distinct() -> None:
+    ids = {protocol.new_sender_id() for _ in range(10_000)}
+
+    assert len(ids) == 10_000
+
+
+def test_decode_refuses_numbers_no_client_could_read_back() -> None:
+    assert protocol.decode('{"type":"publish","data":1e400}', RULES) == error("frame has a number out of range")
