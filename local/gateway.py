@@ -1,0 +1,388 @@
+"""A local API Gateway for one WebSocket API stage, on aiohttp.
+
+On one port:
+
+- ``ws://HOST:PORT/{stage}``: the clients' WebSocket endpoint. Connection ids in
+  AWS's shape; ``$connect`` / ``$disconnect`` / MESSAGE events built like
+  API Gateway's; route selection on the API's expression with ``$default``
+  as the fallback; API Gateway's own error frames ("Forbidden" without a
+  ``$default`` route, "Internal server error" when an integration fails); the
+  handshake rejected with ``$connect``'s status when it is not 2xx; binary
+  frames closed with 1003, messages over 128 KB with 1009; idle timeout and
+  maximum lifetime.
+- ``http://HOST:PORT/{stage}/@connections/{id}``: the management API. POST
+  sends a frame, GET describes the connection, DELETE closes it; unknown or
+  closed ids get 410 with ``x-amzn-ErrorType: GoneException`` (what botocore
+  needs to raise ``GoneException``), oversized posts 413, unsigned requests 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import string
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Mapping
+from urllib.parse import unquote
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from .functions import InvocationError
+from .world import World
+
+log = logging.getLogger("channel_server.local")
+
+#: API Gateway's limit on one message, in either direction.
+MAX_MESSAGE_BYTES = 128 * 1024
+IDLE_TIMEOUT_SECONDS = 10 * 60
+MAX_LIFETIME_SECONDS = 2 * 60 * 60
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+Invoke = Callable[[str, dict, str], Awaitable[Any]]
+"""``invoke(route_key, event, request_id)``: runs the route's function."""
+
+
+def new_connection_id() -> str:
+    """16 characters like API Gateway's (``Jx3uYdT9IAMCJfA=``)."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(15)) + "="
+
+
+def _request_id() -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(15)) + "="
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _request_time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%d/%b/%Y:%H:%M:%S +0000")
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass
+class Connection:
+    id: str
+    ws: web.WebSocketResponse
+    connected_at: int
+    source_ip: str
+    user_agent: str
+    last_active_at: int = 0
+    open: bool = True
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def touch(self) -> None:
+        self.last_active_at = _now_ms()
+
+
+class Gateway:
+    """API Gateway's behaviour for ``world``'s API and stage; ``invoke`` runs a
+    route's function."""
+
+    def __init__(
+        self,
+        world: World,
+        invoke: Invoke,
+        *,
+        idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+        max_lifetime: float = MAX_LIFETIME_SECONDS,
+        management_latency_ms: float = 0,
+        api_id: str = "local",
+    ):
+        self.world = world
+        self._invoke = invoke
+        self.idle_timeout = idle_timeout
+        self.max_lifetime = max_lifetime
+        self.management_latency = management_latency_ms / 1000
+        self.api_id = api_id
+        self.connections: dict[str, Connection] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._selection = _selection_path(world.route_selection_expression)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_MESSAGE_BYTES * 2)
+        stage = self.world.stage
+        app.router.add_get(f"/{stage}", self._websocket)
+        app.router.add_route("*", f"/{stage}/@connections/{{connection_id}}", self._management)
+        return app
+
+    # --- the WebSocket side ---------------------------------------------------------
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True)
+        if not ws.can_prepare(request).ok:
+            return web.json_response({"message": "Upgrade Required"}, status=426)
+        connection_id = new_connection_id()
+        connected_at = _now_ms()
+        source_ip = request.remote or "127.0.0.1"
+        user_agent = request.headers.get("User-Agent", "")
+        if "$connect" in self.world.routes:
+            event = self._connect_event(request, connection_id, connected_at, source_ip, user_agent)
+            status, body = await self._handshake_status(connection_id, event)
+            if not 200 <= status < 300:
+                log.info("connect %s rejected %d", connection_id, status)
+                return web.Response(status=status, text=body)
+        await ws.prepare(request)
+        connection = Connection(connection_id, ws, connected_at, source_ip, user_agent, last_active_at=connected_at)
+        self.connections[connection_id] = connection
+        log.info("connect %s", connection_id)
+        try:
+            await self._receive(connection)
+        finally:
+            connection.open = False
+            self.connections.pop(connection_id, None)
+            code = ws.close_code if ws.close_code is not None else 1006
+            if not ws.closed:
+                await ws.close(code=code)
+            await self._disconnect(connection, code)
+            connection.finished.set()
+        return ws
+
+    async def _handshake_status(self, connection_id: str, event: dict) -> tuple[int, str]:
+        request_id = event["requestContext"]["requestId"]
+        try:
+            result = await self._invoke("$connect", event, request_id)
+        except InvocationError as exc:
+            log.warning("connect %s: integration failed: %s", connection_id, exc)
+            return 500, json.dumps({"message": "Internal server error"})
+        if not isinstance(result, Mapping):
+            return 200, ""
+        try:
+            status = int(result.get("statusCode", 200))
+        except (TypeError, ValueError):
+            return 500, json.dumps({"message": "Internal server error"})
+        return status, str(result.get("body") or "")
+
+    async def _receive(self, connection: Connection) -> None:
+        ws = connection.ws
+        while True:
+            now = _now_ms()
+            idle_deadline = connection.last_active_at + self.idle_timeout * 1000
+            life_deadline = connection.connected_at + self.max_lifetime * 1000
+            wait = (min(idle_deadline, life_deadline) - now) / 1000
+            if wait <= 0:
+                reason = "Going away" if life_deadline <= now else "Idle timeout"
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=reason.encode())
+                return
+            try:
+                message = await ws.receive(timeout=wait)
+            except asyncio.TimeoutError:
+                continue  # re-check: traffic the other way may have reset the idle clock
+            if message.type == WSMsgType.TEXT:
+                connection.touch()
+                self._spawn(self._route_message(connection, message.data))
+            elif message.type == WSMsgType.BINARY:
+                await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"Binary frames are not supported")
+                return
+            elif message.type == WSMsgType.ERROR:
+                # aiohttp reports an oversized message here and has already
+                # closed with 1009, as API Gateway does
+                if not ws.closed:
+                    await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=b"Message too big")
+                return
+            else:  # CLOSE, CLOSING, CLOSED
+                return
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def select_route(self, body: str) -> str | None:
+        """API Gateway's route selection: the expression's value must equal a
+        route key exactly; anything else goes to ``$default`` (None when the API
+        has no ``$default``)."""
+        try:
+            value: Any = json.loads(body)
+        except ValueError:
+            value = None
+        for part in self._selection:
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, str) and value in self.world.message_routes:
+            return value
+        return "$default" if "$default" in self.world.routes else None
+
+    async def _route_message(self, connection: Connection, body: str) -> None:
+        started = time.monotonic()
+        request_id = _request_id()
+        route_key = self.select_route(body)
+        if route_key is None:
+            await self._send_gateway_error(connection, "Forbidden", request_id)
+            log.info("message %s: no route, Forbidden", connection.id)
+            return
+        event = self._message_event(connection, route_key, body, request_id)
+        try:
+            await self._invoke(route_key, event, request_id)
+            outcome = "ok"
+        except InvocationError as exc:
+            log.warning("message %s %s: integration failed: %s", connection.id, route_key, exc)
+            await self._send_gateway_error(connection, "Internal server error", request_id)
+            outcome = "integration error"
+        log.info("route %s %s %s in %.0f ms", connection.id, route_key, outcome, (time.monotonic() - started) * 1000)
+
+    async def _send_gateway_error(self, connection: Connection, message: str, request_id: str) -> None:
+        """API Gateway's own error frame (it names the client's own connection)."""
+        if connection.open and not connection.ws.closed:
+            frame = {"message": message, "connectionId": connection.id, "requestId": request_id}
+            try:
+                await connection.ws.send_str(json.dumps(frame))
+            except ConnectionError:
+                pass
+
+    async def _disconnect(self, connection: Connection, code: int) -> None:
+        if "$disconnect" not in self.world.routes:
+            log.info("disconnect %s %d", connection.id, code)
+            return
+        event = self._disconnect_event(connection, code)
+        try:
+            await self._invoke("$disconnect", event, event["requestContext"]["requestId"])
+            log.info("disconnect %s %d", connection.id, code)
+        except InvocationError as exc:
+            log.warning("disconnect %s %d: integration failed: %s", connection.id, code, exc)
+
+    async def close_all(self, code: int = WSCloseCode.GOING_AWAY) -> None:
+        """Close every connection and wait until each one's ``$disconnect`` ran,
+        then for frames still being handled."""
+        connections = list(self.connections.values())
+        for connection in connections:
+            if not connection.ws.closed:
+                await connection.ws.close(code=code, message=b"Going away")
+        await asyncio.gather(*(c.finished.wait() for c in connections))
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=10)
+
+    # --- events, shaped like API Gateway's ---------------------------------------------
+
+    def _context(self, connection_id: str, route_key: str, event_type: str, request_id: str,
+                 connected_at: int, domain: str, source_ip: str, user_agent: str) -> dict:
+        now = _now_ms()
+        return {
+            "routeKey": route_key,
+            "eventType": event_type,
+            "extendedRequestId": request_id,
+            "requestTime": _request_time(now),
+            "messageDirection": "IN",
+            "stage": self.world.stage,
+            "connectedAt": connected_at,
+            "requestTimeEpoch": now,
+            "identity": {"userAgent": user_agent, "sourceIp": source_ip},
+            "requestId": request_id,
+            "domainName": domain,
+            "connectionId": connection_id,
+            "apiId": self.api_id,
+        }
+
+    def _connect_event(self, request: web.Request, connection_id: str, connected_at: int,
+                       source_ip: str, user_agent: str) -> dict:
+        headers: dict[str, str] = {}
+        multi: dict[str, list[str]] = {}
+        for name, value in request.headers.items():
+            headers[name] = value
+            multi.setdefault(name, []).append(value)
+        event: dict[str, Any] = {
+            "headers": headers,
+            "multiValueHeaders": multi,
+            "requestContext": self._context(
+                connection_id, "$connect", "CONNECT", _request_id(), connected_at,
+                request.host.split(":")[0], source_ip, user_agent,
+            ),
+            "isBase64Encoded": False,
+        }
+        if request.query:
+            event["queryStringParameters"] = {k: v for k, v in request.query.items()}
+            event["multiValueQueryStringParameters"] = {k: request.query.getall(k) for k in request.query.keys()}
+        return event
+
+    def _message_event(self, connection: Connection, route_key: str, body: str, request_id: str) -> dict:
+        context = self._context(
+            connection.id, route_key, "MESSAGE", request_id, connection.connected_at,
+            "localhost", connection.source_ip, connection.user_agent,
+        )
+        context["messageId"] = _request_id()
+        return {"requestContext": context, "body": body, "isBase64Encoded": False}
+
+    def _disconnect_event(self, connection: Connection, code: int) -> dict:
+        context = self._context(
+            connection.id, "$disconnect", "DISCONNECT", _request_id(), connection.connected_at,
+            "localhost", connection.source_ip, connection.user_agent,
+        )
+        context["disconnectStatusCode"] = code
+        context["disconnectReason"] = _disconnect_reason(code)
+        return {
+            "headers": {"Host": "localhost", "x-api-key": "", "X-Forwarded-For": "", "x-restapi": ""},
+            "multiValueHeaders": {"Host": ["localhost"]},
+            "requestContext": context,
+            "isBase64Encoded": False,
+        }
+
+    # --- the management API ------------------------------------------------------------
+
+    async def _management(self, request: web.Request) -> web.StreamResponse:
+        if self.management_latency:
+            await asyncio.sleep(self.management_latency)
+        if "Authorization" not in request.headers:
+            return _error(403, "ForbiddenException", "Missing Authentication Token")
+        # botocore percent-encodes the id ("=" → %3D); decode whatever aiohttp left
+        connection_id = unquote(request.match_info["connection_id"])
+        connection = self.connections.get(connection_id)
+        if request.method not in ("POST", "GET", "DELETE"):
+            return _error(405, "MethodNotAllowedException", f"{request.method} is not supported")
+        if connection is None or not connection.open or connection.ws.closed:
+            return web.Response(status=410, headers={"x-amzn-ErrorType": "GoneException"})
+        if request.method == "GET":
+            return web.json_response(
+                {
+                    "connectedAt": _iso(connection.connected_at),
+                    "identity": {"sourceIp": connection.source_ip, "userAgent": connection.user_agent},
+                    "lastActiveAt": _iso(connection.last_active_at),
+                }
+            )
+        if request.method == "DELETE":
+            connection.open = False
+            await connection.ws.close(code=WSCloseCode.OK, message=b"")
+            return web.Response(status=204)
+        data = await request.read()
+        if len(data) > MAX_MESSAGE_BYTES:
+            return _error(413, "PayloadTooLargeException", "Message too long")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        try:
+            if text is None:
+                await connection.ws.send_bytes(data)
+            else:
+                await connection.ws.send_str(text)
+        except ConnectionError:
+            return web.Response(status=410, headers={"x-amzn-ErrorType": "GoneException"})
+        connection.touch()
+        return web.Response(status=200)
+
+
+def _error(status: int, error_type: str, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status, headers={"x-amzn-ErrorType": error_type})
+
+
+def _selection_path(expression: str) -> list[str]:
+    prefix = "$request.body."
+    if not expression.startswith(prefix):
+        raise ValueError(f"local mode routes on $request.body.<field>, not {expression!r}")
+    return expression[len(prefix):].split(".")
+
+
+def _disconnect_reason(code: int) -> str:
+    return {
+        1000: "Client closed the connection",
+        1001: "Going away",
+        1003: "Binary frames are not supported",
+        1005: "Client-side close frame status not set",
+        1006: "Connection was closed abnormally",
+        1009: "Message too big",
+    }.get(code, f"Connection closed with code {code}")

@@ -1,0 +1,38 @@
+"""Handlers for local-mode tests of API Gateway behaviour our own handlers never
+trigger: a rejected handshake, a crashing integration, a slow one."""
+
+import json
+import time
+
+
+def connect(event, context):
+    """Reject the handshake when the URL asks for it (``?reject=403``)."""
+    status = int((event.get("queryStringParameters") or {}).get("reject", 200))
+    return {"statusCode": status, "body": "no entry" if status >= 300 else ""}
+
+
+def crash(event, context):
+    raise RuntimeError("boom")
+
+
+def slow(event, context):
+    time.sleep(float(json.loads(event["body"]).get("seconds", 1.0)))
+    return {"statusCode": 200}
+
+
+def remember(event, context):
+    """Echo what the runtime handed over: the event and part of the context."""
+    import os
+
+    import boto3
+
+    endpoint = os.environ["CHANNEL_MANAGEMENT_ENDPOINT"]
+    client = boto3.client("apigatewaymanagementapi", endpoint_url=endpoint)
+    seen = {
+        "event": event,
+        "function_name": context.function_name,
+        "remaining_ms": context.get_remaining_time_in_millis(),
+        "env": {k: os.environ.get(k) for k in ("AWS_LAMBDA_FUNCTION_NAME", "CHANNEL_TABLE_NAME", "AWS_REGION")},
+    }
+    client.post_to_connection(ConnectionId=event["requestContext"]["connectionId"], Data=json.dumps(seen).encode())
+    return {"statusCode": 200}
