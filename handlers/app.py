@@ -128,21 +128,24 @@ class ChannelApp:
         membership = self.store.membership(event.connection_id)
         if membership is None:
             return protocol.publish_failure(protocol.NOT_IN_CHANNEL)
-        outgoing = protocol.prepare_message(membership.sender_id, command.data, self.rules)
+        outgoing = protocol.prepare_message(membership.channel_id, membership.sender_id, command.data, self.rules)
         if outgoing.failure is not None:
             return outgoing.failure
         targets = protocol.recipients(self.store.members(membership.channel_id), event.connection_id)
         deliveries = self.sender.post_many(targets, outgoing.payload)
         for gone in deliveries.gone:
+            # closed for good: its rows go, and it does not count as a failure
             try:
                 self.store.remove_connection(gone)
             except Exception:
                 _log_failure(event, "removing a gone connection failed")
         for failure in deliveries.failed:
             logger.warning(
-                "delivery failed",
+                "delivery failed after retries",
                 extra={"connectionId": event.connection_id, "routeKey": event.route_key, "code": failure.code},
             )
+        if deliveries.failed:
+            return protocol.publish_partial_failure(deliveries.delivered, len(deliveries.failed))
         return protocol.publish_success()
 
     def _ping(self, event: WebSocketEvent, command: Any) -> dict:
@@ -164,7 +167,13 @@ class ChannelApp:
         try:
             self.sender.post(event.connection_id, payload)
         except ConnectionGone:
-            pass  # the client left before its answer; $disconnect cleans up
+            # The client is gone for good. Its $disconnect may already have run
+            # (before a concurrent join wrote its rows), so remove them here:
+            # no row outlives a connection that answers 410.
+            try:
+                self.store.remove_connection(event.connection_id)
+            except Exception:
+                _log_failure(event, "removing the gone sender's rows failed")
         except DeliveryError as exc:
             logger.warning(
                 "reply not delivered",

@@ -158,8 +158,8 @@ def join_failure(reason: str) -> dict:
     return {"type": "joinFailure", "data": reason}
 
 
-def message(sender_id: str, data: Any) -> dict:
-    return {"type": "message", "senderId": sender_id, "data": data}
+def message(channel_id: str, sender_id: str, data: Any) -> dict:
+    return {"type": "message", "channelId": channel_id, "senderId": sender_id, "data": data}
 
 
 def publish_success() -> dict:
@@ -168,6 +168,18 @@ def publish_success() -> dict:
 
 def publish_failure(reason: str) -> dict:
     return {"type": "publishFailure", "data": reason}
+
+
+def publish_partial_failure(delivered: int, failed: int) -> dict:
+    """Some members could not be reached even after retries; the others got the
+    message (a client that publishes again sends them a second copy)."""
+    total = delivered + failed
+    return {
+        "type": "publishFailure",
+        "data": f"could not deliver to {failed} of {total} members; the others received the message",
+        "delivered": delivered,
+        "failed": failed,
+    }
 
 
 def pong(ping: Ping) -> dict:
@@ -205,11 +217,11 @@ class Outgoing:
     failure: dict | None
 
 
-def prepare_message(sender_id: str, data: Any, rules: Rules) -> Outgoing:
+def prepare_message(channel_id: str, sender_id: str, data: Any, rules: Rules) -> Outgoing:
     """Encode the message once for every recipient, or refuse it whole when it
     would exceed the message size limit (nothing is half-sent)."""
     try:
-        payload = encode(message(sender_id, data))
+        payload = encode(message(channel_id, sender_id, data))
     except (ValueError, RecursionError):
         return Outgoing(None, publish_failure("data cannot be encoded as JSON"))
     if len(payload) > rules.max_message_bytes:

@@ -9,7 +9,7 @@ that costs little.
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
@@ -40,8 +40,13 @@ class EmbeddedDynamoDB:
     sees the first one's tables. :meth:`reset` clears them.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        app = _Serialized(DomainDispatcherApplication(create_backend_app))
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, middleware: Callable[[Any], Any] | None = None):
+        """``middleware`` wraps moto's WSGI app (fault-injection tests use it to
+        answer some requests with DynamoDB's errors)."""
+        app: Any = DomainDispatcherApplication(create_backend_app)
+        if middleware is not None:
+            app = middleware(app)
+        app = _Serialized(app)
         self._server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-dynamodb", daemon=True)
 

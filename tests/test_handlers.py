@@ -194,7 +194,7 @@ def test_an_invalid_join_leaves_the_current_channel_as_it_was(
 
     assert bob.frames()[-2:] == [
         {"type": "joinFailure", "data": reason},
-        {"type": "message", "senderId": alice.frames()[0]["senderId"], "data": "still there?"},
+        {"type": "message", "channelId": "lobby", "senderId": alice.frames()[0]["senderId"], "data": "still there?"},
     ]
     assert rows(dynamodb, table) == before
 
@@ -262,7 +262,7 @@ def test_after_rejoining_a_connection_talks_and_listens_in_the_new_channel_only(
     alice.send({"type": "publish", "data": "moved"})
     lobby_member.send({"type": "publish", "data": "anyone left?"})
 
-    assert kitchen_member.frames() == [{"type": "message", "senderId": sender_id, "data": "moved"}]
+    assert kitchen_member.frames() == [{"type": "message", "channelId": "kitchen", "senderId": sender_id, "data": "moved"}]
     assert lobby_member.frames() == [{"type": "publishSuccess"}]
     assert alice.frames() == [{"type": "publishSuccess"}]
 
@@ -299,7 +299,7 @@ def test_publish_fans_out_to_the_other_members_only_with_data_exactly_as_sent(
     assert alice.send({"type": "publish", "data": data}) == {"statusCode": 200}
 
     # THEN bob and carol get the message, dave nothing, alice publishSuccess after
-    message = {"type": "message", "senderId": sender_id, "data": data}
+    message = {"type": "message", "channelId": "lobby", "senderId": sender_id, "data": data}
     assert bob.frames() == [message]
     assert carol.frames() == [message]
     assert dave.frames() == []
@@ -318,7 +318,7 @@ def test_publish_forwards_the_data_as_compact_utf8_json(client: Any, management:
     alice.send('{"type":"publish","data":{"z":1,"a":"ü\\u00fc","n":1.50}}')
 
     assert management.all_bodies()[0] == (
-        '{"type":"message","senderId":"' + sender_id + '","data":{"z":1,"a":"üü","n":1.5}}'
+        '{"type":"message","channelId":"lobby","senderId":"' + sender_id + '","data":{"z":1,"a":"üü","n":1.5}}'
     ).encode("utf-8")
 
 
@@ -373,7 +373,7 @@ def test_publish_removes_gone_subscribers_and_still_succeeds(
     # THEN the post to bob got a 410, his rows are gone, the others are served
     assert (bob.connection_id, 410) in management.attempts
     assert rows_of(dynamodb, table, bob.connection_id) == []
-    assert carol.frames() == [{"type": "message", "senderId": sender_id, "data": "hi"}]
+    assert carol.frames() == [{"type": "message", "channelId": "lobby", "senderId": sender_id, "data": "hi"}]
     assert alice.frames() == [{"type": "publishSuccess"}]
     assert len(rows_of(dynamodb, table, alice.connection_id)) == 2
     assert len(rows_of(dynamodb, table, carol.connection_id)) == 2
@@ -392,7 +392,7 @@ def test_a_removed_gone_subscriber_is_not_posted_to_again(client: Any, managemen
     assert management.attempts == [(alice.connection_id, 200)]
 
 
-def test_a_subscriber_that_refuses_a_post_keeps_its_rows_and_the_publish_succeeds(
+def test_a_subscriber_that_refuses_a_post_keeps_its_rows_and_the_sender_is_told(
     client: Any, management: Any, dynamodb: Any, table: str
 ) -> None:
     alice, bob, carol = client(), client(), client()
@@ -406,8 +406,13 @@ def test_a_subscriber_that_refuses_a_post_keeps_its_rows_and_the_publish_succeed
 
     assert (bob.connection_id, 403) in management.attempts
     assert len(rows_of(dynamodb, table, bob.connection_id)) == 2
-    assert carol.frames() == [{"type": "message", "senderId": sender_id, "data": "hi"}]
-    assert alice.frames() == [{"type": "publishSuccess"}]
+    assert carol.frames() == [{"type": "message", "channelId": "lobby", "senderId": sender_id, "data": "hi"}]
+    assert alice.frames() == [{
+        "type": "publishFailure",
+        "data": "could not deliver to 1 of 2 members; the others received the message",
+        "delivered": 1,
+        "failed": 1,
+    }]
 
 
 def test_a_reply_to_a_sender_that_is_gone_is_dropped_quietly(client: Any, management: Any) -> None:
@@ -432,7 +437,7 @@ def test_an_expired_membership_is_not_delivered_to(
 
     assert bob.frames() == []
     assert bob.connection_id not in {cid for cid, _ in management.attempts}
-    assert carol.frames() == [{"type": "message", "senderId": sender_id, "data": "hi"}]
+    assert carol.frames() == [{"type": "message", "channelId": "lobby", "senderId": sender_id, "data": "hi"}]
 
 
 def test_publishing_from_an_expired_membership_replies_publish_failure(
@@ -457,7 +462,7 @@ def test_publish_over_the_configured_size_limit_replies_publish_failure_and_post
     alice, bob = Client(app, management, lambda_context), Client(app, management, lambda_context)
     sender_id = alice.join("lobby")
     bob.join("lobby")
-    empty = len(protocol.encode(protocol.message(sender_id, "")))
+    empty = len(protocol.encode(protocol.message("lobby", sender_id, "")))
     management.clear()
 
     alice.send({"type": "publish", "data": "x" * (limit - empty + 1)})
@@ -477,13 +482,13 @@ def test_publish_exactly_at_the_configured_size_limit_is_delivered(
     alice, bob = Client(app, management, lambda_context), Client(app, management, lambda_context)
     sender_id = alice.join("lobby")
     bob.join("lobby")
-    data = "é" * ((limit - len(protocol.encode(protocol.message(sender_id, "")))) // 2)
+    data = "é" * ((limit - len(protocol.encode(protocol.message("lobby", sender_id, "")))) // 2)
     management.clear()
 
     alice.send({"type": "publish", "data": data})
 
     assert [len(body) for body in management.all_bodies()][:1] == [limit]
-    assert bob.frames() == [{"type": "message", "senderId": sender_id, "data": data}]
+    assert bob.frames() == [{"type": "message", "channelId": "lobby", "senderId": sender_id, "data": data}]
     assert alice.frames() == [{"type": "publishSuccess"}]
 
 
@@ -541,7 +546,7 @@ def test_every_member_of_a_channel_spanning_many_pages_receives_the_message(
     # THEN all 119 others receive it once; the index was read page by page
     assert sorted(management.recipients()[:-1]) == sorted(members)
     assert management.recipients()[-1] == alice.connection_id
-    assert set(management.all_bodies()[:-1]) == {protocol.encode(protocol.message(sender_id, "to all"))}
+    assert set(management.all_bodies()[:-1]) == {protocol.encode(protocol.message("crowd", sender_id, "to all"))}
     assert paged.index_queries >= 5  # 120 memberships, 25 a page
 
 

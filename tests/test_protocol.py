@@ -181,10 +181,15 @@ def test_pong_echoes_ping_data_and_has_no_data_key_when_none_was_sent(body: str,
     [
         (protocol.join_success("lobby", "s1"), {"type": "joinSuccess", "channelId": "lobby", "senderId": "s1"}),
         (protocol.join_failure("why"), {"type": "joinFailure", "data": "why"}),
-        (protocol.message("s1", [1]), {"type": "message", "senderId": "s1", "data": [1]}),
-        (protocol.message("s1", None), {"type": "message", "senderId": "s1", "data": None}),
+        (protocol.message("c", "s1", [1]), {"type": "message", "channelId": "c", "senderId": "s1", "data": [1]}),
+        (protocol.message("c", "s1", None), {"type": "message", "channelId": "c", "senderId": "s1", "data": None}),
         (protocol.publish_success(), {"type": "publishSuccess"}),
         (protocol.publish_failure("why"), {"type": "publishFailure", "data": "why"}),
+        (
+            protocol.publish_partial_failure(3, 2),
+            {"type": "publishFailure", "data": "could not deliver to 2 of 5 members; the others received the message",
+             "delivered": 3, "failed": 2},
+        ),
         (protocol.error("why"), {"type": "error", "data": "why"}),
     ],
 )
@@ -197,30 +202,31 @@ def test_not_in_a_channel_reason_is_exact() -> None:
 
 
 def test_encode_is_compact_utf8_json_in_frame_order() -> None:
-    frame = protocol.message("s1", {"text": "héllo ✓ 😀", "n": [1, 2.5, None, True]})
+    frame = protocol.message("c", "s1", {"text": "héllo ✓ 😀", "n": [1, 2.5, None, True]})
 
     assert protocol.encode(frame) == (
-        '{"type":"message","senderId":"s1","data":{"text":"héllo ✓ 😀","n":[1,2.5,null,true]}}'.encode("utf-8")
+        '{"type":"message","channelId":"c","senderId":"s1","data":{"text":"héllo ✓ 😀","n":[1,2.5,null,true]}}'.encode("utf-8")
     )
 
 
 # --- prepare_message -----------------------------------------------------------------------
 
 SENDER = "q8V0cE8cX3dKz1uQy5m2Rw"
-EMPTY_MESSAGE_BYTES = len(protocol.encode(protocol.message(SENDER, "")))
+CHANNEL = "lobby"
+EMPTY_MESSAGE_BYTES = len(protocol.encode(protocol.message(CHANNEL, SENDER, "")))
 
 
 @pytest.mark.parametrize("data", [float("nan"), float("inf"), float("-inf"), [1e400]])
 def test_prepare_message_refuses_numbers_json_cannot_carry(data: object) -> None:
-    assert protocol.prepare_message(SENDER, data, RULES) == protocol.Outgoing(
+    assert protocol.prepare_message(CHANNEL, SENDER, data, RULES) == protocol.Outgoing(
         None, {"type": "publishFailure", "data": "data cannot be encoded as JSON"}
     )
 
 
 def test_prepare_message_encodes_the_message_once() -> None:
-    outgoing = protocol.prepare_message(SENDER, {"a": "ü"}, RULES)
+    outgoing = protocol.prepare_message(CHANNEL, SENDER, {"a": "ü"}, RULES)
 
-    assert outgoing == protocol.Outgoing(protocol.encode(protocol.message(SENDER, {"a": "ü"})), None)
+    assert outgoing == protocol.Outgoing(protocol.encode(protocol.message(CHANNEL, SENDER, {"a": "ü"})), None)
 
 
 @pytest.mark.parametrize(
@@ -233,7 +239,7 @@ def test_prepare_message_encodes_the_message_once() -> None:
 def test_prepare_message_accepts_a_message_exactly_at_the_limit(data: str) -> None:
     rules = Rules(max_message_bytes=EMPTY_MESSAGE_BYTES + 10)
 
-    outgoing = protocol.prepare_message(SENDER, data, rules)
+    outgoing = protocol.prepare_message(CHANNEL, SENDER, data, rules)
 
     assert outgoing.failure is None
     assert len(outgoing.payload) == rules.max_message_bytes
@@ -249,7 +255,7 @@ def test_prepare_message_accepts_a_message_exactly_at_the_limit(data: str) -> No
 def test_prepare_message_refuses_a_message_one_byte_over_the_limit(data: str) -> None:
     limit = EMPTY_MESSAGE_BYTES + 10
 
-    outgoing = protocol.prepare_message(SENDER, data, Rules(max_message_bytes=limit))
+    outgoing = protocol.prepare_message(CHANNEL, SENDER, data, Rules(max_message_bytes=limit))
 
     assert outgoing == protocol.Outgoing(
         None,
@@ -261,8 +267,8 @@ def test_the_default_limit_is_api_gateways_128_kib() -> None:
     assert Rules().max_message_bytes == 128 * 1024
     at_limit = "x" * (128 * 1024 - EMPTY_MESSAGE_BYTES)
 
-    assert protocol.prepare_message(SENDER, at_limit, Rules()).failure is None
-    assert protocol.prepare_message(SENDER, at_limit + "x", Rules()).failure == {
+    assert protocol.prepare_message(CHANNEL, SENDER, at_limit, Rules()).failure is None
+    assert protocol.prepare_message(CHANNEL, SENDER, at_limit + "x", Rules()).failure == {
         "type": "publishFailure",
         "data": f"message too large: {128 * 1024 + 1} bytes encoded, the limit is {128 * 1024}",
     }
