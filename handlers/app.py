@@ -86,7 +86,10 @@ class ChannelApp:
         return OK
 
     def join(self, event: WebSocketEvent) -> dict:
-        return self._message(event, self._join)
+        # A join that raced the connection's $disconnect may have written rows
+        # after $disconnect removed them: its reply answers 410, and then the
+        # rows go (no row outlives the connection).
+        return self._message(event, self._join, clean_up_if_gone=True)
 
     def publish(self, event: WebSocketEvent) -> dict:
         return self._message(event, self._publish)
@@ -99,7 +102,9 @@ class ChannelApp:
 
     # --- behaviour -----------------------------------------------------------------
 
-    def _message(self, event: WebSocketEvent, behaviour: Callable[[WebSocketEvent, Any], dict]) -> dict:
+    def _message(
+        self, event: WebSocketEvent, behaviour: Callable[[WebSocketEvent, Any], dict], clean_up_if_gone: bool = False
+    ) -> dict:
         """Decode the frame, run the route's behaviour and send its reply; any
         failure becomes an error reply, never an exception out of Lambda."""
         _log_event(event)
@@ -109,7 +114,7 @@ class ChannelApp:
         except Exception:
             _log_failure(event, "handling the frame failed")
             frame = _failure_for(command, INTERNAL_ERROR)
-        self._reply(event, frame)
+        self._reply(event, frame, clean_up_if_gone)
         return OK
 
     def _join(self, event: WebSocketEvent, command: Any) -> dict:
@@ -158,7 +163,7 @@ class ChannelApp:
         # valid one can only land here when the API lacks that route.
         return _misrouted(event, command)
 
-    def _reply(self, event: WebSocketEvent, frame: dict) -> None:
+    def _reply(self, event: WebSocketEvent, frame: dict, clean_up_if_gone: bool = False) -> None:
         try:
             payload = protocol.encode(frame)
         except ValueError:
@@ -167,13 +172,13 @@ class ChannelApp:
         try:
             self.sender.post(event.connection_id, payload)
         except ConnectionGone:
-            # The client is gone for good. Its $disconnect may already have run
-            # (before a concurrent join wrote its rows), so remove them here:
-            # no row outlives a connection that answers 410.
-            try:
-                self.store.remove_connection(event.connection_id)
-            except Exception:
-                _log_failure(event, "removing the gone sender's rows failed")
+            # The client left before its answer; $disconnect cleans up, except
+            # after a join that wrote once $disconnect had run (see join).
+            if clean_up_if_gone:
+                try:
+                    self.store.remove_connection(event.connection_id)
+                except Exception:
+                    _log_failure(event, "removing the gone sender's rows failed")
         except DeliveryError as exc:
             logger.warning(
                 "reply not delivered",

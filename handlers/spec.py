@@ -83,7 +83,8 @@ HANDLER_MODULE = "channel_server.handlers.app"
 ROUTES: tuple[Route, ...] = (
     Route("$connect", "connect"),
     Route("$disconnect", "disconnect", table_actions=REMOVE_CONNECTION),
-    Route("join", "join", table_actions=READ_STATE + MOVE_MEMBERSHIP, posts=True),
+    # removes its own rows when its reply finds the connection gone
+    Route("join", "join", table_actions=READ_STATE + MOVE_MEMBERSHIP + REMOVE_CONNECTION, posts=True),
     Route(
         "publish",
         "publish",

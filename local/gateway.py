@@ -124,7 +124,7 @@ class Gateway:
         source_ip = request.remote or "127.0.0.1"
         user_agent = request.headers.get("User-Agent", "")
         if "$connect" in self.world.routes:
-            event = self._connect_event(request, connection_id, connected_at, source_ip, user_agent)
+            event = self._connect_event(request, connection_id, connected_at, source_ip)
             status, body = await self._handshake_status(connection_id, event)
             if not 200 <= status < 300:
                 log.info("connect %s rejected %d", connection_id, status)
@@ -261,7 +261,7 @@ class Gateway:
     # --- events, shaped like API Gateway's ---------------------------------------------
 
     def _context(self, connection_id: str, route_key: str, event_type: str, request_id: str,
-                 connected_at: int, domain: str, source_ip: str, user_agent: str) -> dict:
+                 connected_at: int, domain: str, source_ip: str) -> dict:
         now = _now_ms()
         return {
             "routeKey": route_key,
@@ -272,15 +272,14 @@ class Gateway:
             "stage": self.world.stage,
             "connectedAt": connected_at,
             "requestTimeEpoch": now,
-            "identity": {"userAgent": user_agent, "sourceIp": source_ip},
+            "identity": {"sourceIp": source_ip},
             "requestId": request_id,
             "domainName": domain,
             "connectionId": connection_id,
             "apiId": self.api_id,
         }
 
-    def _connect_event(self, request: web.Request, connection_id: str, connected_at: int,
-                       source_ip: str, user_agent: str) -> dict:
+    def _connect_event(self, request: web.Request, connection_id: str, connected_at: int, source_ip: str) -> dict:
         headers: dict[str, str] = {}
         multi: dict[str, list[str]] = {}
         for name, value in request.headers.items():
@@ -291,7 +290,7 @@ class Gateway:
             "multiValueHeaders": multi,
             "requestContext": self._context(
                 connection_id, "$connect", "CONNECT", _request_id(), connected_at,
-                request.host.split(":")[0], source_ip, user_agent,
+                request.host.split(":")[0], source_ip,
             ),
             "isBase64Encoded": False,
         }
@@ -303,7 +302,7 @@ class Gateway:
     def _message_event(self, connection: Connection, route_key: str, body: str, request_id: str) -> dict:
         context = self._context(
             connection.id, route_key, "MESSAGE", request_id, connection.connected_at,
-            "localhost", connection.source_ip, connection.user_agent,
+            "localhost", connection.source_ip,
         )
         context["messageId"] = _request_id()
         return {"requestContext": context, "body": body, "isBase64Encoded": False}
@@ -311,7 +310,7 @@ class Gateway:
     def _disconnect_event(self, connection: Connection, code: int) -> dict:
         context = self._context(
             connection.id, "$disconnect", "DISCONNECT", _request_id(), connection.connected_at,
-            "localhost", connection.source_ip, connection.user_agent,
+            "localhost", connection.source_ip,
         )
         context["disconnectStatusCode"] = code
         context["disconnectReason"] = _disconnect_reason(code)

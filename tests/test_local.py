@@ -353,17 +353,27 @@ def test_connections_are_closed_at_the_maximum_lifetime(server, clients):
 
 
 @pytest.fixture(scope="module")
-def faulty_server():
+def recorded(tmp_path_factory):
+    """Where the test handlers record the $connect and $disconnect events they get."""
+    return tmp_path_factory.mktemp("events")
+
+
+@pytest.fixture(scope="module")
+def faulty_server(recorded):
     """The component's world plus routes whose handlers come from tests/lambdas:
     a $connect that can refuse, a crashing route, a slow one, one that echoes
-    its event."""
+    its event, and $connect/$disconnect handlers that record their events."""
     base = local_world.from_component("dev")
     files = {"faulty.py": LAMBDAS / "faulty.py"}
     routes = dict(base.routes)
-    for key, handler in {"$connect": "connect", "crash": "crash", "slow": "slow", "remember": "remember"}.items():
+    handlers = {"$connect": "connect", "$disconnect": "disconnect", "crash": "crash", "slow": "slow",
+                "remember": "remember"}
+    for key, handler in handlers.items():
         template = base.routes["ping"]
-        routes[key] = dataclasses.replace(template, name=f"test-{handler}", handler=f"faulty.{handler}", files=files,
-                                          timeout_seconds=5)
+        routes[key] = dataclasses.replace(
+            template, name=f"test-{handler}", handler=f"faulty.{handler}", files=files, timeout_seconds=5,
+            environment={**template.environment, "RECORD_DIR": str(recorded)},
+        )
     with running(port=0, world=dataclasses.replace(base, routes=routes)) as server:
         yield server
 
@@ -416,6 +426,40 @@ def test_message_events_are_shaped_like_api_gateways(faulty_server):
     assert 0 < seen["remaining_ms"] <= 5000
     assert seen["env"]["AWS_LAMBDA_FUNCTION_NAME"] == "test-remember"
     assert seen["env"]["CHANNEL_TABLE_NAME"] == faulty_server.table_name
+
+
+EVENTS = Path(__file__).parent / "events"
+
+
+def _shape(value):
+    """The keys of an event, nested, without the values (headers and query
+    strings are the client's, so only their presence counts)."""
+    if isinstance(value, dict):
+        return {
+            key: "dict" if key in ("headers", "multiValueHeaders", "queryStringParameters",
+                                   "multiValueQueryStringParameters") else _shape(item)
+            for key, item in value.items()
+        }
+    return type(value).__name__
+
+
+@pytest.mark.parametrize("query, fixture", [("", "connect"), ("?room=1&room=2&x=y", "connect_with_query")])
+def test_connect_and_disconnect_events_are_shaped_like_the_recorded_ones(faulty_server, recorded, query, fixture):
+    before = connection_ids(faulty_server)
+    with connect(faulty_server.url + query, open_timeout=TIMEOUT, user_agent_header="shape-test"):
+        connection_id = newest_connection(faulty_server, before)
+    wait_until(lambda: (recorded / f"{connection_id}.DISCONNECT.json").exists())
+
+    connect_event = json.loads((recorded / f"{connection_id}.CONNECT.json").read_text())
+    disconnect_event = json.loads((recorded / f"{connection_id}.DISCONNECT.json").read_text())
+
+    assert _shape(connect_event) == _shape(json.loads((EVENTS / f"{fixture}.json").read_text()))
+    assert _shape(disconnect_event) == _shape(json.loads((EVENTS / "disconnect.json").read_text()))
+    assert connect_event["headers"]["User-Agent"] == "shape-test"
+    assert disconnect_event["requestContext"]["disconnectStatusCode"] == 1000
+    if query:
+        assert connect_event["queryStringParameters"] == {"room": "2", "x": "y"}
+        assert connect_event["multiValueQueryStringParameters"] == {"room": ["1", "2"], "x": ["y"]}
 
 
 # --- local mode follows the component ------------------------------------------------------------------

@@ -5,10 +5,29 @@ import json
 import time
 
 
+def _record(event):
+    """Keep the event where the test can read it (RECORD_DIR, set by the test)."""
+    import os
+
+    folder = os.environ.get("RECORD_DIR")
+    if folder:
+        context = event["requestContext"]
+        name = os.path.join(folder, f"{context['connectionId']}.{context['eventType']}.json")
+        with open(name + ".part", "w") as file:
+            json.dump(event, file)
+        os.replace(name + ".part", name)  # the test sees the whole file or none
+
+
 def connect(event, context):
     """Reject the handshake when the URL asks for it (``?reject=403``)."""
+    _record(event)
     status = int((event.get("queryStringParameters") or {}).get("reject", 200))
     return {"statusCode": status, "body": "no entry" if status >= 300 else ""}
+
+
+def disconnect(event, context):
+    _record(event)
+    return {"statusCode": 200}
 
 
 def crash(event, context):
