@@ -15,13 +15,15 @@ from typing import Any, Callable, Mapping
 
 from . import protocol, spec
 from .events import WebSocketEvent
-from .sender import ConnectionGone, DeliveryError, Sender, management_client
+from .sender import FANOUT_WORKERS, ConnectionGone, DeliveryError, Sender, management_client
 from .store import Store, StoreError
 
 logger = logging.getLogger("channel_server")
 logger.setLevel(logging.INFO)
 
 OK = {"statusCode": 200}
+#: Total attempts per DynamoDB call, first try included (botocore standard retry mode).
+DYNAMODB_MAX_ATTEMPTS = 5
 #: What the sender sees when something broke on our side.
 INTERNAL_ERROR = "internal error; the request was not carried out"
 
@@ -56,7 +58,14 @@ class ChannelApp:
 
                 # The endpoint comes from the environment (AWS_ENDPOINT_URL_DYNAMODB
                 # when set), so the same code reaches AWS, moto and local mode.
-                self._dynamodb = boto3.client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+                # The pool matches the fan-out's: the app may be shared by threads.
+                self._dynamodb = boto3.client(
+                    "dynamodb",
+                    config=Config(
+                        retries={"mode": "standard", "max_attempts": DYNAMODB_MAX_ATTEMPTS},
+                        max_pool_connections=FANOUT_WORKERS,
+                    ),
+                )
             self._store = Store(
                 self._dynamodb, self._environ[spec.ENV_TABLE_NAME], self._environ[spec.ENV_INDEX_NAME]
             )
