@@ -21,6 +21,19 @@ from .store import Store, StoreError
 logger = logging.getLogger("channel_server")
 logger.setLevel(logging.INFO)
 
+
+class _NoDebugRecords(logging.Filter):
+    """At DEBUG, these botocore loggers print every request's parameters and
+    response bodies, posted frames (message data) included. Their DEBUG records
+    are dropped whatever level anyone sets, so payloads never reach the logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+for _noisy in ("botocore.endpoint", "botocore.parsers"):
+    logging.getLogger(_noisy).addFilter(_NoDebugRecords())
+
 OK = {"statusCode": 200}
 #: Total attempts per DynamoDB call, first try included (botocore standard retry mode).
 DYNAMODB_MAX_ATTEMPTS = 5
@@ -62,7 +75,7 @@ class ChannelApp:
                 self._dynamodb = boto3.client(
                     "dynamodb",
                     config=Config(
-                        retries={"mode": "standard", "max_attempts": DYNAMODB_MAX_ATTEMPTS},
+                        retries={"mode": "standard", "total_max_attempts": DYNAMODB_MAX_ATTEMPTS},
                         max_pool_connections=FANOUT_WORKERS,
                     ),
                 )
@@ -117,8 +130,9 @@ class ChannelApp:
         """Decode the frame, run the route's behaviour and send its reply; any
         failure becomes an error reply, never an exception out of Lambda."""
         _log_event(event)
-        command = protocol.decode(event.body, self.rules)
+        command: Any = None
         try:
+            command = protocol.decode(event.body, self.rules)
             frame = command.frame if isinstance(command, protocol.Reply) else behaviour(event, command)
         except Exception:
             _log_failure(event, "handling the frame failed")
@@ -175,7 +189,7 @@ class ChannelApp:
     def _reply(self, event: WebSocketEvent, frame: dict, clean_up_if_gone: bool = False) -> None:
         try:
             payload = protocol.encode(frame)
-        except ValueError:
+        except (ValueError, RecursionError):
             _log_failure(event, "reply could not be encoded")
             payload = protocol.encode(protocol.error(INTERNAL_ERROR))
         try:
@@ -193,6 +207,9 @@ class ChannelApp:
                 "reply not delivered",
                 extra={"connectionId": event.connection_id, "routeKey": event.route_key, "code": exc.code},
             )
+        except Exception:
+            # e.g. the management client could not be built: nobody to tell
+            _log_failure(event, "reply failed")
 
 
 def _misrouted(event: WebSocketEvent, command: Any) -> dict:

@@ -23,6 +23,10 @@ from . import spec
 #: API Gateway's limit on one WebSocket message, in either direction.
 API_GATEWAY_MAX_MESSAGE_BYTES = 128 * 1024
 MAX_CHANNEL_ID_LENGTH = 128
+#: Deepest nesting of arrays and objects a frame may have (the frame's own
+#: object counts as one level). Deeper frames are refused before parsing, so
+#: neither decoding nor encoding a reply can run out of stack.
+MAX_NESTING = 64
 DEFAULT_CHANNEL_ID_PATTERN = r"[A-Za-z0-9_.:-]+"
 
 # Client frame types that have a route of their own.
@@ -95,8 +99,10 @@ def decode(body: str | None, rules: Rules) -> Command:
     """
     if body is None or body == "":
         return Reply(error("empty frame; send a JSON object with a type"))
+    if _nests_deeper_than(body, MAX_NESTING):
+        return Reply(error(f"frame nests deeper than {MAX_NESTING} levels"))
     try:
-        message = json.loads(body, parse_constant=_not_json, parse_float=_finite_float)
+        message = json.loads(body, parse_constant=_not_json, parse_float=_finite_float, parse_int=_double_int)
     except _OutOfRange:
         return Reply(error("frame has a number out of range"))
     except (ValueError, RecursionError):
@@ -136,6 +142,44 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):  # 1e400: valid JSON, but no client could read it back
         raise _OutOfRange(text)
     return value
+
+
+#: More digits than any integer a double can hold (about 1.8e308).
+_MAX_INT_DIGITS = 309
+
+
+def _double_int(text: str) -> int:
+    """An integer literal, refused when a double (what most clients read JSON
+    numbers as) could not hold it. The length check comes first, so a huge
+    literal costs nothing to refuse."""
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise _OutOfRange(text)
+    value = int(text)
+    try:
+        float(value)
+    except OverflowError:
+        raise _OutOfRange(text) from None
+    return value
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _nests_deeper_than(body: str, limit: int) -> bool:
+    """Whether arrays/objects in ``body`` nest deeper than ``limit``, without
+    recursion (strings are skipped, so brackets inside them do not count)."""
+    if body.count("[") + body.count("{") <= limit:
+        return False
+    depth = 0
+    for bracket in _BRACKET.findall(_STRING.sub("", body)):
+        if bracket in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def _shorten(text: str, limit: int = 40) -> str:

@@ -66,7 +66,9 @@ def management_client(endpoint_url: str, workers: int = FANOUT_WORKERS) -> Any:
         endpoint_url=endpoint_url,
         config=Config(
             max_pool_connections=workers,
-            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+            # total_max_attempts counts the first try; botocore's max_attempts
+            # here would count retries only
+            retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
             connect_timeout=5,
             read_timeout=10,
         ),
