@@ -8,6 +8,11 @@
 - ``management``: a fake management API that records posts (and can answer 410).
 - ``app``: a ``ChannelApp`` wired to both, installed as the Lambda module's app,
   so the real entry points (``app.join(event, context)``) run through it.
+- ``dynamodb_faults``: DynamoDB's errors on demand (``support.faulty_dynamodb``),
+  from a second embedded DynamoDB that sees the same tables; the environment
+  points boto3 at it, so an app that builds its own client meets the faults.
+- ``no_retry_delay``: botocore's standard-mode backoff made instant, so retry
+  tests count attempts without waiting for them.
 
 No real AWS credentials are ever used: the environment is scrubbed and every
 client talks to a loopback endpoint.
@@ -25,6 +30,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `support` helpers
 
+from support.faulty_dynamodb import DynamoDBFaults  # noqa: E402
 from support.management import FakeManagementApi  # noqa: E402
 
 REGION = "us-east-1"
@@ -143,3 +149,44 @@ def lambda_context() -> Any:
         memory_limit_in_mb=256,
         get_remaining_time_in_millis=lambda: 29_000,
     )
+
+
+@pytest.fixture(scope="session")
+def faulty_dynamodb_server() -> Iterator[tuple[Any, DynamoDBFaults]]:
+    """A second embedded DynamoDB with :class:`DynamoDBFaults` in front of moto.
+    moto's state is process-wide, so it serves the same tables as
+    ``embedded_dynamodb``: create them there, break calls here."""
+    from channel_server.local.dynamodb import EmbeddedDynamoDB
+
+    faults = DynamoDBFaults()
+    server = EmbeddedDynamoDB(middleware=faults).start()
+    try:
+        yield server, faults
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def dynamodb_faults(
+    faulty_dynamodb_server: tuple[Any, DynamoDBFaults], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[DynamoDBFaults]:
+    """No faults yet, counts at zero, and ``AWS_ENDPOINT_URL_DYNAMODB`` and
+    ``AWS_REGION`` set to the faulty server: a ``ChannelApp`` built without a
+    ``dynamodb`` client (``install_app(dynamodb=None)``) builds its own, with its
+    own retry configuration, and meets the faults the test sets."""
+    server, faults = faulty_dynamodb_server
+    faults.clear()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", server.endpoint)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    yield faults
+    faults.clear()
+
+
+@pytest.fixture
+def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's standard retry mode retries at once: its exponential backoff
+    (with jitter, up to a second per throttled attempt) waits 0 s. Which
+    errors are retried, and how often, is unchanged."""
+    from botocore.retries import standard
+
+    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)

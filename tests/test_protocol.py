@@ -102,7 +102,14 @@ def test_decode_answers_bad_frames_with_the_exact_reply(body: str | None, reply:
 def test_decode_answers_absurdly_nested_frames_instead_of_raising() -> None:
     body = '{"type":"publish","data":' + "[" * 100_000 + "]" * 100_000 + "}"
 
-    assert protocol.decode(body, RULES) == error("frame is not valid JSON")
+    assert protocol.decode(body, RULES) == error("frame nests deeper than 64 levels")
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    text = "[{" * 1_000 + '"' + "[" * 100  # an escaped quote must not end the string early
+    body = json.dumps({"type": "ping", "data": text})
+
+    assert protocol.decode(body, RULES) == protocol.Ping(text, True)
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])

@@ -35,7 +35,7 @@ def route_for(body: str | None) -> str:
     when that is exactly one of the route keys, else ``$default``."""
     try:
         frame = json.loads(body) if body is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return "$default"
     if isinstance(frame, dict) and isinstance(frame.get("type"), str) and frame["type"] in MESSAGE_ROUTES:
         return frame["type"]

@@ -6,8 +6,10 @@ the handlers' delivery paths are tested against this instead::
     with FakeManagementApi() as api:
         api.gone.add(connection_id)           # 410 GoneException for that id
         api.faults[other] = (403, "ForbiddenException")
+        api.fail(third, 429, "LimitExceededException", times=1)  # first post only
         ... ChannelApp({..., ENV_MANAGEMENT_ENDPOINT: api.endpoint}) ...
         api.frames(connection_id)             # JSON frames it was sent
+        api.statuses(third)                   # [429, 200]: every answer, in order
 
 Answers are shaped like API Gateway's: errors carry ``x-amzn-ErrorType`` (which
 botocore names the exception by) and a JSON body.
@@ -27,7 +29,9 @@ GONE = (410, "GoneException")
 class FakeManagementApi:
     """POST /{stage}/@connections/{id}: records (id, body) and answers 200, or
     the status and error type set for the id in :attr:`faults` (or 410 Gone
-    for ids in :attr:`gone`)."""
+    for ids in :attr:`gone`). :meth:`fail` sets a fault for the first N posts
+    to an id only; ids in :attr:`gone` or :attr:`faults` answer as set there
+    whatever :meth:`fail` says."""
 
     def __init__(self, stage: str = "dev"):
         self.stage = stage
@@ -39,6 +43,11 @@ class FakeManagementApi:
         self.posts: list[tuple[str, bytes]] = []
         #: Every post, whatever the answer: (connection id, status).
         self.attempts: list[tuple[str, int]] = []
+        #: Every post's ``amz-sdk-request`` header (botocore's "attempt=N; max=M"),
+        #: by connection id, in arrival order.
+        self.sdk_requests: dict[str, list[str]] = {}
+        #: Connection id -> [status, error type, posts left]: :meth:`fail`'s faults.
+        self._limited: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -69,21 +78,49 @@ class FakeManagementApi:
         with self._lock:
             return [cid for cid, _ in self.posts]
 
+    def statuses(self, connection_id: str) -> list[int]:
+        """The status of every post to ``connection_id``, in arrival order."""
+        with self._lock:
+            return [status for cid, status in self.attempts if cid == connection_id]
+
     def clear(self) -> None:
         with self._lock:
             self.posts.clear()
             self.attempts.clear()
+            self.sdk_requests.clear()
+
+    # --- faults -----------------------------------------------------------------
+
+    def fail(self, connection_id: str, status: int, error_type: str | None, times: int | None = None) -> None:
+        """Answer posts to ``connection_id`` with ``status`` and ``error_type``
+        (the ``x-amzn-ErrorType`` header; None sends none): the next ``times``
+        posts only, then 200 again, or every post when ``times`` is None."""
+        with self._lock:
+            if times is None:
+                self._limited.pop(connection_id, None)
+                self.faults[connection_id] = (status, error_type)  # type: ignore[assignment]
+            else:
+                self.faults.pop(connection_id, None)
+                self._limited[connection_id] = [status, error_type, times]
 
     # --- lifecycle --------------------------------------------------------------
 
     def _answer_for(self, connection_id: str) -> tuple[int, str | None]:
         if connection_id in self.gone:
             return GONE
-        return self.faults.get(connection_id, (200, None))
+        if connection_id in self.faults:
+            return self.faults[connection_id]
+        with self._lock:
+            limited = self._limited.get(connection_id)
+            if limited and limited[2] > 0:
+                limited[2] -= 1
+                return limited[0], limited[1]
+        return 200, None
 
-    def _record(self, connection_id: str, body: bytes, status: int) -> None:
+    def _record(self, connection_id: str, body: bytes, status: int, sdk_request: str | None = None) -> None:
         with self._lock:
             self.attempts.append((connection_id, status))
+            self.sdk_requests.setdefault(connection_id, []).append(sdk_request or "")
             if status == 200:
                 self.posts.append((connection_id, body))
 
@@ -117,7 +154,7 @@ def _handler_for(api: FakeManagementApi) -> type[BaseHTTPRequestHandler]:
                 return
             connection_id = unquote(path[len(prefix):])  # botocore sends "=" as %3D
             status, error_type = api._answer_for(connection_id)
-            api._record(connection_id, body, status)
+            api._record(connection_id, body, status, self.headers.get("amz-sdk-request"))
             if status == 200:
                 self._send(200, None, None)
             else:

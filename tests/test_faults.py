@@ -1,0 +1,466 @@
+"""Faults of the services the handlers depend on, and of the handlers themselves
+(docs/failure-semantics.md): what the sender is told, what the table keeps,
+what the other members receive.
+
+The management API is the fake one (``support.management``); the DynamoDB
+faults come from ``support.faulty_dynamodb`` in front of moto. In the retry
+tests the app builds its own boto3 clients from its environment, as it does in
+Lambda, so the retry configuration under test is the product's own; only
+botocore's backoff delay is made instant (``no_retry_delay``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from channel_server.handlers import app as app_module
+from channel_server.handlers import protocol
+from channel_server.handlers.sender import MAX_ATTEMPTS, Sender
+from channel_server.handlers.store import Store
+from support.events import event, new_connection_id
+from test_handlers import Client, rows, rows_of
+
+INTERNAL_ERROR = "internal error; the request was not carried out"
+#: Total attempts per DynamoDB call that docs/failure-semantics.md promises.
+DYNAMODB_MAX_ATTEMPTS = 5
+
+
+@pytest.fixture
+def client(app: Any, management: Any, lambda_context: Any) -> Any:
+    """``client()`` makes a new connection on the app of ``app``."""
+    return lambda connection_id=None: Client(app, management, lambda_context, connection_id)
+
+
+def message(channel_id: str, sender_id: str, data: Any) -> dict:
+    return {"type": "message", "channelId": channel_id, "senderId": sender_id, "data": data}
+
+
+def partial_failure(delivered: int, failed: int) -> dict:
+    return {
+        "type": "publishFailure",
+        "data": f"could not deliver to {failed} of {delivered + failed} members; the others received the message",
+        "delivered": delivered,
+        "failed": failed,
+    }
+
+
+def failures_logged(caplog: pytest.LogCaptureFixture, connection_id: str, route_key: str) -> list[logging.LogRecord]:
+    """ERROR records of the channel server about this connection and route."""
+    return [
+        record for record in caplog.records
+        if record.name == "channel_server" and record.levelno >= logging.ERROR
+        and getattr(record, "connectionId", None) == connection_id and getattr(record, "routeKey", None) == route_key
+    ]
+
+
+# =====================================================================================
+# Management API faults
+# =====================================================================================
+
+
+def test_members_that_answer_410_during_a_publish_lose_their_rows_and_every_live_member_receives_it(
+    client: Any, management: Any, dynamodb: Any, table: str
+) -> None:
+    # GIVEN five members of "lobby"; bob's and dave's connections are gone (410)
+    alice, bob, carol, dave, erin = (client() for _ in range(5))
+    sender_id = alice.join("lobby")
+    for member in (bob, carol, dave, erin):
+        member.join("lobby")
+    management.gone.update({bob.connection_id, dave.connection_id})
+    management.clear()
+
+    # WHEN alice publishes
+    alice.send({"type": "publish", "data": "hi"})
+
+    # THEN each gone member was tried once (a 410 is never retried) and lost every row,
+    assert management.statuses(bob.connection_id) == [410]
+    assert management.statuses(dave.connection_id) == [410]
+    assert rows_of(dynamodb, table, bob.connection_id) == []
+    assert rows_of(dynamodb, table, dave.connection_id) == []
+    # every live member received the message once and kept its rows,
+    for member in (carol, erin):
+        assert member.frames() == [message("lobby", sender_id, "hi")]
+        assert len(rows_of(dynamodb, table, member.connection_id)) == 2
+    # and alice is told it worked: a gone member is not a failure
+    assert alice.frames() == [{"type": "publishSuccess"}]
+
+
+def test_a_member_throttled_once_receives_the_message_on_the_second_attempt(
+    no_retry_delay: None, client: Any, management: Any
+) -> None:
+    # GIVEN the management API throttles the first post to bob (429 LimitExceededException)
+    alice, bob, carol = client(), client(), client()
+    sender_id = alice.join("lobby")
+    bob.join("lobby")
+    carol.join("lobby")
+    management.clear()
+    management.fail(bob.connection_id, 429, "LimitExceededException", times=1)
+
+    # WHEN alice publishes
+    alice.send({"type": "publish", "data": "hi"})
+
+    # THEN botocore retried bob once, bob received the message once, alice succeeded
+    assert management.statuses(bob.connection_id) == [429, 200]
+    assert bob.frames() == [message("lobby", sender_id, "hi")]
+    assert carol.frames() == [message("lobby", sender_id, "hi")]
+    assert management.statuses(carol.connection_id) == [200]
+    assert alice.frames() == [{"type": "publishSuccess"}]
+
+
+@pytest.mark.parametrize(
+    "status, error_type",
+    [(500, "InternalServerErrorException"), (503, "ServiceUnavailableException"), (502, None), (429, "LimitExceededException")],
+    ids=["500", "503", "502-untyped", "429"],
+)
+def test_members_that_keep_failing_are_reported_with_counts_and_the_others_still_receive_it(
+    status: int, error_type: str | None, no_retry_delay: None, client: Any, management: Any, dynamodb: Any, table: str
+) -> None:
+    # GIVEN two of four recipients answer every post with a retryable error
+    alice, bob, carol, dave, erin = (client() for _ in range(5))
+    sender_id = alice.join("lobby")
+    for member in (bob, carol, dave, erin):
+        member.join("lobby")
+    before = rows(dynamodb, table)
+    management.clear()
+    management.fail(bob.connection_id, status, error_type)
+    management.fail(dave.connection_id, status, error_type)
+
+    # WHEN alice publishes
+    alice.send({"type": "publish", "data": "hi"})
+
+    # THEN the failing members were retried and never got it, the others did,
+    for failing in (bob, dave):
+        assert failing.frames() == []
+        assert set(management.statuses(failing.connection_id)) == {status}
+        assert len(management.statuses(failing.connection_id)) > 1
+    for member in (carol, erin):
+        assert member.frames() == [message("lobby", sender_id, "hi")]
+    # alice is told exactly how it went, and nobody's rows changed (not known to be gone)
+    assert alice.frames() == [partial_failure(delivered=2, failed=2)]
+    assert rows(dynamodb, table) == before
+
+
+@pytest.mark.parametrize(
+    "status, error_type",
+    [(500, "InternalServerErrorException"), (503, "ServiceUnavailableException"), (429, "LimitExceededException")],
+    ids=["500", "503", "429"],
+)
+def test_a_post_that_keeps_failing_is_tried_exactly_max_attempts_times(
+    status: int, error_type: str, no_retry_delay: None, client: Any, management: Any
+) -> None:
+    alice, bob = client(), client()
+    alice.join("lobby")
+    bob.join("lobby")
+    management.clear()
+    management.fail(bob.connection_id, status, error_type)
+
+    alice.send({"type": "publish", "data": "hi"})
+
+    assert alice.frames() == [partial_failure(delivered=0, failed=1)]
+    assert management.statuses(bob.connection_id) == [status] * MAX_ATTEMPTS
+    # botocore announces the same budget on every attempt ("[ttl=...; ]attempt=N; max=M")
+    announced = [re.search(r"attempt=(\d+); max=(\d+)", header).groups()
+                 for header in management.sdk_requests[bob.connection_id]]
+    assert announced == [(str(number), str(MAX_ATTEMPTS)) for number in range(1, MAX_ATTEMPTS + 1)]
+
+
+def test_a_post_that_is_not_retryable_is_tried_once(no_retry_delay: None, client: Any, management: Any) -> None:
+    """403 is not throttling and not a server error: retrying it cannot help."""
+    alice, bob = client(), client()
+    alice.join("lobby")
+    bob.join("lobby")
+    management.clear()
+    management.fail(bob.connection_id, 403, "ForbiddenException")
+
+    alice.send({"type": "publish", "data": "hi"})
+
+    assert management.statuses(bob.connection_id) == [403]
+    assert alice.frames() == [partial_failure(delivered=0, failed=1)]
+
+
+# =====================================================================================
+# DynamoDB faults (the app builds its own DynamoDB client from the environment)
+# =====================================================================================
+
+
+@pytest.fixture
+def faulty_app(dynamodb_faults: Any, no_retry_delay: None, install_app: Any) -> Any:
+    """The Lambda module with an app that builds both boto3 clients itself: its
+    DynamoDB client reaches the table through ``dynamodb_faults``."""
+    return install_app(dynamodb=None)
+
+
+@pytest.fixture
+def faulty_client(faulty_app: Any, management: Any, lambda_context: Any) -> Any:
+    return lambda connection_id=None: Client(faulty_app, management, lambda_context, connection_id)
+
+
+FAULT_KINDS = ["throttle", "fail"]  # 400 ProvisionedThroughputExceeded, 500 InternalServerError
+
+
+def inject(faults: Any, kind: str, operation: str, times: int | None = None) -> None:
+    getattr(faults, kind)(operation, times=times)
+
+
+def test_the_app_reaches_dynamodb_through_the_faulty_endpoint(
+    faulty_client: Any, dynamodb_faults: Any
+) -> None:
+    """Guards the tests below: were the app's client to reach another endpoint,
+    their faults would never fire and they would prove nothing."""
+    faulty_client().join("lobby")
+
+    assert dynamodb_faults.requests["TransactWriteItems"] == 1
+    assert dynamodb_faults.requests["GetItem"] == 1
+
+
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+def test_a_join_whose_transaction_fails_twice_is_retried_and_stores_exactly_one_membership(
+    kind: str, faulty_client: Any, dynamodb_faults: Any, dynamodb: Any, table: str
+) -> None:
+    alice = faulty_client()
+    inject(dynamodb_faults, kind, "TransactWriteItems", times=2)
+
+    alice.send({"type": "join", "channelId": "lobby"})
+
+    (reply,) = alice.frames()
+    assert reply == {"type": "joinSuccess", "channelId": "lobby", "senderId": reply["senderId"]}
+    assert dynamodb_faults.requests["TransactWriteItems"] == 3
+    assert [(row["channelId"], row["senderId"]) for row in rows(dynamodb, table)] == [
+        ("$connection#" + alice.connection_id, reply["senderId"]),
+        ("lobby", reply["senderId"]),
+    ]
+
+
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+def test_a_join_whose_transaction_keeps_failing_replies_join_failure_and_keeps_the_previous_channel(
+    kind: str, faulty_client: Any, dynamodb_faults: Any, dynamodb: Any, table: str
+) -> None:
+    # GIVEN alice and bob in "lobby", carol in "kitchen"
+    alice, bob, carol = faulty_client(), faulty_client(), faulty_client()
+    alice_id = alice.join("lobby")
+    bob.join("lobby")
+    carol.join("kitchen")
+    before = rows(dynamodb, table)
+    inject(dynamodb_faults, kind, "TransactWriteItems")
+
+    # WHEN alice tries to move to "kitchen" while DynamoDB refuses every transaction
+    alice.send({"type": "join", "channelId": "kitchen"})
+
+    # THEN she is told it failed, and the table is exactly as it was
+    assert alice.frames()[-1] == {"type": "joinFailure", "data": INTERNAL_ERROR}
+    assert rows(dynamodb, table) == before
+    # and she is still in "lobby", with the same senderId
+    dynamodb_faults.clear()
+    alice.send({"type": "publish", "data": "still here"})
+    assert bob.frames()[-1] == message("lobby", alice_id, "still here")
+    assert [frame["type"] for frame in carol.frames()] == ["joinSuccess"]  # nothing reached "kitchen"
+
+
+def test_a_failing_dynamodb_call_is_tried_at_most_five_times(
+    faulty_client: Any, dynamodb_faults: Any
+) -> None:
+    alice = faulty_client()
+    dynamodb_faults.fail("TransactWriteItems")
+
+    alice.send({"type": "join", "channelId": "lobby"})
+
+    assert alice.frames() == [{"type": "joinFailure", "data": INTERNAL_ERROR}]
+    assert dynamodb_faults.requests["TransactWriteItems"] == DYNAMODB_MAX_ATTEMPTS
+
+
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+def test_a_publish_whose_table_calls_fail_once_each_still_reaches_every_member(
+    kind: str, faulty_client: Any, dynamodb_faults: Any, management: Any
+) -> None:
+    alice, bob = faulty_client(), faulty_client()
+    sender_id = alice.join("lobby")
+    bob.join("lobby")
+    management.clear()
+    inject(dynamodb_faults, kind, "GetItem", times=1)
+    inject(dynamodb_faults, kind, "Query", times=1)
+
+    alice.send({"type": "publish", "data": "hi"})
+
+    assert dynamodb_faults.faulted == {"GetItem": 1, "Query": 1}
+    assert bob.frames()[-1] == message("lobby", sender_id, "hi")
+    assert alice.frames()[-1] == {"type": "publishSuccess"}
+
+
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+@pytest.mark.parametrize("operation", ["GetItem", "Query"], ids=["state-read", "channel-query"])
+def test_a_publish_whose_reads_keep_failing_replies_publish_failure_and_posts_to_nobody(
+    operation: str, kind: str, faulty_client: Any, dynamodb_faults: Any, management: Any
+) -> None:
+    alice, bob = faulty_client(), faulty_client()
+    alice.join("lobby")
+    bob.join("lobby")
+    management.clear()
+    inject(dynamodb_faults, kind, operation)
+
+    alice.send({"type": "publish", "data": "hi"})
+
+    assert dynamodb_faults.faulted[operation] > 1  # retried before giving up
+    assert alice.frames()[-1] == {"type": "publishFailure", "data": INTERNAL_ERROR}
+    assert management.recipients() == [alice.connection_id]
+
+
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+def test_a_disconnect_whose_table_calls_fail_once_each_still_removes_every_row(
+    kind: str, faulty_client: Any, dynamodb_faults: Any, dynamodb: Any, table: str
+) -> None:
+    alice, bob = faulty_client(), faulty_client()
+    alice.join("lobby")
+    bob.join("lobby")
+    inject(dynamodb_faults, kind, "Query", times=1)
+    inject(dynamodb_faults, kind, "BatchWriteItem", times=1)
+
+    assert alice.disconnect() == {"statusCode": 200}
+
+    assert dynamodb_faults.faulted == {"Query": 1, "BatchWriteItem": 1}
+    assert rows_of(dynamodb, table, alice.connection_id) == []
+    assert len(rows_of(dynamodb, table, bob.connection_id)) == 2
+
+
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+@pytest.mark.parametrize("operation", ["Query", "BatchWriteItem"])
+def test_a_disconnect_whose_table_calls_keep_failing_returns_200_and_logs_the_connection_and_route(
+    operation: str, kind: str, faulty_client: Any, dynamodb_faults: Any, dynamodb: Any, table: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    alice = faulty_client()
+    alice.join("lobby")
+    inject(dynamodb_faults, kind, operation)
+
+    assert alice.disconnect() == {"statusCode": 200}
+
+    (record,) = failures_logged(caplog, alice.connection_id, "$disconnect")
+    assert record.getMessage() == "removing the connection's rows failed"
+    assert isinstance(record.exc_info[1], ClientError)
+    assert len(rows_of(dynamodb, table, alice.connection_id)) == 2  # left to their TTL
+
+
+# =====================================================================================
+# Exceptions inside the handlers
+# =====================================================================================
+
+EXCEPTIONS = [
+    pytest.param(RuntimeError("boom"), id="RuntimeError"),
+    pytest.param(KeyError("currentChannel"), id="KeyError"),
+    pytest.param(
+        ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}, "GetItem"),
+        id="ClientError-AccessDenied",
+    ),
+]
+
+#: (route, what raises, the frame sent, the reply expected or None when no reply is possible)
+FAILING_STEPS = [
+    pytest.param("join", (Store, "join"), {"type": "join", "channelId": "kitchen"},
+                 {"type": "joinFailure", "data": INTERNAL_ERROR}, id="join-store-join"),
+    pytest.param("join", (Store, "_raw_state"), {"type": "join", "channelId": "kitchen"},
+                 {"type": "joinFailure", "data": INTERNAL_ERROR}, id="join-store-read"),
+    pytest.param("publish", (Store, "membership"), {"type": "publish", "data": 1},
+                 {"type": "publishFailure", "data": INTERNAL_ERROR}, id="publish-state-read"),
+    pytest.param("publish", (Store, "members"), {"type": "publish", "data": 1},
+                 {"type": "publishFailure", "data": INTERNAL_ERROR}, id="publish-channel-query"),
+    pytest.param("publish", (Sender, "post_many"), {"type": "publish", "data": 1},
+                 {"type": "publishFailure", "data": INTERNAL_ERROR}, id="publish-fan-out"),
+    pytest.param("ping", (protocol, "pong"), {"type": "ping", "data": 7},
+                 {"type": "error", "data": INTERNAL_ERROR}, id="ping-pong"),
+    # $default runs code of its own only for a valid frame that lacks its route
+    pytest.param("$default", (app_module, "_misrouted"), '{"type":"ping"}',
+                 {"type": "error", "data": INTERNAL_ERROR}, id="default-misrouted"),
+    pytest.param("$disconnect", (Store, "remove_connection"), None, None, id="disconnect-remove"),
+]
+
+ENTRY_POINTS = {"join": "join", "publish": "publish", "ping": "ping", "$default": "default", "$disconnect": "disconnect"}
+
+
+def raising(exc: BaseException) -> Any:
+    def raise_it(*args: Any, **kwargs: Any) -> Any:
+        raise exc
+
+    return raise_it
+
+
+def send_on(app: Any, route: str, connection_id: str, frame: Any, context: Any) -> Any:
+    """Invoke the entry point of ``route`` (not the one the body would pick:
+    $default is tested with a frame that belongs elsewhere)."""
+    entry_point = getattr(app, ENTRY_POINTS[route])
+    if route == "$disconnect":
+        return entry_point(event("disconnect", connection_id=connection_id), context)
+    body = frame if isinstance(frame, str) else protocol.encode(frame).decode()
+    raw = event(ENTRY_POINTS[route], connection_id=connection_id, body=body)
+    raw["requestContext"]["routeKey"] = route
+    return entry_point(raw, context)
+
+
+@pytest.mark.parametrize("exc", EXCEPTIONS)
+@pytest.mark.parametrize("route, target, frame, reply", FAILING_STEPS)
+def test_an_exception_in_a_route_is_logged_answered_and_never_escapes_the_entry_point(
+    route: str, target: tuple[Any, str], frame: Any, reply: dict | None, exc: BaseException,
+    client: Any, app: Any, management: Any, dynamodb: Any, table: str, lambda_context: Any,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # GIVEN alice and bob in "lobby", and one step of the route that raises
+    alice, bob = client(), client()
+    alice.join("lobby")
+    bob.join("lobby")
+    before = rows(dynamodb, table)
+    management.clear()
+    monkeypatch.setattr(*target, raising(exc))
+
+    # WHEN alice's frame reaches the route
+    result = send_on(app, route, alice.connection_id, frame, lambda_context)
+
+    # THEN the entry point returns normally,
+    assert result == {"statusCode": 200}
+    # alice gets the failure reply of her frame's kind (none after $disconnect),
+    assert alice.frames() == ([reply] if reply else [])
+    # the failure is logged with her connection id, the route and the exception,
+    (record,) = failures_logged(caplog, alice.connection_id, route)
+    assert record.exc_info[1] is exc
+    # nobody else was sent anything, and the table is untouched
+    assert bob.frames()[1:] == []
+    assert rows(dynamodb, table) == before
+
+
+@pytest.mark.parametrize("route, frame", [("$default", "hello"), ("ping", {"type": "ping"})])
+def test_an_exception_while_decoding_the_frame_is_logged_and_answered(
+    route: str, frame: Any, app: Any, management: Any, lambda_context: Any,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    connection_id = new_connection_id()
+    exc = RuntimeError("boom")
+    monkeypatch.setattr(protocol, "decode", raising(exc))
+
+    result = send_on(app, route, connection_id, frame, lambda_context)
+
+    assert result == {"statusCode": 200}
+    assert management.frames(connection_id) == [{"type": "error", "data": INTERNAL_ERROR}]
+    (record,) = failures_logged(caplog, connection_id, route)
+    assert record.exc_info[1] is exc
+
+
+@pytest.mark.parametrize(
+    "route, frame",
+    [("join", {"type": "join", "channelId": "lobby"}), ("publish", {"type": "publish", "data": 1}),
+     ("ping", {"type": "ping"}), ("$default", "hello")],
+)
+def test_an_exception_while_posting_the_reply_is_logged_and_never_escapes_the_entry_point(
+    route: str, frame: Any, app: Any, lambda_context: Any,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    connection_id = new_connection_id()
+    exc = RuntimeError("boom")
+    monkeypatch.setattr(Sender, "post", raising(exc))
+
+    result = send_on(app, route, connection_id, frame, lambda_context)
+
+    assert result == {"statusCode": 200}
+    (record,) = failures_logged(caplog, connection_id, route)
+    assert record.exc_info[1] is exc
