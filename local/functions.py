@@ -1,5 +1,12 @@
 """Local Lambda: each function in a process of its own (``lambda_bootstrap.py``),
-with its own environment and its code unpacked from its own archive."""
+with its own environment and its code unpacked from its own archive.
+
+Where it differs from Lambda: concurrent invocations of one function share its
+process (threads stand in for separate environments), and an invocation that
+times out is answered as failed but keeps running to its end, so its side
+effects may still land. A process that dies is started again (a cold start)
+on the next invocation.
+"""
 
 from __future__ import annotations
 
@@ -34,10 +41,17 @@ class LocalFunction:
         self._ids = itertools.count(1)
         self._reader: asyncio.Task | None = None
         self._stderr: asyncio.Task | None = None
+        self._starting = asyncio.Lock()
+        self._stopped = False
 
     async def start(self) -> None:
+        """Unpack the archive and start the function's process (its cold start)."""
         d = self.definition
         d.unpack(self._task_dir)
+        await self._spawn()
+
+    async def _spawn(self) -> None:
+        d = self.definition
         env = {
             # what Lambda's runtime puts in every function's environment
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -64,23 +78,29 @@ class LocalFunction:
             env=env,
             limit=16 * 1024 * 1024,
         )
-        assert self._process.stdout is not None
-        first = json.loads(await self._process.stdout.readline() or b'{"init_error": {"errorMessage": "exited"}}')
-        if "init_error" in first:
-            raise InvocationError(f"function {d.name} failed to start: {first['init_error']}")
-        self._reader = asyncio.create_task(self._read_answers())
-        self._stderr = asyncio.create_task(self._relay_stderr())
+        process = self._process
+        assert process.stdout is not None and process.stderr is not None
+        self._stderr = asyncio.create_task(self._relay_stderr(process.stderr))
+        first = await process.stdout.readline()
+        try:
+            ready = json.loads(first)
+        except ValueError:
+            ready = {"init_error": {"errorMessage": f"process exited ({first[:200]!r})"}}
+        if "init_error" in ready:
+            raise InvocationError(f"function {d.name} failed to start: {ready['init_error']}")
+        # answers of this process resolve this process's invocations only
+        self._pending = {}
+        self._reader = asyncio.create_task(self._read_answers(process.stdout, self._pending))
 
     async def invoke(self, event: dict, request_id: str | None = None) -> Any:
         """Invoke with ``event``; returns the handler's result or raises
         :class:`InvocationError`. Invocations run concurrently."""
-        process = self._process
-        if process is None or process.returncode is not None or process.stdin is None:
-            raise InvocationError(f"function {self.definition.name} is not running")
+        process = await self._running()
         d = self.definition
         invocation = next(self._ids)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending[invocation] = future
+        pending = self._pending
+        pending[invocation] = future
         context = {
             "function_name": d.name,
             "invoked_function_arn": d.arn,
@@ -99,34 +119,54 @@ class LocalFunction:
         except (ConnectionError, BrokenPipeError) as exc:
             raise InvocationError(f"{d.name} is not running: {exc}") from None
         finally:
-            self._pending.pop(invocation, None)
+            pending.pop(invocation, None)
         if "error" in answer:
             raise InvocationError(f"{d.name}: {answer['error'].get('errorType')}: {answer['error'].get('errorMessage')}")
         return answer.get("result")
 
-    async def _read_answers(self) -> None:
-        assert self._process is not None and self._process.stdout is not None
+    async def _running(self) -> asyncio.subprocess.Process:
+        """The function's process, started again if it died."""
+        async with self._starting:
+            process = self._process
+            if self._stopped:
+                raise InvocationError(f"function {self.definition.name} is stopped")
+            if process is None or process.returncode is not None or process.stdin is None:
+                if process is not None:
+                    sys.stderr.write(f"[{self.definition.name}] process exited ({process.returncode}); starting it again\n")
+                await self._spawn()
+                process = self._process
+            assert process is not None
+            return process
+
+    async def _read_answers(self, stdout: asyncio.StreamReader, pending: dict[int, asyncio.Future]) -> None:
         while True:
-            line = await self._process.stdout.readline()
+            line = await stdout.readline()
             if not line:
                 break
-            answer = json.loads(line)
-            future = self._pending.get(answer.get("id"))
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                answer = None
+            if not isinstance(answer, dict):
+                sys.stderr.write(f"[{self.definition.name}] unexpected output: {line[:200]!r}\n")
+                continue
+            future = pending.get(answer.get("id"))
             if future is not None and not future.done():
                 future.set_result(answer)
-        for future in self._pending.values():
+        for future in pending.values():
             if not future.done():
                 future.set_result({"error": {"errorType": "Runtime.ExitError", "errorMessage": "process exited"}})
 
-    async def _relay_stderr(self) -> None:
-        assert self._process is not None and self._process.stderr is not None
+    async def _relay_stderr(self, stderr: asyncio.StreamReader) -> None:
         while True:
-            line = await self._process.stderr.readline()
+            line = await stderr.readline()
             if not line:
                 return
             sys.stderr.write(line.decode(errors="replace"))
 
     async def stop(self) -> None:
+        """End the process once its running invocations have answered."""
+        self._stopped = True
         process = self._process
         if process is None:
             return
@@ -141,6 +181,8 @@ class LocalFunction:
             if task is not None:
                 try:
                     await asyncio.wait_for(task, timeout=1)
-                except (asyncio.TimeoutError, asyncio.CancelledError):
+                except asyncio.TimeoutError:
                     task.cancel()
+                except Exception as exc:  # a broken reader must not stop the shutdown
+                    sys.stderr.write(f"[{self.definition.name}] {type(exc).__name__} while stopping: {exc}\n")
         self._process = None

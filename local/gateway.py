@@ -38,6 +38,9 @@ log = logging.getLogger("channel_server.local")
 
 #: API Gateway's limit on one message, in either direction.
 MAX_MESSAGE_BYTES = 128 * 1024
+#: API Gateway's limit on one WebSocket frame: a longer message must arrive in
+#: several frames. aiohttp hands over whole messages, so local mode can only warn.
+MAX_FRAME_BYTES = 32 * 1024
 IDLE_TIMEOUT_SECONDS = 10 * 60
 MAX_LIFETIME_SECONDS = 2 * 60 * 60
 _ID_ALPHABET = string.ascii_letters + string.digits
@@ -46,12 +49,9 @@ Invoke = Callable[[str, dict, str], Awaitable[Any]]
 """``invoke(route_key, event, request_id)``: runs the route's function."""
 
 
-def new_connection_id() -> str:
-    """16 characters like API Gateway's (``Jx3uYdT9IAMCJfA=``)."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(15)) + "="
-
-
-def _request_id() -> str:
+def new_id() -> str:
+    """16 characters in the shape of API Gateway's connection, request and
+    message ids (``Jx3uYdT9IAMCJfA=``)."""
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(15)) + "="
 
 
@@ -119,7 +119,7 @@ class Gateway:
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True)
         if not ws.can_prepare(request).ok:
             return web.json_response({"message": "Upgrade Required"}, status=426)
-        connection_id = new_connection_id()
+        connection_id = new_id()
         connected_at = _now_ms()
         source_ip = request.remote or "127.0.0.1"
         user_agent = request.headers.get("User-Agent", "")
@@ -177,6 +177,12 @@ class Gateway:
                 continue  # re-check: traffic the other way may have reset the idle clock
             if message.type == WSMsgType.TEXT:
                 connection.touch()
+                if len(message.data.encode("utf-8")) > MAX_FRAME_BYTES:
+                    log.warning(
+                        "message %s: %d bytes; AWS accepts it only as frames of at most 32 KB each "
+                        "and closes the connection (1009) if this was one frame",
+                        connection.id, len(message.data.encode("utf-8")),
+                    )
                 self._spawn(self._route_message(connection, message.data))
             elif message.type == WSMsgType.BINARY:
                 await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"Binary frames are not supported")
@@ -211,7 +217,7 @@ class Gateway:
 
     async def _route_message(self, connection: Connection, body: str) -> None:
         started = time.monotonic()
-        request_id = _request_id()
+        request_id = new_id()
         route_key = self.select_route(body)
         if route_key is None:
             await self._send_gateway_error(connection, "Forbidden", request_id)
@@ -256,7 +262,11 @@ class Gateway:
                 await connection.ws.close(code=code, message=b"Going away")
         await asyncio.gather(*(c.finished.wait() for c in connections))
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=10)
+            _, late = await asyncio.wait(list(self._tasks), timeout=10)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1)
 
     # --- events, shaped like API Gateway's ---------------------------------------------
 
@@ -289,7 +299,7 @@ class Gateway:
             "headers": headers,
             "multiValueHeaders": multi,
             "requestContext": self._context(
-                connection_id, "$connect", "CONNECT", _request_id(), connected_at,
+                connection_id, "$connect", "CONNECT", new_id(), connected_at,
                 request.host.split(":")[0], source_ip,
             ),
             "isBase64Encoded": False,
@@ -304,12 +314,12 @@ class Gateway:
             connection.id, route_key, "MESSAGE", request_id, connection.connected_at,
             "localhost", connection.source_ip,
         )
-        context["messageId"] = _request_id()
+        context["messageId"] = new_id()
         return {"requestContext": context, "body": body, "isBase64Encoded": False}
 
     def _disconnect_event(self, connection: Connection, code: int) -> dict:
         context = self._context(
-            connection.id, "$disconnect", "DISCONNECT", _request_id(), connection.connected_at,
+            connection.id, "$disconnect", "DISCONNECT", new_id(), connection.connected_at,
             "localhost", connection.source_ip,
         )
         context["disconnectStatusCode"] = code

@@ -11,7 +11,7 @@ Invocations arrive on stdin, one JSON object per line
 (``{"id": 1, "event": {...}, "context": {...}}``), and run concurrently on
 threads; each answer is one line on stdout: ``{"id": 1, "result": ...}`` or
 ``{"id": 1, "error": {"errorType": ..., "errorMessage": ...}}``. The handler's
-own logging goes to stderr.
+own logging and prints go to stderr.
 
 This file imports nothing from channel_server: the handler code must come from
 the archive alone, like in Lambda.
@@ -66,30 +66,41 @@ def _load(task_dir: str, handler: str):
     return getattr(importlib.import_module(module_name), function_name)
 
 
+#: Invocations one function runs at once (each stands for a Lambda environment).
+CONCURRENCY = 64
+
+
 def main(argv: list[str]) -> int:
     task_dir, handler_name = argv[1], argv[2]
+    # Answers travel on a private copy of stdout; the handler's own prints go
+    # to stderr (Lambda sends both to the function's logs), so a print() in a
+    # handler can never corrupt the answer stream.
+    answers = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     # Lambda's runtime owns the root handler; here it writes to stderr, which
     # local mode relays, at the level local mode was asked for.
     stream = logging.StreamHandler(sys.stderr)
-    stream.setLevel(os.environ.get("LOCAL_LAMBDA_LOG_LEVEL", "WARNING"))
+    stream.setLevel(os.environ.get("LOCAL_LAMBDA_LOG_LEVEL", "WARNING").upper())
     stream.setFormatter(logging.Formatter(
         f"[{os.environ.get('AWS_LAMBDA_FUNCTION_NAME', 'lambda')}] %(levelname)s %(name)s: %(message)s"
     ))
     logging.getLogger().addHandler(stream)
-    try:
-        handler = _load(task_dir, handler_name)
-    except Exception as exc:  # Runtime.ImportModuleError in Lambda
-        print(json.dumps({"init_error": {"errorType": type(exc).__name__, "errorMessage": str(exc)}}), flush=True)
-        return 1
-    print(json.dumps({"ready": True}), flush=True)
-
     write = threading.Lock()
 
     def answer(message: dict) -> None:
         line = json.dumps(message, default=str)
         with write:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
+            answers.write(line + "\n")
+            answers.flush()
+
+    try:
+        handler = _load(task_dir, handler_name)
+    except Exception as exc:  # Runtime.ImportModuleError in Lambda
+        traceback.print_exc(file=sys.stderr)
+        answer({"init_error": {"errorType": type(exc).__name__, "errorMessage": str(exc)}})
+        return 1
+    answer({"ready": True})
 
     def invoke(request: dict) -> None:
         try:
@@ -101,7 +112,7 @@ def main(argv: list[str]) -> int:
 
     # Lambda runs concurrent invocations in separate environments; threads are
     # the local stand-in, so one connection's frames are never serialized.
-    with ThreadPoolExecutor(max_workers=int(os.environ.get("LOCAL_LAMBDA_CONCURRENCY", "32"))) as pool:
+    with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
         for line in sys.stdin:
             if line.strip():
                 pool.submit(invoke, json.loads(line))

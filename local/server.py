@@ -24,7 +24,7 @@ from typing import Any, Iterator, Mapping
 from aiohttp import web
 
 from . import gateway as gateway_module
-from .functions import LocalFunction
+from .functions import InvocationError, LocalFunction
 from .world import World, from_component, scratch_dir
 
 log = logging.getLogger("channel_server.local")
@@ -67,17 +67,25 @@ class LocalServer:
         self._handler_log_level = handler_log_level
         self._embedded: Any = None
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self._functions: dict[str, LocalFunction] = {}
         self._scratch = None
         self.gateway: gateway_module.Gateway | None = None
 
     @property
+    def _authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literals in brackets
+        return f"{host}:{self.port}"
+
+    @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/{self.stage}"
+        """The clients' WebSocket URL, ``ws://HOST:PORT/STAGE``."""
+        return f"ws://{self._authority}/{self.stage}"
 
     @property
     def management_url(self) -> str:
-        return f"http://{self.host}:{self.port}/{self.stage}"
+        """The management API's base URL, ``http://HOST:PORT/STAGE``."""
+        return f"http://{self._authority}/{self.stage}"
 
     @property
     def dynamodb_endpoint(self) -> str:
@@ -89,6 +97,8 @@ class LocalServer:
         return self.world.table_name
 
     async def start(self) -> None:
+        """Read the component's world (unless given), start DynamoDB, bind the
+        port, then start every function. On failure, call :meth:`stop`."""
         if self.world is None:
             self.world = await asyncio.to_thread(from_component, self.stage)
         world = self.world
@@ -96,7 +106,8 @@ class LocalServer:
         if self._dynamodb_endpoint is None:
             from .dynamodb import EmbeddedDynamoDB
 
-            self._embedded = EmbeddedDynamoDB(self.host).start()
+            # loopback only, whatever --host says: moto has no authentication
+            self._embedded = EmbeddedDynamoDB("127.0.0.1").start()
         await asyncio.to_thread(self._ensure_table)
 
         # Bind first: the functions' environment needs the management URL.
@@ -109,8 +120,8 @@ class LocalServer:
         )
         self._runner = web.AppRunner(self.gateway.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        self._site = web.TCPSite(self._runner, self.host, self.port)
+        await self._site.start()
         self.port = self._runner.addresses[0][1]
 
         self._scratch = scratch_dir()
@@ -127,9 +138,12 @@ class LocalServer:
             for key, value in declared.items()
         }
         env.update({"AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_endpoint})
-        env.update(LOCAL_CREDENTIALS)
-        if self._dynamodb_endpoint is not None:  # a real DynamoDB may need real credentials
-            env.update({key: os.environ[key] for key in PASSED_THROUGH if key in os.environ})
+        inherited = {key: os.environ[key] for key in PASSED_THROUGH if key in os.environ}
+        if self._dynamodb_endpoint is not None and ("AWS_ACCESS_KEY_ID" in inherited or "AWS_PROFILE" in inherited):
+            # another DynamoDB (perhaps AWS): this shell's credentials, keys or profile
+            env.update(inherited)
+        else:
+            env.update(LOCAL_CREDENTIALS)
         env["LOCAL_LAMBDA_LOG_LEVEL"] = self._handler_log_level
         return env
 
@@ -157,19 +171,28 @@ class LocalServer:
         return await self._functions[route_key].invoke(event, request_id)
 
     async def stop(self) -> None:
-        if self.gateway is not None:
-            await self.gateway.close_all()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        await asyncio.gather(*(f.stop() for f in self._functions.values()))
-        self._functions.clear()
-        if self._embedded is not None:
-            self._embedded.stop()
-            self._embedded = None
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            self._scratch = None
+        """Stop accepting connections, close every open one (each gets its
+        ``$disconnect``), then stop the functions and the embedded DynamoDB.
+        Safe to call after a failed or partial start."""
+        try:
+            if self._site is not None:
+                await self._site.stop()  # no new connections from here on
+            if self.gateway is not None:
+                await self.gateway.close_all()
+        finally:
+            try:
+                if self._runner is not None:
+                    await self._runner.cleanup()
+                    self._runner = None
+                await asyncio.gather(*(f.stop() for f in self._functions.values()), return_exceptions=True)
+                self._functions.clear()
+            finally:
+                if self._embedded is not None:
+                    self._embedded.stop()
+                    self._embedded = None
+                if self._scratch is not None:
+                    shutil.rmtree(self._scratch, ignore_errors=True)
+                    self._scratch = None
 
 
 @contextlib.contextmanager
@@ -223,7 +246,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--management-latency-ms", type=float, default=0, metavar="N", help="add N ms to every management API call, like the round trip to AWS")
     parser.add_argument("--idle-timeout", type=float, default=gateway_module.IDLE_TIMEOUT_SECONDS, metavar="SECONDS", help="close connections idle this long (default 600, as AWS)")
     parser.add_argument("--max-lifetime", type=float, default=gateway_module.MAX_LIFETIME_SECONDS, metavar="SECONDS", help="close connections this old (default 7200, as AWS)")
-    parser.add_argument("--handler-log-level", default="WARNING", help="log level of the handlers' own logging (default WARNING)")
+    parser.add_argument("--handler-log-level", default="WARNING", type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                        help="log level of the handlers' own logging (default WARNING)")
     return parser.parse_args(argv)
 
 
@@ -242,15 +267,17 @@ async def serve(options: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await server.start()
-    print(f"channel-server local mode, stage {server.stage}", flush=True)
-    print(f"  WebSocket URL:  {server.url}", flush=True)
-    print(f"  Management API: {server.management_url}/@connections/{{connectionId}}", flush=True)
-    print(f"  DynamoDB:       {server.dynamodb_endpoint} (table {server.table_name})", flush=True)
-    print("Ctrl-C to stop.", flush=True)
-    await stop.wait()
-    print("stopping: closing connections", flush=True)
-    await server.stop()
+    try:
+        await server.start()
+        print(f"channel-server local mode, stage {server.stage}", flush=True)
+        print(f"  WebSocket URL:  {server.url}", flush=True)
+        print(f"  Management API: {server.management_url}/@connections/{{connectionId}}", flush=True)
+        print(f"  DynamoDB:       {server.dynamodb_endpoint} (table {server.table_name})", flush=True)
+        print("Ctrl-C to stop.", flush=True)
+        await stop.wait()
+        print("stopping: closing connections", flush=True)
+    finally:
+        await server.stop()
     print("stopped", flush=True)
 
 
@@ -259,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         asyncio.run(serve(options))
-    except OSError as exc:
+    except (OSError, InvocationError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

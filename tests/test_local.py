@@ -367,7 +367,7 @@ def faulty_server(recorded):
     files = {"faulty.py": LAMBDAS / "faulty.py"}
     routes = dict(base.routes)
     handlers = {"$connect": "connect", "$disconnect": "disconnect", "crash": "crash", "slow": "slow",
-                "remember": "remember"}
+                "remember": "remember", "noisy": "noisy"}
     for key, handler in handlers.items():
         template = base.routes["ping"]
         routes[key] = dataclasses.replace(
@@ -406,6 +406,29 @@ def test_one_connections_frames_are_handled_concurrently(faulty_server):
         assert time.monotonic() - started < 1.0
     finally:
         client.close()
+
+
+def test_a_handler_that_prints_does_not_disturb_its_invocations(faulty_server):
+    client = Client(faulty_server.url)
+    try:
+        for _ in range(3):
+            client.send({"type": "noisy"})
+        assert client.request({"type": "ping"}) == {"type": "pong"}
+        assert client.nothing_more()  # no "Internal server error" for the noisy frames
+    finally:
+        client.close()
+
+
+def test_a_function_whose_process_died_starts_again_on_its_next_invocation(server, clients):
+    client = clients()
+    assert client.request({"type": "ping"}) == {"type": "pong"}
+    function = server._functions["ping"]
+    wait_until(lambda: not function._pending)  # the pong is out; let its invocation answer too
+    process = function._process
+    os.kill(process.pid, signal.SIGKILL)
+    wait_until(lambda: process.returncode is not None)
+
+    assert client.request({"type": "ping", "data": "again"}) == {"type": "pong", "data": "again"}
 
 
 def test_message_events_are_shaped_like_api_gateways(faulty_server):

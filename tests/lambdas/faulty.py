@@ -55,3 +55,10 @@ def remember(event, context):
     }
     client.post_to_connection(ConnectionId=event["requestContext"]["connectionId"], Data=json.dumps(seen).encode())
     return {"statusCode": 200}
+
+
+def noisy(event, context):
+    """Print to stdout, as handlers do: Lambda sends it to the logs."""
+    print("a handler's print", {"not": "an answer"})
+    print(json.dumps({"id": 1, "result": "a line that looks like an answer"}))
+    return {"statusCode": 200}
