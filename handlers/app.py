@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Callable, Mapping
 
 from . import protocol, spec
 from .events import WebSocketEvent
-from .sender import FANOUT_WORKERS, ConnectionGone, DeliveryError, Sender, management_client
+from .sender import (
+    CONNECT_TIMEOUT,
+    FANOUT_WORKERS,
+    POST_RESERVE_SECONDS,
+    READ_TIMEOUT,
+    ConnectionGone,
+    DeliveryError,
+    Sender,
+    management_client,
+)
 from .store import Store, StoreError
 
 logger = logging.getLogger("channel_server")
@@ -77,6 +87,9 @@ class ChannelApp:
                     config=Config(
                         retries={"mode": "standard", "total_max_attempts": DYNAMODB_MAX_ATTEMPTS},
                         max_pool_connections=FANOUT_WORKERS,
+                        # calls take milliseconds; a hung one must not use up the function's time
+                        connect_timeout=CONNECT_TIMEOUT,
+                        read_timeout=READ_TIMEOUT,
                     ),
                 )
             self._store = Store(
@@ -113,8 +126,10 @@ class ChannelApp:
         # rows go (no row outlives the connection).
         return self._message(event, self._join, clean_up_if_gone=True)
 
-    def publish(self, event: WebSocketEvent) -> dict:
-        return self._message(event, self._publish)
+    def publish(self, event: WebSocketEvent, context: Any = None) -> dict:
+        """``context`` is Lambda's: its remaining time bounds the fan-out."""
+        deadline = _fanout_deadline(context)
+        return self._message(event, lambda e, command: self._publish(e, command, deadline))
 
     def ping(self, event: WebSocketEvent) -> dict:
         return self._message(event, self._ping)
@@ -150,7 +165,7 @@ class ChannelApp:
             return protocol.join_failure("could not join right now; try again")
         return protocol.join_success(joined.channel_id, joined.sender_id)
 
-    def _publish(self, event: WebSocketEvent, command: Any) -> dict:
+    def _publish(self, event: WebSocketEvent, command: Any, deadline: float | None = None) -> dict:
         if not isinstance(command, protocol.Publish):
             return _misrouted(event, command)
         membership = self.store.membership(event.connection_id)
@@ -160,7 +175,7 @@ class ChannelApp:
         if outgoing.failure is not None:
             return outgoing.failure
         targets = protocol.recipients(self.store.members(membership.channel_id), event.connection_id)
-        deliveries = self.sender.post_many(targets, outgoing.payload)
+        deliveries = self.sender.post_many(targets, outgoing.payload, deadline)
         for gone in deliveries.gone:
             # closed for good: its rows go, and it does not count as a failure
             try:
@@ -212,6 +227,16 @@ class ChannelApp:
             _log_failure(event, "reply failed")
 
 
+def _fanout_deadline(context: Any) -> float | None:
+    """When the last post of a fan-out may start: early enough that it can
+    finish, retries included, and the sender still gets its reply before
+    Lambda's timeout. None without a Lambda context (no limit)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return time.monotonic() + remaining() / 1000 - POST_RESERVE_SECONDS
+
+
 def _misrouted(event: WebSocketEvent, command: Any) -> dict:
     logger.warning("frame reached the wrong route", extra={"connectionId": event.connection_id, "routeKey": event.route_key})
     return protocol.error(f"this API has no route for {type(command).__name__.lower()} frames")
@@ -260,7 +285,7 @@ def join(event: dict, context: Any = None) -> dict:
 
 
 def publish(event: dict, context: Any = None) -> dict:
-    return _default_app().publish(WebSocketEvent(event))
+    return _default_app().publish(WebSocketEvent(event), context)
 
 
 def ping(event: dict, context: Any = None) -> dict:

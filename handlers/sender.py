@@ -8,7 +8,9 @@ botocore's errors stop here. Callers see only this tree:
   - :class:`PayloadTooLarge`: 413 PayloadTooLargeException. Never retried.
   - :class:`DeliveryFailed`: anything else (403 ForbiddenException, 429
     LimitExceededException and 5xx once botocore's standard retries are spent,
-    network errors). ``code`` carries the service's error code.
+    network errors and timeouts, or ``DeadlineExceeded`` for a post that was
+    not started because the function's time was running out). ``code``
+    carries the service's error code.
 
 Throttling (429) and 5xx are retried by botocore's standard retry mode, which
 the client built by :func:`management_client` configures explicitly.
@@ -16,6 +18,7 @@ the client built by :func:`management_client` configures explicitly.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -25,6 +28,15 @@ from typing import Any, Iterable
 FANOUT_WORKERS = 32
 #: Total attempts per post, first try included (botocore standard retry mode).
 MAX_ATTEMPTS = 3
+#: Seconds to connect and to wait for an answer, per attempt. A post normally
+#: takes milliseconds; these keep a hung one from eating the function's time:
+#: at worst 3 attempts of 2 s plus backoff, well inside POST_RESERVE_SECONDS.
+CONNECT_TIMEOUT = 2
+READ_TIMEOUT = 2
+#: A post is not started once less than this is left of the function's time,
+#: so every post that starts can finish (retries included) before Lambda's
+#: timeout, and the sender still gets its reply.
+POST_RESERVE_SECONDS = 10
 
 
 class DeliveryError(Exception):
@@ -69,8 +81,8 @@ def management_client(endpoint_url: str, workers: int = FANOUT_WORKERS) -> Any:
             # total_max_attempts counts the first try; botocore's max_attempts
             # here would count retries only
             retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
-            connect_timeout=5,
-            read_timeout=10,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
         ),
     )
 
@@ -109,15 +121,19 @@ class Sender:
         except BotoCoreError as exc:
             raise DeliveryFailed(connection_id, type(exc).__name__, "NetworkError") from exc
 
-    def post_many(self, connection_ids: Iterable[str], payload: bytes) -> Deliveries:
+    def post_many(self, connection_ids: Iterable[str], payload: bytes, deadline: float | None = None) -> Deliveries:
         """Send the same frame to every connection, concurrently; every post is
-        attempted, whatever happens to the others."""
+        attempted, whatever happens to the others, except that none starts
+        after ``deadline`` (a ``time.monotonic()`` value): those count as failed
+        with code ``DeadlineExceeded``."""
         ids = list(connection_ids)
         result = Deliveries()
         if not ids:
             return result
 
         def attempt(connection_id: str) -> DeliveryError | None:
+            if deadline is not None and time.monotonic() >= deadline:
+                return DeliveryFailed(connection_id, "the function's time ran out", "DeadlineExceeded")
             try:
                 self.post(connection_id, payload)
             except DeliveryError as exc:

@@ -108,7 +108,7 @@ class Store:
         Raises :class:`JoinConflict` when concurrent joins of the same
         connection keep changing its state between read and write.
         """
-        for _ in range(JOIN_ATTEMPTS):
+        for attempt in range(JOIN_ATTEMPTS):
             current = self._raw_state(connection_id)
             version = int(current[spec.VERSION]["N"]) if current else 0
             expires = str(self._now() + spec.ROW_TTL_SECONDS)
@@ -139,11 +139,15 @@ class Store:
             try:
                 self._client.transact_write_items(TransactItems=items)
             except self._client.exceptions.TransactionCanceledException as exc:
-                if _lost_race(exc):
+                codes = _cancellation_codes(exc)
+                if codes and codes <= _RETRYABLE_CANCELLATIONS:
+                    if "ThrottlingError" in codes:
+                        # botocore does not retry a cancelled transaction: back off here
+                        time.sleep(min(0.05 * 2**attempt, 1.0))
                     continue
-                raise StoreError("join transaction was cancelled") from exc
+                raise StoreError(f"join transaction was cancelled ({', '.join(sorted(codes)) or 'no reason'})") from exc
             return Membership(channel_id, sender_id, version + 1)
-        raise JoinConflict(f"join kept conflicting with concurrent joins after {JOIN_ATTEMPTS} attempts")
+        raise JoinConflict(f"join kept being cancelled (concurrent joins or throttling) after {JOIN_ATTEMPTS} attempts")
 
     def remove_connection(self, connection_id: str) -> int:
         """Delete every row of the connection; returns how many there were.
@@ -198,10 +202,12 @@ def _expired(item: dict, now: int) -> bool:
     return expires is not None and int(expires["N"]) <= now
 
 
-def _lost_race(exc: Exception) -> bool:
-    """True when the transaction failed only because a concurrent write to the
-    same connection got there first (its condition no longer held, or the two
-    transactions collided): re-reading and trying again is then correct."""
+#: Cancellation reasons after which re-reading and trying again is right: a
+#: concurrent write to the same connection got there first (its condition no
+#: longer held, or the transactions collided), or DynamoDB throttled an item.
+_RETRYABLE_CANCELLATIONS = {"ConditionalCheckFailed", "TransactionConflict", "ThrottlingError"}
+
+
+def _cancellation_codes(exc: Exception) -> set[str]:
     reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
-    codes = {reason.get("Code") for reason in reasons} - {"None", None}
-    return bool(codes) and codes <= {"ConditionalCheckFailed", "TransactionConflict"}
+    return {reason.get("Code") for reason in reasons} - {"None", None}

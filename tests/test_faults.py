@@ -464,3 +464,78 @@ def test_an_exception_while_posting_the_reply_is_logged_and_never_escapes_the_en
     assert result == {"statusCode": 200}
     (record,) = failures_logged(caplog, connection_id, route)
     assert record.exc_info[1] is exc
+
+
+# --- the function's time ------------------------------------------------------------------
+
+
+def test_posts_that_would_start_after_the_deadline_are_failed_without_being_sent(management: Any) -> None:
+    from channel_server.handlers.sender import management_client
+
+    sender = Sender(management_client(management.endpoint))
+    ids = [new_connection_id() for _ in range(3)]
+
+    deliveries = sender.post_many(ids, b"{}", deadline=0.0)  # long past
+
+    assert deliveries.delivered == 0 and deliveries.gone == []
+    assert [(f.connection_id, f.code) for f in deliveries.failed] == [(i, "DeadlineExceeded") for i in ids]
+    assert management.attempts == []
+
+
+def test_a_publish_with_too_little_time_left_reports_the_members_it_did_not_reach(
+    app: Any, management: Any, lambda_context: Any
+) -> None:
+    # GIVEN alice, bob and carol in "lobby", and a publish invoked with 5 s left
+    # (less than the reserve a post needs to finish before Lambda's timeout)
+    alice, bob, carol = (Client(app, management, lambda_context) for _ in range(3))
+    alice.join("lobby")
+    bob.join("lobby")
+    carol.join("lobby")
+    management.clear()
+    alice.context = type(lambda_context)(**{**vars(lambda_context), "get_remaining_time_in_millis": lambda: 5_000})
+
+    alice.send({"type": "publish", "data": "late"})
+
+    # THEN nobody is posted to, and alice learns it reached neither member
+    assert management.recipients() == [alice.connection_id]
+    assert alice.frames() == [{
+        "type": "publishFailure",
+        "data": "could not deliver to 2 of 2 members; the others received the message",
+        "delivered": 0,
+        "failed": 2,
+    }]
+
+
+def test_a_join_cancelled_for_throttling_backs_off_and_tries_again() -> None:
+    import boto3
+    from botocore.stub import ANY, Stubber
+
+    client = boto3.client("dynamodb", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    store = Store(client, "t", "byChannel")
+    with Stubber(client) as stub:
+        # botocore does not retry a cancelled transaction: the join loop must
+        stub.add_response("get_item", {}, {"TableName": "t", "Key": ANY, "ConsistentRead": True})
+        stub.add_client_error(
+            "transact_write_items",
+            service_error_code="TransactionCanceledException",
+            http_status_code=400,
+            response_meta={},
+        )
+        stub.add_response("get_item", {}, {"TableName": "t", "Key": ANY, "ConsistentRead": True})
+        stub.add_response("transact_write_items", {}, {"TransactItems": ANY})
+        # the cancellation's reasons: an item throttled, the other not evaluated
+        original = client._make_api_call
+
+        def with_reasons(operation: str, params: dict) -> Any:
+            try:
+                return original(operation, params)
+            except ClientError as exc:
+                exc.response["CancellationReasons"] = [{"Code": "ThrottlingError"}, {"Code": "None"}]
+                raise client.exceptions.TransactionCanceledException(exc.response, operation) from None
+
+        client._make_api_call = with_reasons  # type: ignore[method-assign]
+
+        joined = store.join("AbCdEfGhIjKlMnO=", "lobby", "sender")
+
+        stub.assert_no_pending_responses()
+    assert (joined.channel_id, joined.sender_id, joined.version) == ("lobby", "sender", 1)
