@@ -24,6 +24,8 @@ from .args import ChannelServerArgs, Settings, resolve
 from .handlers import spec
 
 TYPE_TOKEN = "channel-server:index:ChannelServer"
+#: The route whose function gets ``publish_memory_mb``.
+PUBLISH_ROUTE = "publish"
 
 _LAMBDA_TRUST_POLICY = json.dumps(
     {
@@ -172,7 +174,8 @@ class ChannelServer(pulumi.ComponentResource):
             handler=route.handler,
             code=code,
             role=role.arn,
-            memory_size=s.lambda_memory_mb,
+            # publish's fan-out is bound by CPU, and Lambda's CPU grows with memory
+            memory_size=s.publish_memory_mb if route.key == PUBLISH_ROUTE else s.lambda_memory_mb,
             timeout=s.lambda_timeout_seconds,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables=self._environment()),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=log_group.name),
@@ -255,12 +258,16 @@ class ChannelServer(pulumi.ComponentResource):
                 for key in sorted(self.routes)
             ]
         )
+        # ...and after the invoke permissions, so the stage never switches to a
+        # function API Gateway may not call yet.
         deployment = aws.apigatewayv2.Deployment(
             f"{self._name}-deployment",
             api_id=self.api.id,
             description=f"channel-server routes: {', '.join(sorted(self.routes))}",
             triggers={"routes": wiring.apply(lambda rows: json.dumps(rows, sort_keys=True))},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.routes.values())),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*self.routes.values(), *self.permissions.values()]
+            ),
         )
         stage = aws.apigatewayv2.Stage(
             f"{self._name}-stage",

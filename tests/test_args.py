@@ -21,7 +21,7 @@ RETENTIONS = (
 )
 FIELDS = (
     "channel_id_pattern, lambda_architecture, lambda_memory_mb, lambda_runtime, lambda_timeout_seconds, "
-    "log_retention_days, max_message_bytes, stage_name, table_name, tags, throttling_burst_limit, "
+    "log_retention_days, max_message_bytes, publish_memory_mb, stage_name, table_name, tags, throttling_burst_limit, "
     "throttling_rate_limit"
 )
 BURST = "must be from 1 to 5000 (0 would reject every message)"
@@ -258,6 +258,7 @@ def test_from_config_reads_each_set_key_with_its_fields_type() -> None:
         "lambdaRuntime": "get",
         "lambdaArchitecture": "get",
         "lambdaMemoryMb": "get_int",
+        "publishMemoryMb": "get_int",
         "lambdaTimeoutSeconds": "get_int",
         "logRetentionDays": "get_int",
         "throttlingBurstLimit": "get_int",

@@ -44,6 +44,7 @@ CUSTOM_ARGS = ChannelServerArgs(
     lambda_runtime="python3.12",
     lambda_architecture="x86_64",
     lambda_memory_mb=512,
+    publish_memory_mb=2048,
     lambda_timeout_seconds=10,
     log_retention_days=30,
     throttling_burst_limit=7,
@@ -341,7 +342,7 @@ def test_function_runs_the_configured_runtime_architecture_memory_and_timeout(wo
     function = world.function(key)
     assert function["runtime"] == s.lambda_runtime
     assert function["architectures"] == [s.lambda_architecture]
-    assert function["memorySize"] == s.lambda_memory_mb
+    assert function["memorySize"] == (s.publish_memory_mb if key == "publish" else s.lambda_memory_mb)
     assert function["timeout"] == s.lambda_timeout_seconds
 
 
@@ -354,7 +355,12 @@ def test_function_defaults_to_python_3_13_on_arm64(default_world: World, key: st
 def test_function_takes_the_lambda_settings_from_args(custom_world: World, key: str) -> None:
     function = custom_world.function(key)
     assert (function["runtime"], function["architectures"]) == ("python3.12", ["x86_64"])
-    assert (function["memorySize"], function["timeout"]) == (512, 10)
+    assert (function["memorySize"], function["timeout"]) == (2048 if key == "publish" else 512, 10)
+
+
+def test_publish_gets_more_memory_than_the_other_functions_by_default(default_world: World, key: str) -> None:
+    # publish's fan-out is CPU-bound, and Lambda's CPU grows with memory
+    assert default_world.function(key)["memorySize"] == (1024 if key == "publish" else 256)
 
 
 def test_function_logs_json_to_its_own_log_group(world: World, key: str) -> None:
