@@ -57,17 +57,27 @@ class ChannelServer(pulumi.ComponentResource):
     """The stage's name."""
 
     table: aws.dynamodb.Table
+    """The connections table (keys, channel index, TTL)."""
     api: aws.apigatewayv2.Api
+    """The WebSocket API."""
     deployment: aws.apigatewayv2.Deployment
+    """The deployment the stage serves; replaced whenever a route or integration changes."""
     stage: aws.apigatewayv2.Stage
+    """The throttled stage clients connect to."""
     functions: dict[str, aws.lambda_.Function]
     """Handler functions by route key (``$connect``, ``join``, …); likewise the dicts below."""
     roles: dict[str, aws.iam.Role]
+    """Each function's execution role."""
     policies: dict[str, aws.iam.RolePolicy]
+    """Each role's inline least-privilege policy."""
     log_groups: dict[str, aws.cloudwatch.LogGroup]
+    """Each function's log group (with retention)."""
     integrations: dict[str, aws.apigatewayv2.Integration]
+    """Each route's AWS_PROXY integration."""
     routes: dict[str, aws.apigatewayv2.Route]
+    """The API's routes."""
     permissions: dict[str, aws.lambda_.Permission]
+    """API Gateway's permission to invoke each function, scoped to its stage and route."""
 
     def __init__(
         self,

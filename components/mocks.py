@@ -50,6 +50,7 @@ class Registered:
         return self.outputs[key]
 
     def get(self, key: str, default: Any = None) -> Any:
+        """An output by its wire name, or ``default``."""
         return self.outputs.get(key, default)
 
 
@@ -62,21 +63,25 @@ class Deployment:
     result: Any = None
 
     def of_type(self, type_token: str) -> list[Registered]:
+        """Every resource of one type (``"aws:lambda/function:Function"``), in order."""
         return [r for r in self.resources if r.type == type_token]
 
     def one(self, type_token: str) -> Registered:
+        """The only resource of a type; LookupError when there are none or several."""
         found = self.of_type(type_token)
         if len(found) != 1:
             raise LookupError(f"expected one {type_token}, found {len(found)}")
         return found[0]
 
     def by_id(self, resource_id: str, type_token: str | None = None) -> Registered:
+        """The resource with this id (of this type, when given: ids repeat across types)."""
         for resource in self.resources:
             if resource.id == resource_id and type_token in (None, resource.type):
                 return resource
         raise LookupError(f"no {type_token or 'resource'} with id {resource_id!r}")
 
     def by_name(self, name: str) -> Registered:
+        """The first resource with this Pulumi name (names repeat across types)."""
         for resource in self.resources:
             if resource.name == name:
                 return resource

@@ -316,3 +316,11 @@ def test_sender_ids_are_distinct() -> None:
 
 def test_decode_refuses_numbers_no_client_could_read_back() -> None:
     assert protocol.decode('{"type":"publish","data":1e400}', RULES) == error("frame has a number out of range")
+
+
+def test_the_frame_types_the_core_knows_are_exactly_the_apis_message_routes() -> None:
+    # one fact in two places (the protocol's types, the component's routes): keep them equal
+    from channel_server.handlers import spec
+
+    message_routes = {route.key for route in spec.ROUTES if not route.key.startswith("$")}
+    assert message_routes == {protocol.JOIN, protocol.PUBLISH, protocol.PING}
