@@ -67,7 +67,7 @@ def _load(task_dir: str, handler: str):
 
 
 #: Invocations one function runs at once (each stands for a Lambda environment).
-CONCURRENCY = 64
+CONCURRENCY = 32  # as wide as the handlers' HTTP pools, so threads never outnumber connections
 
 
 def main(argv: list[str]) -> int:
