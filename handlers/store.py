@@ -105,8 +105,9 @@ class Store:
     def join(self, connection_id: str, channel_id: str, sender_id: str) -> Membership:
         """Move the connection into ``channel_id`` (out of any other), atomically.
 
-        Raises :class:`JoinConflict` when concurrent joins of the same
-        connection keep changing its state between read and write.
+        Raises :class:`JoinConflict` when the transaction keeps being cancelled
+        (concurrent joins of the same connection changing its state between read
+        and write, or DynamoDB throttling an item) for JOIN_ATTEMPTS attempts.
         """
         for attempt in range(JOIN_ATTEMPTS):
             current = self._raw_state(connection_id)
