@@ -24,8 +24,6 @@ from .args import ChannelServerArgs, Settings, resolve
 from .handlers import spec
 
 TYPE_TOKEN = "channel-server:index:ChannelServer"
-#: The route whose function gets ``publish_memory_mb``.
-PUBLISH_ROUTE = "publish"
 
 _LAMBDA_TRUST_POLICY = json.dumps(
     {
@@ -101,7 +99,7 @@ class ChannelServer(pulumi.ComponentResource):
             opts=self._child,
         )
         self.management_endpoint = self.api.api_endpoint.apply(
-            lambda endpoint: endpoint.replace("wss://", "https://", 1) + f"/{settings.stage_name}"
+            lambda endpoint: spec.management_endpoint(endpoint, settings.stage_name)
         )
         self.url = self.api.api_endpoint.apply(lambda endpoint: f"{endpoint}/{settings.stage_name}")
 
@@ -184,8 +182,8 @@ class ChannelServer(pulumi.ComponentResource):
             handler=route.handler,
             code=code,
             role=role.arn,
-            # publish's fan-out is bound by CPU, and Lambda's CPU grows with memory
-            memory_size=s.publish_memory_mb if route.key == PUBLISH_ROUTE else s.lambda_memory_mb,
+            # a fan-out is bound by CPU, and Lambda's CPU grows with memory
+            memory_size=s.publish_memory_mb if route.fans_out else s.lambda_memory_mb,
             timeout=s.lambda_timeout_seconds,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables=self._environment()),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=log_group.name),

@@ -62,7 +62,9 @@ class Route:
     ``table_actions`` are the DynamoDB actions the function calls on the table,
     ``index_actions`` those it calls on the channel index, and ``posts`` whether
     it posts to connections through the management API. The component grants
-    exactly these and nothing more.
+    exactly these and nothing more. ``fans_out`` marks the function whose work
+    grows with a channel's size (one post per member): it gets its own memory
+    setting, since Lambda's CPU grows with memory.
     """
 
     key: str
@@ -70,6 +72,7 @@ class Route:
     table_actions: tuple[str, ...] = ()
     index_actions: tuple[str, ...] = ()
     posts: bool = False
+    fans_out: bool = False
 
     @property
     def handler(self) -> str:
@@ -92,10 +95,17 @@ ROUTES: tuple[Route, ...] = (
         table_actions=READ_STATE + REMOVE_CONNECTION,
         index_actions=("dynamodb:Query",),
         posts=True,
+        fans_out=True,
     ),
     Route("ping", "ping", posts=True),
     Route("$default", "default", posts=True),
 )
+
+def management_endpoint(api_endpoint: str, stage: str) -> str:
+    """The stage's management API (``https://{api}.execute-api.{region}.amazonaws.com/{stage}``)
+    from the API's endpoint (``wss://{api}.execute-api.{region}.amazonaws.com``)."""
+    return api_endpoint.replace("wss://", "https://", 1) + f"/{stage}"
+
 
 #: The route selection expression: the frame's ``type`` field picks the route.
 ROUTE_SELECTION_EXPRESSION = "$request.body.type"

@@ -144,7 +144,7 @@ class Store:
                 if codes and codes <= _RETRYABLE_CANCELLATIONS:
                     if "ThrottlingError" in codes:
                         # botocore does not retry a cancelled transaction: back off here
-                        time.sleep(min(0.05 * 2**attempt, 1.0))
+                        _back_off(attempt)
                     continue
                 raise StoreError(f"join transaction was cancelled ({', '.join(sorted(codes)) or 'no reason'})") from exc
             return Membership(channel_id, sender_id, version + 1)
@@ -190,8 +190,14 @@ class Store:
             if not unprocessed.get(self._table):
                 return
             requests = unprocessed
-            time.sleep(min(0.05 * 2**attempt, 1.0))
+            _back_off(attempt)
         raise StoreError(f"{len(requests[self._table])} rows stayed unprocessed after {BATCH_ATTEMPTS} attempts")
+
+
+def _back_off(attempt: int) -> None:
+    """Wait before retrying what botocore does not retry for us (cancelled
+    transactions, unprocessed batch items): 50 ms, doubling, at most 1 s."""
+    time.sleep(min(0.05 * 2**attempt, 1.0))
 
 
 def _key(connection_id: str, channel_id: str) -> dict:

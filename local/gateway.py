@@ -31,18 +31,19 @@ from urllib.parse import unquote
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from ..handlers import protocol, spec
 from .functions import InvocationError
 from .world import World
 
 log = logging.getLogger("channel_server.local")
 
 #: API Gateway's limit on one message, in either direction.
-MAX_MESSAGE_BYTES = 128 * 1024
+MAX_MESSAGE_BYTES = protocol.API_GATEWAY_MAX_MESSAGE_BYTES
 #: API Gateway's limit on one WebSocket frame: a longer message must arrive in
 #: several frames. aiohttp hands over whole messages, so local mode can only warn.
 MAX_FRAME_BYTES = 32 * 1024
 IDLE_TIMEOUT_SECONDS = 10 * 60
-MAX_LIFETIME_SECONDS = 2 * 60 * 60
+MAX_LIFETIME_SECONDS = spec.MAX_CONNECTION_SECONDS
 _ID_ALPHABET = string.ascii_letters + string.digits
 
 Invoke = Callable[[str, dict, str], Awaitable[Any]]
@@ -177,11 +178,12 @@ class Gateway:
                 continue  # re-check: traffic the other way may have reset the idle clock
             if message.type == WSMsgType.TEXT:
                 connection.touch()
-                if len(message.data.encode("utf-8")) > MAX_FRAME_BYTES:
+                size = len(message.data.encode("utf-8"))
+                if size > MAX_FRAME_BYTES:
                     log.warning(
                         "message %s: %d bytes; AWS accepts it only as frames of at most 32 KB each "
                         "and closes the connection (1009) if this was one frame",
-                        connection.id, len(message.data.encode("utf-8")),
+                        connection.id, size,
                     )
                 self._spawn(self._route_message(connection, message.data))
             elif message.type == WSMsgType.BINARY:

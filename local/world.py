@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 import pulumi
 
 from .. import mocks
+from ..handlers import spec
 
 API = "aws:apigatewayv2/api:Api"
 ROUTE = "aws:apigatewayv2/route:Route"
@@ -146,7 +147,7 @@ def _read(deployment: mocks.Deployment) -> World:
         routes=routes,
         table_name=table["name"],
         table=dict(table.inputs),
-        management_endpoint=api["apiEndpoint"].replace("wss://", "https://", 1) + "/" + stage["name"],
+        management_endpoint=spec.management_endpoint(api["apiEndpoint"], stage["name"]),
     )
 
 
