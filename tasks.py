@@ -6,46 +6,153 @@
 
 Setup creates .venv/ beside this file (once) and installs the project with the
 extras the job needs (pyproject.toml holds every version range). Later runs
-reuse it and only reinstall when pyproject.toml changed.
+reuse it: they install again only when pyproject.toml changed or the job needs
+an extra that is not installed yet (an extra that includes another, like
+`channel-server[local]` in the test extra, counts as both).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import subprocess
 import sys
 import venv
 from pathlib import Path
 
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    sys.exit(f"tasks.py needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+
 ROOT = Path(__file__).resolve().parent
-VENV = ROOT / ".venv"
-BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+VENV_NAME = ".venv"
+#: What setup installed into the virtualenv: pyproject.toml's hash and the extras.
+STAMP_NAME = ".tasks-installed.json"
+
+
+def venv_python(venv_dir: Path) -> Path:
+    if os.name == "nt":
+        return venv_dir / "Scripts" / "python.exe"
+    return venv_dir / "bin" / "python"
+
+
+PYTHON = venv_python(ROOT / VENV_NAME)
 
 JOBS = {
     "local": ("local", [str(PYTHON), "-m", "channel_server.local"]),
     "test": ("test", [str(PYTHON), "-m", "pytest"]),
 }
 
+# A PEP 508 requirement's name, its extras, and the rest (version, URL, markers).
+_REQUIREMENT = re.compile(r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:\[([^\]]*)\])?(.*)", re.S)
 
-def setup(extra: str) -> None:
-    """Create the virtualenv and install the project with ``extra``, unless the
-    same pyproject.toml was already installed with it."""
-    if not PYTHON.exists():
-        print(f"creating {VENV.relative_to(ROOT)}/", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
-    stamp = VENV / f".installed-{extra}"
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if stamp.exists() and stamp.read_text() == wanted:
+
+def _normalize(name: str) -> str:
+    """PEP 503 / PEP 685 normalization of a project or extra name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def extra_includes(pyproject: dict) -> dict[str, set[str]]:
+    """Each extra of ``[project.optional-dependencies]`` mapped to the extras it
+    names directly as the project's own requirement (``channel-server[local]``).
+    A self-requirement with an environment marker is conditional, so it does not count."""
+    project = pyproject.get("project", {})
+    own_name = _normalize(project.get("name", ""))
+    includes: dict[str, set[str]] = {}
+    for extra, requirements in project.get("optional-dependencies", {}).items():
+        named = includes.setdefault(_normalize(extra), set())
+        for requirement in requirements:
+            match = _REQUIREMENT.match(requirement)
+            if not match or _normalize(match[1]) != own_name or ";" in match[3]:
+                continue
+            named.update(_normalize(e) for e in (match[2] or "").split(",") if e.strip())
+    return includes
+
+
+def closure(extras: set[str], includes: dict[str, set[str]]) -> set[str]:
+    """``extras`` and every extra they include, directly or not."""
+    found: set[str] = set()
+    todo = [_normalize(e) for e in extras]
+    while todo:
+        extra = todo.pop()
+        if extra not in found:
+            found.add(extra)
+            todo.extend(includes.get(extra, ()))
+    return found
+
+
+def fewest(extras: set[str], includes: dict[str, set[str]]) -> list[str]:
+    """The fewest of ``extras`` whose closure is the closure of all of them
+    (``{local, test}`` → ``[test]``), for a readable pip command."""
+    kept = sorted(extras)
+    for extra in sorted(extras):
+        if extra in closure(set(kept) - {extra}, includes):
+            kept.remove(extra)
+    return kept
+
+
+def read_stamp(stamp: Path) -> tuple[str, set[str]]:
+    """(pyproject.toml's hash, installed extras); ("", set()) when there is no usable stamp."""
+    try:
+        data = json.loads(stamp.read_text())
+        return str(data["pyproject_sha256"]), {str(e) for e in data["extras"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return "", set()
+
+
+def create_venv(venv_dir: Path) -> None:
+    venv.EnvBuilder(with_pip=True).create(venv_dir)
+
+
+def pip_install(python: Path, root: Path, spec: str) -> None:
+    """``pip install -e spec`` with pip's own output (and, on a terminal, its progress bars)."""
+    command = [str(python), "-m", "pip", "install", "--disable-pip-version-check"]
+    if not sys.stdout.isatty():
+        command += ["--progress-bar", "off"]
+    subprocess.run(command + ["-e", spec], cwd=root, check=True)
+
+
+def setup(extra: str, root: Path = ROOT) -> None:
+    """Create ``root``/.venv and install the project with ``extra``, unless what
+    was installed from the same pyproject.toml already includes ``extra``.
+    Prints one line per step it takes, nothing when there is nothing to do."""
+    venv_dir = root / VENV_NAME
+    python = venv_python(venv_dir)
+    stamp = venv_dir / STAMP_NAME
+    pyproject_bytes = (root / "pyproject.toml").read_bytes()
+    wanted = hashlib.sha256(pyproject_bytes).hexdigest()
+    includes = extra_includes(tomllib.loads(pyproject_bytes.decode()))
+    extra = _normalize(extra)
+
+    created = not python.exists()
+    if created:
+        print(f"creating the virtualenv {VENV_NAME}/", flush=True)
+        create_venv(venv_dir)
+        stamp.unlink(missing_ok=True)
+    installed_hash, installed = read_stamp(stamp)
+    if installed_hash == wanted and extra in installed:
         return
-    print(f"installing channel-server[{extra}] into {VENV.relative_to(ROOT)}/", flush=True)
-    subprocess.run(
-        [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", f".[{extra}]"],
-        cwd=ROOT,
-        check=True,
-    )
-    stamp.write_text(wanted)
+
+    if installed_hash == wanted:
+        why = f"adding [{extra}] to [{','.join(fewest(installed, includes))}]"
+        keep = installed
+    elif installed_hash:
+        why = "pyproject.toml changed"
+        keep = installed & set(includes)  # the extras it still declares
+    elif created:
+        why = "the first install takes a minute or two"
+        keep = set()
+    else:
+        why = f"nothing recorded as installed in {VENV_NAME}/ yet; this can take a minute or two"
+        keep = set()
+    extras = closure(keep | {extra}, includes)
+    spec = f".[{','.join(fewest(extras, includes))}]"
+    print(f"installing channel-server{spec[1:]} into {VENV_NAME}/ ({why})", flush=True)
+    pip_install(python, root, spec)
+    stamp.write_text(json.dumps({"pyproject_sha256": wanted, "extras": sorted(extras)}) + "\n")
 
 
 def main(argv: list[str]) -> int:
