@@ -143,7 +143,11 @@ class ChannelApp:
         self, event: WebSocketEvent, behaviour: Callable[[WebSocketEvent, Any], dict], clean_up_if_gone: bool = False
     ) -> dict:
         """Decode the frame, run the route's behaviour and send its reply; any
-        failure becomes an error reply, never an exception out of Lambda."""
+        failure becomes an error reply, never an exception out of Lambda.
+
+        Returns the reply as the response's body too. On a route without a
+        route response (the component declares none) API Gateway discards it;
+        local mode logs its type."""
         _log_event(event)
         command: Any = None
         try:
@@ -152,8 +156,8 @@ class ChannelApp:
         except Exception:
             _log_failure(event, "handling the frame failed")
             frame = _failure_for(command, INTERNAL_ERROR)
-        self._reply(event, frame, clean_up_if_gone)
-        return OK
+        payload = self._reply(event, frame, clean_up_if_gone)
+        return {**OK, "body": payload.decode("utf-8")}
 
     def _join(self, event: WebSocketEvent, command: Any) -> dict:
         if not isinstance(command, protocol.Join):
@@ -201,7 +205,8 @@ class ChannelApp:
         # valid one can only land here when the API lacks that route.
         return _misrouted(event, command)
 
-    def _reply(self, event: WebSocketEvent, frame: dict, clean_up_if_gone: bool = False) -> None:
+    def _reply(self, event: WebSocketEvent, frame: dict, clean_up_if_gone: bool = False) -> bytes:
+        """Post ``frame`` to the sender; returns the bytes posted."""
         try:
             payload = protocol.encode(frame)
         except (ValueError, RecursionError):
@@ -225,6 +230,7 @@ class ChannelApp:
         except Exception:
             # e.g. the management client could not be built: nobody to tell
             _log_failure(event, "reply failed")
+        return payload
 
 
 def _fanout_deadline(context: Any) -> float | None:

@@ -29,8 +29,8 @@ MAX_CHANNEL_ID_LENGTH = 128
 MAX_NESTING = 64
 DEFAULT_CHANNEL_ID_PATTERN = r"[A-Za-z0-9_.:-]+"
 
-# Client frame types that have a route of their own.
-JOIN, PUBLISH, PING = "join", "publish", "ping"
+# Client frame types that have a route of their own (their route keys).
+JOIN, PUBLISH, PING = spec.JOIN, spec.PUBLISH, spec.PING
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def decode(body: str | None, rules: Rules) -> Command:
         return Ping(message.get("data"), "data" in message)
     if not isinstance(kind, str):
         return Reply(error("type must be a string"))
-    return Reply(error(f"unknown type {_shorten(kind)!r}; expected join, publish or ping"))
+    return Reply(error(f"unknown type {_shorten(kind)!r}; expected {JOIN}, {PUBLISH} or {PING}"))
 
 
 class _OutOfRange(ValueError):

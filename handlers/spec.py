@@ -83,13 +83,17 @@ class Route:
 #: The entry points live in this module, addressed as the archive lays it out.
 HANDLER_MODULE = "channel_server.handlers.app"
 
+#: Frame types with a route of their own: route selection
+#: (``$request.body.type``) sends a frame to the route whose key is its type.
+JOIN, PUBLISH, PING = "join", "publish", "ping"
+
 ROUTES: tuple[Route, ...] = (
     Route("$connect", "connect"),
     Route("$disconnect", "disconnect", table_actions=REMOVE_CONNECTION),
     # removes its own rows when its reply finds the connection gone
-    Route("join", "join", table_actions=READ_STATE + MOVE_MEMBERSHIP + REMOVE_CONNECTION, posts=True),
+    Route(JOIN, "join", table_actions=READ_STATE + MOVE_MEMBERSHIP + REMOVE_CONNECTION, posts=True),
     Route(
-        "publish",
+        PUBLISH,
         "publish",
         # reads the sender's state, lists the channel, removes gone members
         table_actions=READ_STATE + REMOVE_CONNECTION,
@@ -97,7 +101,7 @@ ROUTES: tuple[Route, ...] = (
         posts=True,
         fans_out=True,
     ),
-    Route("ping", "ping", posts=True),
+    Route(PING, "ping", posts=True),
     Route("$default", "default", posts=True),
 )
 

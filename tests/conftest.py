@@ -8,55 +8,37 @@
 - ``management``: a fake management API that records posts (and can answer 410).
 - ``app``: a ``ChannelApp`` wired to both, installed as the Lambda module's app,
   so the real entry points (``app.join(event, context)``) run through it.
+- ``world``, ``client``: the one driver of those entry points
+  (``support.lambda_world``): ``client()`` is a new connection,
+  ``alice.send(frame)`` goes through the route API Gateway would pick,
+  ``alice.frames()`` reads back what alice was sent.
 - ``dynamodb_faults``: DynamoDB's errors on demand (``support.faulty_dynamodb``),
   from a second embedded DynamoDB that sees the same tables; the environment
   points boto3 at it, so an app that builds its own client meets the faults.
 - ``no_retry_delay``: botocore's standard-mode backoff made instant, so retry
   tests count attempts without waiting for them.
 
-No real AWS credentials are ever used: the environment is scrubbed and every
-client talks to a loopback endpoint.
+No real AWS credentials are ever used: the environment is scrubbed
+(``support.aws``) and every client talks to a loopback endpoint.
 """
 
 from __future__ import annotations
 
-import sys
-import uuid
-from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Iterator
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # `support` helpers
-
-from support.faulty_dynamodb import DynamoDBFaults  # noqa: E402
-from support.management import FakeManagementApi  # noqa: E402
-
-REGION = "us-east-1"
-FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-
-#: Environment variables through which boto3 could find real credentials or endpoints.
-_AWS_ENV = (
-    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-    "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB",
-    "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI", "AWS_REGION",
-)
+from support.aws import FAKE_CREDENTIALS, REGION, scrub_aws_environment
+from support.faulty_dynamodb import DynamoDBFaults
+from support.lambda_world import LambdaWorld, new_lambda_context
+from support.management import FakeManagementApi
+from support.table import create_test_table, function_environ
 
 
 @pytest.fixture(autouse=True)
-def aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials only: boto3 must never find real ones."""
-    for name in _AWS_ENV:
-        monkeypatch.delenv(name, raising=False)
-    nowhere = str(tmp_path_factory.getbasetemp() / "no-aws-config")
-    monkeypatch.setenv("AWS_CONFIG_FILE", nowhere)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", nowhere)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_CREDENTIALS["aws_access_key_id"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_CREDENTIALS["aws_secret_access_key"])
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    scrub_aws_environment(monkeypatch)
 
 
 @pytest.fixture(scope="session")
@@ -90,10 +72,7 @@ def dynamodb(embedded_dynamodb: Any) -> Any:
 @pytest.fixture
 def table(dynamodb: Any, table_definition: Any) -> Iterator[str]:
     """A fresh table, declared as the component declares it; yields its name."""
-    from channel_server.local.dynamodb import create_table
-
-    name = f"{table_definition['name']}-{uuid.uuid4().hex[:8]}"
-    create_table(dynamodb, name, dict(table_definition.inputs))
+    name = create_test_table(dynamodb, table_definition)
     yield name
     dynamodb.delete_table(TableName=name)
 
@@ -107,14 +86,7 @@ def management() -> Iterator[FakeManagementApi]:
 @pytest.fixture
 def environ(table: str, table_definition: Any, management: FakeManagementApi) -> dict[str, str]:
     """The functions' environment, by the variable names the handlers read."""
-    from channel_server.handlers import spec
-
-    (index,) = table_definition.inputs["globalSecondaryIndexes"]
-    return {
-        spec.ENV_TABLE_NAME: table,
-        spec.ENV_INDEX_NAME: index["name"],
-        spec.ENV_MANAGEMENT_ENDPOINT: management.endpoint,
-    }
+    return function_environ(table_definition, table, management.endpoint)
 
 
 @pytest.fixture
@@ -142,13 +114,22 @@ def app(install_app: Any) -> Any:
 @pytest.fixture
 def lambda_context() -> Any:
     """The few attributes of a Lambda context object a handler might read."""
-    return SimpleNamespace(
-        function_name="test-join-3f2a9c1",
-        function_version="$LATEST",
-        aws_request_id="c6af9ac6-7b61-11e6-9a41-93e812345678",
-        memory_limit_in_mb=256,
-        get_remaining_time_in_millis=lambda: 29_000,
-    )
+    return new_lambda_context()
+
+
+@pytest.fixture
+def world(
+    app: Any, management: FakeManagementApi, dynamodb: Any, table: str, environ: dict[str, str], lambda_context: Any
+) -> LambdaWorld:
+    """The entry points with whichever app is installed (``app``, or the last
+    ``install_app``), this test's table and fake management API."""
+    return LambdaWorld(None, management, dynamodb, table, environ, context=lambda_context)
+
+
+@pytest.fixture
+def client(world: LambdaWorld) -> Any:
+    """``client()`` makes a new connection (``client(connection_id)`` one with that id)."""
+    return world.client
 
 
 @pytest.fixture(scope="session")

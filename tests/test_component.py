@@ -34,8 +34,6 @@ ROLE = "aws:iam/role:Role"
 POLICY = "aws:iam/rolePolicy:RolePolicy"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 
-#: What the issue asks for, written out rather than read from the spec.
-ROUTE_KEYS = {"$connect", "$disconnect", "join", "publish", "ping", "$default"}
 SPEC_ROUTES = {route.key: route for route in spec.ROUTES}
 
 CUSTOM_ARGS = ChannelServerArgs(
@@ -221,7 +219,7 @@ def test_every_child_resource_is_reachable_as_an_attribute(world: World) -> None
         "permissions": world.permission,
     }
     for attribute, lookup in expected.items():
-        assert set(urns[attribute]) == ROUTE_KEYS, attribute
+        assert set(urns[attribute]) == set(SPEC_ROUTES), attribute
         for route_key, urn in urns[attribute].items():
             assert urn == lookup(route_key).urn, (attribute, route_key)
 
@@ -303,17 +301,20 @@ def test_api_is_a_websocket_api_routing_on_the_frame_type(world: World) -> None:
 
 
 def test_component_deploys_exactly_the_six_routes(world: World) -> None:
+    # What the issue asks for, written out rather than read from the spec: the
+    # tests' one literal of the route set (everywhere else it comes from spec.ROUTES).
+    documented = {"$connect", "$disconnect", "join", "publish", "ping", "$default"}
     keys = [r["routeKey"] for r in world.deployment.of_type(ROUTE)]
-    assert sorted(keys) == sorted(ROUTE_KEYS)
-    assert set(SPEC_ROUTES) == ROUTE_KEYS
+    assert sorted(keys) == sorted(documented)
+    assert set(SPEC_ROUTES) == documented
     assert all(r["apiId"] == world.api.id for r in world.deployment.of_type(ROUTE))
 
 
 def test_each_route_has_its_own_function_role_log_group_and_permission(world: World) -> None:
     for type_token in (INTEGRATION, FUNCTION, ROLE, POLICY, LOG_GROUP, PERMISSION):
-        assert len(world.deployment.of_type(type_token)) == len(ROUTE_KEYS), type_token
-    assert len({world.role(key).id for key in ROUTE_KEYS}) == len(ROUTE_KEYS)
-    assert len({world.log_group(key).id for key in ROUTE_KEYS}) == len(ROUTE_KEYS)
+        assert len(world.deployment.of_type(type_token)) == len(SPEC_ROUTES), type_token
+    assert len({world.role(key).id for key in SPEC_ROUTES}) == len(SPEC_ROUTES)
+    assert len({world.log_group(key).id for key in SPEC_ROUTES}) == len(SPEC_ROUTES)
 
 
 def test_route_targets_its_integration(world: World, key: str) -> None:
@@ -516,7 +517,7 @@ def world_without_ping() -> World:
 def test_deployment_is_replaced_when_the_route_set_changes(default_world: World, world_without_ping: World) -> None:
     # GIVEN the same component, once without the ping route
     keys = sorted(r["routeKey"] for r in world_without_ping.deployment.of_type(ROUTE))
-    assert keys == sorted(ROUTE_KEYS - {"ping"})
+    assert keys == sorted(set(SPEC_ROUTES) - {"ping"})
 
     # THEN its deployment's triggers differ, so Pulumi replaces the deployment
     before = default_world.deployment.one(DEPLOYMENT)["triggers"]

@@ -11,6 +11,7 @@ botocore's backoff delay is made instant (``no_retry_delay``).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -22,18 +23,11 @@ from channel_server.handlers import app as app_module
 from channel_server.handlers import protocol
 from channel_server.handlers.sender import MAX_ATTEMPTS, Sender
 from channel_server.handlers.store import Store
-from support.events import event, new_connection_id
-from test_handlers import Client, rows, rows_of
+from support.events import new_connection_id
+from support.lambda_world import OK, answered
+from support.table import rows, rows_of
 
 INTERNAL_ERROR = "internal error; the request was not carried out"
-#: Total attempts per DynamoDB call that docs/failure-semantics.md promises.
-DYNAMODB_MAX_ATTEMPTS = 5
-
-
-@pytest.fixture
-def client(app: Any, management: Any, lambda_context: Any) -> Any:
-    """``client()`` makes a new connection on the app of ``app``."""
-    return lambda connection_id=None: Client(app, management, lambda_context, connection_id)
 
 
 def message(channel_id: str, sender_id: str, data: Any) -> dict:
@@ -189,15 +183,17 @@ def test_a_post_that_is_not_retryable_is_tried_once(no_retry_delay: None, client
 
 
 @pytest.fixture
-def faulty_app(dynamodb_faults: Any, no_retry_delay: None, install_app: Any) -> Any:
+def faulty_app(app: Any, dynamodb_faults: Any, no_retry_delay: None, install_app: Any) -> Any:
     """The Lambda module with an app that builds both boto3 clients itself: its
-    DynamoDB client reaches the table through ``dynamodb_faults``."""
+    DynamoDB client reaches the table through ``dynamodb_faults``. It replaces
+    conftest's ``app``, so it is installed after that one."""
     return install_app(dynamodb=None)
 
 
 @pytest.fixture
-def faulty_client(faulty_app: Any, management: Any, lambda_context: Any) -> Any:
-    return lambda connection_id=None: Client(faulty_app, management, lambda_context, connection_id)
+def faulty_client(faulty_app: Any, world: Any) -> Any:
+    """``faulty_client()`` makes a new connection on the app of ``faulty_app``."""
+    return world.client
 
 
 FAULT_KINDS = ["throttle", "fail"]  # 400 ProvisionedThroughputExceeded, 500 InternalServerError
@@ -270,7 +266,7 @@ def test_a_failing_dynamodb_call_is_tried_at_most_five_times(
     alice.send({"type": "join", "channelId": "lobby"})
 
     assert alice.frames() == [{"type": "joinFailure", "data": INTERNAL_ERROR}]
-    assert dynamodb_faults.requests["TransactWriteItems"] == DYNAMODB_MAX_ATTEMPTS
+    assert dynamodb_faults.requests["TransactWriteItems"] == app_module.DYNAMODB_MAX_ATTEMPTS
 
 
 @pytest.mark.parametrize("kind", FAULT_KINDS)
@@ -319,7 +315,7 @@ def test_a_disconnect_whose_table_calls_fail_once_each_still_removes_every_row(
     inject(dynamodb_faults, kind, "Query", times=1)
     inject(dynamodb_faults, kind, "BatchWriteItem", times=1)
 
-    assert alice.disconnect() == {"statusCode": 200}
+    assert alice.disconnect() == OK
 
     assert dynamodb_faults.faulted == {"Query": 1, "BatchWriteItem": 1}
     assert rows_of(dynamodb, table, alice.connection_id) == []
@@ -336,7 +332,7 @@ def test_a_disconnect_whose_table_calls_keep_failing_returns_200_and_logs_the_co
     alice.join("lobby")
     inject(dynamodb_faults, kind, operation)
 
-    assert alice.disconnect() == {"statusCode": 200}
+    assert alice.disconnect() == OK
 
     (record,) = failures_logged(caplog, alice.connection_id, "$disconnect")
     assert record.getMessage() == "removing the connection's rows failed"
@@ -377,9 +373,6 @@ FAILING_STEPS = [
     pytest.param("$disconnect", (Store, "remove_connection"), None, None, id="disconnect-remove"),
 ]
 
-ENTRY_POINTS = {"join": "join", "publish": "publish", "ping": "ping", "$default": "default", "$disconnect": "disconnect"}
-
-
 def raising(exc: BaseException) -> Any:
     def raise_it(*args: Any, **kwargs: Any) -> Any:
         raise exc
@@ -387,23 +380,19 @@ def raising(exc: BaseException) -> Any:
     return raise_it
 
 
-def send_on(app: Any, route: str, connection_id: str, frame: Any, context: Any) -> Any:
+def send_on(world: Any, route: str, connection_id: str, frame: Any) -> Any:
     """Invoke the entry point of ``route`` (not the one the body would pick:
     $default is tested with a frame that belongs elsewhere)."""
-    entry_point = getattr(app, ENTRY_POINTS[route])
     if route == "$disconnect":
-        return entry_point(event("disconnect", connection_id=connection_id), context)
-    body = frame if isinstance(frame, str) else protocol.encode(frame).decode()
-    raw = event(ENTRY_POINTS[route], connection_id=connection_id, body=body)
-    raw["requestContext"]["routeKey"] = route
-    return entry_point(raw, context)
+        return world.disconnect(connection_id)
+    return world.send(connection_id, frame, route=route)
 
 
 @pytest.mark.parametrize("exc", EXCEPTIONS)
 @pytest.mark.parametrize("route, target, frame, reply", FAILING_STEPS)
 def test_an_exception_in_a_route_is_logged_answered_and_never_escapes_the_entry_point(
     route: str, target: tuple[Any, str], frame: Any, reply: dict | None, exc: BaseException,
-    client: Any, app: Any, management: Any, dynamodb: Any, table: str, lambda_context: Any,
+    client: Any, world: Any, management: Any, dynamodb: Any, table: str,
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     # GIVEN alice and bob in "lobby", and one step of the route that raises
@@ -415,10 +404,10 @@ def test_an_exception_in_a_route_is_logged_answered_and_never_escapes_the_entry_
     monkeypatch.setattr(*target, raising(exc))
 
     # WHEN alice's frame reaches the route
-    result = send_on(app, route, alice.connection_id, frame, lambda_context)
+    result = send_on(world, route, alice.connection_id, frame)
 
-    # THEN the entry point returns normally,
-    assert result == {"statusCode": 200}
+    # THEN the entry point returns normally (with the reply it posted),
+    assert result == (answered(reply) if reply else OK)
     # alice gets the failure reply of her frame's kind (none after $disconnect),
     assert alice.frames() == ([reply] if reply else [])
     # the failure is logged with her connection id, the route and the exception,
@@ -431,16 +420,16 @@ def test_an_exception_in_a_route_is_logged_answered_and_never_escapes_the_entry_
 
 @pytest.mark.parametrize("route, frame", [("$default", "hello"), ("ping", {"type": "ping"})])
 def test_an_exception_while_decoding_the_frame_is_logged_and_answered(
-    route: str, frame: Any, app: Any, management: Any, lambda_context: Any,
+    route: str, frame: Any, world: Any, management: Any,
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     connection_id = new_connection_id()
     exc = RuntimeError("boom")
     monkeypatch.setattr(protocol, "decode", raising(exc))
 
-    result = send_on(app, route, connection_id, frame, lambda_context)
+    result = send_on(world, route, connection_id, frame)
 
-    assert result == {"statusCode": 200}
+    assert result == answered({"type": "error", "data": INTERNAL_ERROR})
     assert management.frames(connection_id) == [{"type": "error", "data": INTERNAL_ERROR}]
     (record,) = failures_logged(caplog, connection_id, route)
     assert record.exc_info[1] is exc
@@ -452,16 +441,16 @@ def test_an_exception_while_decoding_the_frame_is_logged_and_answered(
      ("ping", {"type": "ping"}), ("$default", "hello")],
 )
 def test_an_exception_while_posting_the_reply_is_logged_and_never_escapes_the_entry_point(
-    route: str, frame: Any, app: Any, lambda_context: Any,
+    route: str, frame: Any, world: Any,
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     connection_id = new_connection_id()
     exc = RuntimeError("boom")
     monkeypatch.setattr(Sender, "post", raising(exc))
 
-    result = send_on(app, route, connection_id, frame, lambda_context)
+    result = send_on(world, route, connection_id, frame)
 
-    assert result == {"statusCode": 200}
+    assert result["statusCode"] == 200 and json.loads(result["body"])["type"]  # the reply it could not post
     (record,) = failures_logged(caplog, connection_id, route)
     assert record.exc_info[1] is exc
 
@@ -483,11 +472,11 @@ def test_posts_that_would_start_after_the_deadline_are_failed_without_being_sent
 
 
 def test_a_publish_with_too_little_time_left_reports_the_members_it_did_not_reach(
-    app: Any, management: Any, lambda_context: Any
+    client: Any, management: Any, lambda_context: Any
 ) -> None:
     # GIVEN alice, bob and carol in "lobby", and a publish invoked with 5 s left
     # (less than the reserve a post needs to finish before Lambda's timeout)
-    alice, bob, carol = (Client(app, management, lambda_context) for _ in range(3))
+    alice, bob, carol = (client() for _ in range(3))
     alice.join("lobby")
     bob.join("lobby")
     carol.join("lobby")

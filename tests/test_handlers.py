@@ -7,7 +7,6 @@ these tests see exactly what API Gateway would be asked to deliver.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -15,91 +14,11 @@ from typing import Any
 import pytest
 
 from channel_server.handlers import protocol, spec
-from support.events import event, new_connection_id, route_for
+from support.events import event, new_connection_id
+from support.lambda_world import answered
+from support.table import member_items, rows, rows_of, write_member
 
-#: Which fixture and entry point carry a frame, by the route API Gateway picks.
-ROUTES = {"join": "join", "publish": "publish", "ping": "ping", "$default": "default"}
-NOT_IN_CHANNEL = "not in a channel; send a join first"
-
-
-# --- helpers ----------------------------------------------------------------------
-
-
-class Client:
-    """One WebSocket connection, driven through the Lambda entry points."""
-
-    def __init__(self, app: Any, management: Any, context: Any, connection_id: str | None = None):
-        self.app, self.management, self.context = app, management, context
-        self.connection_id = connection_id or new_connection_id()
-
-    def send(self, frame: Any) -> dict:
-        """Send a text frame (a dict is sent as JSON) through the route API
-        Gateway would pick; returns what the Lambda returned."""
-        body = frame if isinstance(frame, str) else json.dumps(frame, ensure_ascii=False)
-        route = ROUTES[route_for(body)]
-        return getattr(self.app, route)(event(route, connection_id=self.connection_id, body=body), self.context)
-
-    def join(self, channel_id: str) -> str:
-        """Join and return the senderId the server assigned."""
-        self.send({"type": "join", "channelId": channel_id})
-        reply = self.frames()[-1]
-        assert reply["type"] == "joinSuccess", reply
-        return reply["senderId"]
-
-    def disconnect(self) -> dict:
-        return self.app.disconnect(event("disconnect", connection_id=self.connection_id), self.context)
-
-    def frames(self) -> list[Any]:
-        return self.management.frames(self.connection_id)
-
-
-@pytest.fixture
-def client(app: Any, management: Any, lambda_context: Any) -> Any:
-    """``client()`` makes a new connection."""
-    return lambda connection_id=None: Client(app, management, lambda_context, connection_id)
-
-
-def rows(dynamodb: Any, table: str) -> list[dict]:
-    """Every row in the table, as plain Python values, sorted by key."""
-    items = dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
-    plain = [{name: _plain(value) for name, value in item.items()} for item in items]
-    return sorted(plain, key=lambda row: (row[spec.CONNECTION_ID], row[spec.CHANNEL_ID]))
-
-
-def rows_of(dynamodb: Any, table: str, connection_id: str) -> list[dict]:
-    return [row for row in rows(dynamodb, table) if row[spec.CONNECTION_ID] == connection_id]
-
-
-def _plain(value: dict) -> Any:
-    (kind, raw), = value.items()
-    return int(raw) if kind == "N" else raw
-
-
-def write_member(dynamodb: Any, table: str, connection_id: str, channel_id: str, sender_id: str, expires_at: int) -> None:
-    """Write a joined connection's two rows directly, as Store.join lays them out."""
-    dynamodb.batch_write_item(RequestItems={table: [
-        {"PutRequest": {"Item": item}} for item in member_items(connection_id, channel_id, sender_id, expires_at)
-    ]})
-
-
-def member_items(connection_id: str, channel_id: str, sender_id: str, expires_at: int) -> list[dict]:
-    expires = {"N": str(expires_at)}
-    return [
-        {
-            spec.CONNECTION_ID: {"S": connection_id},
-            spec.CHANNEL_ID: {"S": spec.STATE_ROW_PREFIX + connection_id},
-            spec.CURRENT_CHANNEL: {"S": channel_id},
-            spec.SENDER_ID: {"S": sender_id},
-            spec.VERSION: {"N": "1"},
-            spec.EXPIRES_AT: expires,
-        },
-        {
-            spec.CONNECTION_ID: {"S": connection_id},
-            spec.CHANNEL_ID: {"S": channel_id},
-            spec.SENDER_ID: {"S": sender_id},
-            spec.EXPIRES_AT: expires,
-        },
-    ]
+NOT_IN_CHANNEL = protocol.NOT_IN_CHANNEL
 
 
 # --- $connect ---------------------------------------------------------------------
@@ -107,9 +26,9 @@ def member_items(connection_id: str, channel_id: str, sender_id: str, expires_at
 
 @pytest.mark.parametrize("fixture", ["connect", "connect_with_query"])
 def test_connect_accepts_the_handshake_and_touches_nothing(
-    fixture: str, app: Any, management: Any, dynamodb: Any, table: str, lambda_context: Any
+    fixture: str, world: Any, management: Any, dynamodb: Any, table: str
 ) -> None:
-    assert app.connect(event(fixture), lambda_context) == {"statusCode": 200}
+    assert world.call("connect", event(fixture)) == {"statusCode": 200}
     assert rows(dynamodb, table) == []
     assert management.attempts == []
 
@@ -120,9 +39,10 @@ def test_connect_accepts_the_handshake_and_touches_nothing(
 def test_join_replies_join_success_with_a_sender_id_that_is_not_the_connection_id(client: Any) -> None:
     alice = client()
 
-    assert alice.send({"type": "join", "channelId": "lobby"}) == {"statusCode": 200}
+    result = alice.send({"type": "join", "channelId": "lobby"})
 
     (reply,) = alice.frames()
+    assert result == answered(reply)
     assert reply == {"type": "joinSuccess", "channelId": "lobby", "senderId": reply["senderId"]}
     assert isinstance(reply["senderId"], str) and len(reply["senderId"]) >= 22
     assert reply["senderId"] != alice.connection_id
@@ -296,7 +216,7 @@ def test_publish_fans_out_to_the_other_members_only_with_data_exactly_as_sent(
     management.clear()
 
     # WHEN alice publishes
-    assert alice.send({"type": "publish", "data": data}) == {"statusCode": 200}
+    assert alice.send({"type": "publish", "data": data}) == answered({"type": "publishSuccess"})
 
     # THEN bob and carol get the message, dave nothing, alice publishSuccess after
     message = {"type": "message", "channelId": "lobby", "senderId": sender_id, "data": data}
@@ -419,7 +339,7 @@ def test_a_reply_to_a_sender_that_is_gone_is_dropped_quietly(client: Any, manage
     alice = client()
     management.gone.add(alice.connection_id)
 
-    assert alice.send({"type": "ping"}) == {"statusCode": 200}
+    assert alice.send({"type": "ping"}) == answered({"type": "pong"})
     assert management.attempts == [(alice.connection_id, 410)]
 
 
@@ -455,11 +375,11 @@ def test_publishing_from_an_expired_membership_replies_publish_failure(
 
 
 def test_publish_over_the_configured_size_limit_replies_publish_failure_and_posts_nothing(
-    install_app: Any, management: Any, lambda_context: Any
+    install_app: Any, client: Any, management: Any
 ) -> None:
     limit = 300
-    app = install_app(**{spec.ENV_MAX_MESSAGE_BYTES: str(limit)})
-    alice, bob = Client(app, management, lambda_context), Client(app, management, lambda_context)
+    install_app(**{spec.ENV_MAX_MESSAGE_BYTES: str(limit)})
+    alice, bob = client(), client()
     sender_id = alice.join("lobby")
     bob.join("lobby")
     empty = len(protocol.encode(protocol.message("lobby", sender_id, "")))
@@ -475,11 +395,11 @@ def test_publish_over_the_configured_size_limit_replies_publish_failure_and_post
 
 
 def test_publish_exactly_at_the_configured_size_limit_is_delivered(
-    install_app: Any, management: Any, lambda_context: Any
+    install_app: Any, client: Any, management: Any
 ) -> None:
     limit = 300
-    app = install_app(**{spec.ENV_MAX_MESSAGE_BYTES: str(limit)})
-    alice, bob = Client(app, management, lambda_context), Client(app, management, lambda_context)
+    install_app(**{spec.ENV_MAX_MESSAGE_BYTES: str(limit)})
+    alice, bob = client(), client()
     sender_id = alice.join("lobby")
     bob.join("lobby")
     data = "é" * ((limit - len(protocol.encode(protocol.message("lobby", sender_id, "")))) // 2)
@@ -493,10 +413,10 @@ def test_publish_exactly_at_the_configured_size_limit_is_delivered(
 
 
 def test_a_custom_channel_id_pattern_from_the_environment_is_enforced(
-    install_app: Any, management: Any, lambda_context: Any
+    install_app: Any, client: Any
 ) -> None:
-    app = install_app(**{spec.ENV_CHANNEL_ID_PATTERN: "room-[0-9]+"})
-    alice = Client(app, management, lambda_context)
+    install_app(**{spec.ENV_CHANNEL_ID_PATTERN: "room-[0-9]+"})
+    alice = client()
 
     alice.send({"type": "join", "channelId": "lobby"})
     alice.send({"type": "join", "channelId": "room-12"})
@@ -523,11 +443,11 @@ class PagedQueries:
 
 
 def test_every_member_of_a_channel_spanning_many_pages_receives_the_message(
-    install_app: Any, management: Any, lambda_context: Any, dynamodb: Any, table: str
+    install_app: Any, client: Any, management: Any, dynamodb: Any, table: str
 ) -> None:
     # GIVEN 119 members written directly, and alice joined through the handler
     paged = PagedQueries(dynamodb, page=25)
-    app = install_app(dynamodb=paged)
+    install_app(dynamodb=paged)
     members = [new_connection_id() for _ in range(119)]
     items = [
         {"PutRequest": {"Item": item}}
@@ -536,7 +456,7 @@ def test_every_member_of_a_channel_spanning_many_pages_receives_the_message(
     ]
     for start in range(0, len(items), 25):
         dynamodb.batch_write_item(RequestItems={table: items[start:start + 25]})
-    alice = Client(app, management, lambda_context)
+    alice = client()
     sender_id = alice.join("crowd")
     management.clear()
 
@@ -571,17 +491,18 @@ def test_ping_replies_pong_with_the_same_data(
         alice.join("lobby")
     management.clear()
 
-    assert alice.send(frame) == {"statusCode": 200}
+    assert alice.send(frame) == answered(protocol.encode(reply))
 
     assert alice.frames() == [reply]
     assert management.all_bodies() == [protocol.encode(reply)]
 
 
-def test_ping_with_a_lone_surrogate_escape_is_answered_not_crashed(client: Any) -> None:
+def test_ping_with_a_lone_surrogate_escape_is_answered_not_crashed(client: Any, management: Any) -> None:
     alice = client()
 
-    assert alice.send('{"type":"ping","data":"\\ud800"}') == {"statusCode": 200}
+    result = alice.send('{"type":"ping","data":"\\ud800"}')
     assert alice.frames() == [{"type": "pong", "data": "\ud800"}]
+    assert result == answered(management.all_bodies()[-1])
 
 
 # --- $default -----------------------------------------------------------------------
@@ -605,18 +526,16 @@ def test_ping_with_a_lone_surrogate_escape_is_answered_not_crashed(client: Any) 
 def test_default_answers_malformed_frames_with_an_error(body: str, reason: str, client: Any, dynamodb: Any, table: str) -> None:
     alice = client()
 
-    assert alice.send(body) == {"statusCode": 200}
+    assert alice.send(body) == answered({"type": "error", "data": reason})
 
     assert alice.frames() == [{"type": "error", "data": reason}]
     assert rows(dynamodb, table) == []
 
 
-def test_default_with_the_recorded_fixture_body_answers_an_unknown_type(
-    app: Any, management: Any, lambda_context: Any
-) -> None:
+def test_default_with_the_recorded_fixture_body_answers_an_unknown_type(world: Any, management: Any) -> None:
     raw = event("default")
 
-    app.default(raw, lambda_context)
+    world.call("default", raw)
 
     assert management.frames(raw["requestContext"]["connectionId"]) == [
         {"type": "error", "data": "unknown type 'subscribe'; expected join, publish or ping"}
@@ -624,11 +543,11 @@ def test_default_with_the_recorded_fixture_body_answers_an_unknown_type(
 
 
 def test_a_valid_frame_that_reaches_default_is_answered_with_an_error(
-    app: Any, management: Any, dynamodb: Any, table: str, lambda_context: Any
+    world: Any, management: Any, dynamodb: Any, table: str
 ) -> None:
     connection_id = new_connection_id()
 
-    app.default(event("default", connection_id, '{"type":"join","channelId":"lobby"}'), lambda_context)
+    world.send(connection_id, '{"type":"join","channelId":"lobby"}', route="$default")
 
     assert management.frames(connection_id) == [{"type": "error", "data": "this API has no route for join frames"}]
     assert rows(dynamodb, table) == []
@@ -665,9 +584,9 @@ def test_disconnect_twice_is_harmless(client: Any, dynamodb: Any, table: str) ->
 
 
 def test_disconnect_of_a_connection_that_never_joined_is_harmless(
-    app: Any, dynamodb: Any, table: str, management: Any, lambda_context: Any
+    world: Any, dynamodb: Any, table: str, management: Any
 ) -> None:
-    assert app.disconnect(event("disconnect"), lambda_context) == {"statusCode": 200}
+    assert world.call("disconnect", event("disconnect")) == {"statusCode": 200}
     assert rows(dynamodb, table) == []
     assert management.attempts == []
 

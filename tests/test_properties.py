@@ -32,8 +32,8 @@ from hypothesis import strategies as st
 
 from channel_server.handlers import protocol, spec
 from channel_server.handlers.protocol import Join, Outgoing, Ping, Publish, Reply, Rules
-from support.events import new_connection_id
-from support.lambda_world import ENTRY_POINTS, MESSAGE_ENTRY_POINTS, gateway_route, lambda_world
+from support.events import FRAME_ROUTES, MESSAGE_ROUTES, new_connection_id, route_for
+from support.lambda_world import answered, lambda_world
 
 # --- profiles -------------------------------------------------------------------------
 
@@ -198,7 +198,7 @@ channel_ids = st.one_of(
     json_values,
 )
 frame_types = st.one_of(
-    st.sampled_from(["join", "publish", "ping"]),
+    st.sampled_from(MESSAGE_ROUTES),
     st.sampled_from(["JOIN", "Publish", "pong", "message", "error", "subscribe", "", "join ", "x" * 41, "é" * 45]),
     texts,
     json_values,
@@ -386,10 +386,6 @@ def roomy_world(dynamodb: Any, table_definition: Any) -> Any:
         yield world
 
 
-def replies_to(world: Any, connection_id: str) -> list[bytes]:
-    return [body for cid, body in world.management.posts if cid == connection_id]
-
-
 def others_rows(rows: list[dict], connection_id: str) -> list[dict]:
     return [row for row in rows if row["connectionId"] != connection_id]
 
@@ -412,15 +408,15 @@ frames_on_the_wire = st.one_of(
 )
 
 
-#: Mostly the route API Gateway would pick; sometimes another entry point, as
-#: for an API whose routes are wired differently.
-entry_points = st.sampled_from([None, None, None, None, *MESSAGE_ENTRY_POINTS])
+#: Mostly the route API Gateway would pick; sometimes another route, as for an
+#: API that lacks the frame's route.
+routes = st.sampled_from([None, None, None, None, *FRAME_ROUTES])
 
 
 @examples(2)
-@given(sent=frames_on_the_wire, entry=entry_points, joined=st.booleans())
+@given(sent=frames_on_the_wire, chosen=routes, joined=st.booleans())
 def test_every_frame_gets_one_reply_and_a_200_and_only_a_valid_join_changes_the_table(
-    world: Any, sent: tuple[str, Any], entry: str | None, joined: bool
+    world: Any, sent: tuple[str, Any], chosen: str | None, joined: bool
 ) -> None:
     # GIVEN a new connection, joined to the residents' channel or not
     connection_id = new_connection_id()
@@ -430,17 +426,17 @@ def test_every_frame_gets_one_reply_and_a_200_and_only_a_valid_join_changes_the_
     encoding, payload = sent
     body = payload if encoding == "text" else None
     decoded_body = payload if encoding == "text" else _utf8_or_none(payload)
-    route = entry or (ENTRY_POINTS[gateway_route(body)] if encoding == "text" else "default")
+    route = chosen or (route_for(body) if encoding == "text" else "$default")
     note(f"through {route}, body {decoded_body!r:.200}")
 
     try:
         # WHEN it sends the frame (through the route API Gateway picks, or another)
-        result = world.send(connection_id, body, entry=route, base64_body=payload if encoding == "base64" else None)
+        result = world.send(connection_id, body, route=route, base64_body=payload if encoding == "base64" else None)
 
-        # THEN one reply, to the sender, with a documented type; a 200 for Lambda
-        assert result == {"statusCode": 200}
+        # THEN one reply, to the sender, with a documented type; a 200 for Lambda, with that reply
         assert [attempt for attempt in world.management.attempts if attempt[0] == connection_id] == [(connection_id, 200)]
-        (wire,) = replies_to(world, connection_id)
+        (wire,) = world.management.bodies(connection_id)
+        assert result == answered(wire)
         reply_type = read_wire(wire)["type"]
         assert reply_type in REPLY_TYPES
         hypothesis.event(f"{route}, {'joined' if joined else 'not joined'}: {reply_type}")
@@ -495,7 +491,7 @@ def test_a_valid_join_rewrites_exactly_that_connections_rows(
     result = world.send(connection_id, json.dumps({**extra, "type": "join", "channelId": channel_id}, ensure_ascii=ascii_only))
 
     finished = int(time.time())
-    assert result == {"statusCode": 200}
+    assert result == answered(world.management.bodies(connection_id)[-1])
     (reply,) = world.management.frames(connection_id)
     assert reply == {"type": "joinSuccess", "channelId": channel_id, "senderId": reply["senderId"]}
     after = world.rows()
@@ -521,9 +517,9 @@ def test_published_data_reaches_the_other_member_exactly_or_nobody_when_too_larg
 
     result = world.send(world.speaker, json.dumps({"type": "publish", "data": data}, ensure_ascii=ascii_only))
 
-    assert result == {"statusCode": 200}
+    assert result == answered(world.management.bodies(world.speaker)[-1])
     if size <= SMALL_LIMIT:
-        (received,) = replies_to(world, world.listener)
+        (received,) = world.management.bodies(world.listener)
         assert read_wire(received) == message
         assert json.loads(received)["data"] == data
         assert world.management.frames(world.speaker) == [{"type": "publishSuccess"}]
@@ -548,7 +544,7 @@ def test_a_publish_is_delivered_up_to_128_kib_and_refused_whole_beyond(roomy_wor
     world.send(world.speaker, json.dumps({"type": "publish", "data": data}))
 
     if size <= limit:
-        (received,) = replies_to(world, world.listener)
+        (received,) = world.management.bodies(world.listener)
         assert json.loads(received)["data"] == data
         assert world.management.frames(world.speaker) == [{"type": "publishSuccess"}]
     else:
@@ -583,7 +579,7 @@ def test_nested_data_round_trips_and_nesting_beyond_the_recursion_limit_is_refus
 
     result = world.send(world.speaker, '{"type":"%s","data":%s}' % (kind, data_text))
 
-    assert result == {"statusCode": 200}
+    assert result == answered(world.management.bodies(world.speaker)[-1])
     (reply,) = world.management.frames(world.speaker)
     if depth < protocol.MAX_NESTING:
         data = json.loads(data_text)
@@ -615,4 +611,4 @@ def test_nesting_up_to_the_limit_round_trips_and_one_level_more_is_refused(roomy
                 )
             else:
                 expected = [NESTED_TOO_DEEP]
-            assert (result, replies) == ({"statusCode": 200}, expected), (kind, depth)
+            assert (result, replies) == (answered(world.management.bodies(world.speaker)[-1]), expected), (kind, depth)

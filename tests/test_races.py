@@ -10,6 +10,7 @@ invocation), so every run takes the path the test names. No sleeps.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -19,12 +20,13 @@ from typing import Any, Callable
 import pytest
 
 from channel_server.handlers import app as app_module
-from channel_server.handlers import spec
+from channel_server.handlers import protocol, spec
 from channel_server.handlers.store import JOIN_ATTEMPTS, Store
 from support.events import event, new_connection_id
-from test_handlers import Client, rows, rows_of, write_member
+from support.lambda_world import OK, Client, answered
+from support.table import rows, rows_of, write_member
 
-NOT_IN_CHANNEL = "not in a channel; send a join first"
+NOT_IN_CHANNEL = protocol.NOT_IN_CHANNEL
 #: Bound on every wait for another thread: a broken interleaving fails, never hangs.
 TIMEOUT = 10
 
@@ -114,22 +116,17 @@ def join_frame(channel_id: str) -> dict:
 
 
 @pytest.fixture
-def client(app: Any, management: Any, lambda_context: Any) -> Any:
-    return lambda connection_id=None: Client(app, management, lambda_context, connection_id)
-
-
-@pytest.fixture
-def hooked_app(install_app: Any, dynamodb: Any, management: Any, lambda_context: Any) -> Any:
+def hooked_app(install_app: Any, dynamodb: Any, management: Any, world: Any) -> Any:
     """``hooked_app()`` installs an app whose DynamoDB client is a fresh
     :class:`Hooked`; returns ``(hooked, client factory)``. The app's management
     client is built before any test thread runs (as in a warm Lambda)."""
 
     def make() -> tuple[Hooked, Callable[..., Client]]:
         hooked = Hooked(dynamodb)
-        lambda_module = install_app(dynamodb=hooked)
-        Client(lambda_module, management, lambda_context).send({"type": "ping"})  # warm up
+        install_app(dynamodb=hooked)
+        world.client().send({"type": "ping"})  # warm up
         management.clear()
-        return hooked, lambda connection_id=None: Client(lambda_module, management, lambda_context, connection_id)
+        return hooked, world.client
 
     return make
 
@@ -166,7 +163,8 @@ def test_two_concurrent_joins_leave_the_connection_in_exactly_one_channel(
     results = run_together(lambda: alice.send(join_frame("red")), lambda: alice.send(join_frame("blue")))
 
     # THEN both read before either wrote, and the loser re-read and wrote again
-    assert results == [{"statusCode": 200}] * 2
+    by_body = lambda response: response["body"]  # noqa: E731
+    assert sorted(results, key=by_body) == sorted(map(answered, management.bodies(alice.connection_id)), key=by_body)
     assert hooked.calls == {"get_item": 3, "transact_write_items": 3}
     # both got joinSuccess naming their own channel
     replies = alice.frames()
@@ -250,7 +248,7 @@ def test_a_join_that_loses_every_race_replies_join_failure_and_changes_nothing(
     ids=["before-the-join-reads", "between-the-join-read-and-write", "between-the-join-write-and-reply"],
 )
 def test_a_join_racing_its_connections_disconnect_leaves_no_row_behind(
-    when: tuple[str, str], hooked_app: Any, management: Any, dynamodb: Any, table: str, lambda_context: Any
+    when: tuple[str, str], hooked_app: Any, management: Any, dynamodb: Any, table: str
 ) -> None:
     # GIVEN alice in "lobby" with bob, sending a join to "kitchen" as her connection closes
     hooked, new_client = hooked_app()
@@ -268,10 +266,11 @@ def test_a_join_racing_its_connections_disconnect_leaves_no_row_behind(
     management.clear()
 
     # WHEN the join runs, with $disconnect at that point of it
-    assert alice.send(join_frame("kitchen")) == {"statusCode": 200}
+    result = alice.send(join_frame("kitchen"))
 
     # THEN $disconnect ran, the join's reply found the connection gone,
-    assert disconnected == [{"statusCode": 200}]
+    assert result["statusCode"] == 200 and json.loads(result["body"])["type"] == "joinSuccess"
+    assert disconnected == [OK]
     assert management.statuses(alice.connection_id) == [410]
     # and no row of alice survives, while bob's are untouched
     assert rows_of(dynamodb, table, alice.connection_id) == []
@@ -315,7 +314,7 @@ def test_a_member_that_disconnects_during_a_publish_is_removed_and_the_others_st
     # and a late $disconnect finds nothing to do
     if disconnect_arrives == "after-the-publish":
         disconnects.append(bob.disconnect())
-    assert disconnects == [{"statusCode": 200}]
+    assert disconnects == [OK]
     assert rows_of(dynamodb, table, bob.connection_id) == []
     assert len(rows_of(dynamodb, table, carol.connection_id)) == 2
 
@@ -341,7 +340,7 @@ def test_a_disconnect_delivered_twice_at_once_removes_the_rows_without_error(
     results = run_together(alice.disconnect, alice.disconnect)
 
     # THEN both answer 200, both deleted (the same rows), nothing was logged as a failure
-    assert results == [{"statusCode": 200}] * 2
+    assert results == [OK] * 2
     assert hooked.calls == {"batch_write_item": 2}
     assert rows_of(dynamodb, table, alice.connection_id) == []
     assert len(rows_of(dynamodb, table, bob.connection_id)) == 2
@@ -350,7 +349,7 @@ def test_a_disconnect_delivered_twice_at_once_removes_the_rows_without_error(
 
 @pytest.mark.parametrize("history", ["never-joined", "connect-rejected", "already-disconnected"])
 def test_a_disconnect_of_a_connection_without_rows_answers_200_and_logs_no_failure(
-    history: str, app: Any, client: Any, dynamodb: Any, table: str, management: Any, lambda_context: Any,
+    history: str, world: Any, client: Any, dynamodb: Any, table: str, management: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """"connect-rejected": API Gateway may send $disconnect for a connection
@@ -370,7 +369,7 @@ def test_a_disconnect_of_a_connection_without_rows_answers_200_and_logs_no_failu
     management.clear()
     caplog.clear()
 
-    assert app.disconnect(raw, lambda_context) == {"statusCode": 200}
+    assert world.call("disconnect", raw) == OK
 
     assert rows(dynamodb, table) == before
     assert rows_of(dynamodb, table, connection_id) == []
@@ -408,9 +407,7 @@ def test_every_row_carries_a_fresh_expiry_after_each_join_and_rejoin(
 
 
 @pytest.fixture
-def joined_long_ago(
-    app: Any, install_app: Any, management: Any, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
-) -> Callable[[Client, str, float], str]:
+def joined_long_ago(app: Any, install_app: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[[Client, str, float], str]:
     """``joined_long_ago(client, channel, seconds)``: the client joins through
     the real join route, run by an app whose clock is ``seconds`` behind (a
     connection whose $disconnect never came). The test's app is reinstalled
@@ -420,8 +417,8 @@ def joined_long_ago(
         current = app_module._app
         with monkeypatch.context() as patch:
             patch.setattr(app_module, "Store", partial(Store, clock=lambda: time.time() - seconds))
-            past = install_app()
-            sender_id = Client(past, management, lambda_context, client.connection_id).join(channel)
+            install_app()
+            sender_id = client.join(channel)
         monkeypatch.setattr(app_module, "_app", current)
         return sender_id
 

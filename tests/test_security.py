@@ -31,12 +31,11 @@ from channel_server.handlers import protocol, spec
 from channel_server.handlers.events import WebSocketEvent
 from channel_server.handlers.store import Store
 from channel_server.mocks import Deployment, deploy
+from support.aws import FAKE_CREDENTIALS, REGION
 from support.events import event, new_connection_id
-from support.lambda_world import LambdaWorld, lambda_world, product_management_client
+from support.lambda_world import OK, LambdaWorld, answered, lambda_world, product_management_client
 from support.management import FakeManagementApi
 
-REGION = "us-east-1"
-FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 SENDER_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
 TABLE = "aws:dynamodb/table:Table"
@@ -48,7 +47,7 @@ FUNCTION = "aws:lambda/function:Function"
 ROLE = "aws:iam/role:Role"
 POLICY = "aws:iam/rolePolicy:RolePolicy"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
-ROUTE_KEYS = ["$connect", "$disconnect", "join", "publish", "ping", "$default"]
+ROUTE_KEYS = [route.key for route in spec.ROUTES]
 
 
 # --- recording what the handlers call ------------------------------------------------------
@@ -140,13 +139,13 @@ def drive_every_code_path(world: LambdaWorld, recorder: CallRecorder) -> None:
         return [frame["type"] for frame in m.frames(connection_id)]
 
     with recorder.entry("connect"):
-        assert world.connect(alice) == {"statusCode": 200}
+        assert world.connect(alice) == OK
     with recorder.entry("join"):
         world.send(alice, '{"type":"join","channelId":"lobby"}')  # first join
         world.send(alice, '{"type":"join","channelId":"lobby"}')  # rejoin, same channel
         world.send(alice, '{"type":"join","channelId":"kitchen"}')  # rejoin, other channel
         world.send(alice, '{"type":"join","channelId":"$reserved"}')  # invalid
-        world.send(alice, '{"type":"ping"}', entry="join")  # not a join at all
+        world.send(alice, '{"type":"ping"}', route="join")  # not a join at all
         m.gone.add(leaver)
         world.send(leaver, '{"type":"join","channelId":"lobby"}')  # its reply finds it gone: rows go
         world.send(bob, '{"type":"join","channelId":"lobby"}')
@@ -174,7 +173,7 @@ def drive_every_code_path(world: LambdaWorld, recorder: CallRecorder) -> None:
     with recorder.entry("default"):
         world.send(alice, "not json")
         world.send(alice, '{"type":"dance"}')
-        world.send(alice, '{"type":"join","channelId":"lobby"}', entry="default")
+        world.send(alice, '{"type":"join","channelId":"lobby"}', route="$default")
     assert types(alice)[5:] == ["publishSuccess", "pong", "error", "error", "error"]
     with recorder.entry("disconnect"):
         world.disconnect(alice)  # joined
@@ -195,7 +194,7 @@ def observed(dynamodb: Any, table_definition: Any, embedded_dynamodb: Any) -> di
     ) as world:
         drive_every_code_path(world, recorder)
         table, index = world.environ[spec.ENV_TABLE_NAME], world.environ[spec.ENV_INDEX_NAME]
-    needs: dict[str, set[tuple[str, str]]] = {name: set() for name in ("connect", "disconnect", "join", "publish", "ping", "default")}
+    needs: dict[str, set[tuple[str, str]]] = {route.function: set() for route in spec.ROUTES}
     for entry, service, operation, params in recorder.calls:
         assert entry is not None, f"{operation} made outside any entry point"
         needs[entry] |= iam_needs(service, operation, params, table, index)
@@ -399,12 +398,6 @@ def _scan(server: Any) -> list[dict]:
 # --- senderIds ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def world(app: Any, management: Any, dynamodb: Any, table: str, environ: dict[str, str]) -> LambdaWorld:
-    """conftest's app, table and fake management API, driven as a LambdaWorld."""
-    return LambdaWorld(app._app, management, dynamodb, table, environ)
-
-
 def test_a_sender_id_is_exactly_what_secrets_token_urlsafe_makes_of_16_or_more_bytes(
     world: LambdaWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -483,7 +476,7 @@ def test_logs_never_contain_message_data(
     world.send(alice, json.dumps({"type": "publish", "data": "x" * 140_000 + MARKER}))
     world.send(alice, json.dumps({"type": "publish", "note": MARKER}))
     world.send(alice, json.dumps({"type": "ping", "data": MARKER}))
-    world.send(alice, json.dumps({"type": "ping", "data": MARKER}), entry="default")
+    world.send(alice, json.dumps({"type": "ping", "data": MARKER}), route="$default")
     world.send(alice, "not json " + MARKER)
     world.send(alice, json.dumps({"type": "dance", "data": MARKER}))
     world.send(alice, json.dumps({"type": MARKER}))
@@ -513,12 +506,11 @@ def test_logs_never_contain_message_data(
 
 
 def test_posts_and_the_table_come_from_configuration_not_from_the_event(
-    install_app: Any, management: FakeManagementApi, embedded_dynamodb: Any, dynamodb: Any, table: str,
+    install_app: Any, world: LambdaWorld, management: FakeManagementApi, embedded_dynamodb: Any, table: str,
     environ: dict[str, str],
 ) -> None:
     recorder = CallRecorder()
-    lambda_module = install_app(dynamodb=recording_dynamodb(embedded_dynamodb.endpoint, recorder))
-    world = LambdaWorld(lambda_module._app, management, dynamodb, table, environ)
+    install_app(dynamodb=recording_dynamodb(embedded_dynamodb.endpoint, recorder))
     with FakeManagementApi(stage="evil") as trap:
         trap_host = trap.endpoint.split("/")[2]
 
@@ -546,10 +538,13 @@ def test_posts_and_the_table_come_from_configuration_not_from_the_event(
             world.call("disconnect", misleading(event("disconnect", bob))),
         ]
 
-        assert results == [{"statusCode": 200}] * len(results)
         assert trap.attempts == []
+    # $connect and $disconnect answer 200; each frame, 200 with the reply it posted, to the right place
+    alice_replies, bob_replies = management.bodies(alice), management.bodies(bob)
     assert [f["type"] for f in management.frames(alice)] == ["joinSuccess", "publishSuccess", "error"]
     assert [f["type"] for f in management.frames(bob)] == ["joinSuccess", "message", "pong"]
+    replies = [alice_replies[0], bob_replies[0], alice_replies[1], bob_replies[2], alice_replies[2]]
+    assert results == [OK, OK, *map(answered, replies), OK, OK]
     assert recorder.tables() == {table}
     assert {p.get("IndexName") for _, _, _, p in recorder.calls} == {None, environ[spec.ENV_INDEX_NAME]}
 

@@ -1,1 +1,5 @@
-"""Test helpers: recorded-shape API Gateway events and a fake management API."""
+"""Test helpers, importable as ``support.*`` (pytest's ``pythonpath``):
+recorded-shape API Gateway events and the route set (``events``), the one
+driver of the Lambda entry points (``lambda_world``), the table (``table``),
+a fake management API (``management``), DynamoDB faults (``faulty_dynamodb``)
+and fake AWS credentials (``aws``)."""

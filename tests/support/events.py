@@ -16,10 +16,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from channel_server.handlers import spec
+
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 
-#: Route keys the API has besides $connect/$disconnect/$default.
-MESSAGE_ROUTES = ("join", "publish", "ping")
+#: Entry point (function of ``channel_server.handlers.app``) by route key; the
+#: recorded event of each route is ``tests/events/{entry point}.json``.
+ENTRY_POINTS = {route.key: route.function for route in spec.ROUTES}
+#: The route keys a frame's type selects: every key but API Gateway's own ($...).
+MESSAGE_ROUTES = tuple(route.key for route in spec.ROUTES if not route.key.startswith("$"))
+#: Where a frame can arrive: the message routes and ``$default``.
+FRAME_ROUTES = (*MESSAGE_ROUTES, "$default")
 
 _UNSET: Any = object()
 _ID_ALPHABET = string.ascii_letters + string.digits

@@ -1,18 +1,25 @@
-"""The Lambda entry points wired to a table and a fake management API of their
-own, for tests that need them for longer than one test function (hypothesis
-properties, observations shared by a module's tests)::
+"""The Lambda entry points driven as API Gateway drives them: recorded-shape
+events in, replies read back from a fake management API. The one driver of
+the entry points in the tests::
 
-    with lambda_world(dynamodb, table_definition, env={...}) as world:
-        world.send(alice, '{"type":"join","channelId":"lobby"}')   # the route API Gateway picks
-        world.send(alice, '{"type":"ping"}', entry="default")      # or any entry point
-        world.disconnect(alice)
-        world.rows()                                               # every row, plain values
-        world.management.frames(alice)
+    world.send(alice, {"type": "join", "channelId": "lobby"})  # the route API Gateway picks
+    world.send(alice, '{"type":"ping"}', route="$default")      # or any route that takes frames
+    world.connect(alice), world.disconnect(alice)
+    world.rows()                                                # every row, plain values
+    world.management.frames(alice)                              # what alice was sent
 
-Every call goes through the real entry points of ``channel_server.handlers.app``
-with this world's ``ChannelApp`` installed as the module's app for the length
-of the call only, so worlds never leak into each other or into tests that use
-conftest's ``app`` fixture.
+    alice = world.client()                                      # or one connection at a time
+    alice.join("lobby")                                         # its senderId
+    alice.send({"type": "publish", "data": 1})
+    alice.frames(), alice.disconnect()
+
+conftest's ``world`` fixture drives the app conftest installs as the Lambda
+module's app (``app``, ``install_app``): a test that installs another app
+drives that one. ``lambda_world(dynamodb, table_definition, env={...})`` makes
+a world of its own (table, fake management API, ``ChannelApp``) for longer
+than one test function (hypothesis properties, observations shared by a
+module's tests); its app is installed as the module's app for the length of
+each call only, so worlds never leak into each other or into other tests.
 """
 
 from __future__ import annotations
@@ -20,54 +27,36 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
-import uuid
 from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Mapping
 
-import pytest
-
-from support.events import event, route_for
+from support.aws import fake_aws_environment
+from support.events import ENTRY_POINTS, event, new_connection_id, route_for
 from support.management import FakeManagementApi
-
-#: Entry point (function of ``channel_server.handlers.app``) by route key.
-ENTRY_POINTS = {"join": "join", "publish": "publish", "ping": "ping", "$default": "default"}
-#: Every entry point that takes a frame, and the recorded event each one gets.
-MESSAGE_ENTRY_POINTS = ("join", "publish", "ping", "default")
-
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-REGION = "us-east-1"
-#: Where boto3 could find real credentials or endpoints.
-_AWS_ENV = (
-    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI", "AWS_REGION",
-)
-
-LAMBDA_CONTEXT = SimpleNamespace(
-    function_name="world-fn-3f2a9c1",
-    function_version="$LATEST",
-    aws_request_id="c6af9ac6-7b61-11e6-9a41-93e812345678",
-    memory_limit_in_mb=256,
-    get_remaining_time_in_millis=lambda: 29_000,
-)
+from support.table import create_test_table, function_environ, rows
 
 
-@contextlib.contextmanager
-def fake_aws_environment() -> Iterator[None]:
-    """Fake credentials only, for clients built outside a test function (where
-    conftest's autouse environment is not in force yet). Clients resolve their
-    credentials when built, so they keep the fake ones afterwards."""
-    with pytest.MonkeyPatch.context() as env:
-        for name in _AWS_ENV:
-            env.delenv(name, raising=False)
-        for name, value in FAKE_CREDENTIALS.items():
-            env.setenv(name, value)
-        env.setenv("AWS_CONFIG_FILE", os.devnull)
-        env.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-        env.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        env.setenv("AWS_DEFAULT_REGION", REGION)
-        yield
+#: What ``$connect`` and ``$disconnect`` return.
+OK = {"statusCode": 200}
+
+
+def answered(reply: bytes | dict) -> dict:
+    """What a message entry point returns after replying ``reply`` (the bytes
+    it posted, or the frame): a 200 with the reply as its body, which API
+    Gateway discards on a route without a route response."""
+    text = reply.decode("utf-8") if isinstance(reply, bytes) else json.dumps(reply, separators=(",", ":"), ensure_ascii=False)
+    return {**OK, "body": text}
+
+
+def new_lambda_context() -> SimpleNamespace:
+    """The few attributes of a Lambda context object a handler might read."""
+    return SimpleNamespace(
+        function_name="test-fn-3f2a9c1",
+        function_version="$LATEST",
+        aws_request_id="c6af9ac6-7b61-11e6-9a41-93e812345678",
+        memory_limit_in_mb=256,
+        get_remaining_time_in_millis=lambda: 29_000,
+    )
 
 
 def product_management_client(endpoint: str) -> Any:
@@ -79,72 +68,78 @@ def product_management_client(endpoint: str) -> Any:
         return management_client(endpoint)
 
 
-def gateway_route(body: str | None) -> str:
-    """The route key API Gateway picks for ``body`` (``support.events.route_for``),
-    with a body nested too deeply to read a type from going to ``$default``."""
-    try:
-        return route_for(body)
-    except RecursionError:
-        return "$default"
-
-
-def plain_rows(items: list[dict]) -> list[dict]:
-    """DynamoDB items as plain values (numbers as ints), sorted by key."""
-
-    def plain(value: dict) -> Any:
-        ((kind, raw),) = value.items()
-        return int(raw) if kind == "N" else raw
-
-    rows = [{name: plain(value) for name, value in item.items()} for item in items]
-    return sorted(rows, key=lambda row: (row["connectionId"], row["channelId"]))
+def _frame_body(frame: Any) -> str | None:
+    """The text of a frame: a str (or None) as it is, anything else as JSON."""
+    return frame if frame is None or isinstance(frame, str) else json.dumps(frame, ensure_ascii=False)
 
 
 class LambdaWorld:
-    """One ChannelApp, its table and its fake management API."""
+    """A ChannelApp behind the Lambda entry points, its table and its fake
+    management API. ``app`` None: whichever app the Lambda module has."""
 
-    def __init__(self, app: Any, management: FakeManagementApi, dynamodb: Any, table: str, environ: Mapping[str, str]):
-        self.app = app
+    def __init__(
+        self, app: Any, management: FakeManagementApi, dynamodb: Any, table: str, environ: Mapping[str, str],
+        context: Any = None,
+    ):
+        self._app = app
         self.management = management
         self.dynamodb = dynamodb
         self.table = table
         self.environ = dict(environ)
+        self.context = context if context is not None else new_lambda_context()
 
-    def call(self, entry: str, raw_event: dict) -> Any:
-        """Run entry point ``entry`` on ``raw_event`` with this world's app."""
+    @property
+    def app(self) -> Any:
+        """The ChannelApp that handles this world's calls."""
         from channel_server.handlers import app as lambda_module
 
+        return lambda_module._app if self._app is None else self._app
+
+    def call(self, entry: str, raw_event: dict, context: Any = None) -> Any:
+        """Run entry point ``entry`` on ``raw_event``; what the Lambda returned."""
+        from channel_server.handlers import app as lambda_module
+
+        context = self.context if context is None else context
+        if self._app is None:
+            return getattr(lambda_module, entry)(raw_event, context)
         previous = lambda_module._app
-        lambda_module._app = self.app
+        lambda_module._app = self._app
         try:
-            return getattr(lambda_module, entry)(raw_event, LAMBDA_CONTEXT)
+            return getattr(lambda_module, entry)(raw_event, context)
         finally:
             lambda_module._app = previous
 
-    def message_event(self, connection_id: str, body: str | None, entry: str | None = None,
-                      base64_body: bytes | None = None) -> tuple[str, dict]:
-        """The entry point and the event for a text frame: through the route
-        API Gateway picks unless ``entry`` names one; ``base64_body`` sends raw
-        bytes as an ``isBase64Encoded`` event instead."""
-        route = gateway_route(body) if base64_body is None else "$default"
-        entry = entry or ENTRY_POINTS[route]
-        raw = event(entry, connection_id=connection_id, body="")
-        raw["requestContext"]["routeKey"] = route
-        raw["body"] = body
+    def message_event(
+        self, connection_id: str, frame: Any, route: str | None = None, base64_body: bytes | None = None
+    ) -> tuple[str, dict]:
+        """The entry point and the event for a text frame (a str or None as it
+        is, anything else as JSON): through the route API Gateway picks for it
+        unless ``route`` names one (its entry point runs, with that route key);
+        ``base64_body`` sends raw bytes as an ``isBase64Encoded`` event instead,
+        to ``$default`` unless ``route`` says otherwise."""
+        body = _frame_body(frame)
+        if base64_body is not None:
+            route = route or "$default"
+        entry = ENTRY_POINTS[route or route_for(body)]
+        raw = event(entry, connection_id=connection_id, body=body)
+        if route is not None:
+            raw["requestContext"]["routeKey"] = route
         if base64_body is not None:
             raw["body"] = base64.b64encode(base64_body).decode("ascii")
             raw["isBase64Encoded"] = True
         return entry, raw
 
-    def send(self, connection_id: str, body: str | None, entry: str | None = None,
-             base64_body: bytes | None = None) -> Any:
-        """Send one text frame; returns what the Lambda returned."""
-        entry, raw = self.message_event(connection_id, body, entry, base64_body)
-        return self.call(entry, raw)
+    def send(
+        self, connection_id: str, frame: Any, route: str | None = None, base64_body: bytes | None = None,
+        context: Any = None,
+    ) -> Any:
+        """Send one frame (:meth:`message_event`); what the Lambda returned."""
+        return self.call(*self.message_event(connection_id, frame, route, base64_body), context=context)
 
     def join(self, connection_id: str, channel_id: str) -> str:
-        """Join through the entry point; returns the senderId of the reply."""
+        """Join through the entry point; the senderId of the reply."""
         before = len(self.management.frames(connection_id))
-        self.send(connection_id, json.dumps({"type": "join", "channelId": channel_id}))
+        self.send(connection_id, {"type": "join", "channelId": channel_id})
         reply = self.management.frames(connection_id)[before]
         assert reply["type"] == "joinSuccess", reply
         return reply["senderId"]
@@ -152,22 +147,42 @@ class LambdaWorld:
     def connect(self, connection_id: str) -> Any:
         return self.call("connect", event("connect", connection_id=connection_id))
 
-    def disconnect(self, connection_id: str) -> Any:
-        return self.call("disconnect", event("disconnect", connection_id=connection_id))
-
-    def raw_rows(self) -> list[dict]:
-        items: list[dict] = []
-        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
-        while True:
-            page = self.dynamodb.scan(**kwargs)
-            items.extend(page["Items"])
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    def disconnect(self, connection_id: str, context: Any = None) -> Any:
+        return self.call("disconnect", event("disconnect", connection_id=connection_id), context=context)
 
     def rows(self) -> list[dict]:
         """Every row in the table, as plain values, sorted by key."""
-        return plain_rows(self.raw_rows())
+        return rows(self.dynamodb, self.table)
+
+    def client(self, connection_id: str | None = None) -> Client:
+        """One connection (a new id unless given) of this world."""
+        return Client(self, connection_id)
+
+
+class Client:
+    """One WebSocket connection of a :class:`LambdaWorld`. Its ``context`` is
+    the Lambda context its calls get (the world's unless replaced)."""
+
+    def __init__(self, world: LambdaWorld, connection_id: str | None = None):
+        self.world = world
+        self.connection_id = connection_id or new_connection_id()
+        self.context = world.context
+
+    def send(self, frame: Any, route: str | None = None) -> Any:
+        """Send a text frame (a dict is sent as JSON) through the route API
+        Gateway would pick, or ``route``; what the Lambda returned."""
+        return self.world.send(self.connection_id, frame, route=route, context=self.context)
+
+    def join(self, channel_id: str) -> str:
+        """Join and return the senderId the server assigned."""
+        return self.world.join(self.connection_id, channel_id)
+
+    def disconnect(self) -> Any:
+        return self.world.disconnect(self.connection_id, context=self.context)
+
+    def frames(self) -> list[Any]:
+        """The frames this connection was sent, in order."""
+        return self.world.management.frames(self.connection_id)
 
 
 @contextlib.contextmanager
@@ -183,21 +198,12 @@ def lambda_world(
     API and a ChannelApp using both (plus ``env``). ``dynamodb`` inspects the
     table; the app uses ``app_dynamodb`` (default: ``dynamodb``) and the client
     ``app_management(endpoint)`` builds."""
-    from channel_server.handlers import spec
     from channel_server.handlers.app import ChannelApp
-    from channel_server.local.dynamodb import create_table
 
-    table = f"{table_definition['name']}-{uuid.uuid4().hex[:8]}"
-    create_table(dynamodb, table, dict(table_definition.inputs))
+    table = create_test_table(dynamodb, table_definition)
     try:
         with FakeManagementApi(stage="dev") as management:
-            (index,) = table_definition.inputs["globalSecondaryIndexes"]
-            environ = {
-                spec.ENV_TABLE_NAME: table,
-                spec.ENV_INDEX_NAME: index["name"],
-                spec.ENV_MANAGEMENT_ENDPOINT: management.endpoint,
-                **(env or {}),
-            }
+            environ = {**function_environ(table_definition, table, management.endpoint), **(env or {})}
             app = ChannelApp(
                 environ, dynamodb=app_dynamodb or dynamodb, management=app_management(management.endpoint)
             )

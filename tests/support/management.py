@@ -65,8 +65,12 @@ class FakeManagementApi:
 
     def frames(self, connection_id: str) -> list[Any]:
         """The JSON-decoded frames delivered to ``connection_id``, in order."""
+        return [json.loads(body) for body in self.bodies(connection_id)]
+
+    def bodies(self, connection_id: str) -> list[bytes]:
+        """The bodies delivered to ``connection_id``, as sent, in order."""
         with self._lock:
-            return [json.loads(body) for cid, body in self.posts if cid == connection_id]
+            return [body for cid, body in self.posts if cid == connection_id]
 
     def all_bodies(self) -> list[bytes]:
         """Every delivered body, in order."""
