@@ -8,6 +8,10 @@ receive them: camelCase keys, resolved values, assets as ``pulumi.Asset`` /
 ``pulumi.Archive`` objects) and the AWS-shaped outputs the mocks computed,
 plus the stack's exports, resolved.
 
+``Project.load(path)`` reads a Pulumi project on disk (``Pulumi.yaml``, its
+program, a stack's ``Pulumi.<stack>.yaml``) so that ``project.deploy(stack)``
+runs the program with the config ``pulumi up`` would give it.
+
 The tests use it to assert the component's resources; local mode uses it to
 build its world from what the component declares. Outputs are deterministic:
 the same program gives the same ids, names and ARNs on every run.
@@ -15,9 +19,11 @@ the same program gives the same ids, names and ARNs on every run.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import runpy
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -44,6 +50,8 @@ class Registered:
     urn: str = ""
     """``urn:pulumi:{stack}::{project}::{parent types$}{type}::{name}``: the parent
     chain shows which component a resource was created under."""
+    parent: str = ""
+    """The URN of the resource's parent (the stack's for top-level resources)."""
 
     def __getitem__(self, key: str) -> Any:
         """An output (inputs included) by its wire name, e.g. ``table["hashKey"]``."""
@@ -79,6 +87,17 @@ class Deployment:
             if resource.id == resource_id and type_token in (None, resource.type):
                 return resource
         raise LookupError(f"no {type_token or 'resource'} with id {resource_id!r}")
+
+    def descendants(self, urn: str) -> list[Registered]:
+        """Every resource created under the resource ``urn`` (children, their
+        children, …), in registration order."""
+        below = {urn}
+        found = []
+        for resource in self.resources:  # a parent always registers before its children
+            if resource.parent in below:
+                below.add(resource.urn)
+                found.append(resource)
+        return found
 
     def by_name(self, name: str) -> Registered:
         """The first resource with this Pulumi name (names repeat across types)."""
@@ -178,6 +197,101 @@ class AwsMocks(pulumi.runtime.Mocks):
     }
 
 
+#: What a secret config value becomes: the mock engine has no key to decrypt it.
+SECRET_PLACEHOLDER = "local-placeholder-for-a-secret"
+
+
+class ProjectError(Exception):
+    """A Pulumi project on disk could not be read; the message says why."""
+
+
+@dataclass(frozen=True)
+class Project:
+    """A Pulumi project on disk: ``Pulumi.yaml``, the program it runs and its
+    stacks' config files."""
+
+    name: str
+    directory: Path
+    """The folder holding ``Pulumi.yaml`` (and the stack files)."""
+    program: Path
+    """The program file: ``__main__.py`` in the project's ``main`` folder."""
+    defaults: Mapping[str, Any]
+    """Config declared in ``Pulumi.yaml``, by fully qualified key (``project:key``)."""
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Project":
+        """The project at ``path``: its folder, its ``Pulumi.yaml`` or its program
+        file (whose folder, or the nearest one above it, holds ``Pulumi.yaml``)."""
+        import yaml
+
+        path = Path(path).resolve()
+        start = path if path.is_dir() else path.parent
+        directory = next((d for d in (start, *start.parents) if (d / "Pulumi.yaml").is_file()), None)
+        if directory is None:
+            raise ProjectError(f"no Pulumi.yaml in {start} or any folder above it")
+        try:
+            settings = yaml.safe_load((directory / "Pulumi.yaml").read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ProjectError(f"{directory / 'Pulumi.yaml'} is not valid YAML: {exc}") from None
+        name = settings.get("name")
+        if not isinstance(name, str) or not name:
+            raise ProjectError(f"{directory / 'Pulumi.yaml'} has no project name")
+        if path.is_file() and path.name != "Pulumi.yaml":
+            program = path
+        else:
+            program = (directory / str(settings.get("main") or ".")).resolve()
+            if program.is_dir():
+                program = program / "__main__.py"
+        if not program.is_file():
+            raise ProjectError(f"the program of project {name} is not there: {program}")
+        defaults: dict[str, Any] = {}
+        for key, declared in (settings.get("config") or {}).items():
+            if isinstance(declared, dict):
+                if "value" in declared:
+                    declared = declared["value"]
+                elif "default" in declared:
+                    declared = declared["default"]
+                else:
+                    continue  # declared without a value: the stack must set it
+            defaults[_qualified(name, key)] = declared
+        return cls(name, directory, program, defaults)
+
+    def config(self, stack: str, *, required: bool = False) -> tuple[dict[str, Any], list[str]]:
+        """The config a program of ``stack`` sees: ``Pulumi.yaml``'s values
+        overlaid with ``Pulumi.<stack>.yaml``'s (when the file exists, or
+        ``required``), and the keys of secrets, which get
+        :data:`SECRET_PLACEHOLDER` because nothing here can decrypt them."""
+        import yaml
+
+        values = dict(self.defaults)
+        secrets: list[str] = []
+        stack_file = self.directory / f"Pulumi.{stack}.yaml"
+        if not stack_file.is_file():
+            if required:
+                raise ProjectError(f"stack {stack} has no config file: {stack_file} does not exist")
+            return values, secrets
+        try:
+            settings = yaml.safe_load(stack_file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ProjectError(f"{stack_file} is not valid YAML: {exc}") from None
+        for key, value in (settings.get("config") or {}).items():
+            key = _qualified(self.name, key)
+            if isinstance(value, dict) and set(value) == {"secure"}:
+                secrets.append(key)
+                value = SECRET_PLACEHOLDER
+            values[key] = value
+        return values, secrets
+
+    def deploy(self, stack: str = "dev", *, required: bool = False) -> Deployment:
+        """Run the program under the mocks with ``stack``'s config (see :meth:`config`)."""
+        values, _ = self.config(stack, required=required)
+        return deploy(self.program, project=self.name, stack=stack, config=values)
+
+
+def _qualified(project: str, key: str) -> str:
+    return key if ":" in key else f"{project}:{key}"
+
+
 def deploy(
     program: Callable[[], Any] | str | Path,
     *,
@@ -195,30 +309,47 @@ def deploy(
     """
     import json
 
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:  # e.g. after asyncio.run() on this thread: Pulumi's runtime needs one
+        asyncio.set_event_loop(asyncio.new_event_loop())
     values = {key: value if isinstance(value, str) else json.dumps(value) for key, value in (config or {}).items()}
     pulumi.runtime.set_all_config(values)
     mocks = AwsMocks(region=region or values.get("aws:region") or DEFAULT_REGION)
     # a fresh root stack, so no exports of an earlier run in this process leak in
     pulumi.runtime.settings.ROOT.set(None)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
+    monitor = pulumi.runtime.settings.SETTINGS.monitor
+    # the mock monitor computes each URN from the request's parent but keeps
+    # neither: note both, so a Deployment can tell whose child a resource is
+    placed: dict[tuple[str, str], tuple[str, str]] = {}
+    register = monitor.RegisterResource
+
+    def register_and_place(request: Any) -> Any:
+        response = register(request)
+        placed[(request.type, request.name)] = (response.urn, request.parent)
+        return response
+
+    monitor.RegisterResource = register_and_place
     deployment = Deployment()
 
     def body() -> Any:
         if callable(program):
             deployment.result = program()
         else:
-            runpy.run_path(str(program), run_name="__main__")
+            # as under `pulumi up`, the program imports modules beside it
+            folder = str(Path(program).resolve().parent)
+            sys.path.insert(0, folder)
+            try:
+                runpy.run_path(str(program), run_name="__main__")
+            finally:
+                sys.path.remove(folder)
         root = pulumi.runtime.get_root_resource()
         exports = dict(getattr(root, "outputs", {}) or {})
         return pulumi.Output.all(**exports).apply(deployment.exports.update) if exports else None
 
     pulumi.runtime.test(body)()
-    monitor = pulumi.runtime.settings.SETTINGS.monitor
-    urns = {
-        (urn.split("::")[2].split("$")[-1], urn.split("::")[3]): urn
-        for urn in getattr(monitor, "resources", {})
-    }
-    deployment.resources = [
-        dataclasses.replace(r, urn=urns.get((r.type, r.name), "")) for r in mocks.registered
-    ]
+    for resource in mocks.registered:
+        urn, parent = placed.get((resource.type, resource.name), ("", ""))
+        deployment.resources.append(dataclasses.replace(resource, urn=urn, parent=parent))
     return deployment

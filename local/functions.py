@@ -6,6 +6,11 @@ process (threads stand in for separate environments), and an invocation that
 times out is answered as failed but keeps running to its end, so its side
 effects may still land. A process that dies is started again (a cold start)
 on the next invocation.
+
+Function processes run in a session of their own: a terminal's Ctrl-C (SIGINT
+to the whole foreground process group) reaches local mode only, which decides
+when they stop, after every connection's ``$disconnect``. If local mode itself
+dies, each process sees its stdin close and ends once its invocations have.
 """
 
 from __future__ import annotations
@@ -19,9 +24,23 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..handlers.sender import FANOUT_WORKERS
 from .world import FunctionDef
 
 BOOTSTRAP = Path(__file__).with_name("lambda_bootstrap.py")
+
+#: Invocations one function's process runs at once (each thread stands for a
+#: Lambda environment): as wide as the handlers' HTTP pools, so threads never
+#: outnumber connections.
+CONCURRENCY = FANOUT_WORKERS
+#: Lambda's limit on a function's init phase (importing its handler).
+INIT_TIMEOUT_SECONDS = 10
+#: How long stopping waits for running invocations before it kills the process.
+STOP_GRACE_SECONDS = 5
+#: The largest answer line a function may write (one invocation's result).
+ANSWER_LIMIT_BYTES = 16 * 1024 * 1024
+
+EXITED = {"errorType": "Runtime.ExitError", "errorMessage": "process exited"}
 
 
 class InvocationError(Exception):
@@ -29,29 +48,166 @@ class InvocationError(Exception):
     such invocations with "Internal server error")."""
 
 
+class _Process:
+    """One process of a function: it owns its invocations' pending answers
+    and the task that reads them, so an answer can only ever resolve an
+    invocation sent to the same process."""
+
+    def __init__(self, name: str, process: asyncio.subprocess.Process):
+        self.name = name
+        self.process = process
+        self.pending: dict[int, asyncio.Future] = {}
+        self.exited = False
+        self._reader: asyncio.Task | None = None
+        assert process.stderr is not None
+        self._stderr = asyncio.create_task(self._relay_stderr(process.stderr))
+
+    async def wait_ready(self) -> None:
+        """Wait for the ready line (the end of the init phase), then read answers."""
+        assert self.process.stdout is not None
+        try:
+            first = await asyncio.wait_for(self.process.stdout.readline(), INIT_TIMEOUT_SECONDS)
+        except asyncio.TimeoutError:
+            await self.kill()
+            raise InvocationError(f"function {self.name} failed to start: init took over {INIT_TIMEOUT_SECONDS} s") from None
+        try:
+            ready = json.loads(first)
+        except ValueError:
+            ready = {"init_error": {"errorMessage": f"process exited ({first[:200]!r})"}}
+        if not isinstance(ready, dict) or "init_error" in ready:
+            await self.kill()
+            detail = ready.get("init_error") if isinstance(ready, dict) else ready
+            raise InvocationError(f"function {self.name} failed to start: {detail}")
+        self._reader = asyncio.create_task(self._read_answers(self.process.stdout))
+
+    def send(self, invocation: int, request: bytes) -> asyncio.Future:
+        """Hand one invocation to the process; its answer resolves the future.
+        ConnectionError when the process can take no more."""
+        if self.exited or self.process.stdin is None or self.process.stdin.is_closing():
+            raise ConnectionResetError(f"{self.name}'s process has ended")
+        future = asyncio.get_running_loop().create_future()
+        self.pending[invocation] = future
+        self.process.stdin.write(request)
+        return future
+
+    async def _read_answers(self, stdout: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                line = await stdout.readline()
+                if not line:
+                    break
+                try:
+                    answer = json.loads(line)
+                except ValueError:
+                    answer = None
+                if not isinstance(answer, dict):
+                    sys.stderr.write(f"[{self.name}] unexpected output: {line[:200]!r}\n")
+                    continue
+                future = self.pending.pop(answer.get("id"), None)
+                if future is not None and not future.done():
+                    future.set_result(answer)
+        finally:
+            # whatever ended the stream, nothing more will be answered
+            self.exited = True
+            for future in self.pending.values():
+                if not future.done():
+                    future.set_result({"error": EXITED})
+            self.pending.clear()
+
+    async def _relay_stderr(self, stderr: asyncio.StreamReader) -> None:
+        while True:
+            line = await stderr.readline()
+            if not line:
+                return
+            sys.stderr.write(line.decode(errors="replace"))
+
+    async def stop(self) -> None:
+        """Close stdin (the process ends once its invocations have answered);
+        kill it if it takes longer than STOP_GRACE_SECONDS."""
+        stdin = self.process.stdin
+        if stdin is not None and not stdin.is_closing():
+            stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), STOP_GRACE_SECONDS)
+        except asyncio.TimeoutError:
+            await self.kill()
+        await self._finish_readers()
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            try:
+                self.process.kill()
+            except ProcessLookupError:
+                pass
+        await self.process.wait()
+        await self._finish_readers()
+
+    async def _finish_readers(self) -> None:
+        for task in (self._reader, self._stderr):
+            if task is None:
+                continue
+            try:
+                await asyncio.wait_for(task, timeout=1)
+            except asyncio.TimeoutError:
+                task.cancel()
+            except Exception as exc:  # a broken reader must not stop the shutdown
+                sys.stderr.write(f"[{self.name}] {type(exc).__name__} while stopping: {exc}\n")
+
+
 class LocalFunction:
-    """One running function: ``await invoke(event)`` returns its result."""
+    """One function: ``await start()``, then ``await invoke(event)`` returns its
+    result, any number at once; ``await stop()`` ends it.
+
+    Exactly one path starts a process (:meth:`_current`, under a lock), so an
+    invocation that arrives while the process starts waits for it, and no
+    process is ever started that :meth:`stop` does not end.
+    """
 
     def __init__(self, definition: FunctionDef, task_dir: Path, environment: Mapping[str, str]):
         self.definition = definition
         self._task_dir = task_dir
         self._environment = dict(environment)
-        self._process: asyncio.subprocess.Process | None = None
-        self._pending: dict[int, asyncio.Future] = {}
+        self._process: _Process | None = None
         self._ids = itertools.count(1)
-        self._reader: asyncio.Task | None = None
-        self._stderr: asyncio.Task | None = None
-        self._starting = asyncio.Lock()
+        self._lock = asyncio.Lock()
+        self._unpacked = False
         self._stopped = False
+
+    @property
+    def pid(self) -> int | None:
+        """The running process's id, if one runs."""
+        return self._process.process.pid if self._process is not None and not self._process.exited else None
+
+    @property
+    def in_flight(self) -> int:
+        """Invocations sent to the running process and not answered yet."""
+        return len(self._process.pending) if self._process is not None else 0
 
     async def start(self) -> None:
         """Unpack the archive and start the function's process (its cold start)."""
-        d = self.definition
-        d.unpack(self._task_dir)
-        await self._spawn()
+        await self._current()
 
-    async def _spawn(self) -> None:
+    async def _current(self) -> _Process:
+        """The running process, started (again) if there is none."""
+        async with self._lock:
+            if self._stopped:
+                raise InvocationError(f"function {self.definition.name} is stopped")
+            process = self._process
+            if process is None or process.exited:
+                if process is not None:
+                    sys.stderr.write(
+                        f"[{self.definition.name}] process exited ({process.process.returncode}); starting it again\n"
+                    )
+                    await process.kill()  # reaps it and its readers
+                self._process = None
+                self._process = await self._spawn()
+            return self._process
+
+    async def _spawn(self) -> _Process:
         d = self.definition
+        if not self._unpacked:
+            d.unpack(self._task_dir)
+            self._unpacked = True
         env = {
             # what Lambda's runtime puts in every function's environment
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -67,40 +223,32 @@ class LocalFunction:
             "PYTHONUNBUFFERED": "1",
             **self._environment,
         }
-        self._process = await asyncio.create_subprocess_exec(
+        process = await asyncio.create_subprocess_exec(
             sys.executable,
             str(BOOTSTRAP),
             str(self._task_dir),
             d.handler,
+            str(CONCURRENCY),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
-            limit=16 * 1024 * 1024,
+            limit=ANSWER_LIMIT_BYTES,
+            # out of the terminal's signal path: local mode decides when it stops
+            start_new_session=True,
         )
-        process = self._process
-        assert process.stdout is not None and process.stderr is not None
-        self._stderr = asyncio.create_task(self._relay_stderr(process.stderr))
-        first = await process.stdout.readline()
-        try:
-            ready = json.loads(first)
-        except ValueError:
-            ready = {"init_error": {"errorMessage": f"process exited ({first[:200]!r})"}}
-        if "init_error" in ready:
-            raise InvocationError(f"function {d.name} failed to start: {ready['init_error']}")
-        # answers of this process resolve this process's invocations only
-        self._pending = {}
-        self._reader = asyncio.create_task(self._read_answers(process.stdout, self._pending))
+        running = _Process(d.name, process)
+        await running.wait_ready()
+        return running
 
     async def invoke(self, event: dict, request_id: str | None = None) -> Any:
         """Invoke with ``event``; returns the handler's result or raises
         :class:`InvocationError`. Invocations run concurrently."""
-        process = await self._running()
+        # no await between finding the process and handing it the invocation:
+        # the answer can only come from the process the invocation went to
+        process = await self._current()
         d = self.definition
         invocation = next(self._ids)
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        pending = self._pending
-        pending[invocation] = future
         context = {
             "function_name": d.name,
             "invoked_function_arn": d.arn,
@@ -110,79 +258,27 @@ class LocalFunction:
             "log_stream_name": f"local/[$LATEST]{uuid.uuid4().hex}",
             "timeout_seconds": d.timeout_seconds,
         }
-        process.stdin.write(json.dumps({"id": invocation, "event": event, "context": context}).encode() + b"\n")
+        request = json.dumps({"id": invocation, "event": event, "context": context}).encode() + b"\n"
         try:
-            await process.stdin.drain()
+            future = process.send(invocation, request)
+            assert process.process.stdin is not None
+            await process.process.stdin.drain()
             answer = await asyncio.wait_for(future, timeout=d.timeout_seconds)
         except asyncio.TimeoutError:
             raise InvocationError(f"{d.name} timed out after {d.timeout_seconds:g} s") from None
-        except (ConnectionError, BrokenPipeError) as exc:
+        except ConnectionError as exc:  # it died as the invocation arrived, like a crashed environment
             raise InvocationError(f"{d.name} is not running: {exc}") from None
         finally:
-            pending.pop(invocation, None)
+            process.pending.pop(invocation, None)
         if "error" in answer:
             raise InvocationError(f"{d.name}: {answer['error'].get('errorType')}: {answer['error'].get('errorMessage')}")
         return answer.get("result")
 
-    async def _running(self) -> asyncio.subprocess.Process:
-        """The function's process, started again if it died."""
-        async with self._starting:
-            process = self._process
-            if self._stopped:
-                raise InvocationError(f"function {self.definition.name} is stopped")
-            if process is None or process.returncode is not None or process.stdin is None:
-                if process is not None:
-                    sys.stderr.write(f"[{self.definition.name}] process exited ({process.returncode}); starting it again\n")
-                await self._spawn()
-                process = self._process
-            assert process is not None
-            return process
-
-    async def _read_answers(self, stdout: asyncio.StreamReader, pending: dict[int, asyncio.Future]) -> None:
-        while True:
-            line = await stdout.readline()
-            if not line:
-                break
-            try:
-                answer = json.loads(line)
-            except ValueError:
-                answer = None
-            if not isinstance(answer, dict):
-                sys.stderr.write(f"[{self.definition.name}] unexpected output: {line[:200]!r}\n")
-                continue
-            future = pending.get(answer.get("id"))
-            if future is not None and not future.done():
-                future.set_result(answer)
-        for future in pending.values():
-            if not future.done():
-                future.set_result({"error": {"errorType": "Runtime.ExitError", "errorMessage": "process exited"}})
-
-    async def _relay_stderr(self, stderr: asyncio.StreamReader) -> None:
-        while True:
-            line = await stderr.readline()
-            if not line:
-                return
-            sys.stderr.write(line.decode(errors="replace"))
-
     async def stop(self) -> None:
-        """End the process once its running invocations have answered."""
-        self._stopped = True
-        process = self._process
-        if process is None:
-            return
-        if process.stdin is not None and not process.stdin.is_closing():
-            process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), timeout=5)
-        except asyncio.TimeoutError:
-            process.kill()
-            await process.wait()
-        for task in (self._reader, self._stderr):
-            if task is not None:
-                try:
-                    await asyncio.wait_for(task, timeout=1)
-                except asyncio.TimeoutError:
-                    task.cancel()
-                except Exception as exc:  # a broken reader must not stop the shutdown
-                    sys.stderr.write(f"[{self.definition.name}] {type(exc).__name__} while stopping: {exc}\n")
-        self._process = None
+        """End the process once its running invocations have answered. Waits
+        for a start in progress, so that process is ended too."""
+        async with self._lock:
+            self._stopped = True
+            process, self._process = self._process, None
+        if process is not None:
+            await process.stop()

@@ -43,6 +43,8 @@ MAX_MESSAGE_BYTES = protocol.API_GATEWAY_MAX_MESSAGE_BYTES
 #: several frames. aiohttp hands over whole messages, so local mode can only warn.
 MAX_FRAME_BYTES = 32 * 1024
 IDLE_TIMEOUT_SECONDS = 10 * 60
+#: The close code reported for a close frame that carried none (RFC 6455 §7.1.5).
+NO_STATUS = 1005
 MAX_LIFETIME_SECONDS = spec.MAX_CONNECTION_SECONDS
 _ID_ALPHABET = string.ascii_letters + string.digits
 
@@ -78,9 +80,29 @@ class Connection:
     last_active_at: int = 0
     open: bool = True
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    close_code: int | None = None
+    """The code the gateway closed the connection with (None: the client closed
+    it, or the connection broke)."""
 
     def touch(self) -> None:
         self.last_active_at = _now_ms()
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close from the gateway's side, remembering the code the client sees."""
+        if self.close_code is None:
+            self.close_code = code
+        self.open = False
+        if not self.ws.closed:
+            await self.ws.close(code=code, message=reason.encode())
+
+    def disconnect_code(self) -> int:
+        """The close code ``$disconnect`` reports: the one the client saw."""
+        if self.close_code is not None:
+            return self.close_code
+        code = self.ws.close_code  # the client's close frame's code (1006: the connection broke)
+        if code is None:
+            return WSCloseCode.ABNORMAL_CLOSURE
+        return code or NO_STATUS  # 0: a close frame without a status code
 
 
 class Gateway:
@@ -139,10 +161,9 @@ class Gateway:
         finally:
             connection.open = False
             self.connections.pop(connection_id, None)
-            code = ws.close_code if ws.close_code is not None else 1006
             if not ws.closed:
-                await ws.close(code=code)
-            await self._disconnect(connection, code)
+                await ws.close()
+            await self._disconnect(connection, connection.disconnect_code())
             connection.finished.set()
         return ws
 
@@ -170,7 +191,7 @@ class Gateway:
             wait = (min(idle_deadline, life_deadline) - now) / 1000
             if wait <= 0:
                 reason = "Going away" if life_deadline <= now else "Idle timeout"
-                await ws.close(code=WSCloseCode.GOING_AWAY, message=reason.encode())
+                await connection.close(WSCloseCode.GOING_AWAY, reason)
                 return
             try:
                 message = await ws.receive(timeout=wait)
@@ -187,13 +208,14 @@ class Gateway:
                     )
                 self._spawn(self._route_message(connection, message.data))
             elif message.type == WSMsgType.BINARY:
-                await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"Binary frames are not supported")
+                await connection.close(WSCloseCode.UNSUPPORTED_DATA, "Binary frames are not supported")
                 return
             elif message.type == WSMsgType.ERROR:
-                # aiohttp reports an oversized message here and has already
-                # closed with 1009, as API Gateway does
-                if not ws.closed:
-                    await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=b"Message too big")
+                # aiohttp reports an oversized message here, with the code it
+                # has already closed with (1009, as API Gateway does), and
+                # leaves ws.close_code at 1006
+                code = getattr(message.data, "code", None) or WSCloseCode.ABNORMAL_CLOSURE
+                await connection.close(code, "Message too big" if code == WSCloseCode.MESSAGE_TOO_BIG else "")
                 return
             else:  # CLOSE, CLOSING, CLOSED
                 return
@@ -227,8 +249,8 @@ class Gateway:
             return
         event = self._message_event(connection, route_key, body, request_id)
         try:
-            await self._invoke(route_key, event, request_id)
-            outcome = "ok"
+            result = await self._invoke(route_key, event, request_id)
+            outcome = f"→ {_reply_type(result)}"
         except InvocationError as exc:
             log.warning("message %s %s: integration failed: %s", connection.id, route_key, exc)
             await self._send_gateway_error(connection, "Internal server error", request_id)
@@ -259,9 +281,7 @@ class Gateway:
         """Close every connection and wait until each one's ``$disconnect`` ran,
         then for frames still being handled."""
         connections = list(self.connections.values())
-        for connection in connections:
-            if not connection.ws.closed:
-                await connection.ws.close(code=code, message=b"Going away")
+        await asyncio.gather(*(c.close(code, "Going away") for c in connections))
         await asyncio.gather(*(c.finished.wait() for c in connections))
         if self._tasks:
             _, late = await asyncio.wait(list(self._tasks), timeout=10)
@@ -356,8 +376,7 @@ class Gateway:
                 }
             )
         if request.method == "DELETE":
-            connection.open = False
-            await connection.ws.close(code=WSCloseCode.OK, message=b"")
+            await connection.close(WSCloseCode.OK, "")
             return web.Response(status=204)
         data = await request.read()
         if len(data) > MAX_MESSAGE_BYTES:
@@ -375,6 +394,21 @@ class Gateway:
             return web.Response(status=410, headers={"x-amzn-ErrorType": "GoneException"})
         connection.touch()
         return web.Response(status=200)
+
+
+def _reply_type(result: Any) -> str:
+    """What the function returned as its reply, for the log: the reply frame's
+    type, never its payload. API Gateway discards the body on a route without
+    a route response; local mode does the same and only names it."""
+    body = result.get("body") if isinstance(result, Mapping) else None
+    if not isinstance(body, str) or not body:
+        return "no reply"
+    try:
+        reply = json.loads(body)
+    except (ValueError, RecursionError):
+        return "a reply that is not JSON"
+    kind = reply.get("type") if isinstance(reply, dict) else None
+    return kind if isinstance(kind, str) and len(kind) <= 40 else "a reply without a type"
 
 
 def _error(status: int, error_type: str, message: str) -> web.Response:

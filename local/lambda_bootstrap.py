@@ -1,11 +1,12 @@
 """A Lambda-like execution environment for one function (run as a script).
 
-    python lambda_bootstrap.py TASK_DIR HANDLER
+    python lambda_bootstrap.py TASK_DIR HANDLER CONCURRENCY
 
 Local mode starts one of these per function, in its own process, with the
 function's environment, exactly as Lambda would: ``TASK_DIR`` is the function's
 code archive unpacked (Lambda's ``/var/task``) and ``HANDLER`` its handler string
-(``channel_server.handlers.app.join``), resolved the way Lambda resolves it.
+(``channel_server.handlers.app.join``), resolved the way Lambda resolves it;
+``CONCURRENCY`` is how many invocations it runs at once.
 
 Invocations arrive on stdin, one JSON object per line
 (``{"id": 1, "event": {...}, "context": {...}}``), and run concurrently on
@@ -66,12 +67,8 @@ def _load(task_dir: str, handler: str):
     return getattr(importlib.import_module(module_name), function_name)
 
 
-#: Invocations one function runs at once (each stands for a Lambda environment).
-CONCURRENCY = 32  # as wide as the handlers' HTTP pools, so threads never outnumber connections
-
-
 def main(argv: list[str]) -> int:
-    task_dir, handler_name = argv[1], argv[2]
+    task_dir, handler_name, concurrency = argv[1], argv[2], int(argv[3])
     # Answers travel on a private copy of stdout; the handler's own prints go
     # to stderr (Lambda sends both to the function's logs), so a print() in a
     # handler can never corrupt the answer stream.
@@ -112,7 +109,7 @@ def main(argv: list[str]) -> int:
 
     # Lambda runs concurrent invocations in separate environments; threads are
     # the local stand-in, so one connection's frames are never serialized.
-    with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for line in sys.stdin:
             if line.strip():
                 pool.submit(invoke, json.loads(line))

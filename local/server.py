@@ -1,11 +1,15 @@
 """Local mode: ``python -m channel_server.local``.
 
-Builds, in one process, the world the component declares (``world``): an
-embedded DynamoDB with the component's table, each of the component's functions
-running its own archive in a process of its own (``functions``), and a local
-API Gateway in front of them (``gateway``). The handlers reach DynamoDB and the
-management API through boto3, with endpoints from their environment, exactly
-as in AWS.
+Builds, in one process, the world a Pulumi program's ``ChannelServer`` declares
+(``world``): an embedded DynamoDB with the component's table, each of the
+component's functions running its own archive in a process of its own
+(``functions``), and a local API Gateway in front of them (``gateway``). The
+handlers reach DynamoDB and the management API through boto3, with endpoints
+from their environment, exactly as in AWS.
+
+Start-up binds the port first (a port in use is reported before anything else
+is done) and listens on it last, once every function has started: whoever
+connects the moment the port accepts finds the whole server ready.
 """
 
 from __future__ import annotations
@@ -13,19 +17,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import errno
 import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from aiohttp import web
 
 from . import gateway as gateway_module
 from .functions import InvocationError, LocalFunction
-from .world import World, from_component, scratch_dir
+from .world import ProgramError, WiringError, World, from_component, from_project, scratch_dir
 
 log = logging.getLogger("channel_server.local")
 
@@ -38,12 +46,54 @@ PASSED_THROUGH = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOK
                   "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "HOME")
 
 
+class PortInUse(OSError):
+    """The address local mode was asked to listen on is taken."""
+
+    def __init__(self, host: str, port: int):
+        super().__init__(
+            errno.EADDRINUSE,
+            f"{host}:{port} is already in use (another local mode?); "
+            "choose another port with --port N, or --port 0 for a free one",
+        )
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (0: a free port), not listening yet."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # as asyncio's own servers do: a restart need not wait for TIME_WAIT;
+        # a port another process listens on still cannot be bound
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(host, port) from None
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 class LocalServer:
     """The whole channel server on one machine.
 
     ``await start()`` then use ``url`` (clients) and ``management_url``;
     ``await stop()`` closes every connection (each gets its ``$disconnect``),
     then stops the functions and the embedded DynamoDB.
+
+    What it serves: ``world`` when given; else the ChannelServer of the Pulumi
+    program at ``program`` (a project folder or program file) with ``stack``'s
+    config (``component`` picks one when it declares several); else
+    ``ChannelServer`` with its defaults. ``stage`` replaces the stage name the
+    program declares (the URL's path).
     """
 
     def __init__(
@@ -51,7 +101,11 @@ class LocalServer:
         *,
         host: str = "127.0.0.1",
         port: int = 8080,
-        stage: str = "dev",
+        stage: str | None = None,
+        program: str | Path | None = None,
+        stack: str = "dev",
+        component: str | None = None,
+        stack_required: bool = False,
         dynamodb_endpoint: str | None = None,
         management_latency_ms: float = 0,
         idle_timeout: float = gateway_module.IDLE_TIMEOUT_SECONDS,
@@ -59,17 +113,22 @@ class LocalServer:
         world: World | None = None,
         handler_log_level: str = "WARNING",
     ):
-        self.host, self.port, self.stage = host, port, stage
+        self.host, self.port = host, port
+        self._stage_override = stage
+        self.stage = stage or (world.stage if world is not None else "dev")
+        self._program, self._stack, self._component = program, stack, component
+        self._stack_required = stack_required
         self._dynamodb_endpoint = dynamodb_endpoint
         self._latency = management_latency_ms
         self._idle_timeout, self._max_lifetime = idle_timeout, max_lifetime
         self.world = world
         self._handler_log_level = handler_log_level
+        self._socket: socket.socket | None = None
         self._embedded: Any = None
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: web.BaseSite | None = None
         self._functions: dict[str, LocalFunction] = {}
-        self._scratch = None
+        self._scratch: Path | None = None
         self.gateway: gateway_module.Gateway | None = None
 
     @property
@@ -96,21 +155,39 @@ class LocalServer:
         assert self.world is not None
         return self.world.table_name
 
+    @property
+    def function_pids(self) -> dict[str, int]:
+        """The process id of each running function, by route key."""
+        return {key: f.pid for key, f in self._functions.items() if f.pid is not None}
+
+    def _load_world(self) -> World:
+        if self.world is not None:
+            return self.world
+        if self._program is not None:
+            log.info("running %s (stack %s) under Pulumi's mock engine", self._program, self._stack)
+            return from_project(self._program, self._stack, self._component, stack_required=self._stack_required)
+        log.info("building ChannelServer with its defaults under Pulumi's mock engine")
+        return from_component(self._stage_override or "dev")
+
     async def start(self) -> None:
-        """Read the component's world (unless given), start DynamoDB, bind the
-        port, then start every function. On failure, call :meth:`stop`."""
-        if self.world is None:
-            self.world = await asyncio.to_thread(from_component, self.stage)
-        world = self.world
-        self.stage = world.stage
+        """Bind the port, read the world, start DynamoDB and every function,
+        then listen. On failure, call :meth:`stop`."""
+        # a port in use is the first thing to know, before seconds of start-up
+        self._socket = bind(self.host, self.port)
+        self.port = self._socket.getsockname()[1]
+        world = await asyncio.to_thread(self._load_world)
+        if self._stage_override:
+            world = dataclasses.replace(world, stage=self._stage_override)
+        self.world, self.stage = world, world.stage
+
         if self._dynamodb_endpoint is None:
             from .dynamodb import EmbeddedDynamoDB
 
+            log.info("starting the embedded DynamoDB")
             # loopback only, whatever --host says: moto has no authentication
             self._embedded = EmbeddedDynamoDB("127.0.0.1").start()
         await asyncio.to_thread(self._ensure_table)
 
-        # Bind first: the functions' environment needs the management URL.
         self.gateway = gateway_module.Gateway(
             world,
             self._invoke,
@@ -120,15 +197,22 @@ class LocalServer:
         )
         self._runner = web.AppRunner(self.gateway.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self.port)
-        await self._site.start()
-        self.port = self._runner.addresses[0][1]
 
+        log.info("starting %d functions", len(world.routes))
         self._scratch = scratch_dir()
         for route_key, definition in world.routes.items():
             task_dir = self._scratch / definition.name
             self._functions[route_key] = LocalFunction(definition, task_dir, self._environment(definition.environment))
         await asyncio.gather(*(f.start() for f in self._functions.values()))
+
+        # only now: every connection finds every function ready
+        self._site = web.SockSite(self._runner, self._socket)
+        try:
+            await self._site.start()
+        except OSError as exc:  # another process bound it too and listened first
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(self.host, self.port) from None
+            raise
 
     def _environment(self, declared: Mapping[str, str]) -> dict[str, str]:
         """The function's environment as declared, pointed at this machine."""
@@ -180,6 +264,9 @@ class LocalServer:
             if self.gateway is not None:
                 await self.gateway.close_all()
         finally:
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
             try:
                 if self._runner is not None:
                     await self._runner.cleanup()
@@ -233,40 +320,107 @@ def running(**options: Any) -> Iterator[LocalServer]:
         loop.close()
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def default_program(directory: Path | None = None) -> Path | None:
+    """The program local mode serves when none is named: the Pulumi project in
+    ``directory`` (the current one), when it has a Pulumi.yaml and a program."""
+    directory = directory or Path.cwd()
+    if not (directory / "Pulumi.yaml").is_file():
+        return None
+    try:
+        from ..mocks import Project, ProjectError
+
+        return Project.load(directory).program
+    except ProjectError:
+        return None
+
+
+def _stage_name(value: str) -> str:
+    from ..args import ChannelServerArgsError, resolve
+
+    try:
+        return resolve({"stage_name": value}).stage_name
+    except ChannelServerArgsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m channel_server.local``."""
     parser = argparse.ArgumentParser(
         prog="python -m channel_server.local",
-        description="Run the channel server on this machine: the component's own routes and "
-        "handlers behind a local API Gateway, with an embedded DynamoDB.",
+        description="Run the channel server on this machine: the routes and handlers a Pulumi "
+        "program's ChannelServer declares, behind a local API Gateway, with an embedded DynamoDB.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port for WebSocket and management API; 0 picks a free one (default 8080)")
-    parser.add_argument("--stage", default="dev", help="stage name, the URL's path (default dev)")
-    parser.add_argument("--dynamodb-endpoint", metavar="URL", help="use this DynamoDB (DynamoDB Local, or AWS) instead of the embedded one")
-    parser.add_argument("--management-latency-ms", type=float, default=0, metavar="N", help="add N ms to every management API call, like the round trip to AWS")
-    parser.add_argument("--idle-timeout", type=float, default=gateway_module.IDLE_TIMEOUT_SECONDS, metavar="SECONDS", help="close connections idle this long (default 600, as AWS)")
-    parser.add_argument("--max-lifetime", type=float, default=gateway_module.MAX_LIFETIME_SECONDS, metavar="SECONDS", help="close connections this old (default 7200, as AWS)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8080,
+                        help="port for WebSocket and management API; 0 picks a free one (default %(default)s)")
+    parser.add_argument("--program", metavar="PATH", type=Path,
+                        help="the Pulumi program to serve: a project folder or its program file (default: the "
+                        "project in the current folder when it has a Pulumi.yaml, else ChannelServer with its defaults)")
+    parser.add_argument("--stack", metavar="NAME",
+                        help="read the program's config from Pulumi.NAME.yaml (default: dev, when that file exists)")
+    parser.add_argument("--component", metavar="NAME",
+                        help="which ChannelServer to serve, by its name, when the program declares several")
+    parser.add_argument("--stage", type=_stage_name,
+                        help="serve under this stage name, the URL's path (default: the program's)")
+    parser.add_argument("--dynamodb-endpoint", metavar="URL",
+                        help="use this DynamoDB (DynamoDB Local, or AWS) instead of the embedded one")
+    parser.add_argument("--management-latency-ms", type=float, default=0, metavar="N",
+                        help="add N ms to every management API call, like the round trip to AWS")
+    parser.add_argument("--idle-timeout", type=float, default=gateway_module.IDLE_TIMEOUT_SECONDS, metavar="SECONDS",
+                        help="close connections idle this long (default %(default)g, as AWS)")
+    parser.add_argument("--max-lifetime", type=float, default=gateway_module.MAX_LIFETIME_SECONDS, metavar="SECONDS",
+                        help="close connections this old (default %(default)g, as AWS)")
     parser.add_argument("--handler-log-level", default="WARNING", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-                        help="log level of the handlers' own logging (default WARNING)")
-    return parser.parse_args(argv)
+                        help="log level of the handlers' own logging (default %(default)s)")
+    return parser
 
 
-async def serve(options: argparse.Namespace) -> None:
-    server = LocalServer(
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    if options.program is None:
+        options.program = default_program()
+    if options.program is None and (options.stack or options.component):
+        parser.error("--stack and --component need a Pulumi program: give --program PATH, "
+                     "or run from a folder with a Pulumi.yaml")
+    return options
+
+
+def server_from(options: argparse.Namespace) -> LocalServer:
+    """The LocalServer the command line asks for."""
+    return LocalServer(
         host=options.host,
         port=options.port,
         stage=options.stage,
+        program=options.program,
+        stack=options.stack or "dev",
+        stack_required=options.stack is not None,
+        component=options.component,
         dynamodb_endpoint=options.dynamodb_endpoint,
         management_latency_ms=options.management_latency_ms,
         idle_timeout=options.idle_timeout,
         max_lifetime=options.max_lifetime,
         handler_log_level=options.handler_log_level,
     )
+
+
+async def serve(options: argparse.Namespace) -> None:
+    server = server_from(options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()
+            return
+        # a second Ctrl-C: the user will not wait for the $disconnects. The
+        # function processes end by themselves once their stdin closes.
+        print("stopping at once", flush=True)
+        os._exit(130)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     try:
         await server.start()
         print(f"channel-server local mode, stage {server.stage}", flush=True)
@@ -275,7 +429,7 @@ async def serve(options: argparse.Namespace) -> None:
         print(f"  DynamoDB:       {server.dynamodb_endpoint} (table {server.table_name})", flush=True)
         print("Ctrl-C to stop.", flush=True)
         await stop.wait()
-        print("stopping: closing connections", flush=True)
+        print("stopping: closing connections (Ctrl-C again to stop at once)", flush=True)
     finally:
         await server.stop()
     print("stopped", flush=True)
@@ -286,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         asyncio.run(serve(options))
-    except (OSError, InvocationError) as exc:
+    except (OSError, InvocationError, ProgramError, WiringError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,8 +1,10 @@
 """What local mode serves, read from the component itself.
 
-:func:`from_component` deploys ``ChannelServer`` under Pulumi's mock engine
-(``channel_server.mocks``) and follows what it registered, as API Gateway
-would: the API's route selection expression; each Route → its Integration →
+:func:`from_project` runs a Pulumi program with a stack's config (a team's own
+program, or this repository's ``__main__.py``), :func:`from_component` a bare
+``ChannelServer``, under Pulumi's mock engine (``channel_server.mocks``). Each
+then follows what the ChannelServer registered (only what was created under it,
+so other resources of the program are ignored), as API Gateway would: the API's route selection expression; each Route → its Integration →
 the Function whose invoke ARN the integration targets → that function's
 handler, code archive, environment, timeout and memory; the Table's keys,
 indexes and TTL; the Stage's name. Nothing about routes, handlers, environment
@@ -12,6 +14,7 @@ the component declares, and proves its wiring every time it starts.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import threading
@@ -80,6 +83,11 @@ class World:
         return {key for key in self.routes if not key.startswith("$")}
 
 
+class ProgramError(Exception):
+    """The Pulumi program could not be run, or it declares no ChannelServer to
+    serve (or several, and none was picked); the message says which."""
+
+
 def from_component(stage: str = "dev", name: str = "channel-server", args: Mapping[str, Any] | None = None) -> World:
     """Deploy ``ChannelServer(name, {stage_name: stage, **args})`` under mocks and
     read the world it declares."""
@@ -89,13 +97,50 @@ def from_component(stage: str = "dev", name: str = "channel-server", args: Mappi
     return from_program(lambda: ChannelServer(name, settings))  # type: ignore[arg-type]
 
 
-def from_program(program: Callable[[], Any]) -> World:
-    """Read the world of any program that creates exactly one ChannelServer."""
-    deployment = _deploy_isolated(program)
-    return _read(deployment)
+def from_program(program: Callable[[], Any], component: str | None = None) -> World:
+    """Read the world of the ChannelServer a program creates (the one named
+    ``component`` when it creates several)."""
+    deployment = _deploy_isolated(lambda: mocks.deploy(program))
+    return _read(deployment, component, "the program")
 
 
-def _deploy_isolated(program: Callable[[], Any]) -> mocks.Deployment:
+def from_project(path: str | Path, stack: str = "dev", component: str | None = None,
+                 *, stack_required: bool = False) -> World:
+    """Read the world of the ChannelServer that the Pulumi project at ``path``
+    (its folder or its program file) declares for ``stack``, run with the
+    config ``pulumi up`` would give it: ``Pulumi.yaml``'s values overlaid with
+    ``Pulumi.<stack>.yaml``'s (which must exist when ``stack_required``)."""
+    try:
+        project = mocks.Project.load(path)
+        values, secrets = project.config(stack, required=stack_required)
+    except mocks.ProjectError as exc:
+        raise ProgramError(str(exc)) from None
+    if secrets:
+        logging.getLogger("channel_server.local").warning(
+            "secret config %s cannot be decrypted without the Pulumi CLI: the program gets a placeholder",
+            ", ".join(secrets),
+        )
+
+    def run() -> mocks.Deployment:
+        return mocks.deploy(project.program, project=project.name, stack=stack, config=values)
+
+    try:
+        deployment = _deploy_isolated(run)
+    except Exception as exc:
+        raise ProgramError(f"{project.program} failed: {_describe(exc, project.program)}") from exc
+    return _read(deployment, component, str(project.program))
+
+
+def _describe(exc: BaseException, program: Path) -> str:
+    """The exception, and where in the program it was raised from."""
+    import traceback
+
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == program.resolve()]
+    return f"{text} (line {frames[-1].lineno})" if frames else text
+
+
+def _deploy_isolated(deploy: Callable[[], mocks.Deployment]) -> mocks.Deployment:
     """Run the mock deployment on a thread of its own, so Pulumi's event loop
     never meets the server's."""
     outcome: dict[str, Any] = {}
@@ -106,7 +151,7 @@ def _deploy_isolated(program: Callable[[], Any]) -> mocks.Deployment:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
-            outcome["deployment"] = mocks.deploy(program)
+            outcome["deployment"] = deploy()
         except BaseException as exc:  # re-raised on the caller's thread
             outcome["error"] = exc
         finally:
@@ -121,18 +166,39 @@ def _deploy_isolated(program: Callable[[], Any]) -> mocks.Deployment:
     return outcome["deployment"]
 
 
-def _read(deployment: mocks.Deployment) -> World:
-    api = deployment.one(API)
-    stage = deployment.one(STAGE)
-    table = deployment.one(TABLE)
-    functions_by_invoke_arn = {f["invokeArn"]: f for f in deployment.of_type(FUNCTION)}
+def _read(deployment: mocks.Deployment, component: str | None, program: str) -> World:
+    """The world of one ChannelServer in ``deployment``: the resources created
+    under it, followed as API Gateway follows them."""
+    from ..component import TYPE_TOKEN
+
+    servers = deployment.of_type(TYPE_TOKEN)
+    names = ", ".join(sorted(s.name for s in servers))
+    if component is not None:
+        chosen = [s for s in servers if s.name == component]
+        if not chosen:
+            declared = f"it declares: {names}" if servers else "it declares none"
+            raise ProgramError(f"{program} declares no ChannelServer named {component!r}; {declared}")
+    elif len(servers) > 1:
+        raise ProgramError(
+            f"{program} declares {len(servers)} ChannelServers ({names}); pick one with --component NAME"
+        )
+    else:
+        chosen = servers
+    if not chosen:
+        raise ProgramError(f"{program} declares no ChannelServer; local mode serves one")
+    own = mocks.Deployment(resources=deployment.descendants(chosen[0].urn))
+
+    api = own.one(API)
+    stage = own.one(STAGE)
+    table = own.one(TABLE)
+    functions_by_invoke_arn = {f["invokeArn"]: f for f in own.of_type(FUNCTION)}
     routes: dict[str, FunctionDef] = {}
-    for route in deployment.of_type(ROUTE):
+    for route in own.of_type(ROUTE):
         key = route["routeKey"]
         target = route.get("target") or ""
         if not target.startswith("integrations/"):
             raise WiringError(f"route {key} has no integration target ({target!r})")
-        integration = deployment.by_id(target.removeprefix("integrations/"), INTEGRATION)
+        integration = own.by_id(target.removeprefix("integrations/"), INTEGRATION)
         if integration.get("integrationType") != "AWS_PROXY":
             raise WiringError(f"route {key}: local mode serves AWS_PROXY integrations, not {integration.get('integrationType')}")
         function = functions_by_invoke_arn.get(integration.get("integrationUri"))

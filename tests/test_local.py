@@ -4,14 +4,15 @@ API, and its DynamoDB inspected directly."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import signal
-import subprocess
-import sys
 import time
+import uuid
 from pathlib import Path
 
 import boto3
@@ -22,11 +23,13 @@ from websockets.sync.client import connect
 
 from channel_server.handlers import spec
 from channel_server.local import world as local_world
-from channel_server.local.dynamodb import EmbeddedDynamoDB
 from channel_server.local.server import running
 
 LAMBDAS = Path(__file__).parent / "lambdas"
-TIMEOUT = 5
+EVENTS = Path(__file__).parent / "events"
+#: How long a read waits before the test fails: a bound for a broken build,
+#: never a measure of speed (every wait ends on a frame, a marker or a condition).
+TIMEOUT = 20
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -57,12 +60,16 @@ class Client:
         assert reply["type"] == "joinSuccess", reply
         return reply
 
-    def nothing_more(self, wait: float = 0.3) -> bool:
-        try:
-            frame = self.ws.recv(timeout=wait)
-        except TimeoutError:
-            return True
-        raise AssertionError(f"unexpected frame {frame}")
+    def nothing_more(self) -> bool:
+        """No frame is waiting: a ping with a fresh marker is answered before
+        anything else arrives. Frames are posted before the publish or join
+        that caused them answers its sender, so any stray frame caused so far
+        would come before the pong."""
+        marker = uuid.uuid4().hex
+        self.send({"type": "ping", "data": marker})
+        frame = self.recv()
+        assert frame == {"type": "pong", "data": marker}, f"unexpected frame {frame}"
+        return True
 
     def close(self) -> None:
         self._stack.close()
@@ -215,6 +222,23 @@ def test_a_connection_moving_between_channels_hears_only_the_new_one(clients):
     assert mover.nothing_more()
 
 
+def test_the_log_names_each_replys_type_and_never_the_payload(server, clients, caplog):
+    caplog.set_level(logging.INFO, logger="channel_server.local")
+    secret = f"payload-{uuid.uuid4().hex}"
+    client = clients()
+    assert client.request({"type": "publish", "data": secret})["type"] == "publishFailure"  # not joined
+    client.join("logged")
+    assert client.request({"type": "publish", "data": secret}) == {"type": "publishSuccess"}
+    assert client.request({"type": "dance", "data": secret})["type"] == "error"
+
+    # each line is logged once the invocation has answered, just after its reply went out
+    wait_until(lambda: len(_routed(caplog)) == 4)
+    outcomes = [line.split(" ", 2)[2].rsplit(" in ", 1)[0] for line in _routed(caplog)]
+    assert sorted(outcomes) == sorted(["publish → publishFailure", "join → joinSuccess",
+                                       "publish → publishSuccess", "$default → error"])
+    assert not any(secret in r.getMessage() for r in caplog.records)
+
+
 # --- cleanup -------------------------------------------------------------------------------
 
 
@@ -321,33 +345,36 @@ def test_messages_over_128_kb_close_the_connection_with_1009(clients):
     assert closed.value.rcvd.code == 1009
 
 
-def test_idle_connections_are_closed_and_traffic_keeps_them_open(server, clients):
-    server.gateway.idle_timeout = 0.6
-    try:
-        quiet, chatty = clients(), clients()
-        for _ in range(4):
+def test_idle_connections_are_closed_and_traffic_keeps_them_open():
+    with running(port=0, idle_timeout=2) as server:
+        quiet, chatty = Client(server.url), Client(server.url)
+        try:
+            # chatty talks without pause until quiet's idle timeout closes it:
+            # chatty is never idle for more than one round trip
+            with pytest.raises(ConnectionClosed) as closed:
+                for _ in range(100_000):
+                    assert chatty.request({"type": "ping"}) == {"type": "pong"}
+                    with contextlib.suppress(TimeoutError):
+                        quiet.ws.recv(timeout=0)  # raises ConnectionClosed once closed
+            assert closed.value.rcvd.code == 1001
             assert chatty.request({"type": "ping"}) == {"type": "pong"}
-            time.sleep(0.25)
-        with pytest.raises(ConnectionClosed) as closed:
-            quiet.ws.recv(timeout=TIMEOUT)
-        assert closed.value.rcvd.code == 1001
-        assert chatty.request({"type": "ping"}) == {"type": "pong"}
-    finally:
-        server.gateway.idle_timeout = 600
+        finally:
+            quiet.close()
+            chatty.close()
 
 
-def test_connections_are_closed_at_the_maximum_lifetime(server, clients):
-    server.gateway.max_lifetime = 0.5
-    try:
-        client = clients()
-        # traffic keeps the idle clock at zero, so only the lifetime can close it
-        with pytest.raises(ConnectionClosed) as closed:
-            for _ in range(50):  # 5 s at most
-                client.request({"type": "ping"})
-                time.sleep(0.1)
-        assert closed.value.rcvd.code == 1001
-    finally:
-        server.gateway.max_lifetime = 7200
+def test_connections_are_closed_at_the_maximum_lifetime():
+    with running(port=0, max_lifetime=1) as server:
+        client = Client(server.url)
+        try:
+            # traffic keeps the idle clock at zero, so only the lifetime can close it
+            with pytest.raises(ConnectionClosed) as closed:
+                for _ in range(100_000):
+                    client.request({"type": "ping"})
+            assert closed.value.rcvd.code == 1001
+            assert closed.value.rcvd.reason == "Going away"
+        finally:
+            client.close()
 
 
 # --- events and invocations, with handlers that misbehave on purpose ----------------------------------
@@ -359,24 +386,36 @@ def recorded(tmp_path_factory):
     return tmp_path_factory.mktemp("events")
 
 
-@pytest.fixture(scope="module")
-def faulty_server(recorded):
+def faulty_world(recorded: Path) -> local_world.World:
     """The component's world plus routes whose handlers come from tests/lambdas:
-    a $connect that can refuse, a crashing route, a slow one, one that echoes
-    its event, and $connect/$disconnect handlers that record their events."""
+    a $connect that can refuse, a crashing route, one that holds until released,
+    one that echoes its event, one that prints, and $connect/$disconnect handlers
+    that record their events in ``recorded``."""
     base = local_world.from_component("dev")
     files = {"faulty.py": LAMBDAS / "faulty.py"}
     routes = dict(base.routes)
-    handlers = {"$connect": "connect", "$disconnect": "disconnect", "crash": "crash", "slow": "slow",
+    handlers = {"$connect": "connect", "$disconnect": "disconnect", "crash": "crash", "held": "held",
                 "remember": "remember", "noisy": "noisy"}
     for key, handler in handlers.items():
         template = base.routes["ping"]
         routes[key] = dataclasses.replace(
-            template, name=f"test-{handler}", handler=f"faulty.{handler}", files=files, timeout_seconds=5,
+            template, name=f"test-{handler}", handler=f"faulty.{handler}", files=files,
             environment={**template.environment, "RECORD_DIR": str(recorded)},
         )
-    with running(port=0, world=dataclasses.replace(base, routes=routes)) as server:
+    return dataclasses.replace(base, routes=routes)
+
+
+@pytest.fixture(scope="module")
+def faulty_server(recorded):
+    with running(port=0, world=faulty_world(recorded)) as server:
         yield server
+
+
+def recorded_disconnect(recorded: Path, connection_id: str) -> dict:
+    """The $disconnect event the recording handler got for the connection."""
+    path = recorded / f"{connection_id}.DISCONNECT.json"
+    wait_until(path.exists)
+    return json.loads(path.read_text())["requestContext"]
 
 
 def test_a_non_2xx_connect_rejects_the_handshake_with_its_status(faulty_server):
@@ -398,38 +437,96 @@ def test_a_crashing_integration_gets_api_gateways_internal_server_error(faulty_s
         client.close()
 
 
-def test_one_connections_frames_are_handled_concurrently(faulty_server):
+def test_one_connections_frames_are_handled_concurrently(faulty_server, recorded):
     client = Client(faulty_server.url)
     try:
-        started = time.monotonic()
-        client.send({"type": "slow", "seconds": 1.5})
+        # a frame whose handler holds until the test releases it...
+        key = uuid.uuid4().hex
+        client.send({"type": "held", "key": key})
+        # ...does not keep the same connection's next frame waiting
         assert client.request({"type": "ping"}) == {"type": "pong"}
-        assert time.monotonic() - started < 1.0
+        (recorded / f"release-{key}").touch()
+        assert client.recv() == {"type": "released"}
     finally:
         client.close()
 
 
-def test_a_handler_that_prints_does_not_disturb_its_invocations(faulty_server):
+def test_a_handler_that_prints_does_not_disturb_its_invocations(faulty_server, caplog):
+    caplog.set_level(logging.INFO, logger="channel_server.local")
     client = Client(faulty_server.url)
     try:
-        for _ in range(3):
-            client.send({"type": "noisy"})
-        assert client.request({"type": "ping"}) == {"type": "pong"}
+        for number in range(3):
+            client.send({"type": "noisy", "number": number})
+        # each noisy invocation posts its number after printing, then returns
+        assert sorted(client.recv()["noisy"] for _ in range(3)) == [0, 1, 2]
+        wait_until(lambda: len(_routed(caplog, "noisy")) == 3)
+        assert all(" noisy → no reply in " in line for line in _routed(caplog, "noisy")), _routed(caplog, "noisy")
         assert client.nothing_more()  # no "Internal server error" for the noisy frames
     finally:
         client.close()
+
+
+def _routed(caplog, route_key: str | None = None) -> list[str]:
+    """Local mode's log lines for routed frames (``route {id} {route} → {reply} in N ms``)."""
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("route ")]
+    return [line for line in lines if route_key is None or line.split(" ")[2] == route_key]
 
 
 def test_a_function_whose_process_died_starts_again_on_its_next_invocation(server, clients):
     client = clients()
     assert client.request({"type": "ping"}) == {"type": "pong"}
     function = server._functions["ping"]
-    wait_until(lambda: not function._pending)  # the pong is out; let its invocation answer too
-    process = function._process
-    os.kill(process.pid, signal.SIGKILL)
-    wait_until(lambda: process.returncode is not None)
+    wait_until(lambda: function.in_flight == 0)  # the pong is out; let its invocation answer too
+    os.kill(function.pid, signal.SIGKILL)
+    wait_until(lambda: function.pid is None)
 
     assert client.request({"type": "ping", "data": "again"}) == {"type": "pong", "data": "again"}
+
+
+def processes_running_from(folder: Path) -> list[int]:
+    """Ids of live processes whose command line names ``folder`` (a function's
+    unpacked archive)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(folder) in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_invocations_racing_a_start_or_a_restart_get_one_process_that_stop_ends(tmp_path):
+    from channel_server.local.functions import LocalFunction
+
+    definition = local_world.from_component("dev").routes["$connect"]  # answers without I/O
+    connect_event = json.loads((EVENTS / "connect.json").read_text())
+
+    async def scenario():
+        function = LocalFunction(definition, tmp_path / "connect", definition.environment)
+        # invocations that arrive while the process starts wait for it
+        answers = await asyncio.gather(function.start(), *(function.invoke(connect_event) for _ in range(5)))
+        first = function.pid
+        running_after_start = processes_running_from(tmp_path)
+
+        os.kill(first, signal.SIGKILL)
+        while function.pid is not None:  # until local mode has seen it end
+            await asyncio.sleep(0.01)
+        # invocations that arrive while its replacement starts all wait for that one
+        answers += await asyncio.gather(*(function.invoke(connect_event) for _ in range(5)))
+        second = function.pid
+        running_after_restart = processes_running_from(tmp_path)
+
+        await function.stop()
+        return answers[1:], first, second, running_after_start, running_after_restart
+
+    answers, first, second, after_start, after_restart = asyncio.run(scenario())
+
+    assert answers == [{"statusCode": 200}] * 10
+    assert after_start == [first]
+    assert second != first and after_restart == [second]
+    assert processes_running_from(tmp_path) == []  # stop ended it: no orphans
 
 
 def test_message_events_are_shaped_like_api_gateways(faulty_server):
@@ -447,12 +544,10 @@ def test_message_events_are_shaped_like_api_gateways(faulty_server):
     assert len(context["connectionId"]) == 16 and context["connectionId"].endswith("=")
     assert {"messageId", "connectedAt", "requestTimeEpoch", "requestTime", "identity", "domainName", "apiId"} <= set(context)
     assert seen["function_name"] == "test-remember"
-    assert 0 < seen["remaining_ms"] <= 5000
+    assert 0 < seen["remaining_ms"] <= faulty_server.world.routes["remember"].timeout_seconds * 1000
     assert seen["env"]["AWS_LAMBDA_FUNCTION_NAME"] == "test-remember"
     assert seen["env"]["CHANNEL_TABLE_NAME"] == faulty_server.table_name
 
-
-EVENTS = Path(__file__).parent / "events"
 
 
 def _shape(value):
@@ -486,6 +581,59 @@ def test_connect_and_disconnect_events_are_shaped_like_the_recorded_ones(faulty_
         assert connect_event["multiValueQueryStringParameters"] == {"room": ["1", "2"], "x": ["y"]}
 
 
+def _close_with_4001(ws) -> None:
+    ws.close(code=4001, reason="done here")
+
+
+def _send_200_kb(ws) -> None:
+    ws.send(json.dumps({"type": "publish", "data": "x" * 200_000}))
+
+
+def _send_binary(ws) -> None:
+    ws.send(b"\x00\x01")
+
+
+@pytest.mark.parametrize(
+    "close, code",
+    [(_close_with_4001, 4001), (_send_200_kb, 1009), (_send_binary, 1003)],
+    ids=["client-4001", "message-too-big", "binary-frame"],
+)
+def test_disconnect_carries_the_close_code_the_client_saw(faulty_server, recorded, close, code):
+    before = connection_ids(faulty_server)
+    with connect(faulty_server.url, open_timeout=TIMEOUT, max_size=None) as ws:
+        connection_id = newest_connection(faulty_server, before)
+        close(ws)
+        with contextlib.suppress(ConnectionClosed):
+            ws.recv(timeout=TIMEOUT)
+    # the close frame that started the closing handshake: the client's own, or the gateway's
+    first = ws.protocol.close_sent if not ws.protocol.close_rcvd_then_sent else ws.protocol.close_rcvd
+    assert first.code == code  # what the client saw...
+    context = recorded_disconnect(recorded, connection_id)
+    assert context["disconnectStatusCode"] == code  # ...is what $disconnect says
+
+
+def test_disconnect_after_delete_connection_and_at_shutdown_carries_the_servers_code(recorded):
+    with contextlib.ExitStack() as clients:
+        with running(port=0, world=faulty_world(recorded)) as server:
+            before = connection_ids(server)
+            deleted = clients.enter_context(connect(server.url, open_timeout=TIMEOUT))
+            deleted_id = newest_connection(server, before)
+            management(server).delete_connection(ConnectionId=deleted_id)
+            with pytest.raises(ConnectionClosed):
+                deleted.recv(timeout=TIMEOUT)
+
+            before = connection_ids(server)
+            staying = clients.enter_context(connect(server.url, open_timeout=TIMEOUT))
+            staying_id = newest_connection(server, before)
+        # the server stopped: it closed the connection that was still open
+        with pytest.raises(ConnectionClosed):
+            staying.recv(timeout=TIMEOUT)
+
+    assert (deleted.close_code, recorded_disconnect(recorded, deleted_id)["disconnectStatusCode"]) == (1000, 1000)
+    assert (staying.close_code, recorded_disconnect(recorded, staying_id)["disconnectStatusCode"]) == (1001, 1001)
+    assert recorded_disconnect(recorded, staying_id)["disconnectReason"] == "Going away"
+
+
 # --- local mode follows the component ------------------------------------------------------------------
 
 
@@ -517,46 +665,114 @@ def test_local_mode_uses_the_components_handlers_table_and_environment():
         assert set(function.files) == {f"channel_server/handlers/{p.name}" for p in (Path(spec.__file__).parent).glob("*.py")}
 
 
-# --- the command, shutdown and an external DynamoDB --------------------------------------------------------
+# --- any Pulumi program, not only the defaults -------------------------------------------------------------
+
+CONSUMER = """
+import pulumi
+from channel_server import ChannelServer
+
+config = pulumi.Config()
+chat = ChannelServer("chat", {
+    "stage_name": config.require("stage"),
+    "channel_id_pattern": config.get("roomPattern") or "[a-z]+",
+    "max_message_bytes": config.require_int("maxBytes"),
+})
+pulumi.export("url", chat.url)
+"""
 
 
-def test_the_command_serves_and_delivers_disconnect_to_everyone_on_sigterm():
-    with EmbeddedDynamoDB() as dynamodb:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "channel_server.local", "--port", "0", "--dynamodb-endpoint", dynamodb.endpoint],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+def consumer_project(folder: Path, program: str = CONSUMER, stacks: dict[str, str] | None = None) -> Path:
+    """A Pulumi project of a team that imports the component: Pulumi.yaml with
+    a declared default, its program, and stack files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "Pulumi.yaml").write_text(
+        "name: consumer\nruntime: python\nconfig:\n  maxBytes:\n    type: integer\n    default: 200\n"
+    )
+    (folder / "__main__.py").write_text(program)
+    for stack, text in (stacks or {"qa": "config:\n  consumer:stage: qa\n  consumer:roomPattern: room-[0-9]+\n"}).items():
+        (folder / f"Pulumi.{stack}.yaml").write_text(text)
+    return folder
+
+
+def test_local_mode_serves_a_consumer_program_with_its_stacks_limits(tmp_path):
+    project = consumer_project(tmp_path / "consumer")
+    with running(port=0, program=project, stack="qa", stack_required=True) as server:
+        assert server.url.endswith("/qa")  # the stage from the stack's config
+        alice, bob = Client(server.url), Client(server.url)
         try:
-            url = None
-            lines = []
-            deadline = time.monotonic() + 30
-            while url is None and time.monotonic() < deadline:
-                line = process.stdout.readline()
-                lines.append(line)
-                if "WebSocket URL:" in line:
-                    url = line.split("WebSocket URL:")[1].strip()
-            assert url, "".join(lines)
-            assert url.startswith("ws://127.0.0.1:")
-            client = Client(url)
-            client.join("shutdown")
-            table = dynamodb_client(dynamodb.endpoint).list_tables()["TableNames"][0]
-            assert dynamodb_client(dynamodb.endpoint).scan(TableName=table)["Items"]
-
-            process.send_signal(signal.SIGTERM)
-            output, _ = process.communicate(timeout=30)
-
-            assert process.returncode == 0, output
-            assert "disconnect" in output and "stopped" in output
-            # $disconnect ran for the open connection: its rows are gone
-            assert dynamodb_client(dynamodb.endpoint).scan(TableName=table)["Items"] == []
-            with pytest.raises(ConnectionClosed):
-                client.ws.recv(timeout=TIMEOUT)
+            # the channel id pattern from the stack file holds...
+            assert alice.request({"type": "join", "channelId": "lobby"}) == {
+                "type": "joinFailure", "data": "channelId must match room-[0-9]+"}
+            alice.join("room-1")
+            bob.join("room-1")
+            # ...and so does the message limit declared in Pulumi.yaml
+            refused = alice.request({"type": "publish", "data": "x" * 300})
+            assert refused["type"] == "publishFailure" and refused["data"].endswith("the limit is 200")
+            alice.send({"type": "publish", "data": "hi"})
+            assert bob.recv()["data"] == "hi"
+            assert alice.recv() == {"type": "publishSuccess"}
+            assert bob.nothing_more()
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            dynamodb.reset()
+            alice.close()
+            bob.close()
+
+
+TWO_SERVERS = """
+from channel_server import ChannelServer
+
+ChannelServer("chat", {"stage_name": "chat"})
+ChannelServer("games", {"stage_name": "games", "channel_id_pattern": "game-[0-9]+"})
+"""
+
+
+def test_a_program_with_several_servers_needs_component_to_pick_one(tmp_path):
+    project = consumer_project(tmp_path / "two", TWO_SERVERS, stacks={})
+    with pytest.raises(local_world.ProgramError) as ambiguous:
+        local_world.from_project(project)
+    assert str(ambiguous.value) == (
+        f"{project / '__main__.py'} declares 2 ChannelServers (chat, games); pick one with --component NAME"
+    )
+
+    games = local_world.from_project(project, component="games")
+    assert games.stage == "games"
+    assert {f.environment[spec.ENV_CHANNEL_ID_PATTERN] for f in games.routes.values()} == {"game-[0-9]+"}
+    assert all(f.name.startswith("games-") for f in games.routes.values())  # none of chat's
+
+    with pytest.raises(local_world.ProgramError, match=r"declares no ChannelServer named 'lobby'; it declares: chat, games"):
+        local_world.from_project(project, component="lobby")
+
+
+@pytest.mark.parametrize(
+    "program, stack, message",
+    [
+        ("import pulumi\n", "qa", r"__main__.py declares no ChannelServer; local mode serves one"),
+        ("from channel_server import ChannelServer\nChannelServer('x', {'lambda_timeout_seconds': 30})\n", "qa",
+         r"__main__.py failed: channel_server.args.ChannelServerArgsError: ChannelServerArgs "
+         r"lambda_timeout_seconds=30: must be from 1 to 29 seconds .* \(line 2\)"),
+        (CONSUMER, "prod", r"stack prod has no config file: .*Pulumi.prod.yaml does not exist"),
+    ],
+    ids=["no-server", "bad-args", "no-stack-file"],
+)
+def test_a_program_local_mode_cannot_serve_gets_a_clear_error(tmp_path, program, stack, message):
+    project = consumer_project(tmp_path / "broken", program)
+    with pytest.raises(local_world.ProgramError, match=message):
+        local_world.from_project(project, stack, stack_required=True)
+
+
+def test_the_command_serves_the_project_in_its_folder_by_default(tmp_path):
+    from channel_server.local.server import default_program, parse_args
+
+    project = consumer_project(tmp_path / "here")
+    assert default_program(project) == project / "__main__.py"
+    assert default_program(tmp_path) is None  # no Pulumi.yaml: ChannelServer with its defaults
+    repo = Path(__file__).resolve().parents[1]
+    world = local_world.from_project(default_program(repo), "dev", stack_required=True)
+    assert world.stage == "dev" and set(world.routes) == {r.key for r in spec.ROUTES}
+    with pytest.raises(SystemExit):
+        parse_args(["--program", str(tmp_path / "nowhere"), "--stage", "no spaces"])
+
+
+# --- the management API's simulated round trip ---------------------------------------------------------
 
 
 def test_management_latency_is_added_to_every_management_call(server, clients):

@@ -146,3 +146,33 @@ def test_dev_stack_sets_only_declared_keys() -> None:
     assert project_keys
     assert project_keys <= set(PROJECT["config"]) | {"tags"}
     assert {key for key in DEV_CONFIG if not key.startswith("channel-server:")} == {"aws:region"}
+
+
+# --- the project as pulumi up reads it -------------------------------------------------------
+
+
+def test_the_project_reads_declared_defaults_under_the_dev_stacks_config():
+    from channel_server.mocks import Project
+
+    project = Project.load(ROOT)
+    values, secrets = project.config("dev")
+
+    assert (project.name, project.program) == (PROJECT["name"], ROOT / "__main__.py")
+    declared = {f"{PROJECT['name']}:{key}": entry["default"] for key, entry in PROJECT["config"].items()}
+    assert values == {**declared, **DEV_CONFIG} and secrets == []
+    assert project.deploy("dev").exports["stageName"] == DEV_CONFIG["channel-server:stageName"]
+
+
+def test_a_stacks_secrets_reach_the_program_as_a_placeholder(tmp_path):
+    from channel_server.mocks import SECRET_PLACEHOLDER, Project
+
+    (tmp_path / "Pulumi.yaml").write_text("name: app\nruntime: python\nconfig:\n  region: eu\n")
+    (tmp_path / "__main__.py").write_text("")
+    (tmp_path / "Pulumi.prod.yaml").write_text(
+        "config:\n  app:token:\n    secure: AAABAKxyz\n  app:region: us\n  aws:region: us-west-2\n"
+    )
+
+    values, secrets = Project.load(tmp_path / "__main__.py").config("prod")
+
+    assert values == {"app:region": "us", "app:token": SECRET_PLACEHOLDER, "aws:region": "us-west-2"}
+    assert secrets == ["app:token"]

@@ -1,5 +1,6 @@
 """Handlers for local-mode tests of API Gateway behaviour our own handlers never
-trigger: a rejected handshake, a crashing integration, a slow one."""
+trigger: a rejected handshake, a crashing integration, one that holds until
+the test releases it, one that prints."""
 
 import json
 import time
@@ -34,8 +35,25 @@ def crash(event, context):
     raise RuntimeError("boom")
 
 
-def slow(event, context):
-    time.sleep(float(json.loads(event["body"]).get("seconds", 1.0)))
+def _post(event, frame):
+    """Post ``frame`` to the connection that sent the event."""
+    import os
+
+    import boto3
+
+    client = boto3.client("apigatewaymanagementapi", endpoint_url=os.environ["CHANNEL_MANAGEMENT_ENDPOINT"])
+    client.post_to_connection(ConnectionId=event["requestContext"]["connectionId"], Data=json.dumps(frame).encode())
+
+
+def held(event, context):
+    """Wait until the test creates RECORD_DIR/release-<key> (at most until the
+    function's time runs out), then post ``released``."""
+    import os
+
+    release = os.path.join(os.environ["RECORD_DIR"], f"release-{json.loads(event['body'])['key']}")
+    while not os.path.exists(release) and context.get_remaining_time_in_millis() > 500:
+        time.sleep(0.01)
+    _post(event, {"type": "released"})
     return {"statusCode": 200}
 
 
@@ -43,22 +61,19 @@ def remember(event, context):
     """Echo what the runtime handed over: the event and part of the context."""
     import os
 
-    import boto3
-
-    endpoint = os.environ["CHANNEL_MANAGEMENT_ENDPOINT"]
-    client = boto3.client("apigatewaymanagementapi", endpoint_url=endpoint)
-    seen = {
+    _post(event, {
         "event": event,
         "function_name": context.function_name,
         "remaining_ms": context.get_remaining_time_in_millis(),
         "env": {k: os.environ.get(k) for k in ("AWS_LAMBDA_FUNCTION_NAME", "CHANNEL_TABLE_NAME", "AWS_REGION")},
-    }
-    client.post_to_connection(ConnectionId=event["requestContext"]["connectionId"], Data=json.dumps(seen).encode())
+    })
     return {"statusCode": 200}
 
 
 def noisy(event, context):
-    """Print to stdout, as handlers do: Lambda sends it to the logs."""
+    """Print to stdout, as handlers do (Lambda sends it to the logs), then
+    post the frame's number."""
     print("a handler's print", {"not": "an answer"})
     print(json.dumps({"id": 1, "result": "a line that looks like an answer"}))
+    _post(event, {"noisy": json.loads(event["body"])["number"]})
     return {"statusCode": 200}
