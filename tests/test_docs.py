@@ -1,0 +1,387 @@
+"""The documentation against the code: every figure the docs state has one home in
+the code, and these tests fail when the prose drifts from it.
+
+- README.md, "Configuration reference": one row per ``ChannelServerArgs`` field,
+  with its config key, ``Pulumi.yaml`` type, ``Settings`` default and the range
+  ``resolve`` enforces.
+- README.md, local mode's "Options": one row per flag of
+  ``python -m channel_server.local``, with the parser's default.
+- docs/architecture.md and docs/failure-semantics.md: retries, timeouts, pool
+  widths, the fan-out's time reserve, join attempts, batch sizes, the retried
+  cancellation codes, the row TTL, the route permissions.
+
+A figure is found by a sentence pattern over the doc's prose (line breaks and
+``**`` emphasis removed). A pattern that matches nothing fails too, so rewording
+a sentence means updating its pattern here, not losing the check. A few optional
+patterns catch other phrasings of the same figure ("connect timeout is 5 s")
+wherever they turn up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from botocore.endpoint import MAX_POOL_CONNECTIONS as BOTOCORE_DEFAULT_POOL
+
+from channel_server import args as args_module
+from channel_server.args import ChannelServerArgsError, Settings, config_key, resolve
+from channel_server.handlers import app, protocol, sender, spec, store
+
+ROOT = Path(__file__).resolve().parents[1]
+README = "README.md"
+ARCHITECTURE = "docs/architecture.md"
+FAILURES = "docs/failure-semantics.md"
+DOCS = (ARCHITECTURE, FAILURES)
+PROJECT_CONFIG = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+FIELD_TYPES = args_module._field_types()  # field name -> str, int, float or dict
+
+
+# --- a small Markdown reader --------------------------------------------------------------
+
+
+def read(doc: str) -> str:
+    return (ROOT / doc).read_text()
+
+
+def prose(text: str) -> str:
+    """The text as one line: whitespace collapsed, ``**`` emphasis dropped."""
+    return " ".join(text.replace("**", "").split())
+
+
+def section(text: str, heading: str) -> str:
+    """The lines under ``heading`` (e.g. ``### Configuration reference``), up to the
+    next heading of the same or a higher level. Lines inside code fences are not
+    headings."""
+    level = len(heading) - len(heading.lstrip("#"))
+    lines = text.splitlines()
+    try:
+        start = lines.index(heading) + 1
+    except ValueError:
+        pytest.fail(f"no heading {heading!r}")
+    body, fenced = [], False
+    for line in lines[start:]:
+        if line.startswith("```"):
+            fenced = not fenced
+        hashes = len(line) - len(line.lstrip("#"))
+        if not fenced and 0 < hashes <= level and line[hashes:hashes + 1] == " ":
+            break
+        body.append(line)
+    return "\n".join(body)
+
+
+def cells(line: str) -> list[str]:
+    """The cells of one table row, split on unescaped ``|``."""
+    inner = line.strip().removeprefix("|").removesuffix("|")
+    return [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", inner)]
+
+
+def tables(text: str) -> list[list[list[str]]]:
+    """Every Markdown table in ``text``, in order: its body rows as lists of cells
+    (the header row and the ``---`` row left out)."""
+    found: list[list[list[str]]] = []
+    block: list[str] = []
+    for line in [*text.splitlines(), ""]:
+        if line.lstrip().startswith("|"):
+            block.append(line)
+            continue
+        if len(block) >= 2 and set(block[1].replace("|", "").strip()) <= set("-: "):
+            found.append([cells(row) for row in block[2:]])
+        block = []
+    return found
+
+
+def code_spans(text: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", text)
+
+
+# --- README: the configuration reference ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigRow:
+    key: str
+    type: str
+    default: str
+    meaning: str
+    field: str
+
+
+def config_rows() -> list[ConfigRow]:
+    (table,) = tables(section(read(README), "### Configuration reference"))
+    rows = []
+    for row in table:
+        assert len(row) == 5, f"README configuration row {row} should have 5 cells: key, type, default, meaning, field"
+        key, kind, default, meaning, field = row
+        rows.append(ConfigRow(key.strip("`"), kind, default, meaning, field.strip("`")))
+    return rows
+
+
+ROWS = config_rows()
+ARGS_FIELDS = sorted(FIELD_TYPES)
+
+
+def row_of(field: str) -> ConfigRow:
+    for row in ROWS:
+        if row.field == field:
+            return row
+    pytest.fail(f"README configuration reference has no row for ChannelServerArgs field {field!r}")
+
+
+def rendered_default(value: object) -> str:
+    """A Settings default as the table writes it: ``unset`` for None or empty,
+    anything else in backticks (whole floats as integers: 1000.0 is `1000`)."""
+    if value is None or value == "" or value == {}:
+        return "unset"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"`{value}`"
+
+
+def test_configuration_table_has_exactly_one_row_per_args_field() -> None:
+    counts = Counter(row.field for row in ROWS)
+    assert [field for field in ARGS_FIELDS if field not in counts] == [], "ChannelServerArgs fields missing from the README table"
+    assert sorted(set(counts) - set(ARGS_FIELDS)) == [], "README table rows for fields ChannelServerArgs does not have"
+    assert sorted(field for field, n in counts.items() if n > 1) == [], "fields with more than one README row"
+
+
+@pytest.mark.parametrize("field", ARGS_FIELDS)
+def test_configuration_row_key_is_the_fields_config_key(field: str) -> None:
+    row = row_of(field)
+    assert row.key == config_key(field), f"README row for {field}: key `{row.key}`, but config_key gives `{config_key(field)}`"
+
+
+@pytest.mark.parametrize("field", ARGS_FIELDS)
+def test_configuration_row_default_is_the_settings_default(field: str) -> None:
+    row = row_of(field)
+    expected = rendered_default(getattr(Settings(), field))
+    assert row.default == expected, f"README row `{row.key}`: default {row.default}, but Settings.{field} is {expected}"
+
+
+@pytest.mark.parametrize("field", ARGS_FIELDS)
+def test_configuration_row_type_is_the_declared_config_type(field: str) -> None:
+    row = row_of(field)
+    declared = PROJECT_CONFIG.get(row.key)
+    if declared is None:
+        # Pulumi.yaml cannot declare a map: only a dict field may be left out
+        assert FIELD_TYPES[field] is dict, f"`{row.key}` is not declared in Pulumi.yaml"
+        expected = "map (not declared)"
+    else:
+        expected = declared["type"]
+    assert row.type == expected, f"README row `{row.key}`: type {row.type!r}, but Pulumi.yaml says {expected!r}"
+
+
+#: "128–10240 MB", "1–29 s", "1–128 letters": the allowed values of a field (en dash).
+RANGE = re.compile(r"(\d+)–(\d+)")
+
+
+def stated_range(row: ConfigRow) -> tuple[int, int] | None:
+    found = RANGE.findall(row.meaning)
+    assert len(found) <= 1, f"README row `{row.key}` states more than one range: {found}"
+    return (int(found[0][0]), int(found[0][1])) if found else None
+
+
+RANGED = [row.field for row in ROWS if stated_range(row)]
+
+
+def accepts(field: str, value: object) -> bool:
+    try:
+        resolve({field: value})
+    except ChannelServerArgsError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("field", RANGED)
+def test_configuration_row_range_is_what_resolve_accepts(field: str) -> None:
+    # GIVEN the range the README states (a number's, or a string's length)
+    row = row_of(field)
+    low, high = stated_range(row)
+
+    def value(n: int) -> object:
+        return "a" * n if FIELD_TYPES[field] is str else n
+
+    # WHEN resolve gets each edge and the value just beyond it
+    verdicts = {n: accepts(field, value(n)) for n in (low - 1, low, high, high + 1)}
+
+    # THEN it accepts exactly the edges
+    expected = {low - 1: False, low: True, high: True, high + 1: False}
+    wrong = {n: "accepted" if ok else "refused" for n, ok in verdicts.items() if ok != expected[n]}
+    assert wrong == {}, f"README row `{row.key}` says {low}–{high}, but resolve({field}=…) {wrong}"
+
+
+def test_every_numeric_row_states_what_it_allows() -> None:
+    numeric = [row for row in ROWS if FIELD_TYPES[row.field] in (int, float)]
+    silent = [row.key for row in numeric if not stated_range(row) and "One of" not in row.meaning]
+    assert silent == [], "numeric README rows that state neither a range nor a list of values"
+
+
+def test_log_retention_row_lists_cloudwatchs_values() -> None:
+    row = row_of("log_retention_days")
+    listed = re.search(r"One of [^:]*: ([\d, ]+)", row.meaning)
+    assert listed, f"README row `{row.key}` should list the accepted values after 'One of …:'"
+    values = tuple(int(n) for n in listed.group(1).replace(",", " ").split())
+    assert values == args_module.LOG_RETENTION_DAYS, f"README row `{row.key}` lists {values}, args.LOG_RETENTION_DAYS is {args_module.LOG_RETENTION_DAYS}"
+
+
+def test_architecture_row_names_the_accepted_architectures() -> None:
+    row = row_of("lambda_architecture")
+    assert tuple(code_spans(row.meaning)) == args_module.ARCHITECTURES, f"README row `{row.key}`: {row.meaning!r}, args.ARCHITECTURES is {args_module.ARCHITECTURES}"
+
+
+# --- figures in the docs -----------------------------------------------------------------------
+
+
+def hours_and_minutes(seconds: int) -> tuple[str, str]:
+    hours, rest = divmod(seconds, 3600)
+    assert rest % 60 == 0
+    return str(hours), str(rest // 60)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A sentence that states a figure: ``pattern``'s groups must read ``value``
+    wherever it matches in each of ``docs``, and (unless not ``required``) it must
+    match in each."""
+
+    docs: tuple[str, ...]
+    pattern: str
+    code: str  # where the figure lives, for the message
+    value: tuple[str, ...]
+    required: bool = True
+
+
+def _figure(docs: str | tuple[str, ...], pattern: str, code: str, *value: object, required: bool = True) -> Figure:
+    return Figure(docs if isinstance(docs, tuple) else (docs,), pattern, code, tuple(str(v) for v in value), required)
+
+
+FIGURES = [
+    _figure(DOCS, r"(\d+) s to connect and (\d+) s for an answer",
+            "sender.CONNECT_TIMEOUT, sender.READ_TIMEOUT", sender.CONNECT_TIMEOUT, sender.READ_TIMEOUT),
+    _figure(DOCS, r"[Cc]onnect(?:ion)? timeout (?:is |of )?(\d+) s", "sender.CONNECT_TIMEOUT", sender.CONNECT_TIMEOUT,
+            required=False),
+    _figure(DOCS, r"[Rr]ead timeout (?:is |of )?(\d+) s", "sender.READ_TIMEOUT", sender.READ_TIMEOUT, required=False),
+    _figure(DOCS, r"at most (\d+) attempts per post", "sender.MAX_ATTEMPTS", sender.MAX_ATTEMPTS),
+    _figure(ARCHITECTURE, r"5xx, (\d+) attempts in all", "sender.MAX_ATTEMPTS", sender.MAX_ATTEMPTS),
+    _figure(FAILURES, r"429 \(LimitExceeded\) or 5xx, then success within (\d+) attempts",
+            "sender.MAX_ATTEMPTS", sender.MAX_ATTEMPTS),
+    _figure(FAILURES, r"still failing after (\d+) attempts", "sender.MAX_ATTEMPTS", sender.MAX_ATTEMPTS),
+    _figure(DOCS, r"at most (\d+) (?:attempts )?per call", "app.DYNAMODB_MAX_ATTEMPTS", app.DYNAMODB_MAX_ATTEMPTS),
+    _figure(FAILURES, r"Throttling or 5xx, then success within (\d+) attempts",
+            "app.DYNAMODB_MAX_ATTEMPTS", app.DYNAMODB_MAX_ATTEMPTS),
+    _figure(ARCHITECTURE, r"connection pool of (\d+)", "sender.FANOUT_WORKERS", sender.FANOUT_WORKERS),
+    _figure(ARCHITECTURE, r"thread pool up to (\d+) wide", "sender.FANOUT_WORKERS", sender.FANOUT_WORKERS),
+    _figure(ARCHITECTURE, r"botocore pool of (\d+) connections", "sender.FANOUT_WORKERS", sender.FANOUT_WORKERS),
+    _figure(ARCHITECTURE, r"botocore's default (\d+)", "botocore.endpoint.MAX_POOL_CONNECTIONS", BOTOCORE_DEFAULT_POOL),
+    _figure(DOCS, r"less than (\d+) s of the function's time is left",
+            "sender.POST_RESERVE_SECONDS", sender.POST_RESERVE_SECONDS),
+    _figure(FAILURES, r"before the (\d+) s reserve", "sender.POST_RESERVE_SECONDS", sender.POST_RESERVE_SECONDS),
+    _figure(ARCHITECTURE, r"function's timeout, (\d+) s at most",
+            "args.INTEGRATION_TIMEOUT_SECONDS", args_module.INTEGRATION_TIMEOUT_SECONDS),
+    _figure(DOCS, r"up to (\d+) attempts in all", "store.JOIN_ATTEMPTS", store.JOIN_ATTEMPTS),
+    _figure(FAILURES, r"after (\d+) cancelled attempts", "store.JOIN_ATTEMPTS", store.JOIN_ATTEMPTS),
+    _figure(ARCHITECTURE, r"in batches of (\d+)", "store.BATCH_LIMIT", store.BATCH_LIMIT),
+    _figure(ARCHITECTURE, r"unprocessed items sent again, (\d+) attempts in all",
+            "store.BATCH_ATTEMPTS", store.BATCH_ATTEMPTS),
+    _figure(FAILURES, r"at most (\d+) KB", "protocol.API_GATEWAY_MAX_MESSAGE_BYTES / 1024",
+            f"{protocol.API_GATEWAY_MAX_MESSAGE_BYTES / 1024:g}"),
+    _figure((*DOCS, README), r"(\d+) h (\d+) min", "spec.ROW_TTL_SECONDS", *hours_and_minutes(spec.ROW_TTL_SECONDS)),
+    _figure(README, r"limited to (\d+) characters", "protocol.MAX_CHANNEL_ID_LENGTH", protocol.MAX_CHANNEL_ID_LENGTH),
+]
+
+
+@pytest.mark.parametrize("figure", FIGURES, ids=lambda f: f"{f.code}: {f.pattern}")
+def test_documented_figure_is_the_codes(figure: Figure) -> None:
+    for doc in figure.docs:
+        matches = list(re.finditer(figure.pattern, prose(read(doc))))
+        assert matches or not figure.required, f"{doc}: no sentence matches {figure.pattern!r}; it should state {figure.code} = {figure.value}"
+        for match in matches:
+            assert match.groups() == figure.value, (
+                f"{doc}: {match.group(0)!r} says {match.groups()}, but {figure.code} is {figure.value}"
+            )
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_retried_join_cancellations_are_the_stores(doc: str) -> None:
+    sentences = re.findall(r"cancelled only by (.*?)[(.]", prose(read(doc)))
+    assert sentences, f"{doc}: no sentence 'cancelled only by …' naming the retried cancellation codes"
+    expected = sorted(store._RETRYABLE_CANCELLATIONS)
+    for sentence in sentences:
+        named = sorted(code_spans(sentence))
+        assert named == expected, f"{doc}: 'cancelled only by {sentence}' names {named}; store retries {expected}"
+
+
+MODULES = {"sender": sender, "app": app, "store": store, "spec": spec, "protocol": protocol}
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_constants_the_docs_name_exist_where_they_say(doc: str) -> None:
+    named = re.findall(r"`handlers/(\w+)\.py`, `(\w+)`", prose(read(doc)))
+    assert named
+    missing = [f"handlers/{module}.py {name}" for module, name in named if not hasattr(MODULES[module], name)]
+    assert missing == [], f"{doc} names constants the code does not have"
+
+
+def test_architecture_lists_the_functions_environment() -> None:
+    listed = re.search(r"settings from its environment: (.*?)\. ", prose(read(ARCHITECTURE)))
+    assert listed, f"{ARCHITECTURE}: no sentence 'settings from its environment: …'"
+    expected = sorted(value for name, value in vars(spec).items() if name.startswith("ENV_"))
+    assert sorted(code_spans(listed.group(1))) == expected, f"{ARCHITECTURE} lists the environment wrongly; spec has {expected}"
+
+
+def test_architecture_permissions_table_is_spec_routes() -> None:
+    (table,) = tables(section(read(ARCHITECTURE), "## Why one function and one role per route"))
+    documented = {}
+    for route, on_table, on_index, posts in table:
+        documented[route.strip("`")] = (
+            sorted(f"dynamodb:{action}" for action in code_spans(on_table)),
+            sorted(f"dynamodb:{action}" for action in code_spans(on_index)),
+            posts == "yes",
+        )
+    expected = {
+        route.key: (sorted(set(route.table_actions)), sorted(set(route.index_actions)), route.posts)
+        for route in spec.ROUTES
+    }
+    assert documented == expected, f"{ARCHITECTURE} permissions table differs from spec.ROUTES"
+
+
+def test_architecture_example_rows_expire_after_the_row_ttl() -> None:
+    text = section(read(ARCHITECTURE), "## Data model")
+    epoch = int(re.search(r"at epoch (\d+)", prose(text)).group(1))
+    assert "Ten minutes later" in prose(text)
+    first, second = tables(text)
+    for joined_at, table in ((epoch, first), (epoch + 10 * 60, second)):
+        expires = {int(row[-1]) for row in table}
+        assert expires == {joined_at + spec.ROW_TTL_SECONDS}, (
+            f"{ARCHITECTURE}: example rows of the join at {joined_at} expire at {expires}, "
+            f"not {joined_at} + spec.ROW_TTL_SECONDS = {joined_at + spec.ROW_TTL_SECONDS}"
+        )
+
+
+
+# --- README: local mode's options ----------------------------------------------------------
+
+
+def test_the_readme_lists_every_local_mode_option_with_its_default():
+    from channel_server.local.server import build_parser
+
+    flags = {
+        action.option_strings[0]: action
+        for action in build_parser()._actions
+        if action.option_strings and action.dest != "help"
+    }
+    table = {}
+    for line in section(read(README), "### Options").splitlines():
+        if line.startswith("| `--"):
+            flag, default = cells(line)[:2]
+            table[flag.strip("`").split()[0]] = default
+    assert sorted(table) == sorted(flags), "the README's local-mode options and --help name different flags"
+    for flag, action in flags.items():
+        if action.default is None:
+            continue  # derived (the program, its stack, the embedded DynamoDB): said in words
+        code = f"{action.default:g}" if isinstance(action.default, float) else str(action.default)
+        assert table[flag] == f"`{code}`", f"README says {flag} defaults to {table[flag]}; the code says {code}"
