@@ -27,7 +27,10 @@ def missing_requirements(extra: str = "local") -> list[str]:
 if __name__ == "__main__":
     missing = missing_requirements()
     if missing:
-        sys.exit(f"local mode needs {', '.join(missing)}: pip install 'channel-server[local]'")
+        sys.exit(
+            f"local mode needs {', '.join(missing)}: pip install 'channel-server[local]' "
+            "(from a checkout: pip install '/path/to/channel-server[local]')"
+        )
 
     from .server import main
 

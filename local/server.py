@@ -360,19 +360,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read the program's config from Pulumi.NAME.yaml (default: dev, when that file exists)")
     parser.add_argument("--component", metavar="NAME",
                         help="which ChannelServer to serve, by its name, when the program declares several")
-    parser.add_argument("--stage", type=_stage_name,
+    parser.add_argument("--stage", type=_stage_name, metavar="NAME",
                         help="serve under this stage name, the URL's path (default: the program's)")
     parser.add_argument("--dynamodb-endpoint", metavar="URL",
-                        help="use this DynamoDB (DynamoDB Local, or AWS) instead of the embedded one")
+                        help="use this DynamoDB (DynamoDB Local, or AWS) instead of the embedded one; the functions "
+                        "get this shell's AWS credentials, and the table is created there unless it exists")
     parser.add_argument("--management-latency-ms", type=float, default=0, metavar="N",
                         help="add N ms to every management API call, like the round trip to AWS")
     parser.add_argument("--idle-timeout", type=float, default=gateway_module.IDLE_TIMEOUT_SECONDS, metavar="SECONDS",
                         help="close connections idle this long (default %(default)g, as AWS)")
     parser.add_argument("--max-lifetime", type=float, default=gateway_module.MAX_LIFETIME_SECONDS, metavar="SECONDS",
                         help="close connections this old (default %(default)g, as AWS)")
-    parser.add_argument("--handler-log-level", default="WARNING", type=str.upper,
+    parser.add_argument("--handler-log-level", default="WARNING", type=str.upper, metavar="LEVEL",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-                        help="log level of the handlers' own logging (default %(default)s)")
+                        help="log level of the handlers' own logging: DEBUG, INFO, WARNING, ERROR or CRITICAL "
+                        "(default %(default)s)")
     return parser
 
 

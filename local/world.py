@@ -115,8 +115,11 @@ def from_project(path: str | Path, stack: str = "dev", component: str | None = N
         values, secrets = project.config(stack, required=stack_required)
     except mocks.ProjectError as exc:
         raise ProgramError(str(exc)) from None
+    log = logging.getLogger("channel_server.local")
+    if not (project.directory / f"Pulumi.{stack}.yaml").is_file():
+        log.info("no Pulumi.%s.yaml in %s: the program gets Pulumi.yaml's config only", stack, project.directory)
     if secrets:
-        logging.getLogger("channel_server.local").warning(
+        log.warning(
             "secret config %s cannot be decrypted without the Pulumi CLI: the program gets a placeholder",
             ", ".join(secrets),
         )

@@ -221,7 +221,10 @@ def test_without_the_local_extra_one_line_says_what_to_install():
     result = subprocess.run([sys.executable, "-c", hide_aiohttp], capture_output=True, text=True, timeout=TIMEOUT)
 
     assert result.returncode == 1
-    assert result.stderr.strip() == "local mode needs aiohttp: pip install 'channel-server[local]'"
+    assert result.stderr.strip() == (
+        "local mode needs aiohttp: pip install 'channel-server[local]' "
+        "(from a checkout: pip install '/path/to/channel-server[local]')"
+    )
     assert "Traceback" not in result.stderr
 
 
