@@ -225,15 +225,18 @@ def test_a_connection_moving_between_channels_hears_only_the_new_one(clients):
 def test_the_log_names_each_replys_type_and_never_the_payload(server, clients, caplog):
     caplog.set_level(logging.INFO, logger="channel_server.local")
     secret = f"payload-{uuid.uuid4().hex}"
+    before = connection_ids(server)
     client = clients()
+    connection_id = newest_connection(server, before)
     assert client.request({"type": "publish", "data": secret})["type"] == "publishFailure"  # not joined
     client.join("logged")
     assert client.request({"type": "publish", "data": secret}) == {"type": "publishSuccess"}
     assert client.request({"type": "dance", "data": secret})["type"] == "error"
 
     # each line is logged once the invocation has answered, just after its reply went out
-    wait_until(lambda: len(_routed(caplog)) == 4)
-    outcomes = [line.split(" ", 2)[2].rsplit(" in ", 1)[0] for line in _routed(caplog)]
+    mine = lambda: [line for line in _routed(caplog) if line.split(" ")[1] == connection_id]  # noqa: E731
+    wait_until(lambda: len(mine()) == 4)
+    outcomes = [line.split(" ", 2)[2].rsplit(" in ", 1)[0] for line in mine()]
     assert sorted(outcomes) == sorted(["publish → publishFailure", "join → joinSuccess",
                                        "publish → publishSuccess", "$default → error"])
     assert not any(secret in r.getMessage() for r in caplog.records)
