@@ -208,7 +208,7 @@ class ChannelApp:
     def _reply(self, event: WebSocketEvent, frame: dict, clean_up_if_gone: bool = False) -> bytes:
         """Post ``frame`` to the sender; returns the bytes posted."""
         try:
-            payload = protocol.encode(frame)
+            payload = protocol.encode_reply(frame)
         except (ValueError, RecursionError):
             _log_failure(event, "reply could not be encoded")
             payload = protocol.encode(protocol.error(INTERNAL_ERROR))

@@ -15,6 +15,7 @@ import json
 import math
 import re
 import secrets
+from itertools import accumulate
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -162,24 +163,25 @@ def _double_int(text: str) -> int:
     return value
 
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_BRACKET = re.compile(r"[\[\]{}]")
+#: A JSON string, or what is left of an unclosed one. The closing quote is
+#: optional, so a match that has started can never fail: an unclosed string is
+#: one match to the end, not a failed match (and a rescan) from every quote
+#: after it, and nothing is ever backtracked. Linear time on any input; with a
+#: required closing quote, a frame of escaped quotes was quadratic.
+_STRING = re.compile(r'"(?:[^"\\]+|\\.)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 def _nests_deeper_than(body: str, limit: int) -> bool:
     """Whether arrays/objects in ``body`` nest deeper than ``limit``, without
-    recursion (strings are skipped, so brackets inside them do not count)."""
+    recursion and in time linear in its length (strings are skipped, so
+    brackets inside them do not count)."""
     if body.count("[") + body.count("{") <= limit:
         return False
-    depth = 0
-    for bracket in _BRACKET.findall(_STRING.sub("", body)):
-        if bracket in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        else:
-            depth -= 1
-    return False
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", body))
+    # the running depth after each bracket, every step in C
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > limit
 
 
 def _shorten(text: str, limit: int = 40) -> str:
@@ -242,14 +244,33 @@ def encode(frame: dict) -> bytes:
 
     Raises ValueError for values JSON cannot carry (NaN, infinities). A string
     with a lone surrogate (which a client can send as ``"\ud800"``) cannot be
-    UTF-8: such a frame goes out ASCII-escaped, so the client gets back exactly
-    what it sent.
+    UTF-8: each lone surrogate goes out as its ``\\uXXXX`` escape, and only
+    it, so the client gets back exactly what it sent and the rest of the frame
+    stays as compact as UTF-8 makes it.
     """
     text = json.dumps(frame, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(frame, separators=(",", ":"), allow_nan=False).encode("ascii")
+        # a surrogate can only stand inside a JSON string, where its escape means the same
+        return _LONE_SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text).encode("utf-8")
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encode_reply(frame: dict) -> bytes:
+    """The bytes of a reply to the sender: :func:`encode`, or, when the reply
+    would be larger than API Gateway delivers (a pong echoing data that grew in
+    re-encoding, such as ``1e15`` → ``1000000000000000.0``), an ``error`` that
+    says so: a frame always gets an answer it can receive."""
+    payload = encode(frame)
+    if len(payload) > API_GATEWAY_MAX_MESSAGE_BYTES:
+        return encode(error(
+            f"reply too large: {frame.get('type')} would be {len(payload)} bytes encoded, "
+            f"the limit is {API_GATEWAY_MAX_MESSAGE_BYTES}"
+        ))
+    return payload
 
 
 @dataclass(frozen=True)

@@ -231,7 +231,7 @@ class Gateway:
         has no ``$default``)."""
         try:
             value: Any = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to parse: $default
             value = None
         for part in self._selection:
             value = value.get(part) if isinstance(value, dict) else None

@@ -652,3 +652,15 @@ def test_logs_of_a_publish_never_contain_the_published_data(
     assert secret not in caplog.text
     for record in caplog.records:
         assert secret not in repr(vars(record))
+
+
+def test_a_pong_that_would_exceed_api_gateways_limit_is_answered_with_an_error(client: Any, management: Any) -> None:
+    alice = client()
+    frame = '{"type":"ping","data":[' + ",".join(["1e15"] * 25_000) + "]}"  # 125 KB in, 450 KB echoed
+
+    result = alice.send(frame)
+
+    (reply,) = alice.frames()
+    assert reply["type"] == "error" and reply["data"].startswith("reply too large: pong would be ")
+    assert management.attempts == [(alice.connection_id, 200)]  # the error went out; nothing was refused
+    assert result == answered(reply)

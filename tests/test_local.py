@@ -175,6 +175,18 @@ def test_ping_answers_pong_with_and_without_data_joined_or_not(clients):
     assert client.request({"type": "ping", "data": None}) == {"type": "pong", "data": None}
 
 
+def test_a_frame_nested_too_deep_to_parse_goes_to_default_and_gets_its_error(clients):
+    # 1,000 levels: deeper than Python's parser goes, so route selection cannot read a type
+    assert clients().request("[" * 1000 + "]" * 1000) == {
+        "type": "error", "data": "frame nests deeper than 64 levels"}
+
+
+def test_a_ping_whose_pong_would_be_too_large_gets_an_error_instead_of_nothing(clients):
+    client = clients(max_size=None)
+    reply = client.request('{"type":"ping","data":[' + ",".join(["1e15"] * 25_000) + "]}")
+    assert reply["type"] == "error" and reply["data"].endswith("the limit is 131072")
+
+
 @pytest.mark.parametrize(
     "frame, reply",
     [

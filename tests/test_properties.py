@@ -130,13 +130,13 @@ def expected_command(frame: dict) -> Any:
 
 
 def documented_encoding(frame: dict) -> bytes:
-    """§4: compact JSON, non-ASCII as UTF-8; a frame with a lone surrogate goes
-    out with \\u escapes instead."""
+    """§4: compact JSON, non-ASCII as UTF-8; a lone surrogate, which UTF-8
+    cannot carry, as its \\u escape (and nothing else escaped)."""
     text = json.dumps(frame, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(frame, separators=(",", ":"), allow_nan=False).encode("ascii")
+    return b"".join(
+        ("\\u%04x" % ord(char)).encode("ascii") if 0xD800 <= ord(char) <= 0xDFFF else char.encode("utf-8")
+        for char in text
+    )
 
 
 def _refuse_constant(token: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 
@@ -323,3 +324,71 @@ def test_the_frame_types_the_core_knows_are_exactly_the_apis_message_routes() ->
     from support.events import MESSAGE_ROUTES
 
     assert set(MESSAGE_ROUTES) == {protocol.JOIN, protocol.PUBLISH, protocol.PING}
+
+
+# --- the cost of a frame -----------------------------------------------------------------
+
+#: Frames built to make a decoder do more than linear work, by size in characters:
+#: what a client can send to burn a function's time.
+ADVERSARIAL = {
+    # every quote after the first starts a string that never closes
+    "escaped-quotes": lambda n: "[" * 65 + '"' + '\\"' * (n // 2),
+    "unclosed-string": lambda n: "[" * 65 + '"' + "x" * n,
+    "many-strings": lambda n: '{"type":"ping","data":[' + '"a\\"",' * (n // 6) + "0]}",
+    "long-string": lambda n: '{"type":"ping","data":"' + "x" * n + '"}',
+    "deep-nesting": lambda n: "[" * n + "]" * n,
+    "brackets-in-strings": lambda n: '{"type":"ping","data":"' + "[{" * (n // 2) + '"}',
+    "huge-integer": lambda n: '{"type":"ping","data":' + "9" * n + "}",
+    "many-numbers": lambda n: '{"type":"ping","data":[' + "1e300," * (n // 6) + "0]}",
+}
+
+
+def _decode_cost(body: str) -> float:
+    """CPU seconds to decode ``body``: the least of a few runs, so a busy
+    machine's interruptions do not count."""
+    costs = []
+    for _ in range(5):
+        started = time.process_time()
+        protocol.decode(body, RULES)
+        costs.append(time.process_time() - started)
+    return min(costs)
+
+
+@pytest.mark.parametrize("build", ADVERSARIAL.values(), ids=ADVERSARIAL.keys())
+def test_decoding_costs_work_in_proportion_to_the_frames_size(build) -> None:
+    # 8 times the size must cost about 8 times the work, not 64 times (quadratic):
+    # measured in CPU time as a ratio of the same code on the same machine, with
+    # slack for noise; below a millisecond nothing quadratic can hide at 128 KB
+    small, large = build(16 * 1024), build(128 * 1024)
+    small_cost, large_cost = _decode_cost(small), _decode_cost(large)
+
+    assert large_cost < max(24 * small_cost, 0.001), (
+        f"decoding {len(large)} characters cost {large_cost * 1000:.1f} ms, "
+        f"{len(small)} cost {small_cost * 1000:.2f} ms: not linear"
+    )
+
+
+# --- replies that could not be delivered ----------------------------------------------------
+
+
+def test_a_lone_surrogate_is_escaped_alone_and_the_rest_stays_utf8() -> None:
+    frame = {"type": "pong", "data": "\ud800 héllo 😀"}
+
+    wire = protocol.encode(frame)
+
+    assert wire == '{"type":"pong","data":"\\ud800 héllo 😀"}'.encode()
+    assert json.loads(wire) == frame
+
+
+def test_a_reply_over_api_gateways_limit_becomes_an_error_that_says_so() -> None:
+    # 26,000 numbers of 5 characters (130 KB of frame) re-encode as 18 characters each
+    data = [1e15] * 26_000
+    grown = len(protocol.encode({"type": "pong", "data": data}))
+
+    wire = protocol.encode_reply(protocol.pong(protocol.Ping(data, True)))
+
+    assert json.loads(wire) == protocol.error(
+        f"reply too large: pong would be {grown} bytes encoded, the limit is {protocol.API_GATEWAY_MAX_MESSAGE_BYTES}"
+    )
+    small = protocol.pong(protocol.Ping([1e15] * 10, True))
+    assert protocol.encode_reply(small) == protocol.encode(small)
