@@ -112,7 +112,7 @@ def from_project(path: str | Path, stack: str = "dev", component: str | None = N
     ``Pulumi.<stack>.yaml``'s (which must exist when ``stack_required``)."""
     try:
         project = mocks.Project.load(path)
-        values, secrets = project.config(stack, required=stack_required)
+        _, secrets = project.config(stack, required=stack_required)
     except mocks.ProjectError as exc:
         raise ProgramError(str(exc)) from None
     log = logging.getLogger("channel_server.local")
@@ -124,11 +124,8 @@ def from_project(path: str | Path, stack: str = "dev", component: str | None = N
             ", ".join(secrets),
         )
 
-    def run() -> mocks.Deployment:
-        return mocks.deploy(project.program, project=project.name, stack=stack, config=values)
-
     try:
-        deployment = _deploy_isolated(run)
+        deployment = _deploy_isolated(lambda: project.deploy(stack, required=stack_required))
     except Exception as exc:
         raise ProgramError(f"{project.program} failed: {_describe(exc, project.program)}") from exc
     return _read(deployment, component, str(project.program))
