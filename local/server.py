@@ -31,6 +31,7 @@ from typing import Any, Iterator, Mapping
 
 from aiohttp import web
 
+from ..handlers.sender import READ_TIMEOUT
 from . import gateway as gateway_module
 from .functions import InvocationError, LocalFunction
 from .world import ProgramError, WiringError, World, from_component, from_project, scratch_dir
@@ -58,6 +59,25 @@ class PortInUse(OSError):
 
     def __str__(self) -> str:
         return self.strerror
+
+
+def management_latency_problem(latency_ms: float) -> str | None:
+    """Why a simulated management API round trip of ``latency_ms`` cannot be
+    served, or None. The handlers give up on a post after the sender's read
+    timeout: a latency near it delivers nothing, so it must stay below half of
+    it, which leaves the other half for the post's own work on a busy machine."""
+    limit_ms = MAX_MANAGEMENT_LATENCY_MS
+    if not 0 <= latency_ms < limit_ms:
+        return (
+            f"--management-latency-ms {latency_ms:g}: must be from 0 to below {limit_ms:g}; the handlers "
+            f"wait at most {READ_TIMEOUT:g} s for the management API's answer, so longer round trips "
+            "would time out and deliver nothing"
+        )
+    return None
+
+
+#: The largest simulated management round trip local mode accepts (exclusive).
+MAX_MANAGEMENT_LATENCY_MS = READ_TIMEOUT * 1000 / 2
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -113,6 +133,9 @@ class LocalServer:
         world: World | None = None,
         handler_log_level: str = "WARNING",
     ):
+        problem = management_latency_problem(management_latency_ms)
+        if problem:
+            raise ValueError(problem)
         self.host, self.port = host, port
         self._stage_override = stage
         self.stage = stage or (world.stage if world is not None else "dev")
@@ -334,6 +357,17 @@ def default_program(directory: Path | None = None) -> Path | None:
         return None
 
 
+def _management_latency(value: str) -> float:
+    try:
+        latency = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of milliseconds") from None
+    problem = management_latency_problem(latency)
+    if problem:
+        raise argparse.ArgumentTypeError(problem.split(": ", 1)[1])
+    return latency
+
+
 def _stage_name(value: str) -> str:
     from ..args import ChannelServerArgsError, resolve
 
@@ -365,8 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dynamodb-endpoint", metavar="URL",
                         help="use this DynamoDB (DynamoDB Local, or AWS) instead of the embedded one; the functions "
                         "get this shell's AWS credentials, and the table is created there unless it exists")
-    parser.add_argument("--management-latency-ms", type=float, default=0, metavar="N",
-                        help="add N ms to every management API call, like the round trip to AWS")
+    parser.add_argument("--management-latency-ms", type=_management_latency, default=0.0, metavar="N",
+                        help="add N ms to every management API call, like the round trip to AWS "
+                        f"(below {MAX_MANAGEMENT_LATENCY_MS:g})")
     parser.add_argument("--idle-timeout", type=float, default=gateway_module.IDLE_TIMEOUT_SECONDS, metavar="SECONDS",
                         help="close connections idle this long (default %(default)g, as AWS)")
     parser.add_argument("--max-lifetime", type=float, default=gateway_module.MAX_LIFETIME_SECONDS, metavar="SECONDS",

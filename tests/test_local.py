@@ -802,3 +802,10 @@ def test_management_latency_is_added_to_every_management_call(server, clients):
         assert time.monotonic() - started >= 0.25
     finally:
         server.gateway.management_latency = 0
+
+
+def test_a_server_with_a_management_latency_past_the_handlers_timeout_is_refused():
+    from channel_server.local.server import LocalServer
+
+    with pytest.raises(ValueError, match="must be from 0 to below 1000"):
+        LocalServer(port=0, management_latency_ms=1500)
