@@ -13,14 +13,18 @@ On one port:
 - ``http://HOST:PORT/{stage}/@connections/{id}``: the management API. POST
   sends a frame, GET describes the connection, DELETE closes it; unknown or
   closed ids get 410 with ``x-amzn-ErrorType: GoneException`` (what botocore
-  needs to raise ``GoneException``), oversized posts 413, unsigned requests 403.
+  needs to raise ``GoneException``), oversized posts 413, requests that are not
+  SigV4-signed 403, and so are requests from other hosts unless local mode was
+  told to take them (:func:`management_refusal`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import re
 import secrets
 import string
 import time
@@ -117,6 +121,7 @@ class Gateway:
         idle_timeout: float = IDLE_TIMEOUT_SECONDS,
         max_lifetime: float = MAX_LIFETIME_SECONDS,
         management_latency_ms: float = 0,
+        management_from_anywhere: bool = False,
         api_id: str = "local",
     ):
         self.world = world
@@ -125,6 +130,8 @@ class Gateway:
         self.max_lifetime = max_lifetime
         self.management_latency = management_latency_ms / 1000
         self.api_id = api_id
+        #: Whether hosts other than this one may use the management API.
+        self.management_from_anywhere = management_from_anywhere
         self.connections: dict[str, Connection] = {}
         self._tasks: set[asyncio.Task] = set()
         self._selection = _selection_path(world.route_selection_expression)
@@ -358,8 +365,9 @@ class Gateway:
     async def _management(self, request: web.Request) -> web.StreamResponse:
         if self.management_latency:
             await asyncio.sleep(self.management_latency)
-        if "Authorization" not in request.headers:
-            return _error(403, "ForbiddenException", "Missing Authentication Token")
+        refusal = management_refusal(request.remote, request.headers, self.management_from_anywhere)
+        if refusal:
+            return _error(403, "ForbiddenException", refusal)
         # botocore percent-encodes the id ("=" → %3D); decode whatever aiohttp left
         connection_id = unquote(request.match_info["connection_id"])
         connection = self.connections.get(connection_id)
@@ -394,6 +402,38 @@ class Gateway:
             return web.Response(status=410, headers={"x-amzn-ErrorType": "GoneException"})
         connection.touch()
         return web.Response(status=200)
+
+
+#: The shape of a SigV4 Authorization header, as botocore and every AWS SDK send it.
+_SIGV4 = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=[^/\s,]+/\d{8}/[a-z0-9-]+/execute-api/aws4_request,\s*"
+    r"SignedHeaders=[a-z0-9;-]+,\s*Signature=[0-9a-f]{64}"
+)
+
+
+def management_refusal(remote: str | None, headers: Mapping[str, str], from_anywhere: bool = False) -> str | None:
+    """Why the management API refuses a request, or None. Like API Gateway's,
+    it takes only SigV4-signed requests (local mode checks the signature's
+    shape, not its secret: any credentials will do). And since it cannot check
+    the secret, it answers only this machine unless ``from_anywhere``, whatever
+    address local mode listens on."""
+    if not from_anywhere and not _is_loopback(remote):
+        return "the management API answers only this machine (start local mode with --management-from-anywhere)"
+    authorization = headers.get("Authorization")
+    if authorization is None:
+        return "Missing Authentication Token"
+    if not _SIGV4.fullmatch(authorization.strip()) or "X-Amz-Date" not in headers:
+        return "the request is not SigV4-signed for execute-api (an AWS SDK such as boto3 signs it)"
+    return None
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        parsed = ipaddress.ip_address((address or "").split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(parsed, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
+    return (mapped or parsed).is_loopback
 
 
 def _reply_type(result: Any) -> str:

@@ -128,6 +128,7 @@ class LocalServer:
         stack_required: bool = False,
         dynamodb_endpoint: str | None = None,
         management_latency_ms: float = 0,
+        management_from_anywhere: bool = False,
         idle_timeout: float = gateway_module.IDLE_TIMEOUT_SECONDS,
         max_lifetime: float = gateway_module.MAX_LIFETIME_SECONDS,
         world: World | None = None,
@@ -143,6 +144,7 @@ class LocalServer:
         self._stack_required = stack_required
         self._dynamodb_endpoint = dynamodb_endpoint
         self._latency = management_latency_ms
+        self._management_from_anywhere = management_from_anywhere
         self._idle_timeout, self._max_lifetime = idle_timeout, max_lifetime
         self.world = world
         self._handler_log_level = handler_log_level
@@ -217,6 +219,7 @@ class LocalServer:
             idle_timeout=self._idle_timeout,
             max_lifetime=self._max_lifetime,
             management_latency_ms=self._latency,
+            management_from_anywhere=self._management_from_anywhere,
         )
         self._runner = web.AppRunner(self.gateway.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -402,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--management-latency-ms", type=_management_latency, default=0.0, metavar="N",
                         help="add N ms to every management API call, like the round trip to AWS "
                         f"(below {MAX_MANAGEMENT_LATENCY_MS:g})")
+    parser.add_argument("--management-from-anywhere", action="store_true",
+                        help="let other hosts use the management API (it checks a request's signature's shape, "
+                        "not its secret: only on a network you trust); default: this machine only")
     parser.add_argument("--idle-timeout", type=float, default=gateway_module.IDLE_TIMEOUT_SECONDS, metavar="SECONDS",
                         help="close connections idle this long (default %(default)g, as AWS)")
     parser.add_argument("--max-lifetime", type=float, default=gateway_module.MAX_LIFETIME_SECONDS, metavar="SECONDS",
@@ -436,6 +442,7 @@ def server_from(options: argparse.Namespace) -> LocalServer:
         component=options.component,
         dynamodb_endpoint=options.dynamodb_endpoint,
         management_latency_ms=options.management_latency_ms,
+        management_from_anywhere=options.management_from_anywhere,
         idle_timeout=options.idle_timeout,
         max_lifetime=options.max_lifetime,
         handler_log_level=options.handler_log_level,

@@ -330,15 +330,44 @@ def test_delete_connection_closes_the_socket_and_runs_disconnect(server, clients
         client.get_connection(ConnectionId=connection_id)
 
 
-def test_management_api_refuses_unsigned_requests(server):
+@pytest.mark.parametrize(
+    "headers, reason",
+    [
+        ({}, "Missing Authentication Token"),
+        ({"Authorization": "x"}, "the request is not SigV4-signed"),
+        ({"Authorization": "AWS4-HMAC-SHA256 Credential=a/20261126/us-east-1/execute-api/aws4_request, "
+                           "SignedHeaders=host, Signature=" + "0" * 64}, "the request is not SigV4-signed"),  # no X-Amz-Date
+    ],
+    ids=["unsigned", "forged", "no-date"],
+)
+def test_management_api_refuses_requests_that_are_not_sigv4_signed(server, clients, headers, reason):
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(f"{server.management_url}/@connections/abc", data=b"x", method="POST")
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=TIMEOUT)
-    assert refused.value.code == 403
-    assert refused.value.headers["x-amzn-ErrorType"] == "ForbiddenException"
+    before = connection_ids(server)
+    target = clients()
+    connection_id = newest_connection(server, before)
+    for method, data in (("POST", b'{"type":"forged"}'), ("GET", None), ("DELETE", None)):
+        request = urllib.request.Request(f"{server.management_url}/@connections/{connection_id}", data=data,
+                                         method=method, headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=TIMEOUT)
+        assert refused.value.code == 403
+        assert refused.value.headers["x-amzn-ErrorType"] == "ForbiddenException"
+        assert json.loads(refused.value.read())["message"].startswith(reason)
+    assert target.nothing_more()  # nothing was posted, and the connection is still open
+
+
+def test_the_management_api_answers_only_this_machine_unless_opened():
+    from channel_server.local.gateway import management_refusal
+
+    signed = {"Authorization": "AWS4-HMAC-SHA256 Credential=local/20261126/us-east-1/execute-api/aws4_request, "
+                               "SignedHeaders=host;x-amz-date, Signature=" + "a" * 64, "X-Amz-Date": "20261126T000000Z"}
+    for here in ("127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"):
+        assert management_refusal(here, signed) is None, here
+    for elsewhere in ("10.0.0.7", "192.168.1.2", "2001:db8::1", None):
+        assert management_refusal(elsewhere, signed).startswith("the management API answers only this machine")
+        assert management_refusal(elsewhere, signed, from_anywhere=True) is None
 
 
 # --- API Gateway's limits ---------------------------------------------------------------------
