@@ -383,5 +383,10 @@ def test_the_readme_lists_every_local_mode_option_with_its_default():
     for flag, action in flags.items():
         if action.default is None:
             continue  # derived (the program, its stack, the embedded DynamoDB): said in words
-        code = f"{action.default:g}" if isinstance(action.default, float) else str(action.default)
+        if isinstance(action.default, bool):  # a switch
+            code = "on" if action.default else "off"
+        elif isinstance(action.default, float):
+            code = f"{action.default:g}"
+        else:
+            code = str(action.default)
         assert table[flag] == f"`{code}`", f"README says {flag} defaults to {table[flag]}; the code says {code}"
