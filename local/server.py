@@ -180,11 +180,6 @@ class LocalServer:
         assert self.world is not None
         return self.world.table_name
 
-    @property
-    def function_pids(self) -> dict[str, int]:
-        """The process id of each running function, by route key."""
-        return {key: f.pid for key, f in self._functions.items() if f.pid is not None}
-
     def _load_world(self) -> World:
         if self.world is not None:
             return self.world

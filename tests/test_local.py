@@ -24,6 +24,7 @@ from websockets.sync.client import connect
 from channel_server.handlers import spec
 from channel_server.local import world as local_world
 from channel_server.local.server import running
+from support.processes import running_from
 
 LAMBDAS = Path(__file__).parent / "lambdas"
 EVENTS = Path(__file__).parent / "events"
@@ -527,20 +528,6 @@ def test_a_function_whose_process_died_starts_again_on_its_next_invocation(serve
     assert client.request({"type": "ping", "data": "again"}) == {"type": "pong", "data": "again"}
 
 
-def processes_running_from(folder: Path) -> list[int]:
-    """Ids of live processes whose command line names ``folder`` (a function's
-    unpacked archive)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and str(folder) in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                    found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
 def test_invocations_racing_a_start_or_a_restart_get_one_process_that_stop_ends(tmp_path):
     from channel_server.local.functions import LocalFunction
 
@@ -552,7 +539,7 @@ def test_invocations_racing_a_start_or_a_restart_get_one_process_that_stop_ends(
         # invocations that arrive while the process starts wait for it
         answers = await asyncio.gather(function.start(), *(function.invoke(connect_event) for _ in range(5)))
         first = function.pid
-        running_after_start = processes_running_from(tmp_path)
+        running_after_start = running_from(tmp_path)
 
         os.kill(first, signal.SIGKILL)
         while function.pid is not None:  # until local mode has seen it end
@@ -560,7 +547,7 @@ def test_invocations_racing_a_start_or_a_restart_get_one_process_that_stop_ends(
         # invocations that arrive while its replacement starts all wait for that one
         answers += await asyncio.gather(*(function.invoke(connect_event) for _ in range(5)))
         second = function.pid
-        running_after_restart = processes_running_from(tmp_path)
+        running_after_restart = running_from(tmp_path)
 
         await function.stop()
         return answers[1:], first, second, running_after_start, running_after_restart
@@ -570,7 +557,7 @@ def test_invocations_racing_a_start_or_a_restart_get_one_process_that_stop_ends(
     assert answers == [{"statusCode": 200}] * 10
     assert after_start == [first]
     assert second != first and after_restart == [second]
-    assert processes_running_from(tmp_path) == []  # stop ended it: no orphans
+    assert running_from(tmp_path) == []  # stop ended it: no orphans
 
 
 def test_message_events_are_shaped_like_api_gateways(faulty_server):

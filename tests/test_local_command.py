@@ -19,7 +19,6 @@ import subprocess
 import sys
 import termios
 import time
-from pathlib import Path
 from typing import Iterator
 
 import boto3
@@ -28,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from channel_server.local.dynamodb import EmbeddedDynamoDB
+from support.processes import alive, children_of
 
 TIMEOUT = 30
 COMMAND = [sys.executable, "-m", "channel_server.local"]
@@ -37,36 +37,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def children_of(pid: int) -> set[int]:
-    """Every process below ``pid`` (children, theirs, …), read from /proc."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    below, found = {pid}, set()
-    changed = True
-    while changed:
-        changed = False
-        for child, parent in parents.items():
-            if parent in below and child not in below:
-                below.add(child)
-                found.add(child)
-                changed = True
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def table_rows(dynamodb: EmbeddedDynamoDB) -> list[dict]:
