@@ -15,7 +15,7 @@
 - ``dynamodb_faults``: DynamoDB's errors on demand (``support.faulty_dynamodb``),
   from a second embedded DynamoDB that sees the same tables; the environment
   points boto3 at it, so an app that builds its own client meets the faults.
-- ``no_retry_delay``: botocore's standard-mode backoff made instant, so retry
+- ``no_retry_delay``: every retry backoff (botocore's and the sender's) made instant, so retry
   tests count attempts without waiting for them.
 
 No real AWS credentials are ever used: the environment is scrubbed
@@ -165,9 +165,12 @@ def dynamodb_faults(
 
 @pytest.fixture
 def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    """botocore's standard retry mode retries at once: its exponential backoff
-    (with jitter, up to a second per throttled attempt) waits 0 s. Which
-    errors are retried, and how often, is unchanged."""
+    """Retries happen at once: the backoff of botocore's standard retry mode
+    (the DynamoDB client's) and of the sender's own retries (the management
+    API's) waits 0 s. Which errors are retried, and how often, is unchanged."""
     from botocore.retries import standard
 
+    from channel_server.handlers import sender
+
     monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)
+    monkeypatch.setattr(sender, "backoff_delay", lambda attempt: 0)

@@ -10,6 +10,7 @@ the handlers' delivery paths are tested against this instead::
         ... ChannelApp({..., ENV_MANAGEMENT_ENDPOINT: api.endpoint}) ...
         api.frames(connection_id)             # JSON frames it was sent
         api.statuses(third)                   # [429, 200]: every answer, in order
+        api.late.add(fourth)                  # takes the post, answers once the client hung up
 
 Answers are shaped like API Gateway's: errors carry ``x-amzn-ErrorType`` (which
 botocore names the exception by) and a JSON body.
@@ -24,6 +25,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 GONE = (410, "GoneException")
+#: How long a late answer waits for the client to hang up, at most.
+HANG_UP_WAIT_SECONDS = 30
 
 
 class FakeManagementApi:
@@ -43,9 +46,9 @@ class FakeManagementApi:
         self.posts: list[tuple[str, bytes]] = []
         #: Every post, whatever the answer: (connection id, status).
         self.attempts: list[tuple[str, int]] = []
-        #: Every post's ``amz-sdk-request`` header (botocore's "attempt=N; max=M"),
-        #: by connection id, in arrival order.
-        self.sdk_requests: dict[str, list[str]] = {}
+        #: Connection ids whose posts are delivered (recorded as 200) but
+        #: answered only after the client gave up waiting and hung up.
+        self.late: set[str] = set()
         #: Connection id -> [status, error type, posts left]: :meth:`fail`'s faults.
         self._limited: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
@@ -91,7 +94,6 @@ class FakeManagementApi:
         with self._lock:
             self.posts.clear()
             self.attempts.clear()
-            self.sdk_requests.clear()
 
     # --- faults -----------------------------------------------------------------
 
@@ -121,10 +123,9 @@ class FakeManagementApi:
                 return limited[0], limited[1]
         return 200, None
 
-    def _record(self, connection_id: str, body: bytes, status: int, sdk_request: str | None = None) -> None:
+    def _record(self, connection_id: str, body: bytes, status: int) -> None:
         with self._lock:
             self.attempts.append((connection_id, status))
-            self.sdk_requests.setdefault(connection_id, []).append(sdk_request or "")
             if status == 200:
                 self.posts.append((connection_id, body))
 
@@ -158,22 +159,38 @@ def _handler_for(api: FakeManagementApi) -> type[BaseHTTPRequestHandler]:
                 return
             connection_id = unquote(path[len(prefix):])  # botocore sends "=" as %3D
             status, error_type = api._answer_for(connection_id)
-            api._record(connection_id, body, status, self.headers.get("amz-sdk-request"))
+            api._record(connection_id, body, status)
+            if status == 200 and connection_id in api.late:
+                self._wait_for_hang_up()
             if status == 200:
                 self._send(200, None, None)
             else:
                 self._send(status, error_type, {"message": None})
 
+        def _wait_for_hang_up(self) -> None:
+            """Return once the client closed the connection (it stopped
+            waiting for the answer), or after HANG_UP_WAIT_SECONDS."""
+            self.connection.settimeout(HANG_UP_WAIT_SECONDS)
+            try:
+                while self.connection.recv(4096):
+                    pass
+            except OSError:
+                pass
+            self.close_connection = True
+
         def _send(self, status: int, error_type: str | None, payload: Any) -> None:
             data = b"" if payload is None else json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("x-amzn-RequestId", "00000000-0000-4000-8000-000000000000")
-            if error_type:
-                self.send_header("x-amzn-ErrorType", error_type)
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("x-amzn-RequestId", "00000000-0000-4000-8000-000000000000")
+                if error_type:
+                    self.send_header("x-amzn-ErrorType", error_type)
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:  # a late answer to a client that hung up
+                self.close_connection = True
 
         def log_message(self, format: str, *args: Any) -> None:  # one line per post is noise
             pass
