@@ -1,11 +1,15 @@
 """Local Lambda: each function in a process of its own (``lambda_bootstrap.py``),
 with its own environment and its code unpacked from its own archive.
 
-Where it differs from Lambda: concurrent invocations of one function share its
-process (threads stand in for separate environments), and an invocation that
-times out is answered as failed but keeps running to its end, so its side
-effects may still land. A process that dies is started again (a cold start)
-on the next invocation.
+Like Lambda, a function runs at most ``concurrency`` invocations at once and
+throttles the next one at once (:class:`Throttled`); nothing waits in a hidden
+queue, so an invocation's time starts when it runs. Where it differs from
+Lambda: concurrent invocations of one function share its process (threads
+stand in for separate environments); an invocation that times out is answered
+as failed but keeps running, and keeps its slot, to its end, so its side
+effects may still land; and an invocation may ask to wait for a free slot
+instead of being throttled (local mode's ``$disconnect`` does). A process that
+dies is started again (a cold start) on the next invocation.
 
 Function processes run in a session of their own: a terminal's Ctrl-C (SIGINT
 to the whole foreground process group) reaches local mode only, which decides
@@ -24,15 +28,16 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..handlers.sender import FANOUT_WORKERS
 from .world import FunctionDef
 
 BOOTSTRAP = Path(__file__).with_name("lambda_bootstrap.py")
 
-#: Invocations one function's process runs at once (each thread stands for a
-#: Lambda environment): as wide as the handlers' HTTP pools, so threads never
-#: outnumber connections.
-CONCURRENCY = FANOUT_WORKERS
+#: Invocations one function runs at once, by default, before it throttles (each
+#: runs on a thread of the function's process, standing for a Lambda
+#: environment). Lambda's default is 1,000 for a whole account; 100 per
+#: function keeps the threads of six functions modest while serving 50 joins
+#: in flight with room to spare.
+DEFAULT_CONCURRENCY = 100
 #: Lambda's limit on a function's init phase (importing its handler).
 INIT_TIMEOUT_SECONDS = 10
 #: How long stopping waits for running invocations before it kills the process.
@@ -46,6 +51,11 @@ EXITED = {"errorType": "Runtime.ExitError", "errorMessage": "process exited"}
 class InvocationError(Exception):
     """The function raised, timed out or its process died (API Gateway answers
     such invocations with "Internal server error")."""
+
+
+class Throttled(InvocationError):
+    """The function already runs as many invocations as its concurrency allows
+    (Lambda's TooManyRequestsException); this one did not run."""
 
 
 class _Process:
@@ -163,8 +173,18 @@ class LocalFunction:
     process is ever started that :meth:`stop` does not end.
     """
 
-    def __init__(self, definition: FunctionDef, task_dir: Path, environment: Mapping[str, str]):
+    def __init__(
+        self, definition: FunctionDef, task_dir: Path, environment: Mapping[str, str],
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ):
+        if concurrency < 1:
+            raise ValueError(f"a function's concurrency must be at least 1, not {concurrency}")
         self.definition = definition
+        self.concurrency = concurrency
+        #: Invocations holding a slot: from the moment they are admitted until
+        #: their process answers (or ends), even after they timed out.
+        self._running = 0
+        self._slot_freed = asyncio.Condition()
         self._task_dir = task_dir
         self._environment = dict(environment)
         self._process: _Process | None = None
@@ -182,6 +202,31 @@ class LocalFunction:
     def in_flight(self) -> int:
         """Invocations sent to the running process and not answered yet."""
         return len(self._process.pending) if self._process is not None else 0
+
+    @property
+    def running(self) -> int:
+        """Invocations holding one of the ``concurrency`` slots."""
+        return self._running
+
+    async def _admit(self, wait: bool) -> None:
+        """Take a slot, or raise :class:`Throttled` (wait for one if ``wait``)."""
+        if self._running >= self.concurrency:
+            if not wait:
+                raise Throttled(
+                    f"{self.definition.name} throttled: {self._running} invocations running, "
+                    f"its concurrency is {self.concurrency}"
+                )
+            async with self._slot_freed:
+                await self._slot_freed.wait_for(lambda: self._running < self.concurrency)
+        self._running += 1
+
+    def _release(self) -> None:
+        self._running -= 1
+        asyncio.ensure_future(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._slot_freed:
+            self._slot_freed.notify()
 
     async def start(self) -> None:
         """Unpack the archive and start the function's process (its cold start)."""
@@ -228,7 +273,7 @@ class LocalFunction:
             str(BOOTSTRAP),
             str(self._task_dir),
             d.handler,
-            str(CONCURRENCY),
+            str(self.concurrency),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -241,12 +286,19 @@ class LocalFunction:
         await running.wait_ready()
         return running
 
-    async def invoke(self, event: dict, request_id: str | None = None) -> Any:
+    async def invoke(self, event: dict, request_id: str | None = None, *, wait_for_slot: bool = False) -> Any:
         """Invoke with ``event``; returns the handler's result or raises
-        :class:`InvocationError`. Invocations run concurrently."""
+        :class:`InvocationError` (:class:`Throttled` at once when all
+        ``concurrency`` slots are taken, unless ``wait_for_slot``).
+        Invocations run concurrently."""
+        await self._admit(wait_for_slot)
+        try:
+            process = await self._current()
+        except BaseException:
+            self._release()
+            raise
         # no await between finding the process and handing it the invocation:
         # the answer can only come from the process the invocation went to
-        process = await self._current()
         d = self.definition
         invocation = next(self._ids)
         context = {
@@ -261,15 +313,20 @@ class LocalFunction:
         request = json.dumps({"id": invocation, "event": event, "context": context}).encode() + b"\n"
         try:
             future = process.send(invocation, request)
+        except ConnectionError as exc:  # it died as the invocation arrived, like a crashed environment
+            self._release()
+            raise InvocationError(f"{d.name} is not running: {exc}") from None
+        # the slot is free once the process answers (or ends), not before: a
+        # timed-out invocation still occupies its thread
+        future.add_done_callback(lambda _: self._release())
+        try:
             assert process.process.stdin is not None
             await process.process.stdin.drain()
-            answer = await asyncio.wait_for(future, timeout=d.timeout_seconds)
+            answer = await asyncio.wait_for(asyncio.shield(future), timeout=d.timeout_seconds)
         except asyncio.TimeoutError:
             raise InvocationError(f"{d.name} timed out after {d.timeout_seconds:g} s") from None
-        except ConnectionError as exc:  # it died as the invocation arrived, like a crashed environment
+        except ConnectionError as exc:
             raise InvocationError(f"{d.name} is not running: {exc}") from None
-        finally:
-            process.pending.pop(invocation, None)
         if "error" in answer:
             raise InvocationError(f"{d.name}: {answer['error'].get('errorType')}: {answer['error'].get('errorMessage')}")
         return answer.get("result")

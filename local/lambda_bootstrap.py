@@ -6,7 +6,8 @@ Local mode starts one of these per function, in its own process, with the
 function's environment, exactly as Lambda would: ``TASK_DIR`` is the function's
 code archive unpacked (Lambda's ``/var/task``) and ``HANDLER`` its handler string
 (``channel_server.handlers.app.join``), resolved the way Lambda resolves it;
-``CONCURRENCY`` is how many invocations it runs at once.
+``CONCURRENCY`` is how many invocations it runs at once (local mode sends no
+more than that: it throttles the rest, as Lambda does).
 
 Invocations arrive on stdin, one JSON object per line
 (``{"id": 1, "event": {...}, "context": {...}}``), and run concurrently on
@@ -50,6 +51,11 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+class _NotPoolFull(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Connection pool is full")
+
+
 def _load(task_dir: str, handler: str):
     # Only the task dir, then what the runtime provides (stdlib, boto3): the
     # folder this script lives in is not the function's code.
@@ -83,6 +89,12 @@ def main(argv: list[str]) -> int:
         f"[{os.environ.get('AWS_LAMBDA_FUNCTION_NAME', 'lambda')}] %(levelname)s %(name)s: %(message)s"
     ))
     logging.getLogger().addHandler(stream)
+    # Lambda runs each invocation in an environment of its own, with its own
+    # clients and HTTP pools; here up to CONCURRENCY share one process, so a
+    # handler's pool (sized for one invocation's fan-out) can overflow. urllib3
+    # then opens an extra connection and says so; that is this stand-in's
+    # doing, not the handler's, so that one warning is not relayed.
+    logging.getLogger("urllib3.connectionpool").addFilter(_NotPoolFull())
     write = threading.Lock()
 
     def answer(message: dict) -> None:

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from ..handlers.sender import READ_TIMEOUT
 from . import gateway as gateway_module
-from .functions import InvocationError, LocalFunction
+from .functions import DEFAULT_CONCURRENCY, InvocationError, LocalFunction
 from .world import ProgramError, WiringError, World, from_component, from_project, scratch_dir
 
 log = logging.getLogger("channel_server.local")
@@ -131,12 +131,16 @@ class LocalServer:
         management_from_anywhere: bool = False,
         idle_timeout: float = gateway_module.IDLE_TIMEOUT_SECONDS,
         max_lifetime: float = gateway_module.MAX_LIFETIME_SECONDS,
+        function_concurrency: int = DEFAULT_CONCURRENCY,
         world: World | None = None,
         handler_log_level: str = "WARNING",
     ):
         problem = management_latency_problem(management_latency_ms)
         if problem:
             raise ValueError(problem)
+        if function_concurrency < 1:
+            raise ValueError(f"function concurrency must be at least 1, not {function_concurrency}")
+        self._function_concurrency = function_concurrency
         self.host, self.port = host, port
         self._stage_override = stage
         self.stage = stage or (world.stage if world is not None else "dev")
@@ -223,7 +227,9 @@ class LocalServer:
         self._scratch = scratch_dir()
         for route_key, definition in world.routes.items():
             task_dir = self._scratch / definition.name
-            self._functions[route_key] = LocalFunction(definition, task_dir, self._environment(definition.environment))
+            self._functions[route_key] = LocalFunction(
+                definition, task_dir, self._environment(definition.environment), self._function_concurrency
+            )
         await asyncio.gather(*(f.start() for f in self._functions.values()))
 
         # only now: every connection finds every function ready
@@ -273,7 +279,10 @@ class LocalServer:
             log.info("table %s exists; using it", self.world.table_name)
 
     async def _invoke(self, route_key: str, event: dict, request_id: str) -> Any:
-        return await self._functions[route_key].invoke(event, request_id)
+        # A throttled $disconnect would leave the connection's rows to TTL (on
+        # AWS too); local mode waits for a slot instead, so closing many
+        # connections at once, or stopping, cleans up every one of them.
+        return await self._functions[route_key].invoke(event, request_id, wait_for_slot=route_key == "$disconnect")
 
     async def stop(self) -> None:
         """Stop accepting connections, close every open one (each gets its
@@ -366,6 +375,16 @@ def _management_latency(value: str) -> float:
     return latency
 
 
+def _concurrency(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number}: a function runs at least 1 invocation at once")
+    return number
+
+
 def _stage_name(value: str) -> str:
     from ..args import ChannelServerArgsError, resolve
 
@@ -407,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="close connections idle this long (default %(default)g, as AWS)")
     parser.add_argument("--max-lifetime", type=float, default=gateway_module.MAX_LIFETIME_SECONDS, metavar="SECONDS",
                         help="close connections this old (default %(default)g, as AWS)")
+    parser.add_argument("--function-concurrency", type=_concurrency, default=DEFAULT_CONCURRENCY, metavar="N",
+                        help="invocations each function runs at once; beyond that a frame is throttled at once, as by "
+                        "Lambda, and answered \"Internal server error\" (default %(default)s)")
     parser.add_argument("--handler-log-level", default="WARNING", type=str.upper, metavar="LEVEL",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                         help="log level of the handlers' own logging: DEBUG, INFO, WARNING, ERROR or CRITICAL "
@@ -440,6 +462,7 @@ def server_from(options: argparse.Namespace) -> LocalServer:
         management_from_anywhere=options.management_from_anywhere,
         idle_timeout=options.idle_timeout,
         max_lifetime=options.max_lifetime,
+        function_concurrency=options.function_concurrency,
         handler_log_level=options.handler_log_level,
     )
 

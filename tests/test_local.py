@@ -496,6 +496,50 @@ def test_one_connections_frames_are_handled_concurrently(faulty_server, recorded
         client.close()
 
 
+def test_a_frame_beyond_a_functions_concurrency_is_throttled_at_once_and_answered_once(recorded):
+    """Lambda does not queue a synchronous invocation: at its concurrency limit
+    it throttles. A queue would start the gateway's clock before the handler's
+    and give a frame two replies (an error, then the real one)."""
+    with running(port=0, world=faulty_world(recorded), function_concurrency=1) as server:
+        client = Client(server.url)
+        try:
+            # GIVEN the held function's one slot is taken
+            first = uuid.uuid4().hex
+            client.send({"type": "held", "key": first})
+            wait_until((recorded / f"started-{first}").exists)
+
+            # WHEN another frame for it arrives, it is answered at once, while the first still holds
+            second = uuid.uuid4().hex
+            throttled = client.request({"type": "held", "key": second})
+            assert throttled["message"] == "Internal server error"
+            assert server._functions["held"].running == 1
+            assert client.request({"type": "ping"}) == {"type": "pong"}  # other functions are not affected
+
+            # THEN the first frame gets its reply, the second never runs and gets nothing more
+            (recorded / f"release-{first}").touch()
+            (recorded / f"release-{second}").touch()
+            assert client.recv() == {"type": "released"}
+            assert client.nothing_more()
+            assert not (recorded / f"started-{second}").exists()
+        finally:
+            client.close()
+
+
+def test_closing_more_connections_than_disconnect_runs_at_once_runs_every_disconnect(recorded):
+    ids = []
+    with running(port=0, world=faulty_world(recorded), function_concurrency=1) as server:
+        clients_ = [Client(server.url) for _ in range(6)]
+        for client in clients_:
+            client.request({"type": "ping"})  # the connection is open and known
+        ids = sorted(connection_ids(server))
+        assert len(ids) == 6
+    # stopping closed all six at once; each $disconnect ran, one at a time
+    for client in clients_:
+        client.close()
+    for connection_id in ids:
+        assert recorded_disconnect(recorded, connection_id)["connectionId"] == connection_id
+
+
 def test_a_handler_that_prints_does_not_disturb_its_invocations(faulty_server, caplog):
     caplog.set_level(logging.INFO, logger="channel_server.local")
     client = Client(faulty_server.url)

@@ -46,11 +46,14 @@ def _post(event, frame):
 
 
 def held(event, context):
-    """Wait until the test creates RECORD_DIR/release-<key> (at most until the
-    function's time runs out), then post ``released``."""
+    """Create RECORD_DIR/started-<key>, wait until the test creates
+    RECORD_DIR/release-<key> (at most until the function's time runs out),
+    then post ``released``."""
     import os
 
-    release = os.path.join(os.environ["RECORD_DIR"], f"release-{json.loads(event['body'])['key']}")
+    key = json.loads(event["body"])["key"]
+    open(os.path.join(os.environ["RECORD_DIR"], f"started-{key}"), "w").close()
+    release = os.path.join(os.environ["RECORD_DIR"], f"release-{key}")
     while not os.path.exists(release) and context.get_remaining_time_in_millis() > 500:
         time.sleep(0.01)
     _post(event, {"type": "released"})
