@@ -235,12 +235,15 @@ class ChannelApp:
 
 def _fanout_deadline(context: Any) -> float | None:
     """When the last post of a fan-out may start: early enough that it can
-    finish, retries included, and the sender still gets its reply before
-    Lambda's timeout. None without a Lambda context (no limit)."""
+    finish and the sender still gets its reply before Lambda's timeout. The
+    reserve is POST_RESERVE_SECONDS, or half the time left when that is less:
+    with a short timeout a hung post may then outlast the function, but
+    posts are still sent. None without a Lambda context (no limit)."""
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is None:
         return None
-    return time.monotonic() + remaining() / 1000 - POST_RESERVE_SECONDS
+    seconds = remaining() / 1000
+    return time.monotonic() + seconds - min(POST_RESERVE_SECONDS, seconds / 2)
 
 
 def _misrouted(event: WebSocketEvent, command: Any) -> dict:

@@ -539,14 +539,14 @@ def test_posts_that_would_start_after_the_deadline_are_failed_without_being_sent
 def test_a_publish_with_too_little_time_left_reports_the_members_it_did_not_reach(
     client: Any, management: Any, lambda_context: Any
 ) -> None:
-    # GIVEN alice, bob and carol in "lobby", and a publish invoked with 5 s left
-    # (less than the reserve a post needs to finish before Lambda's timeout)
+    # GIVEN alice, bob and carol in "lobby", and a publish invoked with no time
+    # left for a post to finish before Lambda's timeout
     alice, bob, carol = (client() for _ in range(3))
     alice.join("lobby")
     bob.join("lobby")
     carol.join("lobby")
     management.clear()
-    alice.context = type(lambda_context)(**{**vars(lambda_context), "get_remaining_time_in_millis": lambda: 5_000})
+    alice.context = type(lambda_context)(**{**vars(lambda_context), "get_remaining_time_in_millis": lambda: 0})
 
     alice.send({"type": "publish", "data": "late"})
 
@@ -593,3 +593,23 @@ def test_a_join_cancelled_for_throttling_backs_off_and_tries_again() -> None:
 
         stub.assert_no_pending_responses()
     assert (joined.channel_id, joined.sender_id, joined.version) == ("lobby", "sender", 1)
+
+
+@pytest.mark.parametrize("timeout_seconds", [1, 5, 10])
+def test_a_publish_whose_whole_timeout_is_shorter_than_the_reserve_still_delivers(
+    timeout_seconds: int, client: Any, management: Any, lambda_context: Any
+) -> None:
+    """lambdaTimeoutSeconds may be 1-29: below POST_RESERVE_SECONDS the reserve
+    is half the time, rather than a deadline already past."""
+    alice, bob = client(), client()
+    sender_id = alice.join("lobby")
+    bob.join("lobby")
+    management.clear()
+    alice.context = type(lambda_context)(
+        **{**vars(lambda_context), "get_remaining_time_in_millis": lambda: timeout_seconds * 1000}
+    )
+
+    alice.send({"type": "publish", "data": "in time"})
+
+    assert bob.frames() == [message("lobby", sender_id, "in time")]
+    assert alice.frames() == [{"type": "publishSuccess"}]
