@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, TypedDict
 
-from .handlers import protocol
+from .handlers import protocol, spec
 
 
 class ChannelServerArgs(TypedDict, total=False):
@@ -39,9 +39,9 @@ class ChannelServerArgs(TypedDict, total=False):
 
     publish_memory_mb: int
     """Memory of the publish function, 128 to 10240 MB. Default 1024. Lambda's CPU
-    grows with memory, and a publish's fan-out is bound by CPU (boto3's work per
-    post): at 256 MB one publish reaches a few hundred members a second, at
-    1769 MB (one full vCPU) several times as many."""
+    grows with memory (1769 MB is one full vCPU), and a large fan-out is bound by
+    CPU once enough posts are in flight: each post costs about 50 to 80 µs of a
+    full core (bench/post_cpu.py)."""
 
     lambda_timeout_seconds: int
     """Timeout of every handler function, 1 to 29 seconds (API Gateway stops waiting
@@ -66,6 +66,11 @@ class ChannelServerArgs(TypedDict, total=False):
     """Largest ``message`` frame (UTF-8 JSON, as delivered) a publish may produce,
     1 to 131072 bytes (API Gateway's 128 KB limit). Larger publishes get a
     publishFailure and reach nobody. Default 131072."""
+
+    posts_in_flight: int
+    """Posts to members one publish keeps in flight at once, 1 to 1000. Default 64.
+    With a round trip of R ms to the management API, one publish reaches about
+    posts_in_flight × 1000 / R members a second, until its CPU is the limit."""
 
     tags: dict[str, str]
     """Tags on every resource that takes tags."""
@@ -98,6 +103,7 @@ class Settings:
     throttling_rate_limit: float = 1000.0
     channel_id_pattern: str = protocol.DEFAULT_CHANNEL_ID_PATTERN
     max_message_bytes: int = protocol.API_GATEWAY_MAX_MESSAGE_BYTES
+    posts_in_flight: int = spec.DEFAULT_POSTS_IN_FLIGHT
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -163,6 +169,7 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
         "max_message_bytes", s.max_message_bytes, 1, protocol.API_GATEWAY_MAX_MESSAGE_BYTES,
         " bytes (API Gateway's message limit)",
     )
+    posts_in_flight = _int("posts_in_flight", s.posts_in_flight, 1, spec.MAX_POSTS_IN_FLIGHT)
     if not isinstance(s.tags, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in s.tags.items()):
         raise _fail("tags", s.tags, "must map strings to strings")
     return Settings(
@@ -178,6 +185,7 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
         throttling_rate_limit=float(rate),
         channel_id_pattern=s.channel_id_pattern,
         max_message_bytes=max_bytes,
+        posts_in_flight=posts_in_flight,
         tags=dict(s.tags),
     )
 

@@ -229,6 +229,7 @@ class ChannelServer(pulumi.ComponentResource):
             spec.ENV_MANAGEMENT_ENDPOINT: self.management_endpoint,
             spec.ENV_CHANNEL_ID_PATTERN: s.channel_id_pattern,
             spec.ENV_MAX_MESSAGE_BYTES: str(s.max_message_bytes),
+            spec.ENV_POSTS_IN_FLIGHT: str(s.posts_in_flight),
         }
 
     def _policy_document(self, route: spec.Route, log_group: aws.cloudwatch.LogGroup) -> pulumi.Output[str]:

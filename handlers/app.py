@@ -100,9 +100,10 @@ class ChannelApp:
     @property
     def sender(self) -> Sender:
         if self._sender is None:
+            in_flight = int(self._environ.get(spec.ENV_POSTS_IN_FLIGHT) or spec.DEFAULT_POSTS_IN_FLIGHT)
             if self._management is None:
-                self._management = management_client(self._environ[spec.ENV_MANAGEMENT_ENDPOINT])
-            self._sender = Sender(self._management)
+                self._management = management_client(self._environ[spec.ENV_MANAGEMENT_ENDPOINT], in_flight)
+            self._sender = Sender(self._management, in_flight)
         return self._sender
 
     # --- routes --------------------------------------------------------------------

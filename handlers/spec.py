@@ -16,6 +16,13 @@ ENV_INDEX_NAME = "CHANNEL_INDEX_NAME"
 ENV_MANAGEMENT_ENDPOINT = "CHANNEL_MANAGEMENT_ENDPOINT"
 ENV_CHANNEL_ID_PATTERN = "CHANNEL_ID_PATTERN"
 ENV_MAX_MESSAGE_BYTES = "CHANNEL_MAX_MESSAGE_BYTES"
+ENV_POSTS_IN_FLIGHT = "CHANNEL_POSTS_IN_FLIGHT"
+
+#: Posts a publish keeps in flight at once, by default and at most (its
+#: ``postsInFlight`` setting). The default was chosen with bench/fanout.py
+#: (see the README's Performance section).
+DEFAULT_POSTS_IN_FLIGHT = 64
+MAX_POSTS_IN_FLIGHT = 1000
 
 # --- the connections table --------------------------------------------------------
 

@@ -21,8 +21,8 @@ RETENTIONS = (
 )
 FIELDS = (
     "channel_id_pattern, lambda_architecture, lambda_memory_mb, lambda_runtime, lambda_timeout_seconds, "
-    "log_retention_days, max_message_bytes, publish_memory_mb, stage_name, table_name, tags, throttling_burst_limit, "
-    "throttling_rate_limit"
+    "log_retention_days, max_message_bytes, posts_in_flight, publish_memory_mb, stage_name, table_name, tags, "
+    "throttling_burst_limit, throttling_rate_limit"
 )
 BURST = "must be from 1 to 5000 (0 would reject every message)"
 RATE = "must be a number above 0 and at most 10000 (0 would reject every message)"
@@ -64,6 +64,11 @@ INVALID = [
     ),
     pytest.param({"max_message_bytes": 0}, f"ChannelServerArgs max_message_bytes=0: {MAX_BYTES}", id="max bytes 0"),
     pytest.param({"max_message_bytes": 131073}, f"ChannelServerArgs max_message_bytes=131073: {MAX_BYTES}", id="max bytes 131073"),
+    pytest.param({"posts_in_flight": 0}, "ChannelServerArgs posts_in_flight=0: must be from 1 to 1000", id="in flight 0"),
+    pytest.param({"posts_in_flight": 1001}, "ChannelServerArgs posts_in_flight=1001: must be from 1 to 1000",
+                 id="in flight 1001"),
+    pytest.param({"posts_in_flight": "64"},
+                 "ChannelServerArgs posts_in_flight='64': must be a whole number from 1 to 1000", id="in flight text"),
     pytest.param(
         {"stage_name": "a b"}, "ChannelServerArgs stage_name='a b': use 1 to 128 letters, digits, '-' or '_'", id="stage name"
     ),
@@ -134,6 +139,7 @@ def test_defaults_are_the_documented_ones() -> None:
         throttling_rate_limit=1000.0,
         channel_id_pattern="[A-Za-z0-9_.:-]+",
         max_message_bytes=131072,
+        posts_in_flight=64,
         tags={},
     )
 
@@ -164,6 +170,8 @@ def test_an_int_rate_becomes_a_float() -> None:
         {"lambda_memory_mb": 10240},
         {"max_message_bytes": 1},
         {"max_message_bytes": 131072},
+        {"posts_in_flight": 1},
+        {"posts_in_flight": 1000},
         {"throttling_burst_limit": 1},
         {"throttling_burst_limit": 5000},
         {"throttling_rate_limit": 0.5},
@@ -265,6 +273,7 @@ def test_from_config_reads_each_set_key_with_its_fields_type() -> None:
         "throttlingRateLimit": "get_float",
         "channelIdPattern": "get",
         "maxMessageBytes": "get_int",
+        "postsInFlight": "get_int",
         "tags": "get_object",
     }
     assert resolve(args) == Settings(

@@ -49,6 +49,7 @@ CUSTOM_ARGS = ChannelServerArgs(
     throttling_rate_limit=3.5,
     channel_id_pattern="[a-z]+",
     max_message_bytes=4096,
+    posts_in_flight=16,
     tags={"team": "realtime", "environment": "test"},
 )
 
@@ -385,6 +386,7 @@ def test_function_environment_points_at_the_table_index_and_management_endpoint(
             spec.ENV_MANAGEMENT_ENDPOINT: f"https://{host}/{s.stage_name}",
             spec.ENV_CHANNEL_ID_PATTERN: s.channel_id_pattern,
             spec.ENV_MAX_MESSAGE_BYTES: str(s.max_message_bytes),
+            spec.ENV_POSTS_IN_FLIGHT: str(s.posts_in_flight),
         }
     }
 
@@ -394,6 +396,7 @@ def test_function_environment_carries_the_channel_settings_from_args(custom_worl
     assert variables[spec.ENV_TABLE_NAME] == "Connections"
     assert variables[spec.ENV_CHANNEL_ID_PATTERN] == "[a-z]+"
     assert variables[spec.ENV_MAX_MESSAGE_BYTES] == "4096"
+    assert variables[spec.ENV_POSTS_IN_FLIGHT] == "16"
     assert variables[spec.ENV_MANAGEMENT_ENDPOINT].endswith("/prod")
 
 

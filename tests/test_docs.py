@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from botocore.endpoint import MAX_POOL_CONNECTIONS as BOTOCORE_DEFAULT_POOL
 
 from channel_server import args as args_module
 from channel_server.args import ChannelServerArgsError, Settings, config_key, resolve
@@ -274,9 +273,8 @@ FIGURES = [
     _figure(FAILURES, r"Throttling or 5xx, then success within (\d+) attempts",
             "app.DYNAMODB_MAX_ATTEMPTS", app.DYNAMODB_MAX_ATTEMPTS),
     _figure(ARCHITECTURE, r"connection pool of (\d+)", "sender.FANOUT_WORKERS", sender.FANOUT_WORKERS),
-    _figure(ARCHITECTURE, r"thread pool up to (\d+) wide", "sender.FANOUT_WORKERS", sender.FANOUT_WORKERS),
-    _figure(ARCHITECTURE, r"botocore pool of (\d+) connections", "sender.FANOUT_WORKERS", sender.FANOUT_WORKERS),
-    _figure(ARCHITECTURE, r"botocore's default (\d+)", "botocore.endpoint.MAX_POOL_CONNECTIONS", BOTOCORE_DEFAULT_POOL),
+    _figure(ARCHITECTURE, r"up to `postsInFlight` \(default (\d+)\) at once", "spec.DEFAULT_POSTS_IN_FLIGHT",
+            spec.DEFAULT_POSTS_IN_FLIGHT),
     _figure(DOCS, r"less than (\d+) s of the function's time is left",
             "sender.POST_RESERVE_SECONDS", sender.POST_RESERVE_SECONDS),
     _figure(FAILURES, r"before the (\d+) s reserve", "sender.POST_RESERVE_SECONDS", sender.POST_RESERVE_SECONDS),

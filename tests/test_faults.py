@@ -180,13 +180,16 @@ def test_a_post_that_was_sent_but_not_answered_in_time_is_not_sent_again(client:
     assert alice.frames() == [partial_failure(delivered=1, failed=1)]
 
 
-def _counting_posts(sender_client: Any) -> list[str]:
-    """The connection ids of every HTTP attempt ``sender_client`` makes, in order."""
+def _counting_posts(api: Any) -> list[str]:
+    """The connection ids of every attempt ``api`` (a ManagementApi) makes, in order."""
     attempts: list[str] = []
-    sender_client.meta.events.register(
-        "before-send.apigatewaymanagementapi.PostToConnection",
-        lambda request, **_: attempts.append(request.url.rsplit("/", 1)[-1]),
-    )
+    attempt = api.attempt
+
+    async def counted(connection_id: str, payload: bytes) -> Any:
+        attempts.append(connection_id)
+        return await attempt(connection_id, payload)
+
+    api.attempt = counted
     return attempts
 
 
@@ -208,6 +211,27 @@ def test_a_post_that_cannot_connect_is_tried_max_attempts_times(no_retry_delay: 
 
     assert failed.value.code == CONNECT_FAILED
     assert len(attempts) == MAX_ATTEMPTS
+
+
+def test_connections_are_kept_across_fan_outs_and_a_closed_one_is_not_used(management: Any) -> None:
+    from channel_server.handlers.sender import management_client
+
+    sender = Sender(management_client(management.endpoint), posts_in_flight=4)
+    ids = [new_connection_id() for _ in range(12)]
+
+    # the second fan-out (a later invocation) reuses the first one's connections
+    assert sender.post_many(ids, b"{}").delivered == 12
+    opened = set(management.client_ports)
+    assert sender.post_many(ids, b"{}").delivered == 12
+    assert set(management.client_ports) == opened and len(opened) <= 4
+
+    # connections the server closed while idle are seen closed, not posted on
+    management.close_idle_connections()
+    management.clear()
+    sender.post(ids[0], b"{}")  # the first step of a run: before the loop could see any close
+    deliveries = sender.post_many(ids, b"{}")
+    assert (deliveries.delivered, deliveries.failed) == (12, [])
+    assert not set(management.client_ports) & opened
 
 
 def test_no_retry_starts_after_the_deadline(management: Any, monkeypatch: pytest.MonkeyPatch) -> None:

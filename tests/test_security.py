@@ -62,7 +62,8 @@ LOG_GRANTS = {("logs:CreateLogStream", ON_OWN_LOGS), ("logs:PutLogEvents", ON_OW
 
 class CallRecorder:
     """Records every API call of the clients it is attached to (botocore's
-    ``provide-client-params`` event), labelled with the entry point running."""
+    ``provide-client-params`` event, or the management client's posts),
+    labelled with the entry point running."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str | None, str, str, dict]] = []
@@ -72,6 +73,20 @@ class CallRecorder:
     def attach(self, client: Any) -> Any:
         client.meta.events.register("provide-client-params", self._record)
         return client
+
+    def attach_management(self, api: Any) -> Any:
+        """Record the posts of the handlers' own management API client (it
+        has no botocore events): each is a PostToConnection."""
+        attempt = api.attempt
+
+        async def recorded(connection_id: str, payload: bytes) -> Any:
+            with self._lock:
+                self.calls.append((self._entry, "apigatewaymanagementapi", "PostToConnection",
+                                   {"ConnectionId": connection_id}))
+            return await attempt(connection_id, payload)
+
+        api.attempt = recorded
+        return api
 
     def _record(self, params: dict, model: Any, **_: Any) -> None:
         with self._lock:  # fan-out posts come from worker threads
@@ -190,7 +205,7 @@ def observed(dynamodb: Any, table_definition: Any, embedded_dynamodb: Any) -> di
         dynamodb,
         table_definition,
         app_dynamodb=recording_dynamodb(embedded_dynamodb.endpoint, recorder),
-        app_management=lambda endpoint: recorder.attach(product_management_client(endpoint)),
+        app_management=lambda endpoint: recorder.attach_management(product_management_client(endpoint)),
     ) as world:
         drive_every_code_path(world, recorder)
         table, index = world.environ[spec.ENV_TABLE_NAME], world.environ[spec.ENV_INDEX_NAME]

@@ -19,6 +19,7 @@ botocore names the exception by) and a JSON body.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -27,6 +28,12 @@ from urllib.parse import unquote, urlsplit
 GONE = (410, "GoneException")
 #: How long a late answer waits for the client to hang up, at most.
 HANG_UP_WAIT_SECONDS = 30
+
+
+class _Server(ThreadingHTTPServer):
+    # the sender opens up to its posts in flight at once; socketserver's
+    # default backlog of 5 would drop the other connection attempts
+    request_queue_size = 256
 
 
 class FakeManagementApi:
@@ -46,13 +53,16 @@ class FakeManagementApi:
         self.posts: list[tuple[str, bytes]] = []
         #: Every post, whatever the answer: (connection id, status).
         self.attempts: list[tuple[str, int]] = []
+        #: The client's port of every post, in arrival order: one per TCP connection used.
+        self.client_ports: list[int] = []
+        self._sockets: set[Any] = set()
         #: Connection ids whose posts are delivered (recorded as 200) but
         #: answered only after the client gave up waiting and hung up.
         self.late: set[str] = set()
         #: Connection id -> [status, error type, posts left]: :meth:`fail`'s faults.
         self._limited: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = _Server(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         # a short poll interval: shutdown() waits up to one interval
         self._thread = threading.Thread(
@@ -94,6 +104,7 @@ class FakeManagementApi:
         with self._lock:
             self.posts.clear()
             self.attempts.clear()
+            self.client_ports.clear()
 
     # --- faults -----------------------------------------------------------------
 
@@ -108,6 +119,17 @@ class FakeManagementApi:
             else:
                 self.faults.pop(connection_id, None)
                 self._limited[connection_id] = [status, error_type, times]
+
+    def close_idle_connections(self) -> None:
+        """Close every client connection from the server's side, as a server
+        does with keep-alive connections idle too long."""
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -149,7 +171,17 @@ def _handler_for(api: FakeManagementApi) -> type[BaseHTTPRequestHandler]:
     prefix = f"/{api.stage}/@connections/"
 
     class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as botocore's pool expects
+        protocol_version = "HTTP/1.1"  # keep-alive, as the sender's pool expects
+
+        def setup(self) -> None:
+            super().setup()
+            with api._lock:
+                api._sockets.add(self.connection)
+
+        def finish(self) -> None:
+            with api._lock:
+                api._sockets.discard(self.connection)
+            super().finish()
 
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -159,6 +191,8 @@ def _handler_for(api: FakeManagementApi) -> type[BaseHTTPRequestHandler]:
                 return
             connection_id = unquote(path[len(prefix):])  # botocore sends "=" as %3D
             status, error_type = api._answer_for(connection_id)
+            with api._lock:
+                api.client_ports.append(self.client_address[1])
             api._record(connection_id, body, status)
             if status == 200 and connection_id in api.late:
                 self._wait_for_hang_up()
