@@ -74,6 +74,9 @@ class ChannelServer(pulumi.ComponentResource):
     """Each route's AWS_PROXY integration."""
     routes: dict[str, aws.apigatewayv2.Route]
     """The API's routes."""
+    route_responses: dict[str, aws.apigatewayv2.RouteResponse]
+    """The ``$default`` route response of each two-way route (the message routes):
+    the function's return value is the reply to the sender."""
     permissions: dict[str, aws.lambda_.Permission]
     """API Gateway's permission to invoke each function, scoped to its stage and route."""
 
@@ -105,7 +108,7 @@ class ChannelServer(pulumi.ComponentResource):
 
         code = archive.handler_archive()
         self.functions, self.roles, self.policies, self.log_groups = {}, {}, {}, {}
-        self.integrations, self.routes, self.permissions = {}, {}, {}
+        self.integrations, self.routes, self.route_responses, self.permissions = {}, {}, {}, {}
         for route in spec.ROUTES:
             self._create_route(route, code)
         self.deployment, self.stage = self._create_stage()
@@ -204,8 +207,18 @@ class ChannelServer(pulumi.ComponentResource):
             api_id=self.api.id,
             route_key=route.key,
             target=integration.id.apply(lambda integration_id: f"integrations/{integration_id}"),
+            # two-way: the function's return value is the sender's reply
+            route_response_selection_expression=spec.ROUTE_RESPONSE_SELECTION_EXPRESSION if route.two_way else None,
             opts=self._child,
         )
+        if route.two_way:
+            self.route_responses[route.key] = aws.apigatewayv2.RouteResponse(
+                slug,
+                api_id=self.api.id,
+                route_id=self.routes[route.key].id,
+                route_response_key=spec.ROUTE_RESPONSE_KEY,
+                opts=self._child,
+            )
         self.permissions[route.key] = aws.lambda_.Permission(
             slug,
             action="lambda:InvokeFunction",
@@ -263,7 +276,10 @@ class ChannelServer(pulumi.ComponentResource):
         # whenever a route or its integration changes, created after the routes.
         wiring = pulumi.Output.all(
             *[
-                pulumi.Output.all(key, self.routes[key].id, self.integrations[key].id, self.integrations[key].integration_uri)
+                pulumi.Output.all(
+                    key, self.routes[key].id, self.integrations[key].id, self.integrations[key].integration_uri,
+                    self.route_responses[key].id if key in self.route_responses else "",
+                )
                 for key in sorted(self.routes)
             ]
         )
@@ -275,7 +291,8 @@ class ChannelServer(pulumi.ComponentResource):
             description=f"channel-server routes: {', '.join(sorted(self.routes))}",
             triggers={"routes": wiring.apply(lambda rows: json.dumps(rows, sort_keys=True))},
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[*self.routes.values(), *self.permissions.values()]
+                parent=self,
+                depends_on=[*self.routes.values(), *self.route_responses.values(), *self.permissions.values()],
             ),
         )
         stage = aws.apigatewayv2.Stage(

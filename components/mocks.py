@@ -191,6 +191,7 @@ class AwsMocks(pulumi.runtime.Mocks):
         "aws:apigatewayv2/deployment:Deployment": _short_id,
         "aws:apigatewayv2/integration:Integration": _short_id,
         "aws:apigatewayv2/route:Route": _short_id,
+        "aws:apigatewayv2/routeResponse:RouteResponse": _short_id,
         "aws:lambda/function:Function": _function,
         "aws:iam/role:Role": _role,
         "aws:cloudwatch/logGroup:LogGroup": _log_group,

@@ -16,17 +16,11 @@ from typing import Any, Callable, Mapping
 
 from . import protocol, spec
 from .events import WebSocketEvent
-from .sender import (
-    CONNECT_TIMEOUT,
-    FANOUT_WORKERS,
-    POST_RESERVE_SECONDS,
-    READ_TIMEOUT,
-    ConnectionGone,
-    DeliveryError,
-    Sender,
-    management_client,
-)
-from .store import Store, StoreError
+from .store import ConnectionClosed, Store, StoreError
+
+# The sender (asyncio, ssl, the SigV4 signer) and boto3 are imported where
+# they are first needed: $connect, ping and $default never load them, so their
+# cold starts stay small.
 
 logger = logging.getLogger("channel_server")
 logger.setLevel(logging.INFO)
@@ -47,6 +41,8 @@ for _noisy in ("botocore.endpoint", "botocore.parsers"):
 OK = {"statusCode": 200}
 #: Total attempts per DynamoDB call, first try included (botocore standard retry mode).
 DYNAMODB_MAX_ATTEMPTS = 5
+#: The DynamoDB client's connection pool.
+DYNAMODB_POOL_CONNECTIONS = 32
 #: What the sender sees when something broke on our side.
 INTERNAL_ERROR = "internal error; the request was not carried out"
 
@@ -64,7 +60,7 @@ class ChannelApp:
         self._dynamodb = dynamodb
         self._management = management
         self._store: Store | None = None
-        self._sender: Sender | None = None
+        self._sender: Any = None
         self.rules = protocol.Rules(
             channel_id_pattern=self._environ.get(spec.ENV_CHANNEL_ID_PATTERN) or protocol.DEFAULT_CHANNEL_ID_PATTERN,
             max_message_bytes=int(
@@ -81,15 +77,14 @@ class ChannelApp:
 
                 # The endpoint comes from the environment (AWS_ENDPOINT_URL_DYNAMODB
                 # when set), so the same code reaches AWS, moto and local mode.
-                # The pool matches the fan-out's: the app may be shared by threads.
+                # The app may be shared by threads (local mode): a pool for each.
                 self._dynamodb = boto3.client(
                     "dynamodb",
                     config=Config(
                         retries={"mode": "standard", "total_max_attempts": DYNAMODB_MAX_ATTEMPTS},
-                        max_pool_connections=FANOUT_WORKERS,
-                        # calls take milliseconds; a hung one must not use up the function's time
-                        connect_timeout=CONNECT_TIMEOUT,
-                        read_timeout=READ_TIMEOUT,
+                        max_pool_connections=DYNAMODB_POOL_CONNECTIONS,
+                        connect_timeout=spec.CONNECT_TIMEOUT,
+                        read_timeout=spec.READ_TIMEOUT,
                     ),
                 )
             self._store = Store(
@@ -98,8 +93,11 @@ class ChannelApp:
         return self._store
 
     @property
-    def sender(self) -> Sender:
+    def sender(self) -> Any:
+        """The :class:`sender.Sender` that fans a publish out."""
         if self._sender is None:
+            from .sender import Sender, management_client
+
             in_flight = int(self._environ.get(spec.ENV_POSTS_IN_FLIGHT) or spec.DEFAULT_POSTS_IN_FLIGHT)
             if self._management is None:
                 self._management = management_client(self._environ[spec.ENV_MANAGEMENT_ENDPOINT], in_flight)
@@ -115,17 +113,17 @@ class ChannelApp:
     def disconnect(self, event: WebSocketEvent) -> dict:
         _log_event(event)
         try:
-            self.store.remove_connection(event.connection_id)
+            self.store.close_connection(event.connection_id)
         except Exception:
             # Nothing to tell a client that has left; the rows expire by TTL.
-            _log_failure(event, "removing the connection's rows failed")
+            _log_failure(event, "closing the connection's rows failed")
         return OK
 
     def join(self, event: WebSocketEvent) -> dict:
-        # A join that raced the connection's $disconnect may have written rows
-        # after $disconnect removed them: its reply answers 410, and then the
-        # rows go (no row outlives the connection).
-        return self._message(event, self._join, clean_up_if_gone=True)
+        # A join that races the connection's $disconnect cannot write after
+        # it: $disconnect leaves a tombstone state row that the join's
+        # transaction condition fails on (see Store.close_connection).
+        return self._message(event, self._join)
 
     def publish(self, event: WebSocketEvent, context: Any = None) -> dict:
         """``context`` is Lambda's: its remaining time bounds the fan-out."""
@@ -140,15 +138,13 @@ class ChannelApp:
 
     # --- behaviour -----------------------------------------------------------------
 
-    def _message(
-        self, event: WebSocketEvent, behaviour: Callable[[WebSocketEvent, Any], dict], clean_up_if_gone: bool = False
-    ) -> dict:
-        """Decode the frame, run the route's behaviour and send its reply; any
-        failure becomes an error reply, never an exception out of Lambda.
+    def _message(self, event: WebSocketEvent, behaviour: Callable[[WebSocketEvent, Any], dict]) -> dict:
+        """Decode the frame and run the route's behaviour; any failure becomes
+        an error reply, never an exception out of Lambda.
 
-        Returns the reply as the response's body too. On a route without a
-        route response (the component declares none) API Gateway discards it;
-        local mode logs its type."""
+        The reply is the response's body: every message route is two-way
+        (a ``$default`` route response), so API Gateway sends it to the sender
+        with no management API call."""
         _log_event(event)
         command: Any = None
         try:
@@ -157,7 +153,11 @@ class ChannelApp:
         except Exception:
             _log_failure(event, "handling the frame failed")
             frame = _failure_for(command, INTERNAL_ERROR)
-        payload = self._reply(event, frame, clean_up_if_gone)
+        try:
+            payload = protocol.encode_reply(frame)
+        except Exception:
+            _log_failure(event, "reply could not be encoded")
+            payload = protocol.encode(protocol.error(INTERNAL_ERROR))
         return {**OK, "body": payload.decode("utf-8")}
 
     def _join(self, event: WebSocketEvent, command: Any) -> dict:
@@ -165,6 +165,8 @@ class ChannelApp:
             return _misrouted(event, command)
         try:
             joined = self.store.join(event.connection_id, command.channel_id, protocol.new_sender_id())
+        except ConnectionClosed:
+            return protocol.join_failure("this connection has disconnected")
         except StoreError as exc:
             _log_failure(event, f"join failed: {type(exc).__name__}")
             return protocol.join_failure("could not join right now; try again")
@@ -181,12 +183,12 @@ class ChannelApp:
             return outgoing.failure
         targets = protocol.recipients(self.store.members(membership.channel_id), event.connection_id)
         deliveries = self.sender.post_many(targets, outgoing.payload, deadline)
-        for gone in deliveries.gone:
-            # closed for good: its rows go, and it does not count as a failure
+        if deliveries.gone:
+            # closed for good: their rows go, and they do not count as failures
             try:
-                self.store.remove_connection(gone)
+                self.store.remove_gone(deliveries.gone, membership.channel_id)
             except Exception:
-                _log_failure(event, "removing a gone connection failed")
+                _log_failure(event, "removing gone connections failed")
         for failure in deliveries.failed:
             logger.warning(
                 "delivery failed after retries",
@@ -206,33 +208,6 @@ class ChannelApp:
         # valid one can only land here when the API lacks that route.
         return _misrouted(event, command)
 
-    def _reply(self, event: WebSocketEvent, frame: dict, clean_up_if_gone: bool = False) -> bytes:
-        """Post ``frame`` to the sender; returns the bytes posted."""
-        try:
-            payload = protocol.encode_reply(frame)
-        except (ValueError, RecursionError):
-            _log_failure(event, "reply could not be encoded")
-            payload = protocol.encode(protocol.error(INTERNAL_ERROR))
-        try:
-            self.sender.post(event.connection_id, payload)
-        except ConnectionGone:
-            # The client left before its answer; $disconnect cleans up, except
-            # after a join that wrote once $disconnect had run (see join).
-            if clean_up_if_gone:
-                try:
-                    self.store.remove_connection(event.connection_id)
-                except Exception:
-                    _log_failure(event, "removing the gone sender's rows failed")
-        except DeliveryError as exc:
-            logger.warning(
-                "reply not delivered",
-                extra={"connectionId": event.connection_id, "routeKey": event.route_key, "code": exc.code},
-            )
-        except Exception:
-            # e.g. the management client could not be built: nobody to tell
-            _log_failure(event, "reply failed")
-        return payload
-
 
 def _fanout_deadline(context: Any) -> float | None:
     """When the last post of a fan-out may start: early enough that it can
@@ -240,6 +215,8 @@ def _fanout_deadline(context: Any) -> float | None:
     reserve is POST_RESERVE_SECONDS, or half the time left when that is less:
     with a short timeout a hung post may then outlast the function, but
     posts are still sent. None without a Lambda context (no limit)."""
+    from .sender import POST_RESERVE_SECONDS
+
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is None:
         return None

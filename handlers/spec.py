@@ -18,6 +18,12 @@ ENV_CHANNEL_ID_PATTERN = "CHANNEL_ID_PATTERN"
 ENV_MAX_MESSAGE_BYTES = "CHANNEL_MAX_MESSAGE_BYTES"
 ENV_POSTS_IN_FLIGHT = "CHANNEL_POSTS_IN_FLIGHT"
 
+#: Seconds to connect, and to wait for an answer, per attempt of any call to
+#: AWS (DynamoDB and the management API). Calls take milliseconds; these keep
+#: a hung one from eating the function's time.
+CONNECT_TIMEOUT = 2
+READ_TIMEOUT = 2
+
 #: Posts a publish keeps in flight at once, by default and at most (its
 #: ``postsInFlight`` setting). The default was chosen with bench/fanout.py
 #: (see the README's Performance section).
@@ -40,6 +46,10 @@ SENDER_ID = "senderId"
 CURRENT_CHANNEL = "currentChannel"
 #: On the state row: bumped on every join, the condition that makes joins atomic.
 VERSION = "version"
+#: On the state row: set once the connection's $disconnect ran (a tombstone,
+#: without channel or version), so a join that raced the $disconnect cannot
+#: write after it.
+CLOSED_AT = "closedAt"
 #: Attributes the channel index projects besides its keys: publish needs only the
 #: connection id and the expiry.
 INDEX_PROJECTED = (EXPIRES_AT,)
@@ -59,7 +69,13 @@ ROW_TTL_SECONDS = MAX_CONNECTION_SECONDS + 5 * 60
 #: DynamoDB actions, by what the store does with them.
 READ_STATE = ("dynamodb:GetItem",)  # Store.membership, Store.join
 MOVE_MEMBERSHIP = ("dynamodb:PutItem", "dynamodb:DeleteItem")  # Store.join's transaction
-REMOVE_CONNECTION = ("dynamodb:Query", "dynamodb:BatchWriteItem")  # Store.remove_connection
+CLOSE_CONNECTION = ("dynamodb:PutItem", "dynamodb:DeleteItem")  # Store.close_connection
+REMOVE_GONE = ("dynamodb:BatchWriteItem",)  # Store.remove_gone
+
+#: The only route response key a WebSocket API has, and the route response
+#: selection expression that picks it for every answer.
+ROUTE_RESPONSE_KEY = "$default"
+ROUTE_RESPONSE_SELECTION_EXPRESSION = "$default"
 
 
 @dataclass(frozen=True)
@@ -71,7 +87,9 @@ class Route:
     it posts to connections through the management API. The component grants
     exactly these and nothing more. ``fans_out`` marks the function whose work
     grows with a channel's size (one post per member): it gets its own memory
-    setting, since Lambda's CPU grows with memory.
+    setting, since Lambda's CPU grows with memory. ``two_way`` routes have a
+    route response: the function's return value (its ``body``) is API
+    Gateway's reply to the sender, with no post and no round trip.
     """
 
     key: str
@@ -80,6 +98,7 @@ class Route:
     index_actions: tuple[str, ...] = ()
     posts: bool = False
     fans_out: bool = False
+    two_way: bool = False
 
     @property
     def handler(self) -> str:
@@ -96,20 +115,21 @@ JOIN, PUBLISH, PING = "join", "publish", "ping"
 
 ROUTES: tuple[Route, ...] = (
     Route("$connect", "connect"),
-    Route("$disconnect", "disconnect", table_actions=REMOVE_CONNECTION),
-    # removes its own rows when its reply finds the connection gone
-    Route(JOIN, "join", table_actions=READ_STATE + MOVE_MEMBERSHIP + REMOVE_CONNECTION, posts=True),
+    # closes the connection for good in the table (a tombstone state row)
+    Route("$disconnect", "disconnect", table_actions=CLOSE_CONNECTION),
+    Route(JOIN, "join", table_actions=READ_STATE + MOVE_MEMBERSHIP, two_way=True),
     Route(
         PUBLISH,
         "publish",
         # reads the sender's state, lists the channel, removes gone members
-        table_actions=READ_STATE + REMOVE_CONNECTION,
+        table_actions=READ_STATE + REMOVE_GONE,
         index_actions=("dynamodb:Query",),
         posts=True,
         fans_out=True,
+        two_way=True,
     ),
-    Route(PING, "ping", posts=True),
-    Route("$default", "default", posts=True),
+    Route(PING, "ping", two_way=True),
+    Route("$default", "default", two_way=True),
 )
 
 def management_endpoint(api_endpoint: str, stage: str) -> str:

@@ -8,7 +8,10 @@ Rows (partition key ``connectionId``, sort key ``channelId``):
   ``currentChannel``, ``senderId`` and a ``version``. Every join is one
   transaction that rewrites the state row on the condition that its version
   is still the one read, moves the membership and so never leaves a
-  connection in two channels or half-joined.
+  connection in two channels or half-joined. ``$disconnect`` overwrites the
+  state row with a *tombstone* (``closedAt``, no channel, no version) and
+  deletes the membership the old state row named: a join that raced it finds
+  the tombstone, or fails its condition, and writes nothing.
 
 Every row carries ``expiresAt`` (TTL). DynamoDB deletes expired rows lazily
 (up to days later), so every read here also ignores rows that have expired.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from . import spec
 
@@ -37,6 +40,10 @@ class StoreError(Exception):
 
 class JoinConflict(StoreError):
     """Concurrent joins of one connection kept winning the race."""
+
+
+class ConnectionClosed(StoreError):
+    """The connection's $disconnect has run: nothing may be written for it."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ class Store:
             Key=_key(connection_id, state_key(connection_id)),
             ConsistentRead=True,
         ).get("Item")
-        if not item or _expired(item, self._now()):
+        if not item or _expired(item, self._now()) or spec.CLOSED_AT in item:
             return None
         return Membership(
             channel_id=item[spec.CURRENT_CHANNEL]["S"],
@@ -111,6 +118,8 @@ class Store:
         """
         for attempt in range(JOIN_ATTEMPTS):
             current = self._raw_state(connection_id)
+            if current and spec.CLOSED_AT in current:
+                raise ConnectionClosed(f"{connection_id} has disconnected")
             version = int(current[spec.VERSION]["N"]) if current else 0
             expires = str(self._now() + spec.ROW_TTL_SECONDS)
             state_item = {
@@ -150,13 +159,41 @@ class Store:
             return Membership(channel_id, sender_id, version + 1)
         raise JoinConflict(f"join kept being cancelled (concurrent joins or throttling) after {JOIN_ATTEMPTS} attempts")
 
-    def remove_connection(self, connection_id: str) -> int:
-        """Delete every row of the connection; returns how many there were.
-        Idempotent: removing an unknown connection removes nothing."""
-        keys = list(self._connection_keys(connection_id))
-        for start in range(0, len(keys), BATCH_LIMIT):
-            self._delete_batch(keys[start:start + BATCH_LIMIT])
-        return len(keys)
+    def close_connection(self, connection_id: str) -> str | None:
+        """Mark the connection closed for good and remove its membership (two
+        requests: a PutItem of the tombstone that returns the old state row,
+        then a DeleteItem of the membership it named). Returns the channel it
+        was in, if any. Idempotent: closing twice, or a connection that never
+        joined, leaves just the tombstone, which expires like any row."""
+        old = self._client.put_item(
+            TableName=self._table,
+            Item={
+                **_key(connection_id, state_key(connection_id)),
+                spec.CLOSED_AT: {"N": str(self._now())},
+                spec.EXPIRES_AT: {"N": str(self._now() + spec.ROW_TTL_SECONDS)},
+            },
+            ReturnValues="ALL_OLD",
+        ).get("Attributes") or {}
+        channel = old.get(spec.CURRENT_CHANNEL, {}).get("S")
+        if channel is not None:
+            self._client.delete_item(TableName=self._table, Key=_key(connection_id, channel))
+        return channel
+
+    def remove_gone(self, connection_ids: list[str], channel_id: str) -> None:
+        """Close connections a publish found gone (410) in ``channel_id``:
+        for each, a tombstone state row and no membership in the channel, in
+        batches of BATCH_LIMIT items. No read: both keys are known."""
+        requests: list[dict] = []
+        expires = str(self._now() + spec.ROW_TTL_SECONDS)
+        for connection_id in dict.fromkeys(connection_ids):
+            requests.append({"PutRequest": {"Item": {
+                **_key(connection_id, state_key(connection_id)),
+                spec.CLOSED_AT: {"N": str(self._now())},
+                spec.EXPIRES_AT: {"N": expires},
+            }}})
+            requests.append({"DeleteRequest": {"Key": _key(connection_id, channel_id)}})
+        for start in range(0, len(requests), BATCH_LIMIT):
+            self._write_batch(requests[start:start + BATCH_LIMIT])
 
     # --- helpers -----------------------------------------------------------------
 
@@ -167,31 +204,15 @@ class Store:
             ConsistentRead=True,
         ).get("Item")
 
-    def _connection_keys(self, connection_id: str) -> Iterator[dict]:
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "#k = :k",
-            "ProjectionExpression": "#k, #c",
-            "ExpressionAttributeNames": {"#k": spec.CONNECTION_ID, "#c": spec.CHANNEL_ID},
-            "ExpressionAttributeValues": {":k": {"S": connection_id}},
-            "ConsistentRead": True,
-        }
-        while True:
-            page = self._client.query(**kwargs)
-            yield from page.get("Items", ())
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-    def _delete_batch(self, keys: list[dict]) -> None:
-        requests = {self._table: [{"DeleteRequest": {"Key": key}} for key in keys]}
+    def _write_batch(self, requests: list[dict]) -> None:
+        pending = {self._table: requests}
         for attempt in range(BATCH_ATTEMPTS):
-            unprocessed = self._client.batch_write_item(RequestItems=requests).get("UnprocessedItems") or {}
+            unprocessed = self._client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
             if not unprocessed.get(self._table):
                 return
-            requests = unprocessed
+            pending = unprocessed
             _back_off(attempt)
-        raise StoreError(f"{len(requests[self._table])} rows stayed unprocessed after {BATCH_ATTEMPTS} attempts")
+        raise StoreError(f"{len(pending[self._table])} rows stayed unprocessed after {BATCH_ATTEMPTS} attempts")
 
 
 def _back_off(attempt: int) -> None:

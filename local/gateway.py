@@ -7,7 +7,9 @@ On one port:
   API Gateway's; route selection on the API's expression with ``$default``
   as the fallback; API Gateway's own error frames ("Forbidden" without a
   ``$default`` route, "Internal server error" when an integration fails); the
-  handshake rejected with ``$connect``'s status when it is not 2xx; binary
+  handshake rejected with ``$connect``'s status when it is not 2xx; a two-way
+  route's answer (the body its function returns) sent back to the client, a
+  one-way route's dropped; binary
   frames closed with 1003, messages over 128 KB with 1009; idle timeout and
   maximum lifetime.
 - ``http://HOST:PORT/{stage}/@connections/{id}``: the management API. POST
@@ -258,11 +260,26 @@ class Gateway:
         try:
             result = await self._invoke(route_key, event, request_id)
             outcome = f"→ {_reply_type(result)}"
+            if route_key in self.world.two_way:
+                await self._send_route_response(connection, result)
+            elif _reply_type(result) != "no reply":
+                outcome += " (dropped: the route is one-way)"
         except InvocationError as exc:
             log.warning("message %s %s: integration failed: %s", connection.id, route_key, exc)
             await self._send_gateway_error(connection, "Internal server error", request_id)
             outcome = "integration error"
         log.info("route %s %s %s in %.0f ms", connection.id, route_key, outcome, (time.monotonic() - started) * 1000)
+
+    async def _send_route_response(self, connection: Connection, result: Any) -> None:
+        """A two-way route's answer: the body of the function's result, sent
+        to the client as one text frame (nothing when there is no body)."""
+        body = result.get("body") if isinstance(result, Mapping) else None
+        if isinstance(body, str) and body and connection.open and not connection.ws.closed:
+            try:
+                await connection.ws.send_str(body)
+                connection.touch()
+            except ConnectionError:
+                pass
 
     async def _send_gateway_error(self, connection: Connection, message: str, request_id: str) -> None:
         """API Gateway's own error frame (it names the client's own connection)."""

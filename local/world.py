@@ -6,7 +6,8 @@ program, or this repository's ``__main__.py``), :func:`from_component` a bare
 then follows what the ChannelServer registered (only what was created under it,
 so other resources of the program are ignored), as API Gateway would: the API's route selection expression; each Route → its Integration →
 the Function whose invoke ARN the integration targets → that function's
-handler, code archive, environment, timeout and memory; the Table's keys,
+handler, code archive, environment, timeout and memory; each Route's route
+response, which makes the route two-way; the Table's keys,
 indexes and TTL; the Stage's name. Nothing about routes, handlers, environment
 or schema is written down a second time here, so local mode serves whatever
 the component declares, and proves its wiring every time it starts.
@@ -29,6 +30,7 @@ from ..handlers import spec
 
 API = "aws:apigatewayv2/api:Api"
 ROUTE = "aws:apigatewayv2/route:Route"
+ROUTE_RESPONSE = "aws:apigatewayv2/routeResponse:RouteResponse"
 INTEGRATION = "aws:apigatewayv2/integration:Integration"
 FUNCTION = "aws:lambda/function:Function"
 TABLE = "aws:dynamodb/table:Table"
@@ -76,6 +78,10 @@ class World:
     management_endpoint: str = ""
     """The stage's management API in AWS (``https://{api}.execute-api…/{stage}``):
     local mode points every environment value equal to it at its own."""
+    two_way: frozenset[str] = frozenset()
+    """Route keys with a ``$default`` route response (and the route response
+    selection expression that picks it): their function's return value is sent
+    to the client. On the other routes it is dropped, as API Gateway drops it."""
 
     @property
     def message_routes(self) -> set[str]:
@@ -205,6 +211,7 @@ def _read(deployment: mocks.Deployment, component: str | None, program: str) -> 
         if function is None:
             raise WiringError(f"route {key}: its integration targets no function of this component")
         routes[key] = _function_def(function)
+    two_way = _two_way_routes(own)
     if not routes:
         raise WiringError("the component registered no routes")
     return World(
@@ -214,7 +221,27 @@ def _read(deployment: mocks.Deployment, component: str | None, program: str) -> 
         table_name=table["name"],
         table=dict(table.inputs),
         management_endpoint=spec.management_endpoint(api["apiEndpoint"], stage["name"]),
+        two_way=frozenset(two_way),
     )
+
+
+def _two_way_routes(own: mocks.Deployment) -> set[str]:
+    """Route keys whose answers API Gateway sends back: a ``$default`` route
+    response on the route, picked by its route response selection expression."""
+    routes_by_id = {route.id: route for route in own.of_type(ROUTE)}
+    two_way = set()
+    for response in own.of_type(ROUTE_RESPONSE):
+        route = routes_by_id.get(response["routeId"])
+        if route is None:
+            raise WiringError(f"a route response is attached to no route of this component ({response['routeId']!r})")
+        if response["routeResponseKey"] != spec.ROUTE_RESPONSE_KEY:
+            raise WiringError(f"route {route['routeKey']}: WebSocket APIs have only the $default route response, "
+                              f"not {response['routeResponseKey']!r}")
+        if route.get("routeResponseSelectionExpression") != spec.ROUTE_RESPONSE_SELECTION_EXPRESSION:
+            # without the expression, API Gateway never picks the response
+            continue
+        two_way.add(route["routeKey"])
+    return two_way
 
 
 def _function_def(function: mocks.Registered) -> FunctionDef:

@@ -25,6 +25,7 @@ from channel_server.mocks import Deployment, Registered, deploy
 TABLE = "aws:dynamodb/table:Table"
 API = "aws:apigatewayv2/api:Api"
 ROUTE = "aws:apigatewayv2/route:Route"
+ROUTE_RESPONSE = "aws:apigatewayv2/routeResponse:RouteResponse"
 INTEGRATION = "aws:apigatewayv2/integration:Integration"
 DEPLOYMENT = "aws:apigatewayv2/deployment:Deployment"
 STAGE = "aws:apigatewayv2/stage:Stage"
@@ -486,6 +487,26 @@ def test_stage_defaults_to_dev(default_world: World) -> None:
 def test_stage_takes_the_name_given_in_args(custom_world: World) -> None:
     assert custom_world.stage["name"] == "prod"
     assert custom_world.deployment.exports["outputs"]["url"].endswith("/prod")
+
+
+def test_message_routes_are_two_way_and_connect_and_disconnect_are_not(world: World) -> None:
+    # written out: every message route answers its sender through a route response
+    two_way = {"join", "publish", "ping", "$default"}
+    responses = world.deployment.of_type(ROUTE_RESPONSE)
+    routes_by_id = {route.id: route for route in world.deployment.of_type(ROUTE)}
+    assert sorted(routes_by_id[r["routeId"]]["routeKey"] for r in responses) == sorted(two_way)
+    assert all(r["routeResponseKey"] == "$default" and r["apiId"] == world.api.id for r in responses)
+    for route in routes_by_id.values():
+        expected = "$default" if route["routeKey"] in two_way else None
+        assert route.get("routeResponseSelectionExpression") == expected, route["routeKey"]
+    assert {route.key for route in spec.ROUTES if route.two_way} == two_way
+
+
+def test_a_new_route_response_brings_a_new_deployment(world: World) -> None:
+    # the stage serves only what was deployed: the triggers name every route response
+    triggers = world.deployment.one(DEPLOYMENT)["triggers"]["routes"]
+    for response in world.deployment.of_type(ROUTE_RESPONSE):
+        assert response.id in triggers
 
 
 def test_stage_serves_the_components_deployment(world: World) -> None:

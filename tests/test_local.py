@@ -77,9 +77,11 @@ class Client:
 
 
 def rows(server, connection_id: str | None = None) -> list[dict]:
+    """The table's rows (of one connection), but the tombstones of closed connections."""
     client = dynamodb_client(server.dynamodb_endpoint)
     items = client.scan(TableName=server.table_name)["Items"]
-    return [i for i in items if connection_id is None or i[spec.CONNECTION_ID]["S"] == connection_id]
+    return [i for i in items if (connection_id is None or i[spec.CONNECTION_ID]["S"] == connection_id)
+            and spec.CLOSED_AT not in i]
 
 
 def dynamodb_client(endpoint: str):
@@ -174,6 +176,26 @@ def test_ping_answers_pong_with_and_without_data_joined_or_not(clients):
     assert client.request({"type": "ping", "data": {"t": 1}}) == {"type": "pong", "data": {"t": 1}}
     client.join("pinging")
     assert client.request({"type": "ping", "data": None}) == {"type": "pong", "data": None}
+
+
+def test_replies_come_from_the_route_response_and_a_one_way_route_drops_its_answer(caplog):
+    """Local mode sends a function's answer only on routes the component made
+    two-way, as API Gateway does; the pong never goes through the management API."""
+    caplog.set_level(logging.INFO, logger="channel_server.local")
+    world = local_world.from_component("dev")
+    assert world.two_way == {"join", "publish", "ping", "$default"}
+    one_way_ping = dataclasses.replace(world, two_way=world.two_way - {"ping"})
+    with running(port=0, world=one_way_ping) as server:
+        client = Client(server.url)
+        try:
+            client.send({"type": "ping", "data": "dropped"})
+            # the line is logged after the answer would have been sent...
+            wait_until(lambda: _routed(caplog, "ping"))
+            assert "ping → pong (dropped: the route is one-way)" in _routed(caplog, "ping")[0]
+            # ...so the first frame to arrive after it is the join's: no pong came
+            assert client.request({"type": "join", "channelId": "one-way"})["type"] == "joinSuccess"
+        finally:
+            client.close()
 
 
 def test_a_frame_nested_too_deep_to_parse_goes_to_default_and_gets_its_error(clients):

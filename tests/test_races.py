@@ -24,7 +24,7 @@ from channel_server.handlers import protocol, spec
 from channel_server.handlers.store import JOIN_ATTEMPTS, Store
 from support.events import event, new_connection_id
 from support.lambda_world import OK, Client, answered
-from support.table import rows, rows_of, write_member
+from support.table import closed, rows, rows_of, write_member
 
 NOT_IN_CHANNEL = protocol.NOT_IN_CHANNEL
 #: Bound on every wait for another thread: a broken interleaving fails, never hangs.
@@ -243,12 +243,13 @@ def test_a_join_that_loses_every_race_replies_join_failure_and_changes_nothing(
 
 
 @pytest.mark.parametrize(
-    "when",
-    [("before", "get_item"), ("before", "transact_write_items"), ("after", "transact_write_items")],
-    ids=["before-the-join-reads", "between-the-join-read-and-write", "between-the-join-write-and-reply"],
+    "when, joined",
+    [(("before", "get_item"), False), (("before", "transact_write_items"), False),
+     (("after", "transact_write_items"), True)],
+    ids=["before-the-join-reads", "between-the-join-read-and-write", "after-the-join-wrote"],
 )
-def test_a_join_racing_its_connections_disconnect_leaves_no_row_behind(
-    when: tuple[str, str], hooked_app: Any, management: Any, dynamodb: Any, table: str
+def test_a_join_racing_its_connections_disconnect_leaves_no_membership_behind(
+    when: tuple[str, str], joined: bool, hooked_app: Any, management: Any, dynamodb: Any, table: str
 ) -> None:
     # GIVEN alice in "lobby" with bob, sending a join to "kitchen" as her connection closes
     hooked, new_client = hooked_app()
@@ -259,7 +260,6 @@ def test_a_join_racing_its_connections_disconnect_leaves_no_row_behind(
 
     def connection_closes(number: int, kwargs: dict) -> None:
         if number == 1:  # the join's first call of that kind: $disconnect runs to its end
-            management.gone.add(alice.connection_id)
             disconnected.append(alice.disconnect())
 
     getattr(hooked, when[0])(when[1], connection_closes)
@@ -268,13 +268,17 @@ def test_a_join_racing_its_connections_disconnect_leaves_no_row_behind(
     # WHEN the join runs, with $disconnect at that point of it
     result = alice.send(join_frame("kitchen"))
 
-    # THEN $disconnect ran, the join's reply found the connection gone,
-    assert result["statusCode"] == 200 and json.loads(result["body"])["type"] == "joinSuccess"
+    # THEN a join that had not written yet cannot write after $disconnect's
+    # tombstone (its reply goes nowhere: the connection is closed), one that
+    # had is undone by $disconnect,
+    reply = json.loads(result["body"])
+    assert reply == ({"type": "joinSuccess", "channelId": "kitchen", "senderId": reply.get("senderId")} if joined
+                     else {"type": "joinFailure", "data": "this connection has disconnected"})
     assert disconnected == [OK]
-    assert management.statuses(alice.connection_id) == [410]
-    # and no row of alice survives, while bob's are untouched
-    assert rows_of(dynamodb, table, alice.connection_id) == []
+    # no membership of alice survives, bob's rows are untouched, and nothing was posted
+    assert closed(dynamodb, table, alice.connection_id)
     assert len(rows_of(dynamodb, table, bob.connection_id)) == 2
+    assert management.attempts == []
 
 
 @pytest.mark.parametrize("disconnect_arrives", ["before-the-post", "after-the-publish"])
@@ -304,10 +308,10 @@ def test_a_member_that_disconnects_during_a_publish_is_removed_and_the_others_st
     # WHEN alice publishes
     alice.send({"type": "publish", "data": "hi"})
 
-    # THEN the post to bob found him gone, once, and his rows are gone,
+    # THEN the post to bob found him gone, once, and he is closed,
     assert listed.is_set()
     assert management.statuses(bob.connection_id) == [410]
-    assert rows_of(dynamodb, table, bob.connection_id) == []
+    assert closed(dynamodb, table, bob.connection_id)
     # carol has the message and alice is told it worked
     assert carol.frames()[-1] == {"type": "message", "channelId": "lobby", "senderId": sender_id, "data": "hi"}
     assert alice.frames() == [{"type": "publishSuccess"}]
@@ -315,7 +319,7 @@ def test_a_member_that_disconnects_during_a_publish_is_removed_and_the_others_st
     if disconnect_arrives == "after-the-publish":
         disconnects.append(bob.disconnect())
     assert disconnects == [OK]
-    assert rows_of(dynamodb, table, bob.connection_id) == []
+    assert closed(dynamodb, table, bob.connection_id)
     assert len(rows_of(dynamodb, table, carol.connection_id)) == 2
 
 
@@ -328,21 +332,21 @@ def test_a_disconnect_delivered_twice_at_once_removes_the_rows_without_error(
     hooked_app: Any, dynamodb: Any, table: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # GIVEN alice and bob in "lobby", and two $disconnects of alice that both
-    # list her rows before either deletes them
+    # write their tombstone at the same moment
     hooked, new_client = hooked_app()
     alice, bob = new_client(), new_client()
     alice.join("lobby")
     bob.join("lobby")
-    both_listed = threading.Barrier(2, timeout=TIMEOUT)
-    hooked.before("batch_write_item", lambda number, kwargs: both_listed.wait())
+    both_ready = threading.Barrier(2, timeout=TIMEOUT)
+    hooked.before("put_item", lambda number, kwargs: both_ready.wait())
 
     # WHEN both run
     results = run_together(alice.disconnect, alice.disconnect)
 
-    # THEN both answer 200, both deleted (the same rows), nothing was logged as a failure
+    # THEN both answer 200, alice is closed, nothing was logged as a failure
     assert results == [OK] * 2
-    assert hooked.calls == {"batch_write_item": 2}
-    assert rows_of(dynamodb, table, alice.connection_id) == []
+    assert hooked.calls == {"put_item": 2}
+    assert closed(dynamodb, table, alice.connection_id)
     assert len(rows_of(dynamodb, table, bob.connection_id)) == 2
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
@@ -371,8 +375,11 @@ def test_a_disconnect_of_a_connection_without_rows_answers_200_and_logs_no_failu
 
     assert world.call("disconnect", raw) == OK
 
-    assert rows(dynamodb, table) == before
-    assert rows_of(dynamodb, table, connection_id) == []
+    # only its tombstone is new: a join still in flight cannot write after it
+    assert [row for row in rows(dynamodb, table) if row[spec.CONNECTION_ID] != connection_id] == [
+        row for row in before if row[spec.CONNECTION_ID] != connection_id
+    ]
+    assert closed(dynamodb, table, connection_id)
     assert management.attempts == []
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
@@ -462,4 +469,4 @@ def test_a_publisher_whose_own_rows_expired_gets_publish_failure_and_nobody_rece
     alice.send({"type": "publish", "data": "hi"})
 
     assert management.frames(alice.connection_id) == [{"type": "publishFailure", "data": NOT_IN_CHANNEL}]
-    assert management.recipients() == [alice.connection_id]
+    assert management.attempts == []

@@ -155,19 +155,21 @@ def drive_every_code_path(world: LambdaWorld, recorder: CallRecorder) -> None:
 
     with recorder.entry("connect"):
         assert world.connect(alice) == OK
+    with recorder.entry("disconnect"):
+        world.disconnect(leaver)  # before its join below arrives
     with recorder.entry("join"):
         world.send(alice, '{"type":"join","channelId":"lobby"}')  # first join
         world.send(alice, '{"type":"join","channelId":"lobby"}')  # rejoin, same channel
         world.send(alice, '{"type":"join","channelId":"kitchen"}')  # rejoin, other channel
         world.send(alice, '{"type":"join","channelId":"$reserved"}')  # invalid
         world.send(alice, '{"type":"ping"}', route="join")  # not a join at all
-        m.gone.add(leaver)
-        world.send(leaver, '{"type":"join","channelId":"lobby"}')  # its reply finds it gone: rows go
+        world.send(leaver, '{"type":"join","channelId":"lobby"}')  # after its $disconnect: writes nothing
         world.send(bob, '{"type":"join","channelId":"lobby"}')
         world.send(carol, '{"type":"join","channelId":"lobby"}')
         world.send(dave, '{"type":"join","channelId":"lobby"}')
     assert types(alice) == ["joinSuccess", "joinSuccess", "joinSuccess", "joinFailure", "error"]
-    assert m.statuses(leaver) == [410] and not [r for r in world.rows() if r["connectionId"] == leaver]
+    assert types(leaver) == ["joinFailure"]
+    assert [r["channelId"] for r in world.rows() if r["connectionId"] == leaver] == [spec.STATE_ROW_PREFIX + leaver]
     with recorder.entry("publish"):
         world.send(stranger, '{"type":"publish","data":1}')  # not joined
         world.send(alice, '{"type":"publish","data":2}')  # alone in kitchen
@@ -181,7 +183,7 @@ def drive_every_code_path(world: LambdaWorld, recorder: CallRecorder) -> None:
     assert types(bob) == ["joinSuccess", "publishSuccess", "publishFailure", "publishFailure", "publishFailure"]
     assert m.frames(bob)[-1]["failed"] == 1
     assert types(carol) == ["joinSuccess", "message"] and m.statuses(carol)[-1] == 410
-    assert not [r for r in world.rows() if r["connectionId"] == carol]
+    assert [r["channelId"] for r in world.rows() if r["connectionId"] == carol] == [spec.STATE_ROW_PREFIX + carol]
     with recorder.entry("ping"):
         world.send(alice, '{"type":"ping"}')
         world.send(stranger, '{"type":"ping","data":{"t":1}}')
@@ -194,7 +196,7 @@ def drive_every_code_path(world: LambdaWorld, recorder: CallRecorder) -> None:
         world.disconnect(alice)  # joined
         world.disconnect(stranger)  # never joined
         world.disconnect(alice)  # a second time
-    assert not [r for r in world.rows() if r["connectionId"] == alice]
+    assert [r["channelId"] for r in world.rows() if r["connectionId"] == alice] == [spec.STATE_ROW_PREFIX + alice]
 
 
 @pytest.fixture(scope="module")
@@ -281,13 +283,13 @@ def test_the_observed_calls_are_the_ones_each_entry_point_needs(observed: dict[s
     posts = {("execute-api:ManageConnections", ON_CONNECTIONS)}
     assert observed == {
         "connect": set(),
-        "disconnect": {("dynamodb:Query", ON_TABLE), ("dynamodb:BatchWriteItem", ON_TABLE)},
-        "join": {("dynamodb:GetItem", ON_TABLE), ("dynamodb:PutItem", ON_TABLE), ("dynamodb:DeleteItem", ON_TABLE),
-                 ("dynamodb:Query", ON_TABLE), ("dynamodb:BatchWriteItem", ON_TABLE)} | posts,
-        "publish": {("dynamodb:GetItem", ON_TABLE), ("dynamodb:Query", ON_INDEX), ("dynamodb:Query", ON_TABLE),
+        "disconnect": {("dynamodb:PutItem", ON_TABLE), ("dynamodb:DeleteItem", ON_TABLE)},
+        "join": {("dynamodb:GetItem", ON_TABLE), ("dynamodb:PutItem", ON_TABLE), ("dynamodb:DeleteItem", ON_TABLE)},
+        "publish": {("dynamodb:GetItem", ON_TABLE), ("dynamodb:Query", ON_INDEX),
                     ("dynamodb:BatchWriteItem", ON_TABLE)} | posts,
-        "ping": posts,
-        "default": posts,
+        # replies are route responses: only a publish's fan-out posts
+        "ping": set(),
+        "default": set(),
     }
 
 
@@ -500,7 +502,7 @@ def test_logs_never_contain_message_data(
     world.send(alice, json.dumps({"type": "publish", "data": MARKER}))
     monkeypatch.setattr(Store, "join", _broken)
     world.send(alice, json.dumps({"type": "join", "channelId": "lobby", "note": MARKER}))
-    monkeypatch.setattr(Store, "remove_connection", _broken)
+    monkeypatch.setattr(Store, "close_connection", _broken)
     world.disconnect(bob)
 
     assert world.management.frames(bob)[-1]["data"] == {"secret": MARKER}  # the data did go out

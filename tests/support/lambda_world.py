@@ -30,6 +30,7 @@ import json
 from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Mapping
 
+from channel_server.handlers import spec
 from support.aws import fake_aws_environment
 from support.events import ENTRY_POINTS, event, new_connection_id, route_for
 from support.management import FakeManagementApi
@@ -38,6 +39,8 @@ from support.table import create_test_table, function_environ, rows
 
 #: What ``$connect`` and ``$disconnect`` return.
 OK = {"statusCode": 200}
+#: Route keys with a route response: their function's return value reaches the sender.
+TWO_WAY = {route.key for route in spec.ROUTES if route.two_way}
 
 
 def answered(reply: bytes | dict) -> dict:
@@ -101,13 +104,27 @@ class LambdaWorld:
 
         context = self.context if context is None else context
         if self._app is None:
-            return getattr(lambda_module, entry)(raw_event, context)
-        previous = lambda_module._app
-        lambda_module._app = self._app
-        try:
-            return getattr(lambda_module, entry)(raw_event, context)
-        finally:
-            lambda_module._app = previous
+            result = getattr(lambda_module, entry)(raw_event, context)
+        else:
+            previous = lambda_module._app
+            lambda_module._app = self._app
+            try:
+                result = getattr(lambda_module, entry)(raw_event, context)
+            finally:
+                lambda_module._app = previous
+        self._answer(raw_event, result)
+        return result
+
+    def _answer(self, raw_event: dict, result: Any) -> None:
+        """What API Gateway does with the result: on a two-way route (a route
+        response, as the component declares for every message route) the
+        body goes to the sender; on the others it is dropped."""
+        request = raw_event.get("requestContext") or {}
+        if request.get("routeKey") not in TWO_WAY or not isinstance(result, dict):
+            return
+        body = result.get("body")
+        if isinstance(body, str) and body:
+            self.management.route_response(request["connectionId"], body.encode("utf-8"))
 
     def message_event(
         self, connection_id: str, frame: Any, route: str | None = None, base64_body: bytes | None = None

@@ -8,7 +8,7 @@ the handlers' delivery paths are tested against this instead::
         api.faults[other] = (403, "ForbiddenException")
         api.fail(third, 429, "LimitExceededException", times=1)  # first post only
         ... ChannelApp({..., ENV_MANAGEMENT_ENDPOINT: api.endpoint}) ...
-        api.frames(connection_id)             # JSON frames it was sent
+        api.frames(connection_id)             # JSON frames it received (posts and route responses)
         api.statuses(third)                   # [429, 200]: every answer, in order
         api.late.add(fourth)                  # takes the post, answers once the client hung up
 
@@ -51,6 +51,9 @@ class FakeManagementApi:
         self.faults: dict[str, tuple[int, str]] = {}
         #: Every post that was answered 200, in arrival order: (connection id, body).
         self.posts: list[tuple[str, bytes]] = []
+        #: What each connection received, in order: its posts answered 200 and
+        #: the route responses :meth:`route_response` recorded.
+        self.received: list[tuple[str, bytes]] = []
         #: Every post, whatever the answer: (connection id, status).
         self.attempts: list[tuple[str, int]] = []
         #: The client's port of every post, in arrival order: one per TCP connection used.
@@ -77,23 +80,35 @@ class FakeManagementApi:
     # --- what was sent ----------------------------------------------------------
 
     def frames(self, connection_id: str) -> list[Any]:
-        """The JSON-decoded frames delivered to ``connection_id``, in order."""
+        """The JSON-decoded frames ``connection_id`` received, in order:
+        posts and route responses."""
         return [json.loads(body) for body in self.bodies(connection_id)]
 
     def bodies(self, connection_id: str) -> list[bytes]:
-        """The bodies delivered to ``connection_id``, as sent, in order."""
+        """The bodies ``connection_id`` received (posts and route responses), in order."""
         with self._lock:
-            return [body for cid, body in self.posts if cid == connection_id]
+            return [body for cid, body in self.received if cid == connection_id]
+
+    def all_received(self) -> list[bytes]:
+        """Every body any connection received (posts and route responses), in order."""
+        with self._lock:
+            return [body for _, body in self.received]
 
     def all_bodies(self) -> list[bytes]:
-        """Every delivered body, in order."""
+        """Every body posted and answered 200, in order."""
         with self._lock:
             return [body for _, body in self.posts]
 
     def recipients(self) -> list[str]:
-        """The connection ids delivered to, in order (repeats included)."""
+        """The connection ids posted to and answered 200, in order (repeats included)."""
         with self._lock:
             return [cid for cid, _ in self.posts]
+
+    def route_response(self, connection_id: str, body: bytes) -> None:
+        """Record what API Gateway sends a connection as a two-way route's
+        answer: no post, but the client receives it (in :meth:`frames`)."""
+        with self._lock:
+            self.received.append((connection_id, body))
 
     def statuses(self, connection_id: str) -> list[int]:
         """The status of every post to ``connection_id``, in arrival order."""
@@ -103,6 +118,7 @@ class FakeManagementApi:
     def clear(self) -> None:
         with self._lock:
             self.posts.clear()
+            self.received.clear()
             self.attempts.clear()
             self.client_ports.clear()
 
@@ -150,6 +166,7 @@ class FakeManagementApi:
             self.attempts.append((connection_id, status))
             if status == 200:
                 self.posts.append((connection_id, body))
+                self.received.append((connection_id, body))
 
     def start(self) -> "FakeManagementApi":
         self._thread.start()

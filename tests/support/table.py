@@ -52,6 +52,22 @@ def rows_of(dynamodb: Any, table: str, connection_id: str) -> list[dict]:
     return [row for row in rows(dynamodb, table) if row[spec.CONNECTION_ID] == connection_id]
 
 
+def is_tombstone(row: dict) -> bool:
+    """The state row $disconnect leaves: the connection closed for good."""
+    return spec.CLOSED_AT in row
+
+
+def open_rows(dynamodb: Any, table: str) -> list[dict]:
+    """Every row but the tombstones of closed connections."""
+    return [row for row in rows(dynamodb, table) if not is_tombstone(row)]
+
+
+def closed(dynamodb: Any, table: str, connection_id: str) -> bool:
+    """The connection's only row is its tombstone: closed for good, nothing left."""
+    left = rows_of(dynamodb, table, connection_id)
+    return len(left) == 1 and is_tombstone(left[0]) and left[0][spec.CHANNEL_ID] == spec.STATE_ROW_PREFIX + connection_id
+
+
 def _plain(value: dict) -> Any:
     ((kind, raw),) = value.items()
     return int(raw) if kind == "N" else raw
