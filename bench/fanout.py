@@ -1,13 +1,16 @@
-"""Fan-out benchmark: one publish to a channel of N members, through local mode.
+"""Fan-out: one publish to a channel of N members, through local mode.
 
-    python bench/fanout.py [--members 200] [--publishes 5] [--latency-ms 20]
+    python bench/fanout.py [--members 200 500 1000] [--publishes 5] [--latency-ms 20] [--in-flight 64]
 
-Starts local mode on a free loopback port with ``--management-latency-ms``
-simulating the round trip to AWS, connects N WebSocket clients to one channel,
-and has one of them publish. Prints, per publish, the time from sending the
-frame to the publisher's reply and to the last member's delivery, and the
-median over all publishes. Client, server and handlers share this machine, so
-the figures are an upper bound for the handler's own cost.
+Starts local mode (its own process tree) with ``--management-latency-ms``
+standing in for the round trip to AWS and ``postsInFlight`` from
+``--in-flight``, connects the largest N + 1 WebSocket clients, and for each N
+(ascending: more clients join the same channel) has one client publish
+``--publishes`` times. Prints, for each N, the time from sending the frame to
+the publisher's reply and to the last member's delivery (p50 and p95), and the
+baseline measured in the same run: the same signed posts to the same
+management API one at a time (100 posts timed, scaled to N), and the speed-up
+over it. Client, local mode and handlers share this machine.
 """
 
 from __future__ import annotations
@@ -15,64 +18,126 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import websockets  # noqa: E402
 
-from channel_server.local.server import LocalServer  # noqa: E402
+from _local import local_mode  # noqa: E402
+from channel_server.handlers import spec  # noqa: E402
+
+JOINS_IN_FLIGHT = 50
+BASELINE_POSTS = 100
 
 
-async def run(members: int, publishes: int, latency_ms: float) -> None:
-    server = LocalServer(port=0, management_latency_ms=latency_ms)
-    await server.start()
-    try:
-        clients = [await websockets.connect(server.url, max_size=None) for _ in range(members + 1)]
-        for client in clients:
-            await client.send(json.dumps({"type": "join", "channelId": "bench"}))
-            assert json.loads(await client.recv())["type"] == "joinSuccess"
-        publisher, audience = clients[0], clients[1:]
-        replies, lasts = [], []
-        for number in range(publishes):
-            started = time.perf_counter()
-            await publisher.send(json.dumps({"type": "publish", "data": {"n": number, "pad": "x" * 200}}))
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
-            async def receive(client) -> float:
-                frame = json.loads(await client.recv())
-                assert frame["type"] == "message", frame
-                return time.perf_counter()
 
-            delivered = asyncio.gather(*(receive(c) for c in audience))
-            reply = json.loads(await publisher.recv())
-            replied = time.perf_counter()
-            last = max(await delivered)
-            assert reply["type"] == "publishSuccess", reply
-            replies.append(replied - started)
-            lasts.append(last - started)
-            print(f"publish {number + 1}: reply {replies[-1] * 1000:.0f} ms, last delivery {lasts[-1] * 1000:.0f} ms")
-        print(
-            f"members={members} latency={latency_ms:g}ms publishes={publishes}: "
-            f"median reply {statistics.median(replies) * 1000:.0f} ms, "
-            f"median last delivery {statistics.median(lasts) * 1000:.0f} ms, "
-            f"{members / statistics.median(replies):.0f} posts/s"
-        )
-        for client in clients:
-            await client.close()
-    finally:
-        await server.stop()
+async def join_all(sockets: list, channel: str) -> None:
+    gate = asyncio.Semaphore(JOINS_IN_FLIGHT)
+
+    async def join(ws) -> None:
+        async with gate:
+            await ws.send(json.dumps({"type": "join", "channelId": channel}))
+            reply = json.loads(await ws.recv())
+            assert reply["type"] == "joinSuccess", reply
+
+    await asyncio.gather(*(join(ws) for ws in sockets))
+
+
+async def one_by_one(management_url: str, target, audience_ws) -> float:
+    """Seconds per post when posting one at a time (the loop a fan-out replaces)."""
+    from channel_server.handlers.sender import management_client
+
+    api = management_client(management_url, posts_in_flight=1)
+    payload = b'{"type":"message","channelId":"bench","senderId":"baseline","data":0}'
+
+    def loop() -> float:
+        started = time.perf_counter()
+        for _ in range(BASELINE_POSTS):
+            assert api.post(target, payload)[0] == 200
+        return (time.perf_counter() - started) / BASELINE_POSTS
+
+    async def receive_all() -> None:
+        for _ in range(BASELINE_POSTS):
+            await audience_ws.recv()
+
+    drain = asyncio.ensure_future(receive_all())
+    per_post = await asyncio.get_running_loop().run_in_executor(None, loop)
+    await drain
+    return per_post
+
+
+async def run(sizes: list[int], publishes: int, latency_ms: float, in_flight: int) -> None:
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    os.environ.setdefault("AWS_REGION", "us-east-1")
+    with local_mode({"postsInFlight": in_flight}, "--management-latency-ms", str(latency_ms)) as (_, url, log):
+        sockets = []
+        for _ in range(max(sizes) + 1):
+            sockets.append(await websockets.connect(url, max_size=None, open_timeout=60))
+        publisher = sockets[0]
+        management_url = url.replace("ws://", "http://", 1)
+        joined = 1
+        await join_all(sockets[:1], "bench")
+        per_post = None
+        print(f"postsInFlight={in_flight}, management latency {latency_ms:g} ms")
+        for size in sorted(sizes):
+            await join_all(sockets[joined:size + 1], "bench")
+            joined = size + 1
+            audience = sockets[1:size + 1]
+            replies, lasts = [], []
+            for number in range(publishes):
+                started = time.perf_counter()
+                await publisher.send(json.dumps({"type": "publish", "data": {"n": number, "pad": "x" * 100}}))
+
+                async def receive(ws) -> float:
+                    frame = json.loads(await ws.recv())
+                    assert frame["type"] == "message", frame
+                    return time.perf_counter()
+
+                delivered = asyncio.gather(*(receive(ws) for ws in audience))
+                reply = json.loads(await publisher.recv())
+                replied = time.perf_counter()
+                last = max(await delivered)
+                assert reply["type"] == "publishSuccess", reply
+                replies.append(replied - started)
+                lasts.append(last - started)
+            if per_post is None:
+                while len(_connection_ids(log)) < 2:  # local mode's log of the connects is on its way
+                    await asyncio.sleep(0.05)
+                target = _connection_ids(log)[1]  # audience[0]: the second client to connect
+                per_post = await one_by_one(management_url, target, audience[0])
+            baseline = per_post * size
+            print(f"members={size:5d}: reply p50 {percentile(replies, .5) * 1000:6.0f} ms p95 "
+                  f"{percentile(replies, .95) * 1000:6.0f} ms; last delivery p50 {percentile(lasts, .5) * 1000:6.0f} ms "
+                  f"p95 {percentile(lasts, .95) * 1000:6.0f} ms; one by one {baseline * 1000:7.0f} ms "
+                  f"({per_post * 1000:.1f} ms/post): {baseline / statistics.median(lasts):5.1f}x")
+        await asyncio.gather(*(ws.close() for ws in sockets))
+
+
+def _connection_ids(log: list[str]) -> list[str]:
+    """Connection ids in the order local mode accepted them (its log's
+    ``connect ID`` lines): clients are never told their own id."""
+    return [line.split()[2] for line in list(log) if len(line.split()) == 3 and line.split()[1] == "connect"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--members", type=int, default=200)
+    parser.add_argument("--members", type=int, nargs="+", default=[200, 500, 1000])
     parser.add_argument("--publishes", type=int, default=5)
     parser.add_argument("--latency-ms", type=float, default=20)
+    parser.add_argument("--in-flight", type=int, default=spec.DEFAULT_POSTS_IN_FLIGHT)
     options = parser.parse_args()
-    asyncio.run(run(options.members, options.publishes, options.latency_ms))
+    asyncio.run(run(options.members, options.publishes, options.latency_ms, options.in_flight))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import websockets
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _local import ROOT, local_mode  # noqa: E402
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -58,75 +60,63 @@ def percentile(values: list[float], share: float) -> float:
 
 
 async def run(clients: int, in_flight: int) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "channel_server.local", "--port", "0", "--program", str(ROOT)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-    )
-    log: list[str] = []
-    try:
-        url = None
-        for line in process.stdout:  # type: ignore[union-attr]
-            log.append(line)
-            match = re.search(r"WebSocket URL:\s+(\S+)", line)
-            if match:
-                url = match.group(1)
-            if line.startswith("Ctrl-C to stop"):
-                break
-        assert url, "".join(log)
-        reader = asyncio.get_running_loop().run_in_executor(None, lambda: log.extend(process.stdout))  # type: ignore[arg-type]
-
-        sockets = [await websockets.connect(url, max_size=None, open_timeout=60) for _ in range(clients)]
-        print(f"{clients} clients connected")
-        peak = tree_rss_mb(process.pid)
-        gate = asyncio.Semaphore(in_flight)
-        latencies: list[float] = []
-        failures: list[str] = []
-
-        async def join(ws) -> None:
-            async with gate:
-                started = time.perf_counter()
-                await ws.send(json.dumps({"type": "join", "channelId": "capacity"}))
-                reply = json.loads(await ws.recv())
-                latencies.append(time.perf_counter() - started)
-                if reply.get("type") != "joinSuccess":
-                    failures.append(str(reply)[:120])
-
-        started = time.perf_counter()
-        await asyncio.gather(*(join(ws) for ws in sockets))
-        joined_in = time.perf_counter() - started
-        rss = tree_rss_mb(process.pid)
-        peak = max(peak, rss)
-        print(f"joins: {len(latencies) - len(failures)} of {clients} succeeded in {joined_in:.1f} s "
-              f"({in_flight} in flight); p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
-              f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms")
-        for failure in failures[:3]:
-            print("  failed:", failure)
-
-        publisher, audience = sockets[0], sockets[1:]
-        started = time.perf_counter()
-        await publisher.send(json.dumps({"type": "publish", "data": "to everyone"}))
-
-        async def receive(ws) -> bool:
-            frame = json.loads(await ws.recv())
-            return frame.get("type") == "message"
-
-        received = await asyncio.gather(*(receive(ws) for ws in audience))
-        reply = json.loads(await publisher.recv())
-        print(f"publish: {sum(received)} of {len(audience)} received it in "
-              f"{(time.perf_counter() - started) * 1000:.0f} ms; publisher got {reply.get('type')}")
-        peak = max(peak, tree_rss_mb(process.pid))
-
-        await asyncio.gather(*(ws.close() for ws in sockets))
-        print(f"closed all {clients} at once")
-    finally:
-        process.terminate()
-        process.wait(timeout=120)
-    await asyncio.sleep(0)
+    with local_mode() as (process, url, log):
+        rss, peak = await measure(process, url, clients, in_flight)
+    # local mode has stopped: its log holds every $disconnect
     text = "".join(log)
     ok = len(re.findall(r"^\S+ disconnect \S+ \d+$", text, re.MULTILINE))
     failed = len(re.findall(r"disconnect \S+ \d+: integration failed", text))
     print(f"$disconnect: {ok} succeeded, {failed} failed")
     print(f"local mode's process tree: {rss:.0f} MB resident after the joins, peak {peak:.0f} MB sampled")
+
+
+async def measure(process: subprocess.Popen, url: str, clients: int, in_flight: int) -> tuple[float, float]:
+    """Connect, join, publish, close; returns local mode's resident memory
+    after the joins and its sampled peak, in MB."""
+    sockets = [await websockets.connect(url, max_size=None, open_timeout=60) for _ in range(clients)]
+    print(f"{clients} clients connected")
+    peak = tree_rss_mb(process.pid)
+    gate = asyncio.Semaphore(in_flight)
+    latencies: list[float] = []
+    failures: list[str] = []
+
+    async def join(ws) -> None:
+        async with gate:
+            started = time.perf_counter()
+            await ws.send(json.dumps({"type": "join", "channelId": "capacity"}))
+            reply = json.loads(await ws.recv())
+            latencies.append(time.perf_counter() - started)
+            if reply.get("type") != "joinSuccess":
+                failures.append(str(reply)[:120])
+
+    started = time.perf_counter()
+    await asyncio.gather(*(join(ws) for ws in sockets))
+    joined_in = time.perf_counter() - started
+    rss = tree_rss_mb(process.pid)
+    peak = max(peak, rss)
+    print(f"joins: {len(latencies) - len(failures)} of {clients} succeeded in {joined_in:.1f} s "
+          f"({in_flight} in flight); p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
+          f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms")
+    for failure in failures[:3]:
+        print("  failed:", failure)
+
+    publisher, audience = sockets[0], sockets[1:]
+    started = time.perf_counter()
+    await publisher.send(json.dumps({"type": "publish", "data": "to everyone"}))
+
+    async def receive(ws) -> bool:
+        frame = json.loads(await ws.recv())
+        return frame.get("type") == "message"
+
+    received = await asyncio.gather(*(receive(ws) for ws in audience))
+    reply = json.loads(await publisher.recv())
+    print(f"publish: {sum(received)} of {len(audience)} received it in "
+          f"{(time.perf_counter() - started) * 1000:.0f} ms; publisher got {reply.get('type')}")
+    peak = max(peak, tree_rss_mb(process.pid))
+
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    print(f"closed all {clients} at once")
+    return rss, peak
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any, Callable, Mapping
 
@@ -61,6 +62,8 @@ class ChannelApp:
         self._management = management
         self._store: Store | None = None
         self._sender: Any = None
+        # the clients are built once, even when threads share the app (local mode)
+        self._building = threading.Lock()
         self.rules = protocol.Rules(
             channel_id_pattern=self._environ.get(spec.ENV_CHANNEL_ID_PATTERN) or protocol.DEFAULT_CHANNEL_ID_PATTERN,
             max_message_bytes=int(
@@ -70,6 +73,12 @@ class ChannelApp:
 
     @property
     def store(self) -> Store:
+        if self._store is None:
+            with self._building:
+                return self._build_store()
+        return self._store
+
+    def _build_store(self) -> Store:
         if self._store is None:
             if self._dynamodb is None:
                 import boto3
@@ -95,6 +104,12 @@ class ChannelApp:
     @property
     def sender(self) -> Any:
         """The :class:`sender.Sender` that fans a publish out."""
+        if self._sender is None:
+            with self._building:
+                return self._build_sender()
+        return self._sender
+
+    def _build_sender(self) -> Any:
         if self._sender is None:
             from .sender import Sender, management_client
 
@@ -250,12 +265,17 @@ def _log_failure(event: WebSocketEvent, what: str) -> None:
 # --- Lambda entry points ------------------------------------------------------------
 
 _app: ChannelApp | None = None
+#: Lambda runs one invocation at a time per environment; local mode runs many
+#: on threads of one process, which must build the app (and its clients) once.
+_building = threading.Lock()
 
 
 def _default_app() -> ChannelApp:
     global _app
     if _app is None:
-        _app = ChannelApp(os.environ)
+        with _building:
+            if _app is None:
+                _app = ChannelApp(os.environ)
     return _app
 
 

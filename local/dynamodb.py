@@ -105,16 +105,29 @@ class _QuietHandler(MotoRequestHandler):
 
 
 class _Serialized:
-    """A WSGI app that lets one request at a time into ``app``."""
+    """A WSGI app that lets one request at a time into ``app``, in the order
+    they arrived. A plain lock is not fair: under load some requests waited
+    for seconds while later ones went first, past the clients' 2 s read
+    timeout (a join's p95 was 10 s with 50 joins in flight)."""
 
     def __init__(self, app: Any):
         self._app = app
-        self._lock = threading.Lock()
+        self._turns = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
 
     def __call__(self, environ: dict, start_response: Any) -> Iterable[bytes]:
-        with self._lock:
-            # consume the body inside the lock: moto builds it lazily
+        with self._turns:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._turns.wait_for(lambda: self._serving == ticket)
+        try:
+            # consume the body inside the turn: moto builds it lazily
             return list(self._app(environ, start_response))
+        finally:
+            with self._turns:
+                self._serving += 1
+                self._turns.notify_all()
 
 
 class EmbeddedDynamoDB:

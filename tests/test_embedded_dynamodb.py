@@ -66,3 +66,41 @@ def test_transactions_copy_no_table(dynamodb: Any, table: str) -> None:
 
     assert tables_alive() == alive
     assert len(rows(dynamodb, table)) == 50
+
+
+def test_requests_are_served_one_at_a_time_in_the_order_they_arrived() -> None:
+    """A plain lock let later requests overtake earlier ones for seconds."""
+    import threading
+
+    from channel_server.local.dynamodb import _Serialized
+
+    release = threading.Event()
+    served: list[int] = []
+    inside = threading.Semaphore(0)
+
+    def app(environ: dict, start_response: Any) -> list[bytes]:
+        inside.release()
+        if environ["n"] == 0:
+            release.wait(10)  # the first request holds the turn while the others queue
+        served.append(environ["n"])
+        return [b""]
+
+    serialized = _Serialized(app)
+    threads = []
+    for number in range(8):
+        thread = threading.Thread(target=serialized, args=({"n": number}, None))
+        thread.start()
+        threads.append(thread)
+        if number == 0:
+            inside.acquire(timeout=10)  # the first is being served
+        else:
+            waited = 0
+            while serialized._next_ticket < number + 1:  # this one has taken its ticket
+                assert waited < 10_000, "a request never queued"
+                threading.Event().wait(0.001)
+                waited += 1
+    release.set()
+    for thread in threads:
+        thread.join(10)
+
+    assert served == list(range(8))
