@@ -160,8 +160,8 @@ def test_a_post_that_keeps_failing_is_tried_exactly_max_attempts_times(
 
 def test_a_post_that_was_sent_but_not_answered_in_time_is_not_sent_again(client: Any, management: Any) -> None:
     """A read timeout means the post may have landed: botocore would retry it
-    and deliver the same frame up to 3 times. Nobody's rows change, and the
-    publisher is told the member was not confirmed."""
+    and deliver the same frame up to 3 times. The publisher is told the member
+    was not confirmed."""
     # GIVEN bob's management endpoint takes posts but answers only after the sender gave up
     alice, bob, carol = client(), client(), client()
     sender_id = alice.join("lobby")
