@@ -359,7 +359,7 @@ def management_client(
 
     environ = os.environ if environ is None else environ
     static = sigv4.environment_credentials(environ)
-    credentials = (lambda: static) if static is not None else sigv4.botocore_credentials
+    credentials = (lambda: static) if static is not None else sigv4.botocore_credentials()
     signer = sigv4.Signer(credentials, _region_of(endpoint_url, environ))
     return ManagementApi(endpoint_url, signer, pool_size=posts_in_flight)
 

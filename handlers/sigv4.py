@@ -42,16 +42,22 @@ def environment_credentials(environ: "os._Environ[str] | dict[str, str]" = os.en
     return Credentials(access_key, secret_key, environ.get("AWS_SESSION_TOKEN") or None)
 
 
-def botocore_credentials() -> Credentials:
+def botocore_credentials() -> Callable[[], Credentials]:
     """Credentials from botocore's chain (profiles, containers, ...), for where
-    the environment has none; imports botocore, which Lambda never needs here."""
+    the environment has none: a callable that returns them as they are now
+    (botocore refreshes temporary ones). Imports botocore, which Lambda never
+    needs here."""
     import botocore.session
 
     found = botocore.session.get_session().get_credentials()
     if found is None:
         raise RuntimeError("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile")
-    frozen = found.get_frozen_credentials()
-    return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+    def current() -> Credentials:
+        frozen = found.get_frozen_credentials()
+        return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+    return current
 
 
 #: quote(text, safe="/~") for ASCII text, as one str.translate.

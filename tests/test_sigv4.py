@@ -119,3 +119,16 @@ def test_credentials_come_from_lambdas_environment() -> None:
     assert sigv4.environment_credentials(environ) == sigv4.Credentials("AKID", "secret", "tok")
     assert sigv4.environment_credentials({**environ, "AWS_SESSION_TOKEN": ""}) == sigv4.Credentials("AKID", "secret")
     assert sigv4.environment_credentials({"AWS_ACCESS_KEY_ID": "AKID"}) is None
+
+
+def test_without_credentials_in_the_environment_botocores_chain_is_used(tmp_path, monkeypatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    credentials_file = tmp_path / "credentials"
+    credentials_file.write_text("[default]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = fromprofile\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials_file))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+
+    current = sigv4.botocore_credentials()
+
+    assert current() == sigv4.Credentials("AKIDPROFILE", "fromprofile")
