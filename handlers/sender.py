@@ -41,18 +41,18 @@ from urllib.parse import quote, urlsplit
 
 from . import http1
 from .spec import CONNECT_TIMEOUT, DEFAULT_POSTS_IN_FLIGHT, READ_TIMEOUT
+
 #: Total attempts per post, first try included; only posts that certainly did
 #: not land are tried again (429, 5xx, a failure to connect).
 MAX_ATTEMPTS = 3
 #: The backoff before attempt n+1 is drawn uniformly from 0 to
 #: BACKOFF_BASE_SECONDS * 2**(n-1) ("full jitter", botocore's standard figures).
 BACKOFF_BASE_SECONDS = 1.0
-#: CONNECT_TIMEOUT and READ_TIMEOUT (from spec) bound each attempt: at worst 3
-#: failed connects of 2 s plus 1 + 2 s of backoff (a read timeout is never
-#: retried), inside POST_RESERVE_SECONDS.
 #: A post is not started once less than this is left of the function's time,
 #: so every post that starts can finish (retries included) before Lambda's
-#: timeout, and the sender still gets its reply.
+#: timeout, and the sender still gets its reply. CONNECT_TIMEOUT and
+#: READ_TIMEOUT (from spec) bound each attempt: at worst 3 failed connects of
+#: 2 s plus 1 + 2 s of backoff (a read timeout is never retried) fit inside it.
 POST_RESERVE_SECONDS = 10
 
 
