@@ -1,17 +1,14 @@
-"""Lambda code of the channel server: stdlib + boto3 only.
+"""Lambda code of the channel server: the standard library only.
 
-Layout (a sans-I/O core with thin edges):
+- ``spec``: facts shared with the component (routes, entry points, table
+  schema, environment variable names, each route's IAM needs).
+- ``protocol``: the wire protocol; pure.
+- ``events``: a read-only view of an API Gateway WebSocket event.
+- ``store``: the DynamoDB edge (memberships), through ``dynamodb``.
+- ``sender``: the management API edge (posts to connections).
+- ``dynamodb``, ``sigv4``, ``http1``, ``aws``: the AWS clients underneath.
+- ``app``: the Lambda entry points, one per route.
 
-- ``spec``      facts shared with the component: route set, entry points, table
-                schema, environment variable names, IAM needs of each route.
-- ``protocol``  the wire protocol: parses frames, validates them, builds replies.
-                Pure; never imports boto3.
-- ``events``    a read-only view of an API Gateway WebSocket event.
-- ``store``     the DynamoDB edge (memberships).
-- ``sender``    the management API edge (post to connections) and its errors.
-- ``app``       the Lambda entry points, one per route, each a few lines.
-
-This package travels in the Lambda archive as ``channel_server/handlers/``
-(``channel_server`` is a namespace package there), so modules import each other
-relatively and nothing here may import from outside this folder.
+It travels in the archive as ``channel_server/handlers/`` (a namespace
+package there): modules import each other relatively, nothing from outside.
 """

@@ -19,28 +19,15 @@ from . import protocol, spec
 from .events import WebSocketEvent
 from .store import ConnectionClosed, Store, StoreError
 
-# The sender (asyncio, ssl, the SigV4 signer) and boto3 are imported where
-# they are first needed: $connect, ping and $default never load them, so their
-# cold starts stay small.
+# The sender (asyncio, ssl) and the DynamoDB client are imported where they
+# are first needed: $connect, ping and $default never load them, so their cold
+# starts stay small. No handler imports boto3 (see dynamodb.py for why).
 
 logger = logging.getLogger("channel_server")
 logger.setLevel(logging.INFO)
 
-
-class _NoDebugRecords(logging.Filter):
-    """At DEBUG, these botocore loggers print every request's parameters and
-    response bodies, posted frames (message data) included. Their DEBUG records
-    are dropped whatever level anyone sets, so payloads never reach the logs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.DEBUG
-
-
-for _noisy in ("botocore.endpoint", "botocore.parsers"):
-    logging.getLogger(_noisy).addFilter(_NoDebugRecords())
-
 OK = {"statusCode": 200}
-#: Total attempts per DynamoDB call, first try included (botocore standard retry mode).
+#: Total attempts per DynamoDB call, first try included (as botocore's standard retry mode).
 DYNAMODB_MAX_ATTEMPTS = 5
 #: The DynamoDB client's connection pool.
 DYNAMODB_POOL_CONNECTIONS = 32
@@ -81,20 +68,14 @@ class ChannelApp:
     def _build_store(self) -> Store:
         if self._store is None:
             if self._dynamodb is None:
-                import boto3
-                from botocore.config import Config
+                from . import dynamodb
 
-                # The endpoint comes from the environment (AWS_ENDPOINT_URL_DYNAMODB
-                # when set), so the same code reaches AWS, moto and local mode.
-                # The app may be shared by threads (local mode): a pool for each.
-                self._dynamodb = boto3.client(
-                    "dynamodb",
-                    config=Config(
-                        retries={"mode": "standard", "total_max_attempts": DYNAMODB_MAX_ATTEMPTS},
-                        max_pool_connections=DYNAMODB_POOL_CONNECTIONS,
-                        connect_timeout=spec.CONNECT_TIMEOUT,
-                        read_timeout=spec.READ_TIMEOUT,
-                    ),
+                # Endpoint, region and credentials come from the environment
+                # (AWS_ENDPOINT_URL_DYNAMODB when set), so the same code reaches
+                # AWS, moto and local mode. The app may be shared by threads
+                # (local mode): the client keeps a pool of connections.
+                self._dynamodb = dynamodb.client(
+                    os.environ, max_attempts=DYNAMODB_MAX_ATTEMPTS, pool_size=DYNAMODB_POOL_CONNECTIONS
                 )
             self._store = Store(
                 self._dynamodb, self._environ[spec.ENV_TABLE_NAME], self._environ[spec.ENV_INDEX_NAME]

@@ -28,26 +28,21 @@ every frame reaches each connection at most once.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import random
 import select
 import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Iterable, Mapping, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from . import http1
+from . import aws, http1, sigv4
 from .spec import CONNECT_TIMEOUT, DEFAULT_POSTS_IN_FLIGHT, READ_TIMEOUT
 
 #: Total attempts per post, first try included; only posts that certainly did
 #: not land are tried again (429, 5xx, a failure to connect).
 MAX_ATTEMPTS = 3
-#: The backoff before attempt n+1 is drawn uniformly from 0 to
-#: BACKOFF_BASE_SECONDS * 2**(n-1) ("full jitter", botocore's standard figures).
-BACKOFF_BASE_SECONDS = 1.0
 #: A post is not started once less than this is left of the function's time,
 #: so every post that starts can finish (retries included) before Lambda's
 #: timeout, and the sender still gets its reply. CONNECT_TIMEOUT and
@@ -85,11 +80,6 @@ _BY_CODE = {ConnectionGone.code: ConnectionGone, PayloadTooLarge.code: PayloadTo
 NO_ANSWER = "NoAnswer"
 #: The code of a post that could not connect: nothing was sent.
 CONNECT_FAILED = "ConnectFailed"
-
-
-def backoff_delay(attempt: int) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-    return random.uniform(0, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
 
 
 def _retryable(status: int | None) -> bool:
@@ -216,21 +206,18 @@ class ManagementApi:
         self, endpoint_url: str, signer: Any, pool_size: int = DEFAULT_POSTS_IN_FLIGHT,
         connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,
     ):
-        parts = urlsplit(endpoint_url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError(f"management endpoint {endpoint_url!r}: expected https://HOST/STAGE")
-        https = parts.scheme == "https"
-        default_port = 443 if https else 80
-        self._address = (parts.hostname, parts.port or default_port)
-        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        #: The host header's value, as botocore's signer derives it: with the
-        #: port only when it is not the scheme's default.
-        self.host = host if parts.port in (None, default_port) else f"{host}:{parts.port}"
-        self._prefix = parts.path.rstrip("/") + "/@connections/"
+        try:
+            origin = aws.Origin.of(endpoint_url)
+        except ValueError:
+            raise ValueError(f"management endpoint {endpoint_url!r}: expected https://HOST/STAGE") from None
+        self._address = origin.address
+        #: The Host header's value (see aws.Origin).
+        self.host = origin.host
+        self._prefix = origin.path.rstrip("/") + "/@connections/"
         self._signer = signer
         self._pool_size = pool_size
         self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
-        self._tls = ssl.create_default_context() if https else None
+        self._tls = ssl.create_default_context() if origin.https else None
         self._state = _ThreadState()
 
     def path(self, connection_id: str) -> str:
@@ -269,7 +256,7 @@ class ManagementApi:
             self._checkin(connection)
         else:
             connection.abort()
-        return response.status, _error_type(response)
+        return response.status, aws.error_code(response)
 
     def _watch(self, waiter: asyncio.Future) -> None:
         """Fail ``waiter`` with NoAnswer if it is not answered within the read timeout."""
@@ -319,31 +306,12 @@ class ManagementApi:
 _QUOTE_ALL = {code: f"%{code:02X}" for code in range(128) if not (chr(code).isalnum() or chr(code) in "-_.~")}
 
 
-def _error_type(response: http1.Response) -> str | None:
-    """The service's error code, as botocore finds it: the x-amzn-ErrorType
-    header (up to any ':'), else the body's ``__type`` or ``code``."""
-    if response.status < 300:
-        return None
-    header = response.headers.get("x-amzn-errortype", "").split(":", 1)[0].strip()
-    if header:
-        return header
-    try:
-        parsed = json.loads(response.body) if response.body else None
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict):
-        code = parsed.get("__type") or parsed.get("code")
-        if isinstance(code, str) and code:
-            return code.rsplit("#", 1)[-1]
-    return str(response.status)
-
-
 def _region_of(endpoint_url: str, environ: Mapping[str, str]) -> str:
-    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    region = aws.region(environ)
     if region:
         return region
     # https://{api}.execute-api.{region}.amazonaws.com/{stage}
-    labels = (urlsplit(endpoint_url).hostname or "").split(".")
+    labels = aws.Origin.of(endpoint_url).address[0].split(".")
     if len(labels) > 2 and labels[1] == "execute-api":
         return labels[2]
     raise ValueError(f"cannot tell the region of {endpoint_url!r}: set AWS_REGION")
@@ -355,12 +323,8 @@ def management_client(
     """The management API client the handlers use: credentials and region
     from the environment (Lambda sets both), else botocore's credential chain,
     keeping as many idle connections as there are posts in flight."""
-    from . import sigv4
-
     environ = os.environ if environ is None else environ
-    static = sigv4.environment_credentials(environ)
-    credentials = (lambda: static) if static is not None else sigv4.botocore_credentials()
-    signer = sigv4.Signer(credentials, _region_of(endpoint_url, environ))
+    signer = aws.signer(environ, _region_of(endpoint_url, environ), sigv4.SERVICE)
     return ManagementApi(endpoint_url, signer, pool_size=posts_in_flight)
 
 
@@ -434,7 +398,7 @@ class Sender:
                 return None
             if not retryable or attempt >= MAX_ATTEMPTS:
                 return error
-            delay = backoff_delay(attempt)
+            delay = aws.backoff_delay(attempt)
             if deadline is not None and time.monotonic() + delay >= deadline:
                 return error
             await asyncio.sleep(delay)

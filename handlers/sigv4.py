@@ -1,10 +1,12 @@
-"""AWS Signature Version 4 for the management API's requests, stdlib only.
+"""AWS Signature Version 4 for the handlers' requests, stdlib only.
 
-Signs exactly as botocore's ``SigV4Auth`` does for ``PostToConnection``
-(``tests/test_sigv4.py`` checks the two agree on a corpus of requests): the
-signed headers are ``host``, ``x-amz-date`` and, with temporary credentials,
-``x-amz-security-token``; the payload is hashed; the path is URI-encoded once
-more on top of the URL's own encoding, as for every service but S3.
+Signs exactly as botocore's ``SigV4Auth`` does for ``PostToConnection`` and
+for DynamoDB's JSON API (``tests/test_sigv4.py`` checks they agree on a
+corpus of requests): the signed headers are ``host``, ``x-amz-date``, with
+temporary credentials ``x-amz-security-token``, and any the caller names
+(DynamoDB's ``content-type`` and ``x-amz-target``); the payload is hashed;
+the path is URI-encoded once more on top of the URL's own encoding, as for
+every service but S3.
 
 What it saves over botocore is the work around the signature: the signing key
 (four HMACs) is derived once per day and scope and then reused, and nothing
@@ -19,7 +21,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 from urllib.parse import quote
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -101,12 +103,16 @@ class Signer:
             self._key = (date, secret_key, key)
         return key
 
-    def headers(self, method: str, host: str, path: str, body: bytes, now: float | None = None) -> dict[str, str]:
+    def headers(
+        self, method: str, host: str, path: str, body: bytes, now: float | None = None,
+        signed: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
         """The headers that authenticate a request: ``X-Amz-Date``,
         ``X-Amz-Security-Token`` (with temporary credentials) and
         ``Authorization``. ``path`` is as sent (already percent-encoded);
         ``host`` as in the Host header (with the port unless it is the
-        scheme's default)."""
+        scheme's default); ``signed``, the request's other headers, which
+        botocore signs too (DynamoDB's ``Content-Type`` and ``X-Amz-Target``)."""
         credentials = self._credentials()
         second = int(time.time() if now is None else now)
         clock = self._clock
@@ -117,7 +123,15 @@ class Signer:
             self._clock = (second, amz_date)
         date = amz_date[:8]
         token = credentials.token
-        if token:
+        if signed:
+            values = {name.lower(): " ".join(value.split()) for name, value in signed.items()}
+            values.update({"host": host, "x-amz-date": amz_date})
+            if token:
+                values["x-amz-security-token"] = " ".join(token.split())
+            names = sorted(values)
+            canonical_headers = "".join(f"{name}:{values[name]}\n" for name in names)
+            signed_headers = ";".join(names)
+        elif token:
             canonical_headers = f"host:{host}\nx-amz-date:{amz_date}\nx-amz-security-token:{' '.join(token.split())}\n"
             signed_headers = "host;x-amz-date;x-amz-security-token"
         else:

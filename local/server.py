@@ -4,8 +4,8 @@ Builds, in one process, the world a Pulumi program's ``ChannelServer`` declares
 (``world``): an embedded DynamoDB with the component's table, each of the
 component's functions running its own archive in a process of its own
 (``functions``), and a local API Gateway in front of them (``gateway``). The
-handlers reach DynamoDB and the management API through boto3, with endpoints
-from their environment, exactly as in AWS.
+handlers reach DynamoDB and the management API with endpoints from their
+environment, exactly as in AWS.
 
 Start-up binds the port first (a port in use is reported before anything else
 is done) and listens on it last, once every function has started: whoever

@@ -165,12 +165,13 @@ def dynamodb_faults(
 
 @pytest.fixture
 def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries happen at once: the backoff of botocore's standard retry mode
-    (the DynamoDB client's) and of the sender's own retries (the management
-    API's) waits 0 s. Which errors are retried, and how often, is unchanged."""
+    """Retries happen at once: the backoff of the handlers' own clients
+    (DynamoDB's and the management API's) and of botocore's standard retry
+    mode (boto3 clients that tests build) waits 0 s. Which errors are
+    retried, and how often, is unchanged."""
     from botocore.retries import standard
 
-    from channel_server.handlers import sender
+    from channel_server.handlers import aws
 
     monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)
-    monkeypatch.setattr(sender, "backoff_delay", lambda attempt: 0)
+    monkeypatch.setattr(aws, "backoff_delay", lambda attempt: 0)

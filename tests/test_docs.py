@@ -272,7 +272,7 @@ FIGURES = [
     _figure(DOCS, r"at most (\d+) (?:attempts )?per call", "app.DYNAMODB_MAX_ATTEMPTS", app.DYNAMODB_MAX_ATTEMPTS),
     _figure(FAILURES, r"Throttling or 5xx, then success within (\d+) attempts",
             "app.DYNAMODB_MAX_ATTEMPTS", app.DYNAMODB_MAX_ATTEMPTS),
-    _figure(ARCHITECTURE, r"connection pool of (\d+)", "app.DYNAMODB_POOL_CONNECTIONS", app.DYNAMODB_POOL_CONNECTIONS),
+    _figure(ARCHITECTURE, r"keeps up to (\d+) idle keep-alive connections", "app.DYNAMODB_POOL_CONNECTIONS", app.DYNAMODB_POOL_CONNECTIONS),
     _figure(ARCHITECTURE, r"up to `postsInFlight` \(default (\d+)\) at once", "spec.DEFAULT_POSTS_IN_FLIGHT",
             spec.DEFAULT_POSTS_IN_FLIGHT),
     _figure(DOCS, r"less than (\d+) s of the function's time is left",

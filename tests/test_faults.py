@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from channel_server.handlers import dynamodb as dynamodb_client
 from channel_server.handlers import app as app_module
 from channel_server.handlers import protocol, spec
 from channel_server.handlers.sender import MAX_ATTEMPTS, Sender
@@ -237,9 +238,10 @@ def test_connections_are_kept_across_fan_outs_and_a_closed_one_is_not_used(manag
 def test_no_retry_starts_after_the_deadline(management: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
+    from channel_server.handlers import aws
     from channel_server.handlers import sender as sender_module
 
-    monkeypatch.setattr(sender_module, "backoff_delay", lambda attempt: 60.0)  # past the deadline below
+    monkeypatch.setattr(aws, "backoff_delay", lambda attempt: 60.0)  # past the deadline below
     connection_id = new_connection_id()
     management.fail(connection_id, 429, "LimitExceededException")
 
@@ -425,7 +427,7 @@ def test_a_disconnect_whose_table_calls_keep_failing_returns_200_and_logs_the_co
 
     (record,) = failures_logged(caplog, alice.connection_id, "$disconnect")
     assert record.getMessage() == "closing the connection's rows failed"
-    assert isinstance(record.exc_info[1], ClientError)
+    assert isinstance(record.exc_info[1], dynamodb_client.ClientError)  # the app's own client's error
     # what the failed call would have changed is left to the rows' TTL
     left = rows_of(dynamodb, table, alice.connection_id)
     assert len(left) == 2 and any(row[spec.CHANNEL_ID] == "lobby" for row in left)

@@ -132,3 +132,47 @@ def test_without_credentials_in_the_environment_botocores_chain_is_used(tmp_path
     current = sigv4.botocore_credentials()
 
     assert current() == sigv4.Credentials("AKIDPROFILE", "fromprofile")
+
+
+@pytest.mark.parametrize("credentials", CREDENTIALS, ids=["keys", "session token"])
+@pytest.mark.parametrize("endpoint", ["https://dynamodb.eu-west-1.amazonaws.com", "http://127.0.0.1:8000"])
+def test_a_dynamodb_request_is_signed_as_boto3_signs_it(endpoint: str, credentials: sigv4.Credentials) -> None:
+    """DynamoDB's JSON API signs two more headers (Content-Type, X-Amz-Target):
+    against the request boto3 builds, for each operation the store makes."""
+    from channel_server.handlers import aws, dynamodb
+
+    client = boto3.client(
+        "dynamodb", endpoint_url=endpoint, region_name="eu-west-1",
+        aws_access_key_id=credentials.access_key, aws_secret_access_key=credentials.secret_key,
+        aws_session_token=credentials.token,
+    )
+    origin = aws.Origin.of(endpoint)
+    signer = sigv4.Signer(lambda: credentials, "eu-west-1", "dynamodb")
+    calls = {
+        "get_item": {"TableName": "t", "Key": {"k": {"S": "ü 🎉"}}, "ConsistentRead": True},
+        "transact_write_items": {"TransactItems": [{"Delete": {"TableName": "t", "Key": {"k": {"S": "v"}}}}],
+                                 "ClientRequestToken": "token"},
+        "query": {"TableName": "t", "KeyConditionExpression": "#c = :c", "ExpressionAttributeNames": {"#c": "c"},
+                  "ExpressionAttributeValues": {":c": {"S": "x"}}},
+    }
+    for method, params in calls.items():
+        sent: dict[str, Any] = {}
+
+        class Captured(Exception):
+            pass
+
+        def capture(request: Any, **_: Any) -> None:
+            sent.update(body=request.body, headers={k: v.decode() if isinstance(v, bytes) else v
+                                                    for k, v in request.headers.items()})
+            raise Captured
+
+        client.meta.events.register("before-send.dynamodb.*", capture, unique_id="capture")
+        for moment in MOMENTS:
+            with mock.patch("botocore.auth.get_current_datetime", return_value=moment.replace(tzinfo=None)):
+                with pytest.raises(Captured):
+                    getattr(client, method)(**params)
+            operation = dynamodb.OPERATIONS[method]
+            extra = {"Content-Type": dynamodb.CONTENT_TYPE, "X-Amz-Target": dynamodb.TARGET_PREFIX + operation}
+            assert {name: sent["headers"][name] for name in extra} == extra
+            ours = signer.headers("POST", origin.host, "/", sent["body"], now=moment.timestamp(), signed=extra)
+            assert {name: sent["headers"][name] for name in ours} == ours, (method, moment)
