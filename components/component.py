@@ -8,12 +8,16 @@ What it builds (every child parented to the component, named from its name):
   one route per entry in ``handlers.spec.ROUTES``, each an AWS_PROXY integration to
   its own Lambda function, with its own role, log group and invoke permission;
 - a deployment that is replaced whenever a route or integration changes, and the
-  stage that serves it, throttled.
+  stage that serves it, throttled;
+- for channels larger than one publish serves itself (``inline_fanout_limit``):
+  an SQS queue of fan-out chunks with its dead-letter queue, and the fan-out
+  function (``handlers.spec.FANOUT``) behind an event source mapping.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -25,6 +29,17 @@ from .handlers import spec
 
 TYPE_TOKEN = "channel-server:index:ChannelServer"
 
+#: How often SQS hands a chunk to the fan-out function before moving it to the
+#: dead-letter queue. The function never fails a chunk it began posting
+#: (handlers/app.py, ``fanout``), so a chunk comes back only when nothing was
+#: posted (the function was throttled) or the function died.
+FANOUT_MAX_RECEIVES = 5
+#: How long a chunk stays in the dead-letter queue (SQS's maximum, 14 days).
+DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 60 * 60
+#: The queue's visibility timeout, in fan-out function timeouts (AWS's
+#: advice for event source mappings: at least the timeout, better six times).
+VISIBILITY_TIMEOUTS = 6
+
 _LAMBDA_TRUST_POLICY = json.dumps(
     {
         "Version": "2012-10-17",
@@ -33,6 +48,22 @@ _LAMBDA_TRUST_POLICY = json.dumps(
         ],
     }
 )
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """What serves channels larger than a publish's inline limit."""
+
+    queue: aws.sqs.Queue
+    """Chunks of members (with the message) that publish hands over."""
+    dead_letter_queue: aws.sqs.Queue
+    """Chunks that reached the fan-out function FANOUT_MAX_RECEIVES times without being taken."""
+    function: aws.lambda_.Function
+    role: aws.iam.Role
+    policy: aws.iam.RolePolicy
+    log_group: aws.cloudwatch.LogGroup
+    mapping: aws.lambda_.EventSourceMapping
+    """The event source mapping that invokes the function with each chunk."""
 
 
 class ChannelServer(pulumi.ComponentResource):
@@ -79,6 +110,8 @@ class ChannelServer(pulumi.ComponentResource):
     the function's return value is the reply to the sender."""
     permissions: dict[str, aws.lambda_.Permission]
     """API Gateway's permission to invoke each function, scoped to its stage and route."""
+    fanout: FanOut
+    """The fan-out queue and function, for channels beyond the inline limit."""
 
     def __init__(
         self,
@@ -107,10 +140,12 @@ class ChannelServer(pulumi.ComponentResource):
         self.url = self.api.api_endpoint.apply(lambda endpoint: f"{endpoint}/{settings.stage_name}")
 
         code = archive.handler_archive()
+        self._queues = self._create_queues()
         self.functions, self.roles, self.policies, self.log_groups = {}, {}, {}, {}
         self.integrations, self.routes, self.route_responses, self.permissions = {}, {}, {}, {}
         for route in spec.ROUTES:
             self._create_route(route, code)
+        self.fanout = self._create_fanout(code)
         self.deployment, self.stage = self._create_stage()
 
         self.table_name = self.table.name
@@ -159,11 +194,50 @@ class ChannelServer(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    # --- one route: function, role, logs, integration, permission --------------------
+    # --- large channels: the fan-out queue and function ------------------------------
 
-    def _create_route(self, route: spec.Route, code: pulumi.AssetArchive) -> None:
+    def _create_queues(self) -> tuple[aws.sqs.Queue, aws.sqs.Queue]:
         s = self._settings
-        slug = f"{self._name}-{route.function}"
+        dead_letters = aws.sqs.Queue(
+            f"{self._name}-fanout-dlq",
+            message_retention_seconds=DEAD_LETTER_RETENTION_SECONDS,
+            sqs_managed_sse_enabled=True,
+            tags=self._tags,
+            opts=self._child,
+        )
+        queue = aws.sqs.Queue(
+            f"{self._name}-fanout",
+            visibility_timeout_seconds=VISIBILITY_TIMEOUTS * s.lambda_timeout_seconds,
+            redrive_policy=dead_letters.arn.apply(
+                lambda arn: json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": FANOUT_MAX_RECEIVES})
+            ),
+            sqs_managed_sse_enabled=True,
+            tags=self._tags,
+            opts=self._child,
+        )
+        return queue, dead_letters
+
+    def _create_fanout(self, code: pulumi.AssetArchive) -> FanOut:
+        queue, dead_letters = self._queues
+        function, role, policy, log_group = self._create_function(spec.FANOUT, code)
+        mapping = aws.lambda_.EventSourceMapping(
+            f"{self._name}-{spec.FANOUT.function}",
+            event_source_arn=queue.arn,
+            function_name=function.arn,
+            batch_size=1,  # one chunk per invocation: a chunk never waits for another
+            tags=self._tags,
+            # the role must be allowed to take from the queue before SQS polls for it
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
+        )
+        return FanOut(queue, dead_letters, function, role, policy, log_group, mapping)
+
+    # --- one function: role, policy, logs ----------------------------------------------
+
+    def _create_function(
+        self, definition: spec.Function, code: pulumi.AssetArchive
+    ) -> tuple[aws.lambda_.Function, aws.iam.Role, aws.iam.RolePolicy, aws.cloudwatch.LogGroup]:
+        s = self._settings
+        slug = f"{self._name}-{definition.function}"
         log_group = aws.cloudwatch.LogGroup(
             slug,
             name_prefix=f"/aws/lambda/{slug}-",
@@ -175,18 +249,18 @@ class ChannelServer(pulumi.ComponentResource):
         policy = aws.iam.RolePolicy(
             slug,
             role=role.id,
-            policy=self._policy_document(route, log_group),
+            policy=self._policy_document(definition, log_group),
             opts=self._child,
         )
         function = aws.lambda_.Function(
             slug,
             runtime=s.lambda_runtime,
             architectures=[s.lambda_architecture],
-            handler=route.handler,
+            handler=definition.handler,
             code=code,
             role=role.arn,
             # a fan-out is bound by CPU, and Lambda's CPU grows with memory
-            memory_size=s.publish_memory_mb if route.fans_out else s.lambda_memory_mb,
+            memory_size=s.publish_memory_mb if definition.fans_out else s.lambda_memory_mb,
             timeout=s.lambda_timeout_seconds,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables=self._environment()),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=log_group.name),
@@ -194,6 +268,14 @@ class ChannelServer(pulumi.ComponentResource):
             # the role must be able to write logs before the first invocation
             opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
         )
+        return function, role, policy, log_group
+
+    # --- one route: its function, integration, route response, permission ----------
+
+    def _create_route(self, route: spec.Route, code: pulumi.AssetArchive) -> None:
+        s = self._settings
+        slug = f"{self._name}-{route.function}"
+        function, role, policy, log_group = self._create_function(route, code)
         integration = aws.apigatewayv2.Integration(
             slug,
             api_id=self.api.id,
@@ -243,28 +325,33 @@ class ChannelServer(pulumi.ComponentResource):
             spec.ENV_CHANNEL_ID_PATTERN: s.channel_id_pattern,
             spec.ENV_MAX_MESSAGE_BYTES: str(s.max_message_bytes),
             spec.ENV_POSTS_IN_FLIGHT: str(s.posts_in_flight),
+            spec.ENV_INLINE_FANOUT_LIMIT: str(s.inline_fanout_limit),
+            spec.ENV_FANOUT_QUEUE_URL: self._queues[0].url,
         }
 
-    def _policy_document(self, route: spec.Route, log_group: aws.cloudwatch.LogGroup) -> pulumi.Output[str]:
-        """Least privilege for one route: the DynamoDB actions its handler calls on
-        this table and index, posting to this stage's connections, writing to its
-        own log group. No wildcard actions, no wildcard resources."""
+    def _policy_document(self, function: spec.Function, log_group: aws.cloudwatch.LogGroup) -> pulumi.Output[str]:
+        """Least privilege for one function: the DynamoDB actions its handler
+        calls on this table and index, the SQS actions on the fan-out queue,
+        posting to this stage's connections, writing to its own log group. No
+        wildcard actions, no wildcard resources."""
         stage = self._settings.stage_name
 
-        def document(table_arn: str, execution_arn: str, log_group_arn: str) -> str:
+        def document(table_arn: str, execution_arn: str, log_group_arn: str, queue_arn: str) -> str:
             statements = []
-            if route.table_actions:
-                statements.append(_allow(route.table_actions, [table_arn]))
-            if route.index_actions:
-                statements.append(_allow(route.index_actions, [f"{table_arn}/index/{spec.CHANNEL_INDEX}"]))
-            if route.posts:
+            if function.table_actions:
+                statements.append(_allow(function.table_actions, [table_arn]))
+            if function.index_actions:
+                statements.append(_allow(function.index_actions, [f"{table_arn}/index/{spec.CHANNEL_INDEX}"]))
+            if function.queue_actions:
+                statements.append(_allow(function.queue_actions, [queue_arn]))
+            if function.posts:
                 statements.append(
                     _allow(["execute-api:ManageConnections"], [f"{execution_arn}/{stage}/POST/@connections/*"])
                 )
             statements.append(_allow(["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group_arn}:*"]))
             return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
-        return pulumi.Output.all(self.table.arn, self.api.execution_arn, log_group.arn).apply(
+        return pulumi.Output.all(self.table.arn, self.api.execution_arn, log_group.arn, self._queues[0].arn).apply(
             lambda arns: document(*arns)
         )
 
@@ -315,4 +402,4 @@ def _allow(actions: Any, resources: list[str]) -> dict:
     return {"Effect": "Allow", "Action": sorted(actions), "Resource": resources}
 
 
-__all__ = ["ChannelServer", "ChannelServerArgs", "Settings", "TYPE_TOKEN"]
+__all__ = ["ChannelServer", "ChannelServerArgs", "FanOut", "Settings", "TYPE_TOKEN"]

@@ -181,6 +181,12 @@ class AwsMocks(pulumi.runtime.Mocks):
         outputs["arn"] = f"arn:aws:logs:{self.region}:{self.account}:log-group:{name}"
         return name
 
+    def _queue(self, args: Any, outputs: dict) -> str:
+        name = self._auto_name(args, outputs)
+        outputs["arn"] = f"arn:aws:sqs:{self.region}:{self.account}:{name}"
+        outputs["url"] = f"https://sqs.{self.region}.amazonaws.com/{self.account}/{name}"
+        return outputs["url"]  # a queue's id is its URL
+
     def _short_id(self, args: Any, outputs: dict) -> str:
         return _suffix(args.typ + args.name)
 
@@ -195,6 +201,8 @@ class AwsMocks(pulumi.runtime.Mocks):
         "aws:lambda/function:Function": _function,
         "aws:iam/role:Role": _role,
         "aws:cloudwatch/logGroup:LogGroup": _log_group,
+        "aws:sqs/queue:Queue": _queue,
+        "aws:lambda/eventSourceMapping:EventSourceMapping": _short_id,
     }
 
 

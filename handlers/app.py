@@ -38,17 +38,20 @@ INTERNAL_ERROR = "internal error; the request was not carried out"
 class ChannelApp:
     """The channel server's behaviour behind the routes.
 
-    ``environ`` supplies the table, index and management endpoint (the names are
-    in ``spec``); ``dynamodb`` and ``management`` are boto3 clients, created
-    lazily from the environment when not given.
+    ``environ`` supplies the table, index, management endpoint and fan-out
+    queue (the names are in ``spec``); ``dynamodb`` (a client with boto3's
+    DynamoDB methods), ``management`` (a :class:`sender.ManagementApi`) and
+    ``queue`` (a :class:`handoff.Queue`) are created from the environment on
+    first use when not given.
     """
 
-    def __init__(self, environ: Mapping[str, str], *, dynamodb: Any = None, management: Any = None):
+    def __init__(self, environ: Mapping[str, str], *, dynamodb: Any = None, management: Any = None, queue: Any = None):
         self._environ = dict(environ)
         self._dynamodb = dynamodb
         self._management = management
         self._store: Store | None = None
         self._sender: Any = None
+        self._queue: Any = queue
         # the clients are built once, even when threads share the app (local mode)
         self._building = threading.Lock()
         self.rules = protocol.Rules(
@@ -100,6 +103,25 @@ class ChannelApp:
             self._sender = Sender(self._management, in_flight)
         return self._sender
 
+    @property
+    def queue(self) -> Any:
+        """The fan-out queue (a :class:`handoff.Queue`), or None when the
+        environment names none: then a publish posts to every member itself."""
+        if self._queue is None and self._environ.get(spec.ENV_FANOUT_QUEUE_URL):
+            with self._building:
+                if self._queue is None:
+                    from . import handoff
+
+                    self._queue = handoff.queue(self._environ[spec.ENV_FANOUT_QUEUE_URL])
+        return self._queue
+
+    @property
+    def inline_limit(self) -> int | None:
+        """Members a publish posts to itself; None: all of them (no queue)."""
+        if not self._environ.get(spec.ENV_FANOUT_QUEUE_URL):
+            return None
+        return int(self._environ.get(spec.ENV_INLINE_FANOUT_LIMIT) or spec.DEFAULT_INLINE_FANOUT_LIMIT)
+
     # --- routes --------------------------------------------------------------------
 
     def connect(self, event: WebSocketEvent) -> dict:
@@ -128,6 +150,34 @@ class ChannelApp:
 
     def ping(self, event: WebSocketEvent) -> dict:
         return self._message(event, self._ping)
+
+    def fanout(self, event: Mapping[str, Any], context: Any = None) -> dict:
+        """Post each queued chunk (an SQS event's records) to its members.
+        Each chunk is deleted from the queue before its first post, and no
+        record is ever failed: a chunk whose posting began must not come back
+        (its members would get the message twice), and an unreadable one
+        never becomes readable. Failures are logged, as a publish logs them."""
+        from . import handoff
+
+        deadline = _fanout_deadline(context)
+        for record in event.get("Records") or ():
+            message_id = record.get("messageId")
+            try:
+                chunk = handoff.decode(record["body"])
+            except Exception:
+                logger.exception("unreadable fan-out chunk dropped", extra={"messageId": message_id})
+                continue
+            try:
+                if self.queue is not None and record.get("receiptHandle"):
+                    self.queue.take(record["receiptHandle"])
+            except Exception:
+                # posted all the same: only a crash mid-chunk could now bring it back
+                logger.exception("could not take the chunk off the queue", extra={"messageId": message_id})
+            try:
+                self._deliver(chunk.connection_ids, chunk.payload, chunk.channel_id, deadline, {"messageId": message_id})
+            except Exception:
+                logger.exception("fan-out chunk failed", extra={"messageId": message_id})
+        return {}
 
     def default(self, event: WebSocketEvent) -> dict:
         return self._message(event, self._default)
@@ -177,22 +227,42 @@ class ChannelApp:
         outgoing = protocol.prepare_message(membership.channel_id, membership.sender_id, command.data, self.rules)
         if outgoing.failure is not None:
             return outgoing.failure
-        targets = protocol.recipients(self.store.members(membership.channel_id), event.connection_id)
-        deliveries = self.sender.post_many(targets, outgoing.payload, deadline)
+        channel, limit = membership.channel_id, self.inline_limit
+        inline: list[str] = []
+        queued = lost = 0
+        for page in self.store.member_pages(channel):
+            others = [member for member in page if member != event.connection_id]
+            if limit is not None and len(inline) + len(others) > limit:
+                # beyond the limit: handed to the fan-out function, page by page
+                room = max(0, limit - len(inline))
+                inline.extend(others[:room])
+                sent, unsent = self.queue.send(channel, others[room:], outgoing.payload)
+                queued, lost = queued + sent, lost + unsent
+            else:
+                inline.extend(others)
+        if lost:
+            logger.warning("members could not be queued for fan-out", extra={
+                "connectionId": event.connection_id, "routeKey": event.route_key, "count": lost})
+        deliveries = self._deliver(protocol.recipients(inline, event.connection_id), outgoing.payload, channel,
+                                   deadline, {"connectionId": event.connection_id, "routeKey": event.route_key})
+        failed = len(deliveries.failed) + lost
+        if failed:
+            return protocol.publish_partial_failure(deliveries.delivered, failed, queued)
+        return protocol.publish_success(queued)
+
+    def _deliver(self, targets: list[str], payload: bytes, channel: str, deadline: float | None,
+                 context: dict) -> Any:
+        """Post ``payload`` to ``targets``; remove those found gone (closed
+        for good: not failures) from ``channel``; log each failure."""
+        deliveries = self.sender.post_many(targets, payload, deadline)
         if deliveries.gone:
-            # closed for good: their rows go, and they do not count as failures
             try:
-                self.store.remove_gone(deliveries.gone, membership.channel_id)
+                self.store.remove_gone(deliveries.gone, channel)
             except Exception:
-                _log_failure(event, "removing gone connections failed")
+                logger.exception("removing gone connections failed", extra=context)
         for failure in deliveries.failed:
-            logger.warning(
-                "delivery failed after retries",
-                extra={"connectionId": event.connection_id, "routeKey": event.route_key, "code": failure.code},
-            )
-        if deliveries.failed:
-            return protocol.publish_partial_failure(deliveries.delivered, len(deliveries.failed))
-        return protocol.publish_success()
+            logger.warning("delivery failed after retries", extra={**context, "code": failure.code})
+        return deliveries
 
     def _ping(self, event: WebSocketEvent, command: Any) -> dict:
         if not isinstance(command, protocol.Ping):
@@ -278,6 +348,11 @@ def publish(event: dict, context: Any = None) -> dict:
 
 def ping(event: dict, context: Any = None) -> dict:
     return _default_app().ping(WebSocketEvent(event))
+
+
+def fanout(event: dict, context: Any = None) -> dict:
+    """The fan-out function's entry point: SQS events of queued chunks."""
+    return _default_app().fanout(event, context)
 
 
 def default(event: dict, context: Any = None) -> dict:

@@ -59,7 +59,7 @@ def error_code(response: http1.Response) -> str | None:
     ``code``; the status when neither says. None for a success."""
     if response.status < 300:
         return None
-    header = response.headers.get("x-amzn-errortype", "").split(":", 1)[0].strip()
+    header = response.headers.get("x-amzn-errortype", "").split(":", 1)[0].strip().rsplit("#", 1)[-1]
     if header:
         return header
     try:

@@ -208,24 +208,30 @@ def message(channel_id: str, sender_id: str, data: Any) -> dict:
     return {"type": "message", "channelId": channel_id, "senderId": sender_id, "data": data}
 
 
-def publish_success() -> dict:
-    return {"type": "publishSuccess"}
+def publish_success(queued: int = 0) -> dict:
+    """``queued``: members handed to the fan-out queue, for whom the message
+    is accepted for delivery rather than delivered."""
+    return {"type": "publishSuccess", "queued": queued} if queued else {"type": "publishSuccess"}
 
 
 def publish_failure(reason: str) -> dict:
     return {"type": "publishFailure", "data": reason}
 
 
-def publish_partial_failure(delivered: int, failed: int) -> dict:
+def publish_partial_failure(delivered: int, failed: int, queued: int = 0) -> dict:
     """Some members could not be reached even after retries; the others got the
-    message (a client that publishes again sends them a second copy)."""
-    total = delivered + failed
-    return {
+    message, or (``queued``) will get it from the fan-out queue. A client that
+    publishes again sends them a second copy."""
+    total = delivered + failed + queued
+    others = "the others received the message" if not queued else \
+        f"{delivered} received the message and {queued} will receive it from the fan-out queue"
+    frame = {
         "type": "publishFailure",
-        "data": f"could not deliver to {failed} of {total} members; the others received the message",
+        "data": f"could not deliver to {failed} of {total} members; {others}",
         "delivered": delivered,
         "failed": failed,
     }
+    return {**frame, "queued": queued} if queued else frame
 
 
 def pong(ping: Ping) -> dict:

@@ -17,6 +17,10 @@ ENV_MANAGEMENT_ENDPOINT = "CHANNEL_MANAGEMENT_ENDPOINT"
 ENV_CHANNEL_ID_PATTERN = "CHANNEL_ID_PATTERN"
 ENV_MAX_MESSAGE_BYTES = "CHANNEL_MAX_MESSAGE_BYTES"
 ENV_POSTS_IN_FLIGHT = "CHANNEL_POSTS_IN_FLIGHT"
+#: On publish: the members one publish posts to itself, and the queue it hands
+#: the others to (see "large channels" below).
+ENV_INLINE_FANOUT_LIMIT = "CHANNEL_INLINE_FANOUT_LIMIT"
+ENV_FANOUT_QUEUE_URL = "CHANNEL_FANOUT_QUEUE_URL"
 
 #: Seconds to connect, and to wait for an answer, per attempt of any call to
 #: AWS (DynamoDB and the management API). Calls take milliseconds; these keep
@@ -29,6 +33,17 @@ READ_TIMEOUT = 2
 #: (see the README's Performance section).
 DEFAULT_POSTS_IN_FLIGHT = 64
 MAX_POSTS_IN_FLIGHT = 1000
+
+# --- large channels -----------------------------------------------------------------
+
+#: A publish posts to at most this many members itself (its
+#: ``inlineFanoutLimit`` setting) and hands the rest, in chunks, to the fan-out
+#: function through a queue. About 1 s of posting at 20 ms a post
+#: (bench/fanout.py), so a publish to a channel of any size answers quickly.
+DEFAULT_INLINE_FANOUT_LIMIT = 1000
+MAX_INLINE_FANOUT_LIMIT = 100_000
+#: Members per queued chunk: what one fan-out invocation posts to.
+FANOUT_CHUNK_MEMBERS = 1000
 
 # --- the connections table --------------------------------------------------------
 
@@ -71,6 +86,10 @@ READ_STATE = ("dynamodb:GetItem",)  # Store.membership, Store.join
 MOVE_MEMBERSHIP = ("dynamodb:PutItem", "dynamodb:DeleteItem")  # Store.join's transaction
 CLOSE_CONNECTION = ("dynamodb:PutItem", "dynamodb:DeleteItem")  # Store.close_connection
 REMOVE_GONE = ("dynamodb:BatchWriteItem",)  # Store.remove_gone
+#: SQS actions on the fan-out queue: publish sends chunks, the event source
+#: mapping (with the fan-out function's role) receives and deletes them.
+SEND_CHUNKS = ("sqs:SendMessage",)  # SendMessageBatch is authorised as SendMessage
+TAKE_CHUNKS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
 
 #: The only route response key a WebSocket API has, and the route response
 #: selection expression that picks it for every answer.
@@ -79,31 +98,39 @@ ROUTE_RESPONSE_SELECTION_EXPRESSION = "$default"
 
 
 @dataclass(frozen=True)
-class Route:
-    """One API Gateway route and the Lambda function behind it.
+class Function:
+    """One Lambda function: its entry point and what it may do.
 
-    ``table_actions`` are the DynamoDB actions the function calls on the table,
-    ``index_actions`` those it calls on the channel index, and ``posts`` whether
-    it posts to connections through the management API. The component grants
-    exactly these and nothing more. ``fans_out`` marks the function whose work
-    grows with a channel's size (one post per member): it gets its own memory
-    setting, since Lambda's CPU grows with memory. ``two_way`` routes have a
-    route response: the function's return value (its ``body``) is API
-    Gateway's reply to the sender, with no post and no round trip.
+    ``table_actions`` are the DynamoDB actions it calls on the table,
+    ``index_actions`` those on the channel index, ``queue_actions`` those on
+    the fan-out queue, and ``posts`` whether it posts to connections through
+    the management API. The component grants exactly these and nothing more.
+    ``fans_out`` marks a function whose work grows with a channel's size (one
+    post per member): it gets the fan-out memory setting, since Lambda's CPU
+    grows with memory.
     """
 
-    key: str
     function: str
     table_actions: tuple[str, ...] = ()
     index_actions: tuple[str, ...] = ()
+    queue_actions: tuple[str, ...] = ()
     posts: bool = False
     fans_out: bool = False
-    two_way: bool = False
 
     @property
     def handler(self) -> str:
-        """The Lambda handler string of this route's entry point."""
+        """The Lambda handler string of the entry point."""
         return f"{HANDLER_MODULE}.{self.function}"
+
+
+@dataclass(frozen=True)
+class Route(Function):
+    """A function behind an API Gateway route. ``two_way`` routes have a
+    route response: the function's return value (its ``body``) is API
+    Gateway's reply to the sender, with no post and no round trip."""
+
+    key: str = ""
+    two_way: bool = False
 
 
 #: The entry points live in this module, addressed as the archive lays it out.
@@ -114,23 +141,29 @@ HANDLER_MODULE = "channel_server.handlers.app"
 JOIN, PUBLISH, PING = "join", "publish", "ping"
 
 ROUTES: tuple[Route, ...] = (
-    Route("$connect", "connect"),
+    Route(key="$connect", function="connect"),
     # closes the connection for good in the table (a tombstone state row)
-    Route("$disconnect", "disconnect", table_actions=CLOSE_CONNECTION),
-    Route(JOIN, "join", table_actions=READ_STATE + MOVE_MEMBERSHIP, two_way=True),
+    Route(key="$disconnect", function="disconnect", table_actions=CLOSE_CONNECTION),
+    Route(key=JOIN, function="join", table_actions=READ_STATE + MOVE_MEMBERSHIP, two_way=True),
     Route(
-        PUBLISH,
-        "publish",
-        # reads the sender's state, lists the channel, removes gone members
+        key=PUBLISH,
+        function="publish",
+        # reads the sender's state, lists the channel, removes gone members,
+        # queues the members beyond the inline limit
         table_actions=READ_STATE + REMOVE_GONE,
         index_actions=("dynamodb:Query",),
+        queue_actions=SEND_CHUNKS,
         posts=True,
         fans_out=True,
         two_way=True,
     ),
-    Route(PING, "ping", two_way=True),
-    Route("$default", "default", two_way=True),
+    Route(key=PING, function="ping", two_way=True),
+    Route(key="$default", function="default", two_way=True),
 )
+
+#: The function behind the fan-out queue: posts each queued chunk, removes the
+#: members it found gone. SQS's event source mapping invokes it.
+FANOUT = Function("fanout", table_actions=REMOVE_GONE, queue_actions=TAKE_CHUNKS, posts=True, fans_out=True)
 
 def management_endpoint(api_endpoint: str, stage: str) -> str:
     """The stage's management API (``https://{api}.execute-api.{region}.amazonaws.com/{stage}``)

@@ -35,7 +35,7 @@ BOOTSTRAP = Path(__file__).with_name("lambda_bootstrap.py")
 #: Invocations one function runs at once, by default, before it throttles (each
 #: runs on a thread of the function's process, standing for a Lambda
 #: environment). Lambda's default is 1,000 for a whole account; 100 per
-#: function keeps the threads of six functions modest while serving 50 joins
+#: function keeps the threads of seven functions modest while serving 50 joins
 #: in flight with room to spare.
 DEFAULT_CONCURRENCY = 100
 #: Lambda's limit on a function's init phase (importing its handler).

@@ -31,8 +31,10 @@ from typing import Any, Iterator, Mapping
 
 from aiohttp import web
 
+from ..handlers import spec
 from ..handlers.sender import READ_TIMEOUT
 from . import gateway as gateway_module
+from . import queues as queues_module
 from .functions import DEFAULT_CONCURRENCY, InvocationError, LocalFunction
 from .world import ProgramError, WiringError, World, from_component, from_project, scratch_dir
 
@@ -132,6 +134,7 @@ class LocalServer:
         idle_timeout: float = gateway_module.IDLE_TIMEOUT_SECONDS,
         max_lifetime: float = gateway_module.MAX_LIFETIME_SECONDS,
         function_concurrency: int = DEFAULT_CONCURRENCY,
+        inline_fanout_limit: int | None = None,
         world: World | None = None,
         handler_log_level: str = "WARNING",
     ):
@@ -141,6 +144,9 @@ class LocalServer:
         if function_concurrency < 1:
             raise ValueError(f"function concurrency must be at least 1, not {function_concurrency}")
         self._function_concurrency = function_concurrency
+        if inline_fanout_limit is not None and not 1 <= inline_fanout_limit <= spec.MAX_INLINE_FANOUT_LIMIT:
+            raise ValueError(f"--inline-fanout-limit {inline_fanout_limit}: must be from 1 to {spec.MAX_INLINE_FANOUT_LIMIT}")
+        self._inline_fanout_limit = inline_fanout_limit
         self.host, self.port = host, port
         self._stage_override = stage
         self.stage = stage or (world.stage if world is not None else "dev")
@@ -157,6 +163,13 @@ class LocalServer:
         self._runner: web.AppRunner | None = None
         self._site: web.BaseSite | None = None
         self._functions: dict[str, LocalFunction] = {}
+        #: Functions behind event source mappings, by function name, and their pollers.
+        self._workers: dict[str, LocalFunction] = {}
+        self._pollers: list[queues_module.Poller] = []
+        self._sends = queues_module.SendWatcher()
+        #: Declared queue URL → the local queue's URL.
+        self._queue_urls: dict[str, str] = {}
+        self._local_queues: dict[str, tuple[str, str]] = {}
         self._scratch: Path | None = None
         self.gateway: gateway_module.Gateway | None = None
 
@@ -178,6 +191,10 @@ class LocalServer:
     @property
     def dynamodb_endpoint(self) -> str:
         return self._dynamodb_endpoint or self._embedded.endpoint
+
+    @property
+    def sqs_endpoint(self) -> str:
+        return self._embedded.endpoint
 
     @property
     def table_name(self) -> str:
@@ -204,13 +221,14 @@ class LocalServer:
             world = dataclasses.replace(world, stage=self._stage_override)
         self.world, self.stage = world, world.stage
 
-        if self._dynamodb_endpoint is None:
-            from .dynamodb import EmbeddedDynamoDB
+        from .dynamodb import EmbeddedDynamoDB
 
-            log.info("starting the embedded DynamoDB")
-            # loopback only, whatever --host says: moto has no authentication
-            self._embedded = EmbeddedDynamoDB("127.0.0.1").start()
+        # moto serves the queues, and DynamoDB unless --dynamodb-endpoint names another
+        log.info("starting the embedded DynamoDB and SQS")
+        # loopback only, whatever --host says: moto has no authentication
+        self._embedded = EmbeddedDynamoDB("127.0.0.1", middleware=self._sends).start()
         await asyncio.to_thread(self._ensure_table)
+        await asyncio.to_thread(self._ensure_queues)
 
         self.gateway = gateway_module.Gateway(
             world,
@@ -223,14 +241,29 @@ class LocalServer:
         self._runner = web.AppRunner(self.gateway.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
 
-        log.info("starting %d functions", len(world.routes))
+        log.info("starting %d functions", len({d.name for d in world.routes.values()} | {s.function.name for s in world.subscriptions}))
         self._scratch = scratch_dir()
         for route_key, definition in world.routes.items():
             task_dir = self._scratch / definition.name
             self._functions[route_key] = LocalFunction(
                 definition, task_dir, self._environment(definition.environment), self._function_concurrency
             )
-        await asyncio.gather(*(f.start() for f in self._functions.values()))
+        for subscription in world.subscriptions:
+            definition = subscription.function
+            if definition.name not in self._workers:
+                self._workers[definition.name] = LocalFunction(
+                    definition, self._scratch / definition.name, self._environment(definition.environment),
+                    self._function_concurrency,
+                )
+        await asyncio.gather(*(f.start() for f in [*self._functions.values(), *self._workers.values()]))
+        for subscription in world.subscriptions:
+            poller = queues_module.Poller(
+                subscription, self._local_queues[subscription.queue.arn][0],
+                self._workers[subscription.function.name], self._sqs_client(), REGION,
+            )
+            self._sends.listen(poller.wake)
+            poller.start()
+            self._pollers.append(poller)
 
         # only now: every connection finds every function ready
         self._site = web.SockSite(self._runner, self._socket)
@@ -248,7 +281,13 @@ class LocalServer:
             key: self.management_url if value == self.world.management_endpoint else value
             for key, value in declared.items()
         }
-        env.update({"AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_endpoint})
+        env = {key: self._queue_urls.get(value, value) for key, value in env.items()}
+        if self._inline_fanout_limit is not None:
+            env[spec.ENV_INLINE_FANOUT_LIMIT] = str(self._inline_fanout_limit)
+        env.update({
+            "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
+            "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_endpoint, "AWS_ENDPOINT_URL_SQS": self._embedded.endpoint,
+        })
         inherited = {key: os.environ[key] for key in PASSED_THROUGH if key in os.environ}
         if self._dynamodb_endpoint is not None and ("AWS_ACCESS_KEY_ID" in inherited or "AWS_PROFILE" in inherited):
             # another DynamoDB (perhaps AWS): this shell's credentials, keys or profile
@@ -278,6 +317,17 @@ class LocalServer:
         except client.exceptions.ResourceInUseException:
             log.info("table %s exists; using it", self.world.table_name)
 
+    def _sqs_client(self) -> Any:
+        import boto3
+
+        return boto3.client("sqs", endpoint_url=self._embedded.endpoint, region_name=REGION,
+                            aws_access_key_id="local", aws_secret_access_key="local")
+
+    def _ensure_queues(self) -> None:
+        assert self.world is not None
+        self._local_queues = queues_module.create_queues(self._sqs_client(), self.world.queues)
+        self._queue_urls = queues_module.local_urls(self._local_queues, self.world.queues)
+
     async def _invoke(self, route_key: str, event: dict, request_id: str) -> Any:
         # A throttled $disconnect would leave the connection's rows to TTL (on
         # AWS too); local mode waits for a slot instead, so closing many
@@ -301,8 +351,12 @@ class LocalServer:
                 if self._runner is not None:
                     await self._runner.cleanup()
                     self._runner = None
-                await asyncio.gather(*(f.stop() for f in self._functions.values()), return_exceptions=True)
+                await asyncio.gather(*(p.stop() for p in self._pollers), return_exceptions=True)
+                self._pollers.clear()
+                functions = [*self._functions.values(), *self._workers.values()]
+                await asyncio.gather(*(f.stop() for f in functions), return_exceptions=True)
                 self._functions.clear()
+                self._workers.clear()
             finally:
                 if self._embedded is not None:
                     self._embedded.stop()
@@ -385,6 +439,16 @@ def _concurrency(value: str) -> int:
     return number
 
 
+def _inline_limit(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 1 <= number <= spec.MAX_INLINE_FANOUT_LIMIT:
+        raise argparse.ArgumentTypeError(f"{number}: must be from 1 to {spec.MAX_INLINE_FANOUT_LIMIT}")
+    return number
+
+
 def _stage_name(value: str) -> str:
     from ..args import ChannelServerArgsError, resolve
 
@@ -399,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m channel_server.local",
         description="Run the channel server on this machine: the routes and handlers a Pulumi "
-        "program's ChannelServer declares, behind a local API Gateway, with an embedded DynamoDB.",
+        "program's ChannelServer declares, behind a local API Gateway, with an embedded DynamoDB and SQS.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     parser.add_argument("--port", type=int, default=8080,
@@ -429,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--function-concurrency", type=_concurrency, default=DEFAULT_CONCURRENCY, metavar="N",
                         help="invocations each function runs at once; beyond that a frame is throttled at once, as by "
                         "Lambda, and answered \"Internal server error\" (default %(default)s)")
+    parser.add_argument("--inline-fanout-limit", type=_inline_limit, metavar="N",
+                        help="members one publish posts to itself before it queues the others for the fan-out "
+                        "function (default: the program's inlineFanoutLimit)")
     parser.add_argument("--handler-log-level", default="WARNING", type=str.upper, metavar="LEVEL",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                         help="log level of the handlers' own logging: DEBUG, INFO, WARNING, ERROR or CRITICAL "
@@ -463,6 +530,7 @@ def server_from(options: argparse.Namespace) -> LocalServer:
         idle_timeout=options.idle_timeout,
         max_lifetime=options.max_lifetime,
         function_concurrency=options.function_concurrency,
+        inline_fanout_limit=options.inline_fanout_limit,
         handler_log_level=options.handler_log_level,
     )
 
@@ -489,6 +557,7 @@ async def serve(options: argparse.Namespace) -> None:
         print(f"  WebSocket URL:  {server.url}", flush=True)
         print(f"  Management API: {server.management_url}/@connections/{{connectionId}}", flush=True)
         print(f"  DynamoDB:       {server.dynamodb_endpoint} (table {server.table_name})", flush=True)
+        print(f"  SQS:            {server.sqs_endpoint} (fan-out queue)", flush=True)
         print("Ctrl-C to stop.", flush=True)
         await stop.wait()
         print("stopping: closing connections (Ctrl-C again to stop at once)", flush=True)

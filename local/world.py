@@ -8,7 +8,8 @@ so other resources of the program are ignored), as API Gateway would: the API's 
 the Function whose invoke ARN the integration targets → that function's
 handler, code archive, environment, timeout and memory; each Route's route
 response, which makes the route two-way; the Table's keys,
-indexes and TTL; the Stage's name. Nothing about routes, handlers, environment
+indexes and TTL; the Stage's name; each SQS queue (with its redrive policy)
+and the event source mapping that feeds a function from it. Nothing about routes, handlers, environment
 or schema is written down a second time here, so local mode serves whatever
 the component declares, and proves its wiring every time it starts.
 """
@@ -16,7 +17,6 @@ the component declares, and proves its wiring every time it starts.
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -35,6 +35,8 @@ INTEGRATION = "aws:apigatewayv2/integration:Integration"
 FUNCTION = "aws:lambda/function:Function"
 TABLE = "aws:dynamodb/table:Table"
 STAGE = "aws:apigatewayv2/stage:Stage"
+QUEUE = "aws:sqs/queue:Queue"
+MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
 
 
 class WiringError(Exception):
@@ -48,8 +50,8 @@ class FunctionDef:
     name: str
     handler: str
     environment: Mapping[str, str]
-    files: Mapping[str, Path]
-    """Archive path → source file: the function's code archive."""
+    files: Mapping[str, str]
+    """Archive path → the file's text: the function's code archive."""
     timeout_seconds: float
     memory_mb: int
     arn: str
@@ -57,11 +59,34 @@ class FunctionDef:
 
     def unpack(self, into: Path) -> Path:
         """Lay the archive out as Lambda does under /var/task."""
-        for name, source in self.files.items():
+        for name, content in self.files.items():
             target = into / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+            target.write_text(content, encoding="utf-8")
         return into
+
+
+@dataclass(frozen=True)
+class QueueDef:
+    """One SQS queue as the component declared it."""
+
+    name: str
+    url: str
+    """Its URL in AWS: local mode points every environment value equal to it at its own queue."""
+    arn: str
+    visibility_timeout_seconds: int
+    dead_letter_arn: str | None = None
+    """The queue its redrive policy moves messages to, and after how many receives."""
+    max_receives: int | None = None
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """An event source mapping: ``function`` invoked with ``queue``'s messages."""
+
+    queue: QueueDef
+    function: FunctionDef
+    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -82,6 +107,9 @@ class World:
     """Route keys with a ``$default`` route response (and the route response
     selection expression that picks it): their function's return value is sent
     to the client. On the other routes it is dropped, as API Gateway drops it."""
+    queues: tuple[QueueDef, ...] = ()
+    """Every queue, dead-letter queues before the queues that name them."""
+    subscriptions: tuple[Subscription, ...] = ()
 
     @property
     def message_routes(self) -> set[str]:
@@ -214,6 +242,8 @@ def _read(deployment: mocks.Deployment, component: str | None, program: str) -> 
     two_way = _two_way_routes(own)
     if not routes:
         raise WiringError("the component registered no routes")
+    queues = _queues(own)
+    subscriptions = _subscriptions(own, {queue.arn: queue for queue in queues})
     return World(
         stage=stage["name"],
         route_selection_expression=api["routeSelectionExpression"],
@@ -222,7 +252,46 @@ def _read(deployment: mocks.Deployment, component: str | None, program: str) -> 
         table=dict(table.inputs),
         management_endpoint=spec.management_endpoint(api["apiEndpoint"], stage["name"]),
         two_way=frozenset(two_way),
+        queues=queues,
+        subscriptions=subscriptions,
     )
+
+
+def _queues(own: mocks.Deployment) -> tuple[QueueDef, ...]:
+    import json
+
+    found = []
+    for queue in own.of_type(QUEUE):
+        redrive = json.loads(queue.get("redrivePolicy") or "{}")
+        found.append(QueueDef(
+            name=queue["name"],
+            url=queue["url"],
+            arn=queue["arn"],
+            visibility_timeout_seconds=int(queue.get("visibilityTimeoutSeconds") or 30),
+            dead_letter_arn=redrive.get("deadLetterTargetArn"),
+            max_receives=int(redrive["maxReceiveCount"]) if "maxReceiveCount" in redrive else None,
+        ))
+    arns = {queue.arn for queue in found}
+    for queue in found:
+        if queue.dead_letter_arn is not None and queue.dead_letter_arn not in arns:
+            raise WiringError(f"queue {queue.name}: its dead-letter queue is not one of this component's")
+    return tuple(sorted(found, key=lambda queue: queue.dead_letter_arn is not None))
+
+
+def _subscriptions(own: mocks.Deployment, queues: Mapping[str, QueueDef]) -> tuple[Subscription, ...]:
+    functions = {}
+    for function in own.of_type(FUNCTION):
+        functions[function["arn"]] = functions[function["name"]] = function
+    found = []
+    for mapping in own.of_type(MAPPING):
+        queue = queues.get(mapping.get("eventSourceArn"))
+        if queue is None:
+            raise WiringError(f"event source mapping {mapping.name}: local mode serves SQS queues of this component only")
+        function = functions.get(mapping.get("functionName"))
+        if function is None:
+            raise WiringError(f"event source mapping {mapping.name}: it invokes no function of this component")
+        found.append(Subscription(queue, _function_def(function), int(mapping.get("batchSize") or 10)))
+    return tuple(found)
 
 
 def _two_way_routes(own: mocks.Deployment) -> set[str]:
@@ -248,11 +317,14 @@ def _function_def(function: mocks.Registered) -> FunctionDef:
     code = function["code"]
     if not isinstance(code, pulumi.AssetArchive):
         raise WiringError(f"function {function.name}: code is {type(code).__name__}, expected an AssetArchive")
-    files: dict[str, Path] = {}
+    files: dict[str, str] = {}
     for name, asset in code.assets.items():
-        if not isinstance(asset, pulumi.FileAsset):
-            raise WiringError(f"function {function.name}: archive entry {name} is not a file")
-        files[name] = Path(asset.path)
+        if isinstance(asset, pulumi.StringAsset):
+            files[name] = asset.text
+        elif isinstance(asset, pulumi.FileAsset):
+            files[name] = Path(asset.path).read_text(encoding="utf-8")
+        else:
+            raise WiringError(f"function {function.name}: archive entry {name} is neither a file nor a text")
     variables = ((function.get("environment") or {}).get("variables")) or {}
     return FunctionDef(
         name=function["name"],

@@ -4,9 +4,11 @@ same sources, and nothing inside that the Lambda runtime lacks (stdlib + boto3).
 from __future__ import annotations
 
 import ast
+import io
 import os
 import shutil
 import sys
+import tokenize
 from pathlib import Path
 
 import pulumi
@@ -41,13 +43,74 @@ def test_handler_files_are_every_module_of_the_handlers_folder() -> None:
     assert [path.resolve() for path in files.values()] == [REPO_HANDLERS / name for name in modules]
 
 
-def test_handler_archive_holds_a_file_asset_per_handler_module() -> None:
+def test_handler_archive_holds_each_handler_module_as_shipped() -> None:
     code = archive.handler_archive()
     assert isinstance(code, pulumi.AssetArchive)
-    assert all(isinstance(asset, pulumi.FileAsset) for asset in code.assets.values())
-    assert {name: asset.path for name, asset in code.assets.items()} == {
-        name: str(path) for name, path in archive.handler_files().items()
+    assert all(isinstance(asset, pulumi.StringAsset) for asset in code.assets.values())
+    assert {name: asset.text for name, asset in code.assets.items()} == {
+        name: archive.shipped(path.read_text(encoding="utf-8")) for name, path in archive.handler_files().items()
     }
+
+
+# --- what is shipped: the code, line for line, without docstrings and comments ----------
+
+
+def _code_shape(text: str) -> str:
+    """The module's syntax tree with every node's lines and start column,
+    each string statement emptied: what runs, and where. (End columns are
+    left out: an emptied docstring ends a class or function sooner.)"""
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            node.value.value = ""
+        if hasattr(node, "end_col_offset"):
+            del node.end_col_offset
+    return ast.dump(tree, include_attributes=True)
+
+
+@pytest.mark.parametrize("name", list(archive.handler_files()))
+def test_a_shipped_module_is_its_source_without_docstrings_and_comments_on_the_same_lines(name: str) -> None:
+    source = archive.handler_files()[name].read_text(encoding="utf-8")
+    shipped = archive.shipped(source)
+
+    assert _code_shape(shipped) == _code_shape(source)  # the same code, node for node, line for line
+    assert shipped.count("\n") == source.count("\n")
+    assert not [t for t in tokenize.generate_tokens(io.StringIO(shipped).readline) if t.type == tokenize.COMMENT]
+    strings = [node.value.value for node in ast.walk(ast.parse(shipped)) if isinstance(node, ast.Expr)
+               and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)]
+    assert all(not text.strip() for text in strings)
+    compile(shipped, name, "exec")
+
+
+def test_shipping_keeps_strings_that_are_values_and_hashes_inside_strings() -> None:
+    source = (
+        'def f(x):\n'
+        '    """Doc, over\n'
+        '    two lines."""  # and a comment\n'
+        '    y = "# not a comment"  # a comment\n'
+        '    z = """a value,\n'
+        'kept"""\n'
+        '    return {"k": "ü"}["k"] + y + z  # trailing ü\n'
+    )
+    assert archive.shipped(source) == (
+        'def f(x):\n'
+        '    """\n'
+        '"""\n'
+        '    y = "# not a comment"\n'
+        '    z = """a value,\n'
+        'kept"""\n'
+        '    return {"k": "ü"}["k"] + y + z\n'
+    )
+
+
+def test_the_archive_stays_within_32_kb_zipped() -> None:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for name, text in archive.handler_sources().items():
+            zipped.writestr(name, text)
+    assert len(buffer.getvalue()) <= 32 * 1024
 
 
 def test_bytecode_tests_and_other_files_stay_out_of_the_archive(handlers_copy: Path) -> None:
@@ -68,12 +131,30 @@ def test_the_same_sources_give_the_same_digest(handlers_copy: Path) -> None:
     assert archive.archive_digest(handlers_copy) == archive.archive_digest(handlers_copy) == archive.archive_digest()
 
 
-def test_changing_one_byte_changes_the_digest(handlers_copy: Path) -> None:
+def test_changing_one_byte_of_code_changes_the_digest(handlers_copy: Path) -> None:
     before = archive.archive_digest(handlers_copy)
     app = handlers_copy / "app.py"
-    source = app.read_bytes()
-    app.write_bytes(source[:-1] + bytes([source[-1] ^ 1]))
+    source = app.read_text(encoding="utf-8")
+    assert 'OK = {"statusCode": 200}' in source
+    app.write_text(source.replace('OK = {"statusCode": 200}', 'OK = {"statusCode": 201}'), encoding="utf-8")
     assert archive.archive_digest(handlers_copy) != before
+
+
+def test_changing_only_comments_and_docstrings_leaves_the_archive_as_it_was(handlers_copy: Path) -> None:
+    before = archive.archive_digest(handlers_copy)
+    app = handlers_copy / "app.py"
+    source = app.read_text(encoding="utf-8")
+    changed = source.replace('"""Lambda entry points', '"""The Lambda entry points', 1).replace(
+        "# Connection and route only", "# Only the connection and route", 1)
+    assert changed.count("\n") == source.count("\n") and changed != source
+    app.write_text(changed, encoding="utf-8")
+    assert archive.archive_digest(handlers_copy) == before  # nothing to deploy
+
+
+def test_a_handler_module_that_does_not_parse_stops_the_build(handlers_copy: Path) -> None:
+    (handlers_copy / "app.py").write_text("def broken(:\n", encoding="utf-8")
+    with pytest.raises(SyntaxError):
+        archive.handler_archive(handlers_copy)
 
 
 def test_adding_a_module_changes_the_file_list_and_the_digest(handlers_copy: Path) -> None:

@@ -20,7 +20,7 @@ RETENTIONS = (
     "(1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)"
 )
 FIELDS = (
-    "channel_id_pattern, lambda_architecture, lambda_memory_mb, lambda_runtime, lambda_timeout_seconds, "
+    "channel_id_pattern, inline_fanout_limit, lambda_architecture, lambda_memory_mb, lambda_runtime, lambda_timeout_seconds, "
     "log_retention_days, max_message_bytes, posts_in_flight, publish_memory_mb, stage_name, table_name, tags, "
     "throttling_burst_limit, throttling_rate_limit"
 )
@@ -69,6 +69,10 @@ INVALID = [
                  id="in flight 1001"),
     pytest.param({"posts_in_flight": "64"},
                  "ChannelServerArgs posts_in_flight='64': must be a whole number from 1 to 1000", id="in flight text"),
+    pytest.param({"inline_fanout_limit": 0}, "ChannelServerArgs inline_fanout_limit=0: must be from 1 to 100000",
+                 id="inline limit 0"),
+    pytest.param({"inline_fanout_limit": 100001},
+                 "ChannelServerArgs inline_fanout_limit=100001: must be from 1 to 100000", id="inline limit 100001"),
     pytest.param(
         {"stage_name": "a b"}, "ChannelServerArgs stage_name='a b': use 1 to 128 letters, digits, '-' or '_'", id="stage name"
     ),
@@ -140,6 +144,7 @@ def test_defaults_are_the_documented_ones() -> None:
         channel_id_pattern="[A-Za-z0-9_.:-]+",
         max_message_bytes=131072,
         posts_in_flight=64,
+        inline_fanout_limit=1000,
         tags={},
     )
 
@@ -172,6 +177,8 @@ def test_an_int_rate_becomes_a_float() -> None:
         {"max_message_bytes": 131072},
         {"posts_in_flight": 1},
         {"posts_in_flight": 1000},
+        {"inline_fanout_limit": 1},
+        {"inline_fanout_limit": 100000},
         {"throttling_burst_limit": 1},
         {"throttling_burst_limit": 5000},
         {"throttling_rate_limit": 0.5},
@@ -274,6 +281,7 @@ def test_from_config_reads_each_set_key_with_its_fields_type() -> None:
         "channelIdPattern": "get",
         "maxMessageBytes": "get_int",
         "postsInFlight": "get_int",
+        "inlineFanoutLimit": "get_int",
         "tags": "get_object",
     }
     assert resolve(args) == Settings(

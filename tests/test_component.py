@@ -34,8 +34,13 @@ PERMISSION = "aws:lambda/permission:Permission"
 ROLE = "aws:iam/role:Role"
 POLICY = "aws:iam/rolePolicy:RolePolicy"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+QUEUE = "aws:sqs/queue:Queue"
+MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
 
 SPEC_ROUTES = {route.key: route for route in spec.ROUTES}
+#: Every function, routed ones by route key, the fan-out function by this key.
+FANOUT = "fanout"
+SPEC_FUNCTIONS: dict[str, spec.Function] = {**SPEC_ROUTES, FANOUT: spec.FANOUT}
 
 CUSTOM_ARGS = ChannelServerArgs(
     stage_name="prod",
@@ -51,6 +56,7 @@ CUSTOM_ARGS = ChannelServerArgs(
     channel_id_pattern="[a-z]+",
     max_message_bytes=4096,
     posts_in_flight=16,
+    inline_fanout_limit=25,
     tags={"team": "realtime", "environment": "test"},
 )
 
@@ -133,7 +139,19 @@ class World:
         return self.find_id(INTEGRATION, target.removeprefix("integrations/"))
 
     def function(self, key: str) -> Registered:
-        return self.find(FUNCTION, handler=SPEC_ROUTES[key].handler)
+        return self.find(FUNCTION, handler=SPEC_FUNCTIONS[key].handler)
+
+    @property
+    def queue(self) -> Registered:
+        return self.find(QUEUE, arn=self.mapping["eventSourceArn"])
+
+    @property
+    def dead_letter_queue(self) -> Registered:
+        return self.find(QUEUE, arn=json.loads(self.queue["redrivePolicy"])["deadLetterTargetArn"])
+
+    @property
+    def mapping(self) -> Registered:
+        return self.deployment.one(MAPPING)
 
     def role(self, key: str) -> Registered:
         return self.find(ROLE, arn=self.function(key)["role"])
@@ -169,6 +187,13 @@ def world(request: pytest.FixtureRequest) -> World:
 
 @pytest.fixture(params=sorted(SPEC_ROUTES))
 def key(request: pytest.FixtureRequest) -> str:
+    """A route's key."""
+    return request.param
+
+
+@pytest.fixture(params=sorted(SPEC_FUNCTIONS))
+def function_key(request: pytest.FixtureRequest) -> str:
+    """A function's key: a route's, or FANOUT."""
     return request.param
 
 
@@ -312,11 +337,13 @@ def test_component_deploys_exactly_the_six_routes(world: World) -> None:
     assert all(r["apiId"] == world.api.id for r in world.deployment.of_type(ROUTE))
 
 
-def test_each_route_has_its_own_function_role_log_group_and_permission(world: World) -> None:
-    for type_token in (INTEGRATION, FUNCTION, ROLE, POLICY, LOG_GROUP, PERMISSION):
+def test_each_function_has_its_own_role_and_log_group_and_each_route_its_permission(world: World) -> None:
+    for type_token in (INTEGRATION, PERMISSION):
         assert len(world.deployment.of_type(type_token)) == len(SPEC_ROUTES), type_token
-    assert len({world.role(key).id for key in SPEC_ROUTES}) == len(SPEC_ROUTES)
-    assert len({world.log_group(key).id for key in SPEC_ROUTES}) == len(SPEC_ROUTES)
+    for type_token in (FUNCTION, ROLE, POLICY, LOG_GROUP):
+        assert len(world.deployment.of_type(type_token)) == len(SPEC_FUNCTIONS), type_token
+    assert len({world.role(key).id for key in SPEC_FUNCTIONS}) == len(SPEC_FUNCTIONS)
+    assert len({world.log_group(key).id for key in SPEC_FUNCTIONS}) == len(SPEC_FUNCTIONS)
 
 
 def test_route_targets_its_integration(world: World, key: str) -> None:
@@ -334,53 +361,57 @@ def test_route_integration_invokes_the_function_of_its_handler(world: World, key
     assert function["handler"] == SPEC_ROUTES[key].handler
 
 
-def test_every_handler_names_a_function_in_the_archived_module(key: str) -> None:
-    module_name, _, attribute = SPEC_ROUTES[key].handler.rpartition(".")
+def test_every_handler_names_a_function_in_the_archived_module(function_key: str) -> None:
+    module_name, _, attribute = SPEC_FUNCTIONS[function_key].handler.rpartition(".")
     assert module_name.replace(".", "/") + ".py" in archive.handler_files()
     assert callable(getattr(importlib.import_module(module_name), attribute))
 
 
-def test_function_runs_the_configured_runtime_architecture_memory_and_timeout(world: World, key: str) -> None:
+def test_function_runs_the_configured_runtime_architecture_memory_and_timeout(world: World, function_key: str) -> None:
     s = world.settings
-    function = world.function(key)
+    function = world.function(function_key)
     assert function["runtime"] == s.lambda_runtime
     assert function["architectures"] == [s.lambda_architecture]
-    assert function["memorySize"] == (s.publish_memory_mb if key == "publish" else s.lambda_memory_mb)
+    fans_out = function_key in ("publish", FANOUT)
+    assert function["memorySize"] == (s.publish_memory_mb if fans_out else s.lambda_memory_mb)
     assert function["timeout"] == s.lambda_timeout_seconds
 
 
-def test_function_defaults_to_python_3_13_on_arm64(default_world: World, key: str) -> None:
-    function = default_world.function(key)
+def test_function_defaults_to_python_3_13_on_arm64(default_world: World, function_key: str) -> None:
+    function = default_world.function(function_key)
     assert function["runtime"] == "python3.13"
     assert function["architectures"] == ["arm64"]
 
 
-def test_function_takes_the_lambda_settings_from_args(custom_world: World, key: str) -> None:
-    function = custom_world.function(key)
+def test_function_takes_the_lambda_settings_from_args(custom_world: World, function_key: str) -> None:
+    function = custom_world.function(function_key)
     assert (function["runtime"], function["architectures"]) == ("python3.12", ["x86_64"])
-    assert (function["memorySize"], function["timeout"]) == (2048 if key == "publish" else 512, 10)
+    fans_out = function_key in ("publish", FANOUT)
+    assert (function["memorySize"], function["timeout"]) == (2048 if fans_out else 512, 10)
 
 
-def test_publish_gets_more_memory_than_the_other_functions_by_default(default_world: World, key: str) -> None:
-    # publish's fan-out is CPU-bound, and Lambda's CPU grows with memory
-    assert default_world.function(key)["memorySize"] == (1024 if key == "publish" else 256)
+def test_the_fanning_out_functions_get_more_memory_by_default(default_world: World, function_key: str) -> None:
+    # a fan-out is CPU-bound, and Lambda's CPU grows with memory
+    assert default_world.function(function_key)["memorySize"] == (1024 if function_key in ("publish", FANOUT) else 256)
 
 
-def test_function_logs_json_to_its_own_log_group(world: World, key: str) -> None:
-    function = world.function(key)
-    log_group = world.log_group(key)
+def test_function_logs_json_to_its_own_log_group(world: World, function_key: str) -> None:
+    function = world.function(function_key)
+    log_group = world.log_group(function_key)
     assert function["loggingConfig"] == {"logFormat": "JSON", "logGroup": log_group["name"]}
     assert log_group["retentionInDays"] == world.settings.log_retention_days
 
 
-def test_log_groups_keep_logs_14_days_by_default(default_world: World, key: str) -> None:
-    assert default_world.log_group(key)["retentionInDays"] == 14
+def test_log_groups_keep_logs_14_days_by_default(default_world: World, function_key: str) -> None:
+    assert default_world.log_group(function_key)["retentionInDays"] == 14
 
 
-def test_function_environment_points_at_the_table_index_and_management_endpoint(world: World, key: str) -> None:
+def test_function_environment_points_at_the_table_index_management_endpoint_and_queue(
+    world: World, function_key: str
+) -> None:
     s = world.settings
     host = world.api["apiEndpoint"].removeprefix("wss://")
-    assert world.function(key)["environment"] == {
+    assert world.function(function_key)["environment"] == {
         "variables": {
             spec.ENV_TABLE_NAME: world.table["name"],
             spec.ENV_INDEX_NAME: spec.CHANNEL_INDEX,
@@ -388,21 +419,24 @@ def test_function_environment_points_at_the_table_index_and_management_endpoint(
             spec.ENV_CHANNEL_ID_PATTERN: s.channel_id_pattern,
             spec.ENV_MAX_MESSAGE_BYTES: str(s.max_message_bytes),
             spec.ENV_POSTS_IN_FLIGHT: str(s.posts_in_flight),
+            spec.ENV_INLINE_FANOUT_LIMIT: str(s.inline_fanout_limit),
+            spec.ENV_FANOUT_QUEUE_URL: world.queue["url"],
         }
     }
 
 
-def test_function_environment_carries_the_channel_settings_from_args(custom_world: World, key: str) -> None:
-    variables = custom_world.function(key)["environment"]["variables"]
+def test_function_environment_carries_the_channel_settings_from_args(custom_world: World, function_key: str) -> None:
+    variables = custom_world.function(function_key)["environment"]["variables"]
     assert variables[spec.ENV_TABLE_NAME] == "Connections"
     assert variables[spec.ENV_CHANNEL_ID_PATTERN] == "[a-z]+"
     assert variables[spec.ENV_MAX_MESSAGE_BYTES] == "4096"
     assert variables[spec.ENV_POSTS_IN_FLIGHT] == "16"
+    assert variables[spec.ENV_INLINE_FANOUT_LIMIT] == "25"
     assert variables[spec.ENV_MANAGEMENT_ENDPOINT].endswith("/prod")
 
 
-def test_function_role_trusts_lambda_only(world: World, key: str) -> None:
-    trust = json.loads(world.role(key)["assumeRolePolicy"])
+def test_function_role_trusts_lambda_only(world: World, function_key: str) -> None:
+    trust = json.loads(world.role(function_key)["assumeRolePolicy"])
     principals = set()
     for statement in trust["Statement"]:
         assert statement["Effect"] == "Allow"
@@ -412,12 +446,10 @@ def test_function_role_trusts_lambda_only(world: World, key: str) -> None:
     assert principals == {"lambda.amazonaws.com"}
 
 
-def test_function_code_is_the_handler_archive(world: World, key: str) -> None:
-    code = world.function(key)["code"]
+def test_function_code_is_the_handler_archive(world: World, function_key: str) -> None:
+    code = world.function(function_key)["code"]
     assert isinstance(code, pulumi.AssetArchive)
-    assert {name: asset.path for name, asset in code.assets.items()} == {
-        name: str(path) for name, path in archive.handler_files().items()
-    }
+    assert {name: asset.text for name, asset in code.assets.items()} == archive.handler_sources()
 
 
 # --- invoke permissions ------------------------------------------------------------------
@@ -434,14 +466,17 @@ def test_permission_lets_only_this_api_stage_and_route_invoke_the_function(world
 # --- IAM ---------------------------------------------------------------------------------
 
 
-def test_policy_grants_exactly_what_the_route_needs(world: World, key: str) -> None:
-    route = SPEC_ROUTES[key]
+def test_policy_grants_exactly_what_the_function_needs(world: World, function_key: str) -> None:
+    key = function_key
+    route = SPEC_FUNCTIONS[key]
     table_arn = world.table["arn"]
     expected = []
     if route.table_actions:
         expected.append((sorted(route.table_actions), [table_arn]))
     if route.index_actions:
         expected.append((sorted(route.index_actions), [f"{table_arn}/index/{spec.CHANNEL_INDEX}"]))
+    if route.queue_actions:
+        expected.append((sorted(route.queue_actions), [world.queue["arn"]]))
     if route.posts:
         expected.append(
             (
@@ -457,9 +492,9 @@ def test_policy_grants_exactly_what_the_route_needs(world: World, key: str) -> N
     assert sorted(actual) == sorted(expected)
 
 
-def test_policy_has_no_wildcards_and_names_only_this_stacks_resources(world: World, key: str) -> None:
-    own = (world.table["arn"], world.api["executionArn"], world.log_group(key)["arn"])
-    for statement in _policy_statements(world, key):
+def test_policy_has_no_wildcards_and_names_only_this_stacks_resources(world: World, function_key: str) -> None:
+    own = (world.table["arn"], world.api["executionArn"], world.log_group(function_key)["arn"], world.queue["arn"])
+    for statement in _policy_statements(world, function_key):
         for action in _as_list(statement["Action"]):
             assert "*" not in action
         for resource in _as_list(statement["Resource"]):
@@ -473,8 +508,42 @@ def test_connect_route_has_no_dynamodb_permissions(world: World) -> None:
     assert [a for a in actions if a.startswith("dynamodb:")] == []
 
 
-def test_policy_is_attached_to_the_role_of_the_function(world: World, key: str) -> None:
-    assert world.policy(key)["role"] == world.role(key).id
+def test_policy_is_attached_to_the_role_of_the_function(world: World, function_key: str) -> None:
+    assert world.policy(function_key)["role"] == world.role(function_key).id
+
+
+def test_only_publish_sends_to_the_queue_and_only_the_fanout_function_takes_from_it(world: World) -> None:
+    def sqs_actions(key: str) -> set[str]:
+        return {a for s in _policy_statements(world, key) for a in _as_list(s["Action"]) if a.startswith("sqs:")}
+
+    assert {key: sqs_actions(key) for key in SPEC_FUNCTIONS if sqs_actions(key)} == {
+        "publish": {"sqs:SendMessage"},
+        FANOUT: {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
+    }
+
+
+# --- large channels: the fan-out queue --------------------------------------------------
+
+
+def test_the_fanout_function_takes_one_chunk_at_a_time_from_the_queue(world: World) -> None:
+    assert world.mapping["functionName"] == world.function(FANOUT)["arn"]
+    assert world.mapping["eventSourceArn"] == world.queue["arn"]
+    assert world.mapping["batchSize"] == 1
+    assert len(world.deployment.of_type(QUEUE)) == 2
+
+
+def test_a_chunk_stays_hidden_for_six_function_timeouts_and_goes_to_the_dead_letters_after_five_receives(
+    world: World,
+) -> None:
+    from channel_server.component import FANOUT_MAX_RECEIVES
+
+    assert world.queue["visibilityTimeoutSeconds"] == 6 * world.settings.lambda_timeout_seconds
+    assert json.loads(world.queue["redrivePolicy"]) == {
+        "deadLetterTargetArn": world.dead_letter_queue["arn"], "maxReceiveCount": FANOUT_MAX_RECEIVES,
+    }
+    assert FANOUT_MAX_RECEIVES == 5
+    assert world.dead_letter_queue["messageRetentionSeconds"] == 14 * 24 * 60 * 60
+    assert all(queue["sqsManagedSseEnabled"] for queue in world.deployment.of_type(QUEUE))
 
 
 # --- deployment and stage ----------------------------------------------------------------
@@ -559,7 +628,7 @@ def test_deployment_triggers_are_the_same_for_the_same_routes(default_world: Wor
 # --- tags --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("type_token", [TABLE, API, STAGE, FUNCTION, ROLE, LOG_GROUP])
+@pytest.mark.parametrize("type_token", [TABLE, API, STAGE, FUNCTION, ROLE, LOG_GROUP, QUEUE, MAPPING])
 def test_tags_reach_every_taggable_resource(custom_world: World, type_token: str) -> None:
     resources = custom_world.deployment.of_type(type_token)
     assert resources

@@ -1,13 +1,15 @@
-"""The handlers' own DynamoDB client (``handlers/dynamodb.py``) against boto3's.
+"""The handlers' own AWS JSON client (``handlers/awsjson.py``), as the store's
+DynamoDB client (``handlers/dynamodb.py``), against boto3's.
 
 - Same inputs, same outputs: one corpus of calls (every operation the store
   makes, successes and errors) goes through boto3's client to one table and
   through ours to a twin table on the same moto server; results, error codes,
   messages and cancellation reasons must be equal.
 - Retries as botocore's standard mode: throttling and 5xx are retried up to
-  the attempts, client errors never; a failure to connect or a lost answer is
-  retried, and a retried transaction keeps its ClientRequestToken (so
-  DynamoDB applies it once); a body whose CRC32 does not match is retried.
+  the attempts, client errors never; a failure to connect is retried; a lost
+  answer is retried only by a client for idempotent calls (DynamoDB's, whose
+  retried transaction keeps its ClientRequestToken, so DynamoDB applies it
+  once); a body whose CRC32 does not match is retried.
 - Keep-alive: a connection the server closed while idle is not used again.
 """
 
@@ -21,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from channel_server.handlers import dynamodb as ours
+from channel_server.handlers import awsjson, dynamodb
 from channel_server.handlers import sigv4, spec
 from support.aws import FAKE_CREDENTIALS, REGION
 from support.table import create_test_table
@@ -109,9 +111,15 @@ def twin_tables(dynamodb: Any, table_definition: Any) -> Iterator[tuple[str, str
         dynamodb.delete_table(TableName=name)
 
 
-def own_client(endpoint: str, **options: Any) -> ours.DynamoDB:
+def own_client(endpoint: str, **options: Any) -> awsjson.Client:
+    """The store's client, as dynamodb.client() configures it, at ``endpoint``."""
     credentials = sigv4.Credentials(FAKE_CREDENTIALS["aws_access_key_id"], FAKE_CREDENTIALS["aws_secret_access_key"])
-    return ours.DynamoDB(endpoint, sigv4.Signer(lambda: credentials, REGION, "dynamodb"), **options)
+    options = {"tokens": dynamodb.TOKENS, "retry_unanswered": True, "max_attempts": MAX_ATTEMPTS, **options}
+    return awsjson.Client(endpoint, sigv4.Signer(lambda: credentials, REGION, "dynamodb"),
+                          dynamodb.TARGET_PREFIX, dynamodb.OPERATIONS, **options)
+
+
+MAX_ATTEMPTS = 5
 
 
 def test_every_call_has_the_outcome_it_has_through_boto3(
@@ -142,7 +150,7 @@ def test_a_cancelled_transaction_is_caught_as_boto3s_is(
     with pytest.raises(client.exceptions.TransactionCanceledException) as cancelled:
         client.transact_write_items(TransactItems=[put])
 
-    assert isinstance(cancelled.value, ours.ClientError)
+    assert isinstance(cancelled.value, awsjson.ClientError)
     assert cancelled.value.response["CancellationReasons"] == [
         {"Code": "ConditionalCheckFailed", "Message": "The conditional request failed"}
     ]
@@ -151,12 +159,14 @@ def test_a_cancelled_transaction_is_caught_as_boto3s_is(
 
 
 def test_the_endpoint_comes_from_the_environment_as_botocore_reads_it() -> None:
-    assert ours.endpoint_url({"AWS_REGION": "eu-west-1"}) == "https://dynamodb.eu-west-1.amazonaws.com"
-    assert ours.endpoint_url({"AWS_DEFAULT_REGION": "cn-north-1"}) == "https://dynamodb.cn-north-1.amazonaws.com.cn"
-    assert ours.endpoint_url({"AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL": "http://a:1"}) == "http://a:1"
-    assert ours.endpoint_url({"AWS_ENDPOINT_URL": "http://a:1", "AWS_ENDPOINT_URL_DYNAMODB": "http://b:2"}) == "http://b:2"
+    url = awsjson.endpoint_url
+    assert url("dynamodb", {"AWS_REGION": "eu-west-1"}) == "https://dynamodb.eu-west-1.amazonaws.com"
+    assert url("dynamodb", {"AWS_DEFAULT_REGION": "cn-north-1"}) == "https://dynamodb.cn-north-1.amazonaws.com.cn"
+    assert url("sqs", {"AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL": "http://a:1"}) == "http://a:1"
+    assert url("dynamodb", {"AWS_ENDPOINT_URL": "http://a:1", "AWS_ENDPOINT_URL_DYNAMODB": "http://b:2"}) == "http://b:2"
+    assert url("sqs", {"AWS_ENDPOINT_URL_DYNAMODB": "http://b:2", "AWS_REGION": "us-east-1"}) == "https://sqs.us-east-1.amazonaws.com"
     with pytest.raises(ValueError, match="AWS_REGION"):
-        ours.endpoint_url({})
+        url("dynamodb", {})
 
 
 # --- retries, against DynamoDB's own errors ---------------------------------------------
@@ -164,14 +174,14 @@ def test_the_endpoint_comes_from_the_environment_as_botocore_reads_it() -> None:
 
 @pytest.fixture
 def faulty(faulty_dynamodb_server: Any, dynamodb_faults: Any, no_retry_delay: None,
-           dynamodb: Any, table_definition: Any) -> Iterator[tuple[ours.DynamoDB, Any, str]]:
+           dynamodb: Any, table_definition: Any) -> Iterator[tuple[awsjson.Client, Any, str]]:
     server, _ = faulty_dynamodb_server
     name = create_test_table(dynamodb, table_definition)
     yield own_client(server.endpoint), dynamodb_faults, name
     dynamodb.delete_table(TableName=name)
 
 
-def get(client: ours.DynamoDB, table: str) -> dict:
+def get(client: awsjson.Client, table: str) -> dict:
     return client.get_item(TableName=table, Key={spec.CONNECTION_ID: {"S": "c"}, spec.CHANNEL_ID: {"S": "x"}})
 
 
@@ -190,11 +200,11 @@ def test_a_call_is_tried_max_attempts_times_then_raises_the_services_error(kind:
     client, faults, table = faulty
     getattr(faults, kind)("GetItem")
 
-    with pytest.raises(ours.ClientError) as failed:
+    with pytest.raises(awsjson.ClientError) as failed:
         get(client, table)
 
     assert failed.value.response["Error"]["Code"] == code
-    assert faults.requests["GetItem"] == ours.DEFAULT_MAX_ATTEMPTS
+    assert faults.requests["GetItem"] == MAX_ATTEMPTS
 
 
 def test_a_client_error_is_not_retried(faulty: tuple) -> None:
@@ -304,9 +314,20 @@ def test_no_answer_after_max_attempts_raises_transport_error(raw_server: Any, no
     server = raw_server(lambda body: None)
     client = own_client(server.endpoint, read_timeout=0.1, max_attempts=2)
 
-    with pytest.raises(ours.TransportError, match="GetItem"):
+    with pytest.raises(awsjson.TransportError, match="GetItem"):
         client.get_item(TableName="t", Key={})
     assert len(server.bodies) == 2
+
+
+def test_a_client_for_calls_that_are_not_idempotent_never_resends_an_unanswered_request(
+    raw_server: Any, no_retry_delay: None
+) -> None:
+    server = raw_server(lambda body: None)
+    client = own_client(server.endpoint, read_timeout=0.1, retry_unanswered=False, tokens={})
+
+    with pytest.raises(awsjson.TransportError) as failed:
+        client.put_item(TableName="t", Item={})
+    assert failed.value.sent and len(server.bodies) == 1
 
 
 def test_a_refused_connection_is_retried_then_raises(no_retry_delay: None) -> None:
@@ -315,8 +336,9 @@ def test_a_refused_connection_is_retried_then_raises(no_retry_delay: None) -> No
     listener.close()  # nothing listens there now
     client = own_client(f"http://127.0.0.1:{port}", max_attempts=3)
 
-    with pytest.raises(ours.TransportError, match="cannot connect"):
+    with pytest.raises(awsjson.TransportError, match="cannot connect") as failed:
         client.get_item(TableName="t", Key={})
+    assert not failed.value.sent
 
 
 def test_a_body_whose_crc32_does_not_match_is_retried(raw_server: Any, no_retry_delay: None) -> None:

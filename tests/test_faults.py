@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from channel_server.handlers import dynamodb as dynamodb_client
+from channel_server.handlers import awsjson
 from channel_server.handlers import app as app_module
 from channel_server.handlers import protocol, spec
 from channel_server.handlers.sender import MAX_ATTEMPTS, Sender
@@ -427,7 +427,7 @@ def test_a_disconnect_whose_table_calls_keep_failing_returns_200_and_logs_the_co
 
     (record,) = failures_logged(caplog, alice.connection_id, "$disconnect")
     assert record.getMessage() == "closing the connection's rows failed"
-    assert isinstance(record.exc_info[1], dynamodb_client.ClientError)  # the app's own client's error
+    assert isinstance(record.exc_info[1], awsjson.ClientError)  # the app's own client's error
     # what the failed call would have changed is left to the rows' TTL
     left = rows_of(dynamodb, table, alice.connection_id)
     assert len(left) == 2 and any(row[spec.CHANNEL_ID] == "lobby" for row in left)
@@ -454,7 +454,7 @@ FAILING_STEPS = [
                  {"type": "joinFailure", "data": INTERNAL_ERROR}, id="join-store-read"),
     pytest.param("publish", (Store, "membership"), {"type": "publish", "data": 1},
                  {"type": "publishFailure", "data": INTERNAL_ERROR}, id="publish-state-read"),
-    pytest.param("publish", (Store, "members"), {"type": "publish", "data": 1},
+    pytest.param("publish", (Store, "member_pages"), {"type": "publish", "data": 1},
                  {"type": "publishFailure", "data": INTERNAL_ERROR}, id="publish-channel-query"),
     pytest.param("publish", (Sender, "post_many"), {"type": "publish", "data": 1},
                  {"type": "publishFailure", "data": INTERNAL_ERROR}, id="publish-fan-out"),

@@ -459,7 +459,7 @@ def faulty_world(recorded: Path) -> local_world.World:
     one that echoes its event, one that prints, and $connect/$disconnect handlers
     that record their events in ``recorded``."""
     base = local_world.from_component("dev")
-    files = {"faulty.py": LAMBDAS / "faulty.py"}
+    files = {"faulty.py": (LAMBDAS / "faulty.py").read_text(encoding="utf-8")}
     routes = dict(base.routes)
     handlers = {"$connect": "connect", "$disconnect": "disconnect", "crash": "crash", "held": "held",
                 "remember": "remember", "noisy": "noisy"}

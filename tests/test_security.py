@@ -1,7 +1,8 @@
 """What the channel server must never do, checked against what it really does:
 
-- grant its functions more than they use (IAM, per route, exact: every AWS call
-  the handlers make is recorded and compared with the component's policies);
+- grant its functions more than they use (IAM, per function, exact: every AWS
+  call the handlers make is recorded and compared with the component's
+  policies);
 - show a connection id to a client (local mode, real sockets);
 - hand out guessable senderIds;
 - log message data;
@@ -31,7 +32,7 @@ from channel_server.handlers import protocol, spec
 from channel_server.handlers.events import WebSocketEvent
 from channel_server.handlers.store import Store
 from channel_server.mocks import Deployment, deploy
-from support.aws import FAKE_CREDENTIALS, REGION
+from support.aws import FAKE_CREDENTIALS, REGION, fake_aws_environment
 from support.events import event, new_connection_id
 from support.lambda_world import OK, LambdaWorld, answered, lambda_world, product_management_client
 from support.management import FakeManagementApi
@@ -47,6 +48,8 @@ FUNCTION = "aws:lambda/function:Function"
 ROLE = "aws:iam/role:Role"
 POLICY = "aws:iam/rolePolicy:RolePolicy"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+QUEUE = "aws:sqs/queue:Queue"
+MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
 ROUTE_KEYS = [route.key for route in spec.ROUTES]
 
 
@@ -57,7 +60,12 @@ TRANSACT_ITEM_ACTIONS = {"Put": "PutItem", "Delete": "DeleteItem", "Update": "Up
                          "ConditionCheck": "ConditionCheckItem"}
 #: IAM resources, named by what they are to this stack.
 ON_TABLE, ON_INDEX, ON_CONNECTIONS, ON_OWN_LOGS = "table", "index", "POST @connections/*", "own log group"
+ON_QUEUE = "fan-out queue"
 LOG_GRANTS = {("logs:CreateLogStream", ON_OWN_LOGS), ("logs:PutLogEvents", ON_OWN_LOGS)}
+#: What Lambda's event source mapping does with the fan-out function's role
+#: (the handler never calls these itself).
+MAPPING_GRANTS = {("sqs:ReceiveMessage", ON_QUEUE), ("sqs:DeleteMessage", ON_QUEUE),
+                  ("sqs:GetQueueAttributes", ON_QUEUE)}
 
 
 class CallRecorder:
@@ -88,6 +96,18 @@ class CallRecorder:
         api.attempt = recorded
         return api
 
+    def attach_own(self, client: Any, service: str) -> Any:
+        """Record the calls of one of the handlers' own AWS JSON clients."""
+        call = client.call
+
+        def recorded(operation: str, params: Any) -> Any:
+            with self._lock:
+                self.calls.append((self._entry, service, operation, json.loads(json.dumps(params))))
+            return call(operation, params)
+
+        client.call = recorded
+        return client
+
     def _record(self, params: dict, model: Any, **_: Any) -> None:
         with self._lock:  # fan-out posts come from worker threads
             self.calls.append((self._entry, model.service_model.service_name, model.name, json.loads(json.dumps(params, default=repr))))
@@ -114,12 +134,16 @@ class CallRecorder:
         return names
 
 
-def iam_needs(service: str, operation: str, params: dict, table: str, index: str) -> set[tuple[str, str]]:
+def iam_needs(service: str, operation: str, params: dict, table: str, index: str, queue_url: str) -> set[tuple[str, str]]:
     """The (IAM action, resource) pairs one API call needs."""
 
     def on_table(name: str) -> str:
         return ON_TABLE if name == table else f"table {name}"
 
+    if service == "sqs":
+        # SendMessageBatch is authorised as SendMessage
+        action = {"SendMessageBatch": "SendMessage"}.get(operation, operation)
+        return {(f"sqs:{action}", ON_QUEUE if params["QueueUrl"] == queue_url else params["QueueUrl"])}
     if service == "apigatewaymanagementapi":
         method = {"PostToConnection": "POST", "GetConnection": "GET", "DeleteConnection": "DELETE"}[operation]
         return {("execute-api:ManageConnections", f"{method} @connections/*")}
@@ -144,9 +168,10 @@ def recording_dynamodb(endpoint: str, recorder: CallRecorder) -> Any:
     )
 
 
-def drive_every_code_path(world: LambdaWorld, recorder: CallRecorder) -> None:
+def drive_every_code_path(world: LambdaWorld, recorder: CallRecorder, take_chunks: Any) -> None:
     """Each entry point down each of its paths, with the replies that show the
-    path was really taken."""
+    path was really taken. The world's inline fan-out limit is 2;
+    ``take_chunks()`` takes what its fan-out queue holds."""
     alice, bob, carol, dave, leaver, stranger = (new_connection_id() for _ in range(6))
     m = world.management
 
@@ -184,6 +209,20 @@ def drive_every_code_path(world: LambdaWorld, recorder: CallRecorder) -> None:
     assert m.frames(bob)[-1]["failed"] == 1
     assert types(carol) == ["joinSuccess", "message"] and m.statuses(carol)[-1] == 410
     assert [r["channelId"] for r in world.rows() if r["connectionId"] == carol] == [spec.STATE_ROW_PREFIX + carol]
+    crowd = [new_connection_id() for _ in range(4)]
+    with recorder.entry("join"):
+        for connection_id in crowd:
+            world.join(connection_id, "crowd")
+    with recorder.entry("publish"):
+        world.send(crowd[0], '{"type":"publish","data":5}')  # 3 others: 2 posted, 1 queued
+    assert m.frames(crowd[0])[-1] == {"type": "publishSuccess", "queued": 1}
+    chunks = take_chunks()
+    (queued,) = json.loads(chunks[0]["Body"].partition("\n")[0])["connectionIds"]
+    m.gone.add(queued)
+    with recorder.entry("fanout"):
+        world.call("fanout", {"Records": [
+            {"messageId": c["MessageId"], "receiptHandle": c["ReceiptHandle"], "body": c["Body"]} for c in chunks]})
+    assert m.statuses(queued) == [410]  # the queued message found it gone (its join reply was no post)
     with recorder.entry("ping"):
         world.send(alice, '{"type":"ping"}')
         world.send(stranger, '{"type":"ping","data":{"t":1}}')
@@ -202,19 +241,36 @@ def drive_every_code_path(world: LambdaWorld, recorder: CallRecorder) -> None:
 @pytest.fixture(scope="module")
 def observed(dynamodb: Any, table_definition: Any, embedded_dynamodb: Any) -> dict[str, set[tuple[str, str]]]:
     """(IAM action, resource) pairs each entry point was seen to need."""
+    from channel_server.handlers import handoff
+
     recorder = CallRecorder()
-    with lambda_world(
-        dynamodb,
-        table_definition,
-        app_dynamodb=recording_dynamodb(embedded_dynamodb.endpoint, recorder),
-        app_management=lambda endpoint: recorder.attach_management(product_management_client(endpoint)),
-    ) as world:
-        drive_every_code_path(world, recorder)
-        table, index = world.environ[spec.ENV_TABLE_NAME], world.environ[spec.ENV_INDEX_NAME]
-    needs: dict[str, set[tuple[str, str]]] = {route.function: set() for route in spec.ROUTES}
+    sqs = boto3.client("sqs", endpoint_url=embedded_dynamodb.endpoint, region_name=REGION, **FAKE_CREDENTIALS)
+    queue_url = sqs.create_queue(QueueName="security-fanout")["QueueUrl"]
+
+    def take_chunks() -> list[dict]:
+        return sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+
+    with fake_aws_environment(), pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ENDPOINT_URL_SQS", embedded_dynamodb.endpoint)
+        queue = handoff.queue(queue_url)
+    recorder.attach_own(queue._client, "sqs")
+    try:
+        with lambda_world(
+            dynamodb,
+            table_definition,
+            env={spec.ENV_FANOUT_QUEUE_URL: queue_url, spec.ENV_INLINE_FANOUT_LIMIT: "2"},
+            app_dynamodb=recording_dynamodb(embedded_dynamodb.endpoint, recorder),
+            app_management=lambda endpoint: recorder.attach_management(product_management_client(endpoint)),
+            app_queue=queue,
+        ) as world:
+            drive_every_code_path(world, recorder, take_chunks)
+            table, index = world.environ[spec.ENV_TABLE_NAME], world.environ[spec.ENV_INDEX_NAME]
+    finally:
+        sqs.delete_queue(QueueUrl=queue_url)
+    needs: dict[str, set[tuple[str, str]]] = {f.function: set() for f in (*spec.ROUTES, spec.FANOUT)}
     for entry, service, operation, params in recorder.calls:
         assert entry is not None, f"{operation} made outside any entry point"
-        needs[entry] |= iam_needs(service, operation, params, table, index)
+        needs[entry] |= iam_needs(service, operation, params, table, index, queue_url)
     return needs
 
 
@@ -244,7 +300,7 @@ def function_policy(deployment: Deployment, function: Any) -> tuple[list[dict], 
 
 
 def resource_names(deployment: Deployment, log_group: Any) -> dict[str, str]:
-    """This stack's ARNs a route may be granted, by what they are."""
+    """This stack's ARNs a function may be granted, by what they are."""
     table_arn = deployment.one(TABLE)["arn"]
     execution_arn = deployment.one(API)["executionArn"]
     stage = deployment.one(STAGE)["name"]
@@ -253,7 +309,14 @@ def resource_names(deployment: Deployment, log_group: Any) -> dict[str, str]:
         f"{table_arn}/index/{spec.CHANNEL_INDEX}": ON_INDEX,
         f"{execution_arn}/{stage}/POST/@connections/*": ON_CONNECTIONS,
         f"{log_group['arn']}:*": ON_OWN_LOGS,
+        deployment.one(MAPPING)["eventSourceArn"]: ON_QUEUE,
     }
+
+
+def fanout_function(deployment: Deployment) -> Any:
+    """The function the event source mapping invokes."""
+    mapping = deployment.one(MAPPING)
+    return _one([f for f in deployment.of_type(FUNCTION) if f["arn"] == mapping["functionName"]], "function")
 
 
 def _as_list(value: Any) -> list:
@@ -278,6 +341,23 @@ def test_each_route_is_granted_exactly_what_its_handler_was_seen_to_call(
     assert granted == observed[entry_point] | LOG_GRANTS
 
 
+def test_the_fanout_function_is_granted_what_it_was_seen_to_call_and_what_its_queue_mapping_needs(
+    deployed: Deployment, observed: dict[str, set[tuple[str, str]]]
+) -> None:
+    function = fanout_function(deployed)
+    statements, log_group = function_policy(deployed, function)
+    names = resource_names(deployed, log_group)
+    granted = {
+        (action, names.get(resource, f"foreign {resource}"))
+        for statement in statements
+        for action in _as_list(statement["Action"])
+        for resource in _as_list(statement["Resource"])
+    }
+
+    assert function["handler"] == spec.FANOUT.handler
+    assert granted == observed["fanout"] | LOG_GRANTS | MAPPING_GRANTS
+
+
 def test_the_observed_calls_are_the_ones_each_entry_point_needs(observed: dict[str, set[tuple[str, str]]]) -> None:
     # pinned as literals, so a handler that starts calling something new is seen here
     posts = {("execute-api:ManageConnections", ON_CONNECTIONS)}
@@ -286,18 +366,21 @@ def test_the_observed_calls_are_the_ones_each_entry_point_needs(observed: dict[s
         "disconnect": {("dynamodb:PutItem", ON_TABLE), ("dynamodb:DeleteItem", ON_TABLE)},
         "join": {("dynamodb:GetItem", ON_TABLE), ("dynamodb:PutItem", ON_TABLE), ("dynamodb:DeleteItem", ON_TABLE)},
         "publish": {("dynamodb:GetItem", ON_TABLE), ("dynamodb:Query", ON_INDEX),
-                    ("dynamodb:BatchWriteItem", ON_TABLE)} | posts,
+                    ("dynamodb:BatchWriteItem", ON_TABLE), ("sqs:SendMessage", ON_QUEUE)} | posts,
+        # a queued chunk: taken off the queue, posted, the members found gone removed
+        "fanout": {("sqs:DeleteMessage", ON_QUEUE), ("dynamodb:BatchWriteItem", ON_TABLE)} | posts,
         # replies are route responses: only a publish's fan-out posts
         "ping": set(),
         "default": set(),
     }
 
 
-def test_no_policy_statement_has_a_wildcard_or_names_anything_outside_its_own_route(deployed: Deployment) -> None:
+def test_no_policy_statement_has_a_wildcard_or_names_anything_outside_its_own_function(deployed: Deployment) -> None:
     policies = deployed.of_type(POLICY)
-    assert len(policies) == len(ROUTE_KEYS)
-    for route_key in ROUTE_KEYS:
-        statements, log_group = function_policy(deployed, route_function(deployed, route_key))
+    functions = {**{key: route_function(deployed, key) for key in ROUTE_KEYS}, "fanout": fanout_function(deployed)}
+    assert len(policies) == len(functions)
+    for route_key, function in functions.items():
+        statements, log_group = function_policy(deployed, function)
         allowed = resource_names(deployed, log_group)
         for statement in statements:
             assert set(statement) <= {"Sid", "Effect", "Action", "Resource"}, statement  # no NotAction/NotResource
@@ -488,7 +571,7 @@ def test_logs_never_contain_message_data(
     world.send(alice, json.dumps({"type": "dance", "data": MARKER}))
     world.send(alice, json.dumps({"type": MARKER}))
     # and failures inside the handlers
-    monkeypatch.setattr(Store, "members", _broken)
+    monkeypatch.setattr(Store, "member_pages", _broken)
     world.send(alice, json.dumps({"type": "publish", "data": MARKER}))
     monkeypatch.setattr(Store, "join", _broken)
     world.send(alice, json.dumps({"type": "join", "channelId": "lobby", "note": MARKER}))

@@ -139,7 +139,7 @@ def test_without_credentials_in_the_environment_botocores_chain_is_used(tmp_path
 def test_a_dynamodb_request_is_signed_as_boto3_signs_it(endpoint: str, credentials: sigv4.Credentials) -> None:
     """DynamoDB's JSON API signs two more headers (Content-Type, X-Amz-Target):
     against the request boto3 builds, for each operation the store makes."""
-    from channel_server.handlers import aws, dynamodb
+    from channel_server.handlers import aws, awsjson, dynamodb
 
     client = boto3.client(
         "dynamodb", endpoint_url=endpoint, region_name="eu-west-1",
@@ -172,7 +172,7 @@ def test_a_dynamodb_request_is_signed_as_boto3_signs_it(endpoint: str, credentia
                 with pytest.raises(Captured):
                     getattr(client, method)(**params)
             operation = dynamodb.OPERATIONS[method]
-            extra = {"Content-Type": dynamodb.CONTENT_TYPE, "X-Amz-Target": dynamodb.TARGET_PREFIX + operation}
+            extra = {"Content-Type": awsjson.CONTENT_TYPE, "X-Amz-Target": dynamodb.TARGET_PREFIX + operation}
             assert {name: sent["headers"][name] for name in extra} == extra
             ours = signer.headers("POST", origin.host, "/", sent["body"], now=moment.timestamp(), signed=extra)
             assert {name: sent["headers"][name] for name in ours} == ours, (method, moment)

@@ -210,11 +210,13 @@ def lambda_world(
     env: Mapping[str, str] | None = None,
     app_dynamodb: Any = None,
     app_management: Callable[[str], Any] = product_management_client,
+    app_queue: Any = None,
 ) -> Iterator[LambdaWorld]:
     """A fresh table declared as the component declares it, a fake management
     API and a ChannelApp using both (plus ``env``). ``dynamodb`` inspects the
-    table; the app uses ``app_dynamodb`` (default: ``dynamodb``) and the client
-    ``app_management(endpoint)`` builds."""
+    table; the app uses ``app_dynamodb`` (default: ``dynamodb``), the client
+    ``app_management(endpoint)`` builds and ``app_queue`` (the fan-out queue
+    ``env`` names, if any)."""
     from channel_server.handlers.app import ChannelApp
 
     table = create_test_table(dynamodb, table_definition)
@@ -222,7 +224,8 @@ def lambda_world(
         with FakeManagementApi(stage="dev") as management:
             environ = {**function_environ(table_definition, table, management.endpoint), **(env or {})}
             app = ChannelApp(
-                environ, dynamodb=app_dynamodb or dynamodb, management=app_management(management.endpoint)
+                environ, dynamodb=app_dynamodb or dynamodb, management=app_management(management.endpoint),
+                queue=app_queue,
             )
             yield LambdaWorld(app, management, dynamodb, table, environ)
     finally:

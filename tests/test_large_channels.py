@@ -1,0 +1,296 @@
+"""Channels larger than a publish posts to itself: the members beyond the
+inline limit go, in chunks, through an SQS queue to the fan-out function.
+
+- Through the entry points (``support.lambda_world``) with a real SQS queue in
+  the embedded moto: what publish queues, what the fan-out function posts,
+  the reply that says how many were queued, and the hand-off's failures.
+- The chunks themselves (``handlers/handoff.py``): SQS's size limits and the
+  characters SQS refuses.
+- Local mode end to end: real WebSocket clients, the limit lowered by its flag,
+  the event source mapping invoking the fan-out function.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Iterator
+
+import boto3
+import pytest
+
+from channel_server.handlers import awsjson, handoff, spec
+from channel_server.local.queues import sqs_event
+from channel_server.local.server import build_parser, running
+from support.aws import FAKE_CREDENTIALS, REGION
+from support.table import closed
+
+LIMIT = 2
+
+
+@pytest.fixture
+def sqs(embedded_dynamodb: Any) -> Any:
+    return boto3.client("sqs", endpoint_url=embedded_dynamodb.endpoint, region_name=REGION, **FAKE_CREDENTIALS)
+
+
+@pytest.fixture
+def queue_url(sqs: Any, embedded_dynamodb: Any, monkeypatch: pytest.MonkeyPatch, request: Any) -> Iterator[str]:
+    """A fresh queue in the embedded moto, which the handlers' SQS client reaches."""
+    url = sqs.create_queue(QueueName=f"fanout-{abs(hash(request.node.nodeid))}")["QueueUrl"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", embedded_dynamodb.endpoint)
+    yield url
+    sqs.delete_queue(QueueUrl=url)
+
+
+@pytest.fixture
+def large(app: Any, install_app: Any, queue_url: str) -> Any:
+    """The app with the fan-out queue and an inline limit of LIMIT members
+    (installed after conftest's ``app``, which it replaces)."""
+    return install_app(**{spec.ENV_FANOUT_QUEUE_URL: queue_url, spec.ENV_INLINE_FANOUT_LIMIT: str(LIMIT)})
+
+
+def queued(sqs: Any, queue_url: str) -> list[dict]:
+    """Every message in the queue, received as the event source mapping
+    receives them: hidden, not deleted."""
+    taken: list[dict] = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=600,
+                                    AttributeNames=["All"]).get("Messages", [])
+        if not batch:
+            return taken
+        taken.extend(batch)
+
+
+def left_in(sqs: Any, queue_url: str) -> int:
+    """Messages in the queue, hidden or not."""
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def run_fanout(world: Any, messages: list[dict]) -> list[Any]:
+    """The fan-out function on each message, one per invocation (batch size 1)."""
+    return [world.call("fanout", sqs_event([message], "arn:aws:sqs:us-east-1:123456789012:q", REGION))
+            for message in messages]
+
+
+def message(channel: str, sender_id: str, data: Any) -> dict:
+    return {"type": "message", "channelId": channel, "senderId": sender_id, "data": data}
+
+
+def test_a_publish_beyond_the_limit_posts_to_some_and_queues_the_rest_for_the_fanout_function(
+    large: Any, world: Any, sqs: Any, queue_url: str
+) -> None:
+    alice, *others = [world.client() for _ in range(8)]
+    sender_id = alice.join("big")
+    for member in others:
+        member.join("big")
+    world.management.clear()
+
+    alice.send({"type": "publish", "data": "hello"})
+
+    # the reply says how many members the message is accepted for, not delivered to
+    assert alice.frames() == [{"type": "publishSuccess", "queued": len(others) - LIMIT}]
+    assert sum(1 for member in others if member.frames()) == LIMIT
+    chunks = queued(sqs, queue_url)
+    assert len(chunks) == 1
+
+    assert run_fanout(world, chunks) == [{}]
+    for member in others:
+        assert member.frames() == [message("big", sender_id, "hello")]  # each exactly once
+    assert alice.frames() == [{"type": "publishSuccess", "queued": len(others) - LIMIT}]
+    # taken off the queue before its first post: were the function to die now, it could not come back
+    assert left_in(sqs, queue_url) == 0
+
+
+def test_members_are_queued_in_chunks_that_each_reach_their_own_members(
+    large: Any, world: Any, sqs: Any, queue_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spec, "FANOUT_CHUNK_MEMBERS", 3)
+    alice, *others = [world.client() for _ in range(11)]
+    sender_id = alice.join("big")
+    for member in others:
+        member.join("big")
+
+    alice.send({"type": "publish", "data": [1, 2]})
+    chunks = queued(sqs, queue_url)
+
+    assert [len(handoff.decode(m["Body"]).connection_ids) for m in chunks] == [3, 3, 2]
+    run_fanout(world, chunks)
+    for member in others:
+        assert member.frames()[-1] == message("big", sender_id, [1, 2])
+        assert [f["type"] for f in member.frames()].count("message") == 1
+
+
+def test_the_fanout_function_removes_the_members_it_finds_gone(
+    large: Any, world: Any, sqs: Any, queue_url: str
+) -> None:
+    alice, *others = [world.client() for _ in range(5)]
+    alice.join("big")
+    for member in others:
+        member.join("big")
+    alice.send({"type": "publish", "data": "x"})
+    chunks = queued(sqs, queue_url)
+    (chunk,) = [handoff.decode(m["Body"]) for m in chunks]
+    gone = chunk.connection_ids[0]
+    world.management.gone.add(gone)
+
+    run_fanout(world, chunks)
+
+    assert closed(world.dynamodb, world.table, gone)
+    assert [c for c in chunk.connection_ids[1:] if closed(world.dynamodb, world.table, c)] == []
+
+
+def test_an_unreadable_chunk_is_logged_and_dropped_and_the_others_in_the_batch_are_posted(
+    large: Any, world: Any, sqs: Any, queue_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice, *others = [world.client() for _ in range(4)]
+    sender_id = alice.join("big")
+    for member in others:
+        member.join("big")
+    alice.send({"type": "publish", "data": "y"})
+    good = queued(sqs, queue_url)
+    bad = {**good[0], "MessageId": "bad-1", "Body": "not a chunk"}
+
+    result = world.call("fanout", sqs_event([bad, *good], "arn:aws:sqs:us-east-1:123456789012:q", REGION))
+
+    assert result == {}  # the batch is never failed: nothing comes back to be posted twice
+    assert [r for r in caplog.records if r.getMessage() == "unreadable fan-out chunk dropped"]
+    assert all(member.frames()[-1] == message("big", sender_id, "y") for member in others)
+
+
+def test_members_that_cannot_be_queued_count_as_failed(
+    install_app: Any, world: Any, sqs: Any, queue_url: str, no_retry_delay: None
+) -> None:
+    install_app(**{spec.ENV_FANOUT_QUEUE_URL: queue_url + "-missing", spec.ENV_INLINE_FANOUT_LIMIT: str(LIMIT)})
+    alice, *others = [world.client() for _ in range(6)]
+    alice.join("big")
+    for member in others:
+        member.join("big")
+    world.management.clear()
+
+    alice.send({"type": "publish", "data": "z"})
+
+    (reply,) = alice.frames()
+    assert (reply["type"], reply["delivered"], reply["failed"]) == ("publishFailure", LIMIT, len(others) - LIMIT)
+    assert "queued" not in reply
+
+
+def test_without_a_queue_in_the_environment_a_publish_posts_to_every_member(world: Any) -> None:
+    alice, *others = [world.client() for _ in range(LIMIT + 3)]
+    alice.join("big")
+    for member in others:
+        member.join("big")
+
+    alice.send({"type": "publish", "data": 1})
+
+    assert alice.frames()[-1] == {"type": "publishSuccess"}
+    assert all(member.frames()[-1]["type"] == "message" for member in others)
+
+
+# --- the chunks ----------------------------------------------------------------------
+
+
+def test_a_chunk_carries_the_frame_and_the_ids_and_stays_within_sqs_limits() -> None:
+    frame = json.dumps({"type": "message", "data": "\uffff\ufffe ok " + "x" * 120_000}, ensure_ascii=False)
+    ids = [f"conn-{n:011d}=" for n in range(2500)]
+
+    bodies, unsent = handoff.chunks("lobby", ids, frame.encode("utf-8"))
+
+    assert unsent == []
+    assert all(len(body.encode("utf-8")) <= handoff.MAX_BODY_BYTES for body, _ in bodies)
+    assert all("\uffff" not in body and "\ufffe" not in body for body, _ in bodies)  # SQS refuses them
+    decoded = [handoff.decode(body) for body, _ in bodies]
+    assert [i for chunk in decoded for i in chunk.connection_ids] == ids
+    assert [count for _, count in bodies] == [len(chunk.connection_ids) for chunk in decoded]
+    assert all(json.loads(chunk.payload) == json.loads(frame) for chunk in decoded)  # the same JSON
+
+
+def test_a_frame_too_large_for_any_chunk_leaves_its_members_unsent() -> None:
+    frame = json.dumps({"data": "\uffff" * 90_000}, ensure_ascii=False).encode("utf-8")  # 540 KB escaped
+
+    assert handoff.chunks("lobby", ["a", "b"], frame) == ([], ["a", "b"])
+
+
+class RecordingSqs:
+    """Answers SendMessageBatch as told, recording each call's entry ids."""
+
+    def __init__(self, *answers: Any):
+        self.answers = list(answers)
+        self.calls: list[list[str]] = []
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict]) -> dict:
+        self.calls.append([entry["Id"] for entry in Entries])
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer(Entries)
+
+
+def ok(entries: list[dict]) -> dict:
+    return {"Successful": [{"Id": e["Id"]} for e in entries], "Failed": []}
+
+
+def test_entries_sqs_failed_on_its_side_are_sent_again_and_the_senders_faults_are_not(
+    no_retry_delay: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spec, "FANOUT_CHUNK_MEMBERS", 1)
+
+    def partly(entries: list[dict]) -> dict:
+        return {"Successful": [{"Id": "0"}], "Failed": [
+            {"Id": "1", "SenderFault": False, "Code": "InternalError"},
+            {"Id": "2", "SenderFault": True, "Code": "InvalidMessageContents"},
+        ]}
+
+    client = RecordingSqs(partly, ok)
+    sent, lost = handoff.Queue(client, "q").send("lobby", ["a", "b", "c"], b"{}")
+
+    assert client.calls == [["0", "1", "2"], ["1"]]
+    assert (sent, lost) == (2, 1)
+
+
+def test_a_batch_whose_answer_was_lost_is_not_sent_again() -> None:
+    client = RecordingSqs(awsjson.TransportError("no answer", sent=True))
+
+    assert handoff.Queue(client, "q").send("lobby", ["a", "b"], b"{}") == (0, 2)
+    assert len(client.calls) == 1
+
+
+def test_batches_hold_at_most_ten_entries() -> None:
+    bodies = {n: "x" for n in range(23)}
+    assert [len(group) for group in handoff._batches(bodies)] == [10, 10, 3]
+
+
+# --- local mode -------------------------------------------------------------------------
+
+
+def test_the_local_flag_refuses_a_limit_outside_the_settings_range(capsys: pytest.CaptureFixture) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["--inline-fanout-limit", "3"]).inline_fanout_limit == 3
+    for bad in ("0", str(spec.MAX_INLINE_FANOUT_LIMIT + 1), "many"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--inline-fanout-limit", bad])
+        assert "--inline-fanout-limit" in capsys.readouterr().err
+
+
+def test_local_mode_hands_a_large_channel_to_the_fanout_function_through_its_queue(caplog: Any) -> None:
+    from test_local import Client
+
+    caplog.set_level(logging.INFO, logger="channel_server.local")
+    with running(port=0, inline_fanout_limit=LIMIT) as server:
+        members = [Client(server.url) for _ in range(7)]
+        try:
+            sender_id = members[0].join("big")["senderId"]
+            for member in members[1:]:
+                member.join("big")
+
+            members[0].send({"type": "publish", "data": "through the queue"})
+
+            assert members[0].recv() == {"type": "publishSuccess", "queued": len(members) - 1 - LIMIT}
+            for member in members[1:]:
+                assert member.recv() == message("big", sender_id, "through the queue")
+            assert all(member.nothing_more() for member in members)  # exactly once each
+        finally:
+            for member in members:
+                member.close()
+    fanout_lines = [r.getMessage() for r in caplog.records if "message(s) from" in r.getMessage()]
+    assert fanout_lines and "fanout" in fanout_lines[0]
