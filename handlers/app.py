@@ -78,7 +78,8 @@ class ChannelApp:
                 # AWS, moto and local mode. The app may be shared by threads
                 # (local mode): the client keeps a pool of connections.
                 self._dynamodb = dynamodb.client(
-                    os.environ, max_attempts=DYNAMODB_MAX_ATTEMPTS, pool_size=DYNAMODB_POOL_CONNECTIONS
+                    os.environ, max_attempts=DYNAMODB_MAX_ATTEMPTS, pool_size=DYNAMODB_POOL_CONNECTIONS,
+                    read_timeout=float(self._environ.get(spec.ENV_DYNAMODB_READ_TIMEOUT) or spec.READ_TIMEOUT),
                 )
             self._store = Store(
                 self._dynamodb, self._environ[spec.ENV_TABLE_NAME], self._environ[spec.ENV_INDEX_NAME]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-from . import aws, awsjson
+from . import aws, awsjson, spec
 
 TARGET_PREFIX = "DynamoDB_20120810."
 #: The operations the store calls, by their boto3 method names.
@@ -22,7 +22,9 @@ OPERATIONS = {
 TOKENS = {"TransactWriteItems": "ClientRequestToken"}
 
 
-def client(environ: Mapping[str, str] | None = None, *, max_attempts: int, pool_size: int) -> awsjson.Client:
+def client(
+    environ: Mapping[str, str] | None = None, *, max_attempts: int, pool_size: int, read_timeout: float = spec.READ_TIMEOUT
+) -> awsjson.Client:
     """Endpoint, region and credentials from the environment (Lambda sets
     them all). Every call the store makes is idempotent, so one whose answer
     was lost is retried, as botocore retries it."""
@@ -31,5 +33,5 @@ def client(environ: Mapping[str, str] | None = None, *, max_attempts: int, pool_
         awsjson.endpoint_url("dynamodb", environ),
         aws.signer(environ, aws.region(environ) or "us-east-1", "dynamodb"),
         TARGET_PREFIX, OPERATIONS, tokens=TOKENS, retry_unanswered=True,
-        max_attempts=max_attempts, pool_size=pool_size,
+        max_attempts=max_attempts, pool_size=pool_size, read_timeout=read_timeout,
     )

@@ -21,6 +21,10 @@ ENV_POSTS_IN_FLIGHT = "CHANNEL_POSTS_IN_FLIGHT"
 #: the others to (see "large channels" below).
 ENV_INLINE_FANOUT_LIMIT = "CHANNEL_INLINE_FANOUT_LIMIT"
 ENV_FANOUT_QUEUE_URL = "CHANNEL_FANOUT_QUEUE_URL"
+#: Not set by the component: local mode sets it for its embedded DynamoDB
+#: (moto, one request at a time), whose query of a channel takes about 0.4 ms
+#: per member, 2 s at 5,000. Seconds; default READ_TIMEOUT.
+ENV_DYNAMODB_READ_TIMEOUT = "CHANNEL_DYNAMODB_READ_TIMEOUT"
 
 #: Seconds to connect, and to wait for an answer, per attempt of any call to
 #: AWS (DynamoDB and the management API). Calls take milliseconds; these keep

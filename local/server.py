@@ -78,6 +78,11 @@ def management_latency_problem(latency_ms: float) -> str | None:
     return None
 
 
+#: The handlers' DynamoDB read timeout when DynamoDB is the embedded one, whose
+#: query of a channel takes about 0.4 ms per member (2 s, the timeout sized for
+#: AWS, at 5,000 members).
+EMBEDDED_DYNAMODB_READ_TIMEOUT = 15
+
 #: The largest simulated management round trip local mode accepts (exclusive).
 MAX_MANAGEMENT_LATENCY_MS = READ_TIMEOUT * 1000 / 2
 
@@ -241,7 +246,7 @@ class LocalServer:
         self._runner = web.AppRunner(self.gateway.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
 
-        log.info("starting %d functions", len({d.name for d in world.routes.values()} | {s.function.name for s in world.subscriptions}))
+        log.info("starting %d functions", len({d.name for d in world.routes.values()}))
         self._scratch = scratch_dir()
         for route_key, definition in world.routes.items():
             task_dir = self._scratch / definition.name
@@ -255,7 +260,10 @@ class LocalServer:
                     definition, self._scratch / definition.name, self._environment(definition.environment),
                     self._function_concurrency,
                 )
-        await asyncio.gather(*(f.start() for f in [*self._functions.values(), *self._workers.values()]))
+        # The fan-out function starts with its first chunk (a cold start, as in
+        # Lambda): most sessions never have a channel that large, and its
+        # process would be memory spent for nothing.
+        await asyncio.gather(*(f.start() for f in self._functions.values()))
         for subscription in world.subscriptions:
             poller = queues_module.Poller(
                 subscription, self._local_queues[subscription.queue.arn][0],
@@ -295,6 +303,8 @@ class LocalServer:
         else:
             env.update(LOCAL_CREDENTIALS)
         env["LOCAL_LAMBDA_LOG_LEVEL"] = self._handler_log_level
+        if self._dynamodb_endpoint is None:
+            env[spec.ENV_DYNAMODB_READ_TIMEOUT] = str(EMBEDDED_DYNAMODB_READ_TIMEOUT)
         return env
 
     def _ensure_table(self) -> None:

@@ -109,3 +109,36 @@ def test_a_request_that_arrives_later_does_not_overtake_one_that_waits() -> None
     waiting.join(10)
 
     assert served == ["first", "waiting", "again"]
+
+
+@pytest.mark.parametrize("service, target", [
+    ("dynamodb", "DynamoDB_20120810.GetItem"),
+    ("dynamodb", "DynamoDB_20120810.TransactWriteItems"),
+    ("sqs", "AmazonSQS.SendMessageBatch"),
+    ("sqs", "AmazonSQS.ReceiveMessage"),
+])
+def test_a_request_goes_to_the_app_moto_itself_would_pick(service: str, target: str) -> None:
+    """The shortcut by X-Amz-Target (local/dynamodb.py, _ByTarget) picks the
+    app moto's own dispatcher picks for a request signed as the clients sign it."""
+    import io
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    from channel_server.local.dynamodb import _ByTarget
+
+    def environ() -> dict:
+        return {
+            "REQUEST_METHOD": "POST", "PATH_INFO": "/", "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000", "HTTP_HOST": "127.0.0.1:8000", "wsgi.url_scheme": "http",
+            "CONTENT_TYPE": "application/x-amz-json-1.0", "CONTENT_LENGTH": "2", "wsgi.input": io.BytesIO(b"{}"),
+            "HTTP_X_AMZ_TARGET": target,
+            "HTTP_AUTHORIZATION": f"AWS4-HMAC-SHA256 Credential=local/20261126/us-east-1/{service}/aws4_request, "
+                                  "SignedHeaders=host;x-amz-date, Signature=0",
+        }
+
+    shortcut = _ByTarget(DomainDispatcherApplication(create_backend_app))
+    ours = shortcut.service_app(environ())
+    theirs = shortcut.dispatcher.get_application(environ())
+
+    assert ours is theirs  # the same app instance: moto created it once, for the backend it chose
+    assert shortcut.service_app({**environ(), "HTTP_X_AMZ_TARGET": "Other.Thing"}) is None
