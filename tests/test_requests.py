@@ -1,7 +1,10 @@
-"""DynamoDB requests per operation, counted with botocore's event hooks on the
-app's own client: a join and a $disconnect take two, a publish two plus a query
-page per megabyte of members, and members found gone are closed together in
-batches, with no read per member."""
+"""DynamoDB requests per operation: a join and a $disconnect take two, a
+publish two plus a query page per megabyte of members, and members found gone
+are closed together in batches, with no read per member.
+
+Counted twice over: with botocore's event hooks on a boto3 client given to the
+app, and at the server, request by request, for the handlers' own DynamoDB
+client (``handlers/awsjson.py``, what runs in Lambda)."""
 
 from __future__ import annotations
 
@@ -33,12 +36,28 @@ class Counted:
         return taken
 
 
-@pytest.fixture
-def counted(install_app: Any, embedded_dynamodb: Any, world: Any) -> Counted:
+class CountedAtTheServer:
+    """The requests the embedded DynamoDB received, by operation (support.faulty_dynamodb)."""
+
+    def __init__(self, faults: Any):
+        self._faults = faults
+
+    def take(self) -> Counter[str]:
+        taken = Counter(self._faults.requests)
+        self._faults.clear()
+        return taken
+
+
+@pytest.fixture(params=["botocore hooks", "the handlers' own client"])
+def counted(request: pytest.FixtureRequest, install_app: Any, embedded_dynamodb: Any, world: Any) -> Any:
     """Installed after the world's own app (which it replaces)."""
-    counter = Counted(embedded_dynamodb.endpoint)
-    install_app(dynamodb=counter.client)
-    return counter
+    if request.param == "botocore hooks":
+        counter = Counted(embedded_dynamodb.endpoint)
+        install_app(dynamodb=counter.client)
+        return counter
+    faults = request.getfixturevalue("dynamodb_faults")  # points the app's own client at the counting server
+    install_app(dynamodb=None)
+    return CountedAtTheServer(faults)
 
 
 def test_a_join_takes_two_requests_first_time_and_after(counted: Counted, client: Any) -> None:
