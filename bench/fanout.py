@@ -12,7 +12,7 @@ baseline measured in the same run: the same signed posts to the same
 management API one at a time (100 posts timed, scaled to N), and the speed-up
 over it. Client, local mode and handlers share this machine. For each N it
 also times the query a publish makes, alone, against the embedded DynamoDB
-(moto): in AWS that query takes milliseconds, in moto about 0.4 ms a member.
+(moto): in AWS that query takes milliseconds, in moto about 0.5 ms a member.
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ def shipped(text: str) -> str:
     emptied, keeping its lines: a string over k lines becomes ``\"\"\"`` with
     k-1 newlines. Nothing else changes: the code compiles to what it did, on
     the same line numbers."""
-    lines = text.splitlines(keepends=True)
+    # the lines as Python counts them (\n, \r\n, \r), not str.splitlines (which also splits at \f, U+2028, ...)
+    lines = io.StringIO(text, newline="").readlines()
     starts = [0]
     for line in lines:
         starts.append(starts[-1] + len(line))
@@ -80,7 +81,7 @@ def shipped(text: str) -> str:
             span = value.end_lineno - value.lineno
             cuts.append((offset(value.lineno, value.col_offset), offset(value.end_lineno, value.end_col_offset),
                          '"""' + "\n" * span + '"""' if span else '""'))
-    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+    for token in tokenize.generate_tokens(iter(lines).__next__):
         if token.type == tokenize.COMMENT:
             (row, col), (_, end) = token.start, token.end
             before = lines[row - 1][:col]

@@ -73,11 +73,12 @@ class ChannelServerArgs(TypedDict, total=False):
     posts_in_flight × 1000 / R members a second, until its CPU is the limit."""
 
     inline_fanout_limit: int
-    """Members one publish posts to itself, 1 to 100000. Default 1000 (about
+    """Members one publish posts to itself, 1 to 50000. Default 1000 (about
     1 s of posting at 20 ms a post). A publish to a larger channel hands the
-    other members, in chunks, to the fan-out function through an SQS queue and
-    answers at once: its publishSuccess then says how many were queued, for
-    whom the message is accepted for delivery rather than delivered."""
+    other members, in chunks, to the fan-out function through an SQS queue,
+    then posts to the first ones itself: its publishSuccess then says how
+    many were queued, for whom the message is accepted for delivery rather
+    than delivered."""
     tags: dict[str, str]
     """Tags on every resource that takes tags."""
 

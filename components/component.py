@@ -30,9 +30,9 @@ from .handlers import spec
 TYPE_TOKEN = "channel-server:index:ChannelServer"
 
 #: How often SQS hands a chunk to the fan-out function before moving it to the
-#: dead-letter queue. The function never fails a chunk it began posting
-#: (handlers/app.py, ``fanout``), so a chunk comes back only when nothing was
-#: posted (the function was throttled) or the function died.
+#: dead-letter queue. The function fails a chunk only when it cannot claim it
+#: (handlers/app.py, ``fanout``), before any post; a chunk that comes back
+#: after its claim is skipped.
 FANOUT_MAX_RECEIVES = 5
 #: How long a chunk stays in the dead-letter queue (SQS's maximum, 14 days).
 DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 60 * 60
@@ -208,6 +208,8 @@ class ChannelServer(pulumi.ComponentResource):
         queue = aws.sqs.Queue(
             f"{self._name}-fanout",
             visibility_timeout_seconds=VISIBILITY_TIMEOUTS * s.lambda_timeout_seconds,
+            # a chunk's claim row (Store.claim_chunk) outlives it
+            message_retention_seconds=spec.FANOUT_RETENTION_SECONDS,
             redrive_policy=dead_letters.arn.apply(
                 lambda arn: json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": FANOUT_MAX_RECEIVES})
             ),
@@ -225,6 +227,9 @@ class ChannelServer(pulumi.ComponentResource):
             event_source_arn=queue.arn,
             function_name=function.arn,
             batch_size=1,  # one chunk per invocation: a chunk never waits for another
+            scaling_config=aws.lambda_.EventSourceMappingScalingConfigArgs(
+                maximum_concurrency=spec.FANOUT_MAX_CONCURRENCY
+            ),
             tags=self._tags,
             # the role must be allowed to take from the queue before SQS polls for it
             opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),

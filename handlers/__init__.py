@@ -6,7 +6,8 @@
 - ``events``: a read-only view of an API Gateway WebSocket event.
 - ``store``: the DynamoDB edge (memberships), through ``dynamodb``.
 - ``sender``: the management API edge (posts to connections).
-- ``dynamodb``, ``sigv4``, ``http1``, ``aws``: the AWS clients underneath.
+- ``handoff``: a large channel's members, in chunks, to the fan-out queue.
+- ``awsjson``, ``dynamodb``, ``sigv4``, ``http1``, ``aws``: the AWS clients underneath.
 - ``app``: the Lambda entry points, one per route.
 
 It travels in the archive as ``channel_server/handlers/`` (a namespace

@@ -2,7 +2,7 @@
 
 Each entry point wraps the raw event, hands it to the shared
 :class:`ChannelApp` and returns. The app is built on first use from the
-function's environment and reused across invocations, with its boto3 clients.
+function's environment and reused across invocations, with its clients.
 Tests and local mode may build their own ``ChannelApp`` with their own
 environment and clients.
 """
@@ -154,30 +154,32 @@ class ChannelApp:
 
     def fanout(self, event: Mapping[str, Any], context: Any = None) -> dict:
         """Post each queued chunk (an SQS event's records) to its members.
-        Each chunk is deleted from the queue before its first post, and no
-        record is ever failed: a chunk whose posting began must not come back
-        (its members would get the message twice), and an unreadable one
-        never becomes readable. Failures are logged, as a publish logs them."""
+
+        SQS delivers a message at least once, and again when a function died
+        with it: each chunk is first claimed in the table, once for good
+        (:meth:`Store.claim_chunk`), and one already claimed is skipped, so
+        no member gets a message twice. A claim that cannot be written fails
+        the invocation before anything is posted (SQS hands the chunk over
+        again). Nothing else fails it: an unreadable chunk never becomes
+        readable, and failed posts are logged, as a publish logs them."""
         from . import handoff
 
         deadline = _fanout_deadline(context)
         for record in event.get("Records") or ():
             message_id = record.get("messageId")
+            log = {"messageId": message_id}
             try:
                 chunk = handoff.decode(record["body"])
             except Exception:
-                logger.exception("unreadable fan-out chunk dropped", extra={"messageId": message_id})
+                logger.exception("unreadable fan-out chunk dropped", extra=log)
+                continue
+            if not self.store.claim_chunk(message_id):
+                logger.warning("fan-out chunk already taken: not posted again", extra=log)
                 continue
             try:
-                if self.queue is not None and record.get("receiptHandle"):
-                    self.queue.take(record["receiptHandle"])
+                self._deliver(chunk.connection_ids, chunk.payload, chunk.channel_id, deadline, log)
             except Exception:
-                # posted all the same: only a crash mid-chunk could now bring it back
-                logger.exception("could not take the chunk off the queue", extra={"messageId": message_id})
-            try:
-                self._deliver(chunk.connection_ids, chunk.payload, chunk.channel_id, deadline, {"messageId": message_id})
-            except Exception:
-                logger.exception("fan-out chunk failed", extra={"messageId": message_id})
+                logger.exception("fan-out chunk failed", extra=log)
         return {}
 
     def default(self, event: WebSocketEvent) -> dict:
@@ -229,23 +231,21 @@ class ChannelApp:
         if outgoing.failure is not None:
             return outgoing.failure
         channel, limit = membership.channel_id, self.inline_limit
-        inline: list[str] = []
+        context = {"connectionId": event.connection_id, "routeKey": event.route_key}
+        # every page is read before anything is sent: a failed read sends nothing
+        targets = protocol.recipients(self.store.members(channel), event.connection_id)
+        inline, beyond = (targets, []) if limit is None else (targets[:limit], targets[limit:])
         queued = lost = 0
-        for page in self.store.member_pages(channel):
-            others = [member for member in page if member != event.connection_id]
-            if limit is not None and len(inline) + len(others) > limit:
-                # beyond the limit: handed to the fan-out function, page by page
-                room = max(0, limit - len(inline))
-                inline.extend(others[:room])
-                sent, unsent = self.queue.send(channel, others[room:], outgoing.payload)
-                queued, lost = queued + sent, lost + unsent
-            else:
-                inline.extend(others)
-        if lost:
-            logger.warning("members could not be queued for fan-out", extra={
-                "connectionId": event.connection_id, "routeKey": event.route_key, "count": lost})
-        deliveries = self._deliver(protocol.recipients(inline, event.connection_id), outgoing.payload, channel,
-                                   deadline, {"connectionId": event.connection_id, "routeKey": event.route_key})
+        if beyond:
+            # handed to the fan-out function, in chunks, before the inline posts start
+            try:
+                queued, lost = self.queue.send(channel, beyond, outgoing.payload, deadline)
+            except Exception:
+                logger.exception("queueing members for fan-out failed", extra=context)
+                lost = len(beyond)  # some may have been queued: they count as failed, as a post without answer
+            if lost:
+                logger.warning("members could not be queued for fan-out", extra={**context, "count": lost})
+        deliveries = self._deliver(inline, outgoing.payload, channel, deadline, context)
         failed = len(deliveries.failed) + lost
         if failed:
             return protocol.publish_partial_failure(deliveries.delivered, failed, queued)

@@ -54,11 +54,16 @@ class Origin:
 
 
 def error_code(response: http1.Response) -> str | None:
-    """The service's error code, as botocore finds it: the x-amzn-ErrorType
+    """The service's error code, as botocore finds it: the
+    x-amzn-query-error header (up to any ';'), else the x-amzn-ErrorType
     header (up to any ':'), else the body's ``__type`` (after any '#') or
-    ``code``; the status when neither says. None for a success."""
+    ``code``; the status when none says. None for a success."""
     if response.status < 300:
         return None
+    # SQS's JSON protocol names its query-compatible code here, as botocore reads it
+    query = response.headers.get("x-amzn-query-error", "").split(";", 1)[0].strip()
+    if query:
+        return query
     header = response.headers.get("x-amzn-errortype", "").split(":", 1)[0].strip().rsplit("#", 1)[-1]
     if header:
         return header

@@ -146,13 +146,16 @@ class Client:
             code = aws.error_code(response)
             if code is None and result is not None:
                 return result
+            if result is None and not self._retry_unanswered:
+                # answered, but unreadably: it may have been carried out
+                raise TransportError(f"{operation}: the answer's CRC32 or body was unreadable", sent=True)
             if attempt < self._max_attempts and (
                 response.status in RETRYABLE_STATUSES or code in RETRYABLE_CODES or result is None
             ):
                 time.sleep(aws.backoff_delay(attempt))
                 continue
             if result is None:
-                raise TransportError(f"{operation}: the answer's CRC32 did not match its body", sent=True)
+                raise TransportError(f"{operation}: the answer's CRC32 or body was unreadable", sent=True)
             raise self.exceptions.for_code(code or str(response.status))(_error_response(response, code), operation)
 
     def close(self) -> None:
@@ -173,8 +176,8 @@ class Client:
         sent = False
         try:
             sock.settimeout(self._read_timeout)
-            sent = True  # from here, (part of) the request may have gone out
             sock.sendall(request)
+            sent = True  # whole: from here it may be carried out (a part, short of its length, cannot)
             parser = http1.ResponseParser()
             while True:
                 data = sock.recv(65536)
@@ -197,17 +200,22 @@ class Client:
             if sock is None:
                 break
             # readable while idle: the server closed it (or spoke unasked)
-            if not select.select([sock], [], [], 0)[0]:
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            if not poller.poll(0):
                 return sock
             sock.close()
+        raw = None
         try:
-            sock = socket.create_connection(self._origin.address, timeout=self._connect_timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._tls is not None:
-                sock = self._tls.wrap_socket(sock, server_hostname=self._origin.address[0])
+            raw = socket.create_connection(self._origin.address, timeout=self._connect_timeout)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is None:
+                return raw
+            return self._tls.wrap_socket(raw, server_hostname=self._origin.address[0])
         except OSError as exc:
+            if raw is not None:
+                raw.close()
             raise TransportError(f"cannot connect to {self._origin.host} ({type(exc).__name__}: {exc})", False) from exc
-        return sock
 
     def _checkin(self, sock: socket.socket) -> None:
         with self._lock:

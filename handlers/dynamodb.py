@@ -26,8 +26,9 @@ def client(
     environ: Mapping[str, str] | None = None, *, max_attempts: int, pool_size: int, read_timeout: float = spec.READ_TIMEOUT
 ) -> awsjson.Client:
     """Endpoint, region and credentials from the environment (Lambda sets
-    them all). Every call the store makes is idempotent, so one whose answer
-    was lost is retried, as botocore retries it."""
+    them all). A call whose answer was lost is retried, as botocore retries
+    it: transactions carry a ClientRequestToken, the other writes set the
+    same values again (docs/failure-semantics.md, DynamoDB)."""
     environ = os.environ if environ is None else environ
     return awsjson.Client(
         awsjson.endpoint_url("dynamodb", environ),

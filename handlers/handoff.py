@@ -77,13 +77,17 @@ class Queue:
         self._client = client
         self._url = queue_url
 
-    def send(self, channel_id: str, connection_ids: list[str], payload: bytes) -> tuple[int, int]:
+    def send(self, channel_id: str, connection_ids: list[str], payload: bytes,
+             deadline: float | None = None) -> tuple[int, int]:
         """Queue ``payload`` for ``connection_ids``: (members queued, members
-        that could not be)."""
+        that could not be). No batch starts after ``deadline`` (a
+        ``time.monotonic()`` value): the members left count as not queued."""
         bodies, unsent = chunks(channel_id, connection_ids, payload)
         pending = {n: body for n, (body, _) in enumerate(bodies)}
         for batch in _batches(pending):
             for attempt in range(1, ENTRY_ATTEMPTS + 1):
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
                 try:
                     answer = self._client.send_message_batch(
                         QueueUrl=self._url, Entries=[{"Id": str(n), "MessageBody": pending[n]} for n in batch]
@@ -100,11 +104,6 @@ class Queue:
         lost = len(unsent) + sum(bodies[n][1] for n in pending)
         return len(connection_ids) - lost, lost
 
-    def take(self, receipt_handle: str) -> None:
-        """Delete a received chunk before posting it: should the function die
-        mid-chunk, SQS cannot hand it over again, and no member gets the
-        message twice. Raises awsjson.ClientError or TransportError."""
-        self._client.delete_message(QueueUrl=self._url, ReceiptHandle=receipt_handle)
 
 
 def _batches(bodies: Mapping[int, str]) -> list[list[int]]:
@@ -127,6 +126,6 @@ def queue(queue_url: str, environ: Mapping[str, str] | None = None) -> Queue:
     environ = os.environ if environ is None else environ
     client = awsjson.Client(
         awsjson.endpoint_url("sqs", environ), aws.signer(environ, aws.region(environ) or "us-east-1", "sqs"),
-        "AmazonSQS.", {"send_message_batch": "SendMessageBatch", "delete_message": "DeleteMessage"},
+        "AmazonSQS.", {"send_message_batch": "SendMessageBatch"},
     )
     return Queue(client, queue_url)

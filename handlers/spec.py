@@ -22,7 +22,7 @@ ENV_POSTS_IN_FLIGHT = "CHANNEL_POSTS_IN_FLIGHT"
 ENV_INLINE_FANOUT_LIMIT = "CHANNEL_INLINE_FANOUT_LIMIT"
 ENV_FANOUT_QUEUE_URL = "CHANNEL_FANOUT_QUEUE_URL"
 #: Not set by the component: local mode sets it for its embedded DynamoDB
-#: (moto, one request at a time), whose query of a channel takes about 0.4 ms
+#: (moto, one request at a time), whose query of a channel takes about 0.5 ms
 #: per member, 2 s at 5,000. Seconds; default READ_TIMEOUT.
 ENV_DYNAMODB_READ_TIMEOUT = "CHANNEL_DYNAMODB_READ_TIMEOUT"
 
@@ -45,9 +45,18 @@ MAX_POSTS_IN_FLIGHT = 1000
 #: function through a queue. About 1 s of posting at 20 ms a post
 #: (bench/fanout.py), so a publish to a channel of any size answers quickly.
 DEFAULT_INLINE_FANOUT_LIMIT = 1000
-MAX_INLINE_FANOUT_LIMIT = 100_000
+#: At most: about the members one publish can post to within Lambda's 29 s
+#: (docs/architecture.md, "How a publish runs").
+MAX_INLINE_FANOUT_LIMIT = 50_000
 #: Members per queued chunk: what one fan-out invocation posts to.
 FANOUT_CHUNK_MEMBERS = 1000
+#: How long the fan-out queue keeps a chunk (SQS's default, 4 days), and so
+#: how long a chunk's claim row must outlive it (Store.claim_chunk).
+FANOUT_RETENTION_SECONDS = 4 * 24 * 60 * 60
+#: Fan-out invocations running at once, at most (the event source mapping's
+#: maximum concurrency): a burst of large publishes cannot take the account's
+#: whole concurrency from the routes.
+FANOUT_MAX_CONCURRENCY = 50
 
 # --- the connections table --------------------------------------------------------
 
@@ -72,6 +81,9 @@ CLOSED_AT = "closedAt"
 #: Attributes the channel index projects besides its keys: publish needs only the
 #: connection id and the expiry.
 INDEX_PROJECTED = (EXPIRES_AT,)
+#: Both keys of a fan-out chunk's claim row are this prefix and the chunk's SQS
+#: message id: never a connection's, never a channel's (they cannot start with $).
+CHUNK_CLAIM_PREFIX = "$chunk#"
 #: Sort-key prefix of a connection's state row. Channel ids can never start with
 #: it (the protocol rejects them), so a state row is never mistaken for a
 #: membership. The connection id follows the prefix so state rows spread over
@@ -90,6 +102,7 @@ READ_STATE = ("dynamodb:GetItem",)  # Store.membership, Store.join
 MOVE_MEMBERSHIP = ("dynamodb:PutItem", "dynamodb:DeleteItem")  # Store.join's transaction
 CLOSE_CONNECTION = ("dynamodb:PutItem", "dynamodb:DeleteItem")  # Store.close_connection
 REMOVE_GONE = ("dynamodb:BatchWriteItem",)  # Store.remove_gone
+CLAIM_CHUNK = ("dynamodb:PutItem",)  # Store.claim_chunk
 #: SQS actions on the fan-out queue: publish sends chunks, the event source
 #: mapping (with the fan-out function's role) receives and deletes them.
 SEND_CHUNKS = ("sqs:SendMessage",)  # SendMessageBatch is authorised as SendMessage
@@ -167,7 +180,8 @@ ROUTES: tuple[Route, ...] = (
 
 #: The function behind the fan-out queue: posts each queued chunk, removes the
 #: members it found gone. SQS's event source mapping invokes it.
-FANOUT = Function("fanout", table_actions=REMOVE_GONE, queue_actions=TAKE_CHUNKS, posts=True, fans_out=True)
+FANOUT = Function("fanout", table_actions=CLAIM_CHUNK + REMOVE_GONE, queue_actions=TAKE_CHUNKS, posts=True,
+                  fans_out=True)
 
 def management_endpoint(api_endpoint: str, stage: str) -> str:
     """The stage's management API (``https://{api}.execute-api.{region}.amazonaws.com/{stage}``)

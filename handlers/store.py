@@ -198,6 +198,23 @@ class Store:
         for start in range(0, len(requests), BATCH_LIMIT):
             self._write_batch(requests[start:start + BATCH_LIMIT])
 
+    def claim_chunk(self, message_id: str) -> bool:
+        """Record that the fan-out chunk ``message_id`` (its SQS message id)
+        is being posted: True the first time, False ever after (until the
+        row expires, after the queue could hand the chunk over again). One
+        conditional PutItem; other failures raise."""
+        key = spec.CHUNK_CLAIM_PREFIX + message_id
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={**_key(key, key), spec.EXPIRES_AT: {"N": str(self._now() + spec.FANOUT_RETENTION_SECONDS)}},
+                ConditionExpression="attribute_not_exists(#k)",
+                ExpressionAttributeNames={"#k": spec.CONNECTION_ID},
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     # --- helpers -----------------------------------------------------------------
 
     def _raw_state(self, connection_id: str) -> dict | None:

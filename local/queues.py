@@ -45,6 +45,11 @@ class SendWatcher:
         with self._lock:
             self._listeners.append(listener)
 
+    def forget(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
     def __call__(self, app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
         def middleware(environ: dict, start_response: Any) -> Iterable[bytes]:
             body = list(app(environ, start_response))
@@ -52,7 +57,10 @@ class SendWatcher:
                 with self._lock:
                     listeners = list(self._listeners)
                 for listener in listeners:
-                    listener()
+                    try:
+                        listener()
+                    except Exception:  # the send was served: its answer must stand
+                        log.exception("a queue listener failed")
             return body
 
         return middleware
@@ -96,8 +104,14 @@ def create_queues(client: Any, queues: Iterable[QueueDef]) -> dict[str, tuple[st
 class Poller:
     """Feeds ``function`` from the queue at ``url``, as ``subscription`` says."""
 
-    def __init__(self, subscription: Subscription, url: str, function: LocalFunction, client: Any, region: str):
+    def __init__(self, subscription: Subscription, url: str, function: LocalFunction, client: Any, region: str,
+                 concurrency: int):
+        """``concurrency``: invocations at once, at most; the poller takes no
+        more messages than it can invoke, so none waits hidden in local mode
+        while its visibility timeout runs out."""
         self._subscription = subscription
+        self._slots = asyncio.Semaphore(concurrency)
+        self._free = concurrency
         self._url = url
         self._function = function
         self._client = client
@@ -109,7 +123,10 @@ class Poller:
 
     def wake(self) -> None:
         """Look at the queue now (thread-safe)."""
-        self._loop.call_soon_threadsafe(self._wake.set)
+        try:
+            self._loop.call_soon_threadsafe(self._wake.set)
+        except RuntimeError:
+            pass  # the loop has closed: local mode is stopping
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"poll {self._subscription.queue.name}")
@@ -125,8 +142,10 @@ class Poller:
         size = self._subscription.batch_size
         while True:
             self._wake.clear()
+            await self._slots.acquire()  # one free slot at least, before taking anything
+            self._slots.release()
             try:
-                messages = await asyncio.to_thread(self._receive)
+                messages = await asyncio.to_thread(self._receive, min(RECEIVE_LIMIT, self._free * size))
             except Exception:
                 log.exception("receiving from %s failed", self._subscription.queue.name)
                 messages = []
@@ -137,14 +156,16 @@ class Poller:
                     pass
                 continue
             for start in range(0, len(messages), size):
+                await self._slots.acquire()
+                self._free -= 1
                 task = asyncio.create_task(self._invoke(messages[start:start + size]))
                 self._invocations.add(task)
                 task.add_done_callback(self._invocations.discard)
 
-    def _receive(self) -> list[dict]:
+    def _receive(self, limit: int) -> list[dict]:
         # no long poll: the embedded moto serves one request at a time
         return self._client.receive_message(
-            QueueUrl=self._url, MaxNumberOfMessages=RECEIVE_LIMIT, AttributeNames=["All"], WaitTimeSeconds=0,
+            QueueUrl=self._url, MaxNumberOfMessages=max(1, limit), AttributeNames=["All"], WaitTimeSeconds=0,
         ).get("Messages", [])
 
     async def _invoke(self, messages: list[dict]) -> None:
@@ -152,16 +173,22 @@ class Poller:
         started = time.monotonic()
         event = sqs_event(messages, self._subscription.queue.arn, self._region)
         try:
-            await self._function.invoke(event, wait_for_slot=True)
-        except InvocationError as exc:
-            log.warning("%s: %d message(s) failed (%s); they come back after the visibility timeout",
-                        name, len(messages), exc)
-            return
-        await asyncio.to_thread(self._client.delete_message_batch, QueueUrl=self._url, Entries=[
-            {"Id": str(n), "ReceiptHandle": message["ReceiptHandle"]} for n, message in enumerate(messages)
-        ])
-        log.info("%s: %d message(s) from %s in %.0f ms", name, len(messages), self._subscription.queue.name,
-                 (time.monotonic() - started) * 1000)
+            try:
+                await self._function.invoke(event, wait_for_slot=True)
+            except InvocationError as exc:
+                log.warning("%s: %d message(s) not handled (%s); SQS hands them over again after the "
+                            "visibility timeout", name, len(messages), exc)
+                return
+            await asyncio.to_thread(self._client.delete_message_batch, QueueUrl=self._url, Entries=[
+                {"Id": str(n), "ReceiptHandle": message["ReceiptHandle"]} for n, message in enumerate(messages)
+            ])
+            log.info("%s: %d message(s) from %s in %.0f ms", name, len(messages), self._subscription.queue.name,
+                     (time.monotonic() - started) * 1000)
+        except Exception:
+            log.exception("%s: deleting %d handled message(s) failed", name, len(messages))
+        finally:
+            self._free += 1
+            self._slots.release()
 
 
 def local_urls(made: Mapping[str, tuple[str, str]], queues: Iterable[QueueDef]) -> dict[str, str]:

@@ -79,7 +79,7 @@ def management_latency_problem(latency_ms: float) -> str | None:
 
 
 #: The handlers' DynamoDB read timeout when DynamoDB is the embedded one, whose
-#: query of a channel takes about 0.4 ms per member (2 s, the timeout sized for
+#: query of a channel takes about 0.5 ms per member (2 s, the timeout sized for
 #: AWS, at 5,000 members).
 EMBEDDED_DYNAMODB_READ_TIMEOUT = 15
 
@@ -267,7 +267,7 @@ class LocalServer:
         for subscription in world.subscriptions:
             poller = queues_module.Poller(
                 subscription, self._local_queues[subscription.queue.arn][0],
-                self._workers[subscription.function.name], self._sqs_client(), REGION,
+                self._workers[subscription.function.name], self._sqs_client(), REGION, self._function_concurrency,
             )
             self._sends.listen(poller.wake)
             poller.start()
@@ -361,6 +361,8 @@ class LocalServer:
                 if self._runner is not None:
                     await self._runner.cleanup()
                     self._runner = None
+                for poller in self._pollers:
+                    self._sends.forget(poller.wake)
                 await asyncio.gather(*(p.stop() for p in self._pollers), return_exceptions=True)
                 self._pollers.clear()
                 functions = [*self._functions.values(), *self._workers.values()]

@@ -187,3 +187,17 @@ def test_archived_module_imports_only_the_stdlib_boto3_and_its_siblings(name: st
     imports = _absolute_imports(archive.handler_files()[name])
     foreign = sorted(imports - set(sys.stdlib_module_names) - RUNTIME_PACKAGES)
     assert foreign == []
+
+
+@pytest.mark.parametrize("source", [
+    'def a():\n    """d"""\n    return 1\n\x0c\ndef b():\n    """e"""\n    return 2  # c\n',  # a form feed line
+    'x = 1  # a\u2028b\ny = """kept"""\n',  # U+2028 inside a comment
+    'def f():\r    """d"""\r    return 1  # c\r',  # CR line ends
+    'def f():\r\n    """d\r\n    e"""\r\n    return 1  # c\r\n',  # CRLF
+], ids=["form feed", "line separator in a comment", "CR", "CRLF"])
+def test_shipping_counts_lines_as_python_does(source: str) -> None:
+    shipped = archive.shipped(source)
+
+    compile(shipped, "module", "exec")
+    assert _code_shape(shipped) == _code_shape(source)
+    assert not [t for t in tokenize.generate_tokens(io.StringIO(shipped).readline) if t.type == tokenize.COMMENT]

@@ -69,10 +69,10 @@ INVALID = [
                  id="in flight 1001"),
     pytest.param({"posts_in_flight": "64"},
                  "ChannelServerArgs posts_in_flight='64': must be a whole number from 1 to 1000", id="in flight text"),
-    pytest.param({"inline_fanout_limit": 0}, "ChannelServerArgs inline_fanout_limit=0: must be from 1 to 100000",
+    pytest.param({"inline_fanout_limit": 0}, "ChannelServerArgs inline_fanout_limit=0: must be from 1 to 50000",
                  id="inline limit 0"),
-    pytest.param({"inline_fanout_limit": 100001},
-                 "ChannelServerArgs inline_fanout_limit=100001: must be from 1 to 100000", id="inline limit 100001"),
+    pytest.param({"inline_fanout_limit": 50001},
+                 "ChannelServerArgs inline_fanout_limit=50001: must be from 1 to 50000", id="inline limit 50001"),
     pytest.param(
         {"stage_name": "a b"}, "ChannelServerArgs stage_name='a b': use 1 to 128 letters, digits, '-' or '_'", id="stage name"
     ),
@@ -178,7 +178,7 @@ def test_an_int_rate_becomes_a_float() -> None:
         {"posts_in_flight": 1},
         {"posts_in_flight": 1000},
         {"inline_fanout_limit": 1},
-        {"inline_fanout_limit": 100000},
+        {"inline_fanout_limit": 50000},
         {"throttling_burst_limit": 1},
         {"throttling_burst_limit": 5000},
         {"throttling_rate_limit": 0.5},

@@ -529,6 +529,7 @@ def test_the_fanout_function_takes_one_chunk_at_a_time_from_the_queue(world: Wor
     assert world.mapping["functionName"] == world.function(FANOUT)["arn"]
     assert world.mapping["eventSourceArn"] == world.queue["arn"]
     assert world.mapping["batchSize"] == 1
+    assert world.mapping["scalingConfig"] == {"maximumConcurrency": spec.FANOUT_MAX_CONCURRENCY}
     assert len(world.deployment.of_type(QUEUE)) == 2
 
 
@@ -543,6 +544,8 @@ def test_a_chunk_stays_hidden_for_six_function_timeouts_and_goes_to_the_dead_let
     }
     assert FANOUT_MAX_RECEIVES == 5
     assert world.dead_letter_queue["messageRetentionSeconds"] == 14 * 24 * 60 * 60
+    # a chunk's claim row lives as long as the queue may hand the chunk over
+    assert world.queue["messageRetentionSeconds"] == spec.FANOUT_RETENTION_SECONDS == 4 * 24 * 60 * 60
     assert all(queue["sqsManagedSseEnabled"] for queue in world.deployment.of_type(QUEUE))
 
 

@@ -29,12 +29,15 @@ import yaml
 
 from channel_server import args as args_module
 from channel_server.args import ChannelServerArgsError, Settings, config_key, resolve
+from channel_server import component
 from channel_server.handlers import app, protocol, sender, spec, store
+from channel_server.local import server as local_server
 
 ROOT = Path(__file__).resolve().parents[1]
 README = "README.md"
 ARCHITECTURE = "docs/architecture.md"
 FAILURES = "docs/failure-semantics.md"
+PROTOCOL = "docs/protocol.md"
 DOCS = (ARCHITECTURE, FAILURES)
 PROJECT_CONFIG = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
 FIELD_TYPES = args_module._field_types()  # field name -> str, int, float or dict
@@ -289,6 +292,21 @@ FIGURES = [
             f"{protocol.API_GATEWAY_MAX_MESSAGE_BYTES / 1024:g}"),
     _figure((*DOCS, README), r"(\d+) h (\d+) min", "spec.ROW_TTL_SECONDS", *hours_and_minutes(spec.ROW_TTL_SECONDS)),
     _figure(README, r"limited to (\d+) characters", "protocol.MAX_CHANNEL_ID_LENGTH", protocol.MAX_CHANNEL_ID_LENGTH),
+    # large channels
+    _figure((README, ARCHITECTURE, PROTOCOL), r"in chunks of (\d{1,3}(?:,\d{3})*)", "spec.FANOUT_CHUNK_MEMBERS",
+            f"{spec.FANOUT_CHUNK_MEMBERS:,}"),
+    _figure((README, ARCHITECTURE, FAILURES), r"after (\d+) receives", "component.FANOUT_MAX_RECEIVES",
+            component.FANOUT_MAX_RECEIVES),
+    _figure((README, ARCHITECTURE, FAILURES), r"kept (\d+) days", "component.DEAD_LETTER_RETENTION_SECONDS / 1 day",
+            component.DEAD_LETTER_RETENTION_SECONDS // 86400),
+    _figure((ARCHITECTURE, FAILURES), r"(\d+) × the function timeout", "component.VISIBILITY_TIMEOUTS",
+            component.VISIBILITY_TIMEOUTS),
+    _figure((README, ARCHITECTURE), r"(?:up to|at most) (\d+) (?:fan-out invocations run )?at once", "spec.FANOUT_MAX_CONCURRENCY",
+            spec.FANOUT_MAX_CONCURRENCY, required=False),
+    _figure(ARCHITECTURE, r"retention (\d+) days", "spec.FANOUT_RETENTION_SECONDS / 1 day",
+            spec.FANOUT_RETENTION_SECONDS // 86400),
+    _figure(ARCHITECTURE, r"`CHANNEL_DYNAMODB_READ_TIMEOUT` \((\d+) s", "server.EMBEDDED_DYNAMODB_READ_TIMEOUT",
+            local_server.EMBEDDED_DYNAMODB_READ_TIMEOUT),
 ]
 
 
@@ -331,20 +349,23 @@ def test_architecture_lists_the_functions_environment() -> None:
     assert sorted(code_spans(listed.group(1))) == expected, f"{ARCHITECTURE} lists the environment wrongly; spec has {expected}"
 
 
-def test_architecture_permissions_table_is_spec_routes() -> None:
+def test_architecture_permissions_table_is_spec_routes_and_fanout() -> None:
     (table,) = tables(section(read(ARCHITECTURE), "## Why one function and one role per route"))
     documented = {}
-    for route, on_table, on_index, posts in table:
-        documented[route.strip("`")] = (
+    for function, on_table, on_index, on_queue, posts in table:
+        queue_actions = [a for a in code_spans(on_queue) if a != "SendMessageBatch"]  # named as covered
+        documented[function.strip("`")] = (
             sorted(f"dynamodb:{action}" for action in code_spans(on_table)),
             sorted(f"dynamodb:{action}" for action in code_spans(on_index)),
+            sorted(f"sqs:{action}" for action in queue_actions),
             posts == "yes",
         )
+    functions = {**{route.key: route for route in spec.ROUTES}, "fan-out": spec.FANOUT}
     expected = {
-        route.key: (sorted(set(route.table_actions)), sorted(set(route.index_actions)), route.posts)
-        for route in spec.ROUTES
+        key: (sorted(set(f.table_actions)), sorted(set(f.index_actions)), sorted(set(f.queue_actions)), f.posts)
+        for key, f in functions.items()
     }
-    assert documented == expected, f"{ARCHITECTURE} permissions table differs from spec.ROUTES"
+    assert documented == expected, f"{ARCHITECTURE} permissions table differs from spec.ROUTES and spec.FANOUT"
 
 
 def test_architecture_example_rows_expire_after_the_row_ttl() -> None:

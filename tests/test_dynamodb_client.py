@@ -351,6 +351,31 @@ def test_a_body_whose_crc32_does_not_match_is_retried(raw_server: Any, no_retry_
     assert result["Item"] == {"k": {"S": "v"}} and len(server.bodies) == 2
 
 
+def test_an_unreadable_answer_is_not_resent_by_a_client_for_calls_that_are_not_idempotent(
+    raw_server: Any, no_retry_delay: None
+) -> None:
+    server = raw_server(lambda body: http_answer(b"{}", crc=1))
+    client = own_client(server.endpoint, retry_unanswered=False, tokens={})
+
+    with pytest.raises(awsjson.TransportError) as failed:
+        client.put_item(TableName="t", Item={})
+    assert failed.value.sent and len(server.bodies) == 1  # it may have been carried out
+
+
+def test_the_error_code_is_read_as_botocore_reads_it() -> None:
+    from channel_server.handlers import aws, http1
+
+    def answer(headers: dict, body: bytes) -> http1.Response:
+        return http1.Response(400, headers, body)
+
+    sqs = b'{"__type":"com.amazonaws.sqs#QueueDoesNotExist","message":"no"}'
+    assert aws.error_code(answer({"x-amzn-query-error": "AWS.SimpleQueueService.NonExistentQueue;Sender"}, sqs)) \
+        == "AWS.SimpleQueueService.NonExistentQueue"
+    assert aws.error_code(answer({}, sqs)) == "QueueDoesNotExist"
+    assert aws.error_code(answer({"x-amzn-errortype": "GoneException:http://internal/"}, b"")) == "GoneException"
+    assert aws.error_code(http1.Response(200, {}, b"{}")) is None
+
+
 def test_a_connection_closed_while_idle_is_not_used_again(raw_server: Any) -> None:
     server = raw_server(lambda body: http_answer(b"{}"))
     client = own_client(server.endpoint)

@@ -61,10 +61,7 @@ def queued(sqs: Any, queue_url: str) -> list[dict]:
         taken.extend(batch)
 
 
-def left_in(sqs: Any, queue_url: str) -> int:
-    """Messages in the queue, hidden or not."""
-    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
 
 
 def run_fanout(world: Any, messages: list[dict]) -> list[Any]:
@@ -98,8 +95,52 @@ def test_a_publish_beyond_the_limit_posts_to_some_and_queues_the_rest_for_the_fa
     for member in others:
         assert member.frames() == [message("big", sender_id, "hello")]  # each exactly once
     assert alice.frames() == [{"type": "publishSuccess", "queued": len(others) - LIMIT}]
-    # taken off the queue before its first post: were the function to die now, it could not come back
-    assert left_in(sqs, queue_url) == 0
+
+
+def test_a_chunk_handed_over_again_is_not_posted_again(
+    large: Any, world: Any, sqs: Any, queue_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQS delivers at least once (and again after a function died with a
+    chunk): the chunk's claim in the table keeps every member at one copy."""
+    alice, *others = [world.client() for _ in range(5)]
+    sender_id = alice.join("big")
+    for member in others:
+        member.join("big")
+    alice.send({"type": "publish", "data": "once"})
+    chunks = queued(sqs, queue_url)
+
+    run_fanout(world, chunks)
+    run_fanout(world, chunks)  # the same message, handed over a second time
+
+    for member in others:
+        assert [f for f in member.frames() if f["type"] == "message"] == [message("big", sender_id, "once")]
+    assert [r for r in caplog.records if r.getMessage() == "fan-out chunk already taken: not posted again"]
+    claim = spec.CHUNK_CLAIM_PREFIX + chunks[0]["MessageId"]
+    (row,) = [r for r in world.rows() if r["connectionId"] == claim]
+    assert row["channelId"] == claim and row["expiresAt"] > 0  # it expires, after the queue's retention
+
+
+def test_a_chunk_that_cannot_be_claimed_fails_before_any_post_so_sqs_hands_it_over_again(
+    large: Any, world: Any, sqs: Any, queue_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from channel_server.handlers.store import Store
+
+    alice, *others = [world.client() for _ in range(4)]
+    alice.join("big")
+    for member in others:
+        member.join("big")
+    alice.send({"type": "publish", "data": "later"})
+    chunks = queued(sqs, queue_url)
+    (chunk,) = [handoff.decode(m["Body"]) for m in chunks]
+    world.management.clear()
+
+    def unavailable(self: Any, message_id: str) -> bool:
+        raise RuntimeError("table unavailable")
+
+    monkeypatch.setattr(Store, "claim_chunk", unavailable)
+    with pytest.raises(RuntimeError):
+        run_fanout(world, chunks)
+    assert [world.management.frames(c) for c in chunk.connection_ids] == [[]] * len(chunk.connection_ids)
 
 
 def test_members_are_queued_in_chunks_that_each_reach_their_own_members(
@@ -246,6 +287,16 @@ def test_entries_sqs_failed_on_its_side_are_sent_again_and_the_senders_faults_ar
 
     assert client.calls == [["0", "1", "2"], ["1"]]
     assert (sent, lost) == (2, 1)
+
+
+def test_no_batch_starts_after_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setattr(spec, "FANOUT_CHUNK_MEMBERS", 1)
+    client = RecordingSqs(ok)
+    sent, lost = handoff.Queue(client, "q").send("lobby", [f"c{n}" for n in range(12)], b"{}",
+                                                 deadline=time.monotonic() - 1)
+    assert (sent, lost, client.calls) == (0, 12, [])
 
 
 def test_a_batch_whose_answer_was_lost_is_not_sent_again() -> None:
