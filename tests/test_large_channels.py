@@ -74,13 +74,28 @@ def message(channel: str, sender_id: str, data: Any) -> dict:
     return {"type": "message", "channelId": channel, "senderId": sender_id, "data": data}
 
 
-def test_a_publish_beyond_the_limit_posts_to_some_and_queues_the_rest_for_the_fanout_function(
-    large: Any, world: Any, sqs: Any, queue_url: str
-) -> None:
-    alice, *others = [world.client() for _ in range(8)]
+def big_channel(world: Any, members: int) -> tuple[Any, list[Any], str]:
+    """``members`` connections in "big": the first (who will publish), the
+    others, and the first one's senderId."""
+    alice, *others = [world.client() for _ in range(members)]
     sender_id = alice.join("big")
     for member in others:
         member.join("big")
+    return alice, others, sender_id
+
+
+def published_chunks(world: Any, sqs: Any, queue_url: str, members: int, data: Any) -> tuple[list[Any], str, list[dict]]:
+    """A publish of ``data`` in a channel of ``members``: the others, the
+    publisher's senderId, and the chunks it queued (received, not deleted)."""
+    alice, others, sender_id = big_channel(world, members)
+    alice.send({"type": "publish", "data": data})
+    return others, sender_id, queued(sqs, queue_url)
+
+
+def test_a_publish_beyond_the_limit_posts_to_some_and_queues_the_rest_for_the_fanout_function(
+    large: Any, world: Any, sqs: Any, queue_url: str
+) -> None:
+    alice, others, sender_id = big_channel(world, 8)
     world.management.clear()
 
     alice.send({"type": "publish", "data": "hello"})
@@ -102,12 +117,7 @@ def test_a_chunk_handed_over_again_is_not_posted_again(
 ) -> None:
     """SQS delivers at least once (and again after a function died with a
     chunk): the chunk's claim in the table keeps every member at one copy."""
-    alice, *others = [world.client() for _ in range(5)]
-    sender_id = alice.join("big")
-    for member in others:
-        member.join("big")
-    alice.send({"type": "publish", "data": "once"})
-    chunks = queued(sqs, queue_url)
+    others, sender_id, chunks = published_chunks(world, sqs, queue_url, 5, "once")
 
     run_fanout(world, chunks)
     run_fanout(world, chunks)  # the same message, handed over a second time
@@ -125,12 +135,7 @@ def test_a_chunk_that_cannot_be_claimed_fails_before_any_post_so_sqs_hands_it_ov
 ) -> None:
     from channel_server.handlers.store import Store
 
-    alice, *others = [world.client() for _ in range(4)]
-    alice.join("big")
-    for member in others:
-        member.join("big")
-    alice.send({"type": "publish", "data": "later"})
-    chunks = queued(sqs, queue_url)
+    _, _, chunks = published_chunks(world, sqs, queue_url, 4, "later")
     (chunk,) = [handoff.decode(m["Body"]) for m in chunks]
     world.management.clear()
 
@@ -147,13 +152,7 @@ def test_members_are_queued_in_chunks_that_each_reach_their_own_members(
     large: Any, world: Any, sqs: Any, queue_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(spec, "FANOUT_CHUNK_MEMBERS", 3)
-    alice, *others = [world.client() for _ in range(11)]
-    sender_id = alice.join("big")
-    for member in others:
-        member.join("big")
-
-    alice.send({"type": "publish", "data": [1, 2]})
-    chunks = queued(sqs, queue_url)
+    others, sender_id, chunks = published_chunks(world, sqs, queue_url, 11, [1, 2])
 
     assert [len(handoff.decode(m["Body"]).connection_ids) for m in chunks] == [3, 3, 2]
     run_fanout(world, chunks)
@@ -165,12 +164,7 @@ def test_members_are_queued_in_chunks_that_each_reach_their_own_members(
 def test_the_fanout_function_removes_the_members_it_finds_gone(
     large: Any, world: Any, sqs: Any, queue_url: str
 ) -> None:
-    alice, *others = [world.client() for _ in range(5)]
-    alice.join("big")
-    for member in others:
-        member.join("big")
-    alice.send({"type": "publish", "data": "x"})
-    chunks = queued(sqs, queue_url)
+    _, _, chunks = published_chunks(world, sqs, queue_url, 5, "x")
     (chunk,) = [handoff.decode(m["Body"]) for m in chunks]
     gone = chunk.connection_ids[0]
     world.management.gone.add(gone)
@@ -184,12 +178,7 @@ def test_the_fanout_function_removes_the_members_it_finds_gone(
 def test_an_unreadable_chunk_is_logged_and_dropped_and_the_others_in_the_batch_are_posted(
     large: Any, world: Any, sqs: Any, queue_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    alice, *others = [world.client() for _ in range(4)]
-    sender_id = alice.join("big")
-    for member in others:
-        member.join("big")
-    alice.send({"type": "publish", "data": "y"})
-    good = queued(sqs, queue_url)
+    others, sender_id, good = published_chunks(world, sqs, queue_url, 4, "y")
     bad = {**good[0], "MessageId": "bad-1", "Body": "not a chunk"}
 
     result = world.call("fanout", sqs_event([bad, *good], "arn:aws:sqs:us-east-1:123456789012:q", REGION))
@@ -203,10 +192,7 @@ def test_members_that_cannot_be_queued_count_as_failed(
     install_app: Any, world: Any, sqs: Any, queue_url: str, no_retry_delay: None
 ) -> None:
     install_app(**{spec.ENV_FANOUT_QUEUE_URL: queue_url + "-missing", spec.ENV_INLINE_FANOUT_LIMIT: str(LIMIT)})
-    alice, *others = [world.client() for _ in range(6)]
-    alice.join("big")
-    for member in others:
-        member.join("big")
+    alice, others, _ = big_channel(world, 6)
     world.management.clear()
 
     alice.send({"type": "publish", "data": "z"})
@@ -217,10 +203,7 @@ def test_members_that_cannot_be_queued_count_as_failed(
 
 
 def test_without_a_queue_in_the_environment_a_publish_posts_to_every_member(world: Any) -> None:
-    alice, *others = [world.client() for _ in range(LIMIT + 3)]
-    alice.join("big")
-    for member in others:
-        member.join("big")
+    alice, others, _ = big_channel(world, LIMIT + 3)
 
     alice.send({"type": "publish", "data": 1})
 

@@ -313,6 +313,18 @@ def resource_names(deployment: Deployment, log_group: Any) -> dict[str, str]:
     }
 
 
+def granted_to(deployment: Deployment, function: Any) -> set[tuple[str, str]]:
+    """(IAM action, resource by what it is) pairs the function's policy grants."""
+    statements, log_group = function_policy(deployment, function)
+    names = resource_names(deployment, log_group)
+    return {
+        (action, names.get(resource, f"foreign {resource}"))
+        for statement in statements
+        for action in _as_list(statement["Action"])
+        for resource in _as_list(statement["Resource"])
+    }
+
+
 def fanout_function(deployment: Deployment) -> Any:
     """The function the event source mapping invokes."""
     mapping = deployment.one(MAPPING)
@@ -328,14 +340,7 @@ def test_each_route_is_granted_exactly_what_its_handler_was_seen_to_call(
     route_key: str, deployed: Deployment, observed: dict[str, set[tuple[str, str]]]
 ) -> None:
     function = route_function(deployed, route_key)
-    statements, log_group = function_policy(deployed, function)
-    names = resource_names(deployed, log_group)
-    granted = {
-        (action, names.get(resource, f"foreign {resource}"))
-        for statement in statements
-        for action in _as_list(statement["Action"])
-        for resource in _as_list(statement["Resource"])
-    }
+    granted = granted_to(deployed, function)
     entry_point = function["handler"].removeprefix(spec.HANDLER_MODULE + ".")
 
     assert granted == observed[entry_point] | LOG_GRANTS
@@ -345,14 +350,7 @@ def test_the_fanout_function_is_granted_what_it_was_seen_to_call_and_what_its_qu
     deployed: Deployment, observed: dict[str, set[tuple[str, str]]]
 ) -> None:
     function = fanout_function(deployed)
-    statements, log_group = function_policy(deployed, function)
-    names = resource_names(deployed, log_group)
-    granted = {
-        (action, names.get(resource, f"foreign {resource}"))
-        for statement in statements
-        for action in _as_list(statement["Action"])
-        for resource in _as_list(statement["Resource"])
-    }
+    granted = granted_to(deployed, function)
 
     assert function["handler"] == spec.FANOUT.handler
     assert granted == observed["fanout"] | LOG_GRANTS | MAPPING_GRANTS
