@@ -9,7 +9,21 @@ The Lambda handlers travel inside this package (``channel_server.handlers``) so
 the component can build their archive wherever it is installed.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .args import ChannelServerArgs, ChannelServerArgsError, from_config
-from .component import TYPE_TOKEN, ChannelServer
+
+if TYPE_CHECKING:
+    from .component import TYPE_TOKEN, ChannelServer
 
 __all__ = ["ChannelServer", "ChannelServerArgs", "ChannelServerArgsError", "TYPE_TOKEN", "from_config"]
+
+
+def __getattr__(name: str) -> Any:
+    # The component (and Pulumi with it) is imported on first use: local mode
+    # and the handlers' tools import this package without needing Pulumi.
+    if name in ("ChannelServer", "TYPE_TOKEN"):
+        from . import component
+
+        return getattr(component, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,11 +19,14 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import json
 import logging
 import os
+import pickle
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -41,6 +44,7 @@ from .world import ProgramError, WiringError, World, from_component, from_projec
 log = logging.getLogger("channel_server.local")
 
 REGION = "us-east-1"
+LOG_FORMAT, LOG_DATE_FORMAT = "%(asctime)s %(message)s", "%H:%M:%S"
 #: Credentials for the embedded DynamoDB and the local management API, which
 #: accept any signature. Real credentials never go there.
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
@@ -207,13 +211,29 @@ class LocalServer:
         return self.world.table_name
 
     def _load_world(self) -> World:
+        """The world to serve. A program runs in a child process: Pulumi's
+        runtime (about 50 MB) never stays in local mode's own memory."""
         if self.world is not None:
             return self.world
         if self._program is not None:
             log.info("running %s (stack %s) under Pulumi's mock engine", self._program, self._stack)
-            return from_project(self._program, self._stack, self._component, stack_required=self._stack_required)
-        log.info("building ChannelServer with its defaults under Pulumi's mock engine")
-        return from_component(self._stage_override or "dev")
+        else:
+            log.info("building ChannelServer with its defaults under Pulumi's mock engine")
+        request = [str(self._program) if self._program is not None else None, self._stack, self._component,
+                   self._stack_required, self._stage_override,
+                   logging.getLogger("channel_server.local").getEffectiveLevel()]
+        # A session of its own, as the functions have: a terminal's Ctrl-C
+        # reaches local mode only, which stops once the world is read.
+        child = subprocess.run(
+            [sys.executable, "-c", "from channel_server.local.server import _load_world_child; _load_world_child()"],
+            input=json.dumps(request).encode(), stdout=subprocess.PIPE, start_new_session=True, check=False,
+        )
+        if child.returncode != 0 or not child.stdout:
+            raise ProgramError(f"reading the program failed (exit status {child.returncode}); see the lines above")
+        outcome = pickle.loads(child.stdout)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     async def start(self) -> None:
         """Bind the port, read the world, start DynamoDB and every function,
@@ -221,17 +241,22 @@ class LocalServer:
         # a port in use is the first thing to know, before seconds of start-up
         self._socket = bind(self.host, self.port)
         self.port = self._socket.getsockname()[1]
-        world = await asyncio.to_thread(self._load_world)
+        from .dynamodb import EmbeddedDynamoDB
+
+        # moto starts while the program runs
+        log.info("starting the embedded DynamoDB and SQS")
+        # loopback only, whatever --host says: moto has no authentication
+        embedded = asyncio.create_task(asyncio.to_thread(
+            lambda: EmbeddedDynamoDB("127.0.0.1", middleware=self._sends).start()))
+        try:
+            world = await asyncio.to_thread(self._load_world)
+        finally:
+            self._embedded = await embedded
         if self._stage_override:
             world = dataclasses.replace(world, stage=self._stage_override)
         self.world, self.stage = world, world.stage
 
-        from .dynamodb import EmbeddedDynamoDB
-
         # moto serves the queues, and DynamoDB unless --dynamodb-endpoint names another
-        log.info("starting the embedded DynamoDB and SQS")
-        # loopback only, whatever --host says: moto has no authentication
-        self._embedded = EmbeddedDynamoDB("127.0.0.1", middleware=self._sends).start()
         await asyncio.to_thread(self._ensure_table)
         await asyncio.to_thread(self._ensure_queues)
 
@@ -376,6 +401,28 @@ class LocalServer:
                 if self._scratch is not None:
                     shutil.rmtree(self._scratch, ignore_errors=True)
                     self._scratch = None
+
+
+def load_world(program: str | Path | None, stack: str, component: str | None, stack_required: bool,
+               stage: str | None) -> World:
+    """The world of ``program`` (else ChannelServer with its defaults, on
+    ``stage``): what :meth:`LocalServer._load_world` runs in its child process."""
+    if program is not None:
+        return from_project(program, stack, component, stack_required=stack_required)
+    return from_component(stage or "dev")
+
+
+def _load_world_child() -> None:
+    """The child process of :meth:`LocalServer._load_world`: the request as
+    JSON on stdin; the World, or the ProgramError/WiringError, pickled on
+    stdout. Its log lines go to stderr, which it shares with local mode."""
+    program, stack, component, stack_required, stage, level = json.load(sys.stdin)
+    logging.basicConfig(stream=sys.stderr, level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
+    try:
+        outcome: Any = load_world(program, stack, component, stack_required, stage)
+    except (ProgramError, WiringError) as exc:
+        outcome = exc
+    sys.stdout.buffer.write(pickle.dumps(outcome))
 
 
 @contextlib.contextmanager
@@ -580,7 +627,7 @@ async def serve(options: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
     try:
         asyncio.run(serve(options))
     except (OSError, InvocationError, ProgramError, WiringError) as exc:

@@ -21,12 +21,16 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import pulumi
-
-from .. import mocks
 from ..handlers import spec
+
+if TYPE_CHECKING:
+    from .. import mocks
+
+# Pulumi and the mocks are imported where a deployment is run or read, not
+# here: local mode runs the deployment in a child process (server.load_world),
+# and keeps only these plain dataclasses, without Pulumi's memory.
 
 API = "aws:apigatewayv2/api:Api"
 ROUTE = "aws:apigatewayv2/route:Route"
@@ -134,6 +138,8 @@ def from_component(stage: str = "dev", name: str = "channel-server", args: Mappi
 def from_program(program: Callable[[], Any], component: str | None = None) -> World:
     """Read the world of the ChannelServer a program creates (the one named
     ``component`` when it creates several)."""
+    from .. import mocks
+
     deployment = _deploy_isolated(lambda: mocks.deploy(program))
     return _read(deployment, component, "the program")
 
@@ -144,6 +150,8 @@ def from_project(path: str | Path, stack: str = "dev", component: str | None = N
     (its folder or its program file) declares for ``stack``, run with the
     config ``pulumi up`` would give it: ``Pulumi.yaml``'s values overlaid with
     ``Pulumi.<stack>.yaml``'s (which must exist when ``stack_required``)."""
+    from .. import mocks
+
     try:
         project = mocks.Project.load(path)
         _, secrets = project.config(stack, required=stack_required)
@@ -203,6 +211,7 @@ def _deploy_isolated(deploy: Callable[[], mocks.Deployment]) -> mocks.Deployment
 def _read(deployment: mocks.Deployment, component: str | None, program: str) -> World:
     """The world of one ChannelServer in ``deployment``: the resources created
     under it, followed as API Gateway follows them."""
+    from .. import mocks
     from ..component import TYPE_TOKEN
 
     servers = deployment.of_type(TYPE_TOKEN)
@@ -314,6 +323,8 @@ def _two_way_routes(own: mocks.Deployment) -> set[str]:
 
 
 def _function_def(function: mocks.Registered) -> FunctionDef:
+    import pulumi
+
     code = function["code"]
     if not isinstance(code, pulumi.AssetArchive):
         raise WiringError(f"function {function.name}: code is {type(code).__name__}, expected an AssetArchive")
