@@ -182,8 +182,8 @@ class Poller:
             await asyncio.to_thread(self._client.delete_message_batch, QueueUrl=self._url, Entries=[
                 {"Id": str(n), "ReceiptHandle": message["ReceiptHandle"]} for n, message in enumerate(messages)
             ])
-            log.info("%s: %d message(s) from %s in %.0f ms", name, len(messages), self._subscription.queue.name,
-                     (time.monotonic() - started) * 1000)
+            log.info("function %s: %d message(s) from queue %s in %.0f ms", name, len(messages),
+                     self._subscription.queue.name, (time.monotonic() - started) * 1000)
         except Exception:
             log.exception("%s: deleting %d handled message(s) failed", name, len(messages))
         finally:

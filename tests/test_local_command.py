@@ -19,6 +19,7 @@ import subprocess
 import sys
 import termios
 import time
+from pathlib import Path
 from typing import Iterator
 
 import boto3
@@ -192,12 +193,33 @@ def test_without_the_local_extra_one_line_says_what_to_install():
     )
     result = subprocess.run([sys.executable, "-c", hide_aiohttp], capture_output=True, text=True, timeout=TIMEOUT)
 
+    # THEN one line names it and the command that installs it from where this
+    # installation came from (here: this checkout, installed editable)
     assert result.returncode == 1
-    assert result.stderr.strip() == (
-        "local mode needs aiohttp: pip install 'channel-server[local]' "
-        "(from a checkout: pip install '/path/to/channel-server[local]')"
-    )
+    root = Path(__file__).resolve().parents[1]
+    assert result.stderr.strip() == f"local mode needs aiohttp: pip install -e '{root}[local]'"
     assert "Traceback" not in result.stderr
+
+
+def test_the_install_command_names_where_the_package_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    from channel_server.local import __main__ as entry
+
+    class Installed:
+        def __init__(self, recorded: str | None):
+            self.recorded = recorded
+
+        def read_text(self, name: str) -> str | None:
+            return self.recorded if name == "direct_url.json" else None
+
+    for recorded, command in [
+        ('{"url": "file:///src/channel%20server", "dir_info": {}}', "pip install '/src/channel server[local]'"),
+        ('{"url": "file:///src/cs", "dir_info": {"editable": true}}', "pip install -e '/src/cs[local]'"),
+        ('{"url": "https://example.com/cs.tar.gz", "archive_info": {}}', "pip install 'channel-server[local]'"),
+    ]:
+        monkeypatch.setattr(metadata, "distribution", lambda name, recorded=recorded: Installed(recorded))
+        assert entry.install_command() == command
 
 
 # --- stopping ----------------------------------------------------------------------------
