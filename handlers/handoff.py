@@ -105,7 +105,6 @@ class Queue:
         return len(connection_ids) - lost, lost
 
 
-
 def _batches(bodies: Mapping[int, str]) -> list[list[int]]:
     """Indexes of ``bodies`` grouped into SendMessageBatch calls."""
     groups: list[list[int]] = [[]]
