@@ -488,21 +488,22 @@ def _management_latency(value: str) -> float:
     return latency
 
 
-def _concurrency(value: str) -> int:
+def _whole_number(value: str) -> int:
     try:
-        number = int(value)
+        return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+
+
+def _concurrency(value: str) -> int:
+    number = _whole_number(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"{number}: a function runs at least 1 invocation at once")
     return number
 
 
 def _inline_limit(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    number = _whole_number(value)
     if not 1 <= number <= spec.MAX_INLINE_FANOUT_LIMIT:
         raise argparse.ArgumentTypeError(f"{number}: must be from 1 to {spec.MAX_INLINE_FANOUT_LIMIT}")
     return number
