@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 from . import aws, awsjson, spec
 
+#: SQS's JSON protocol's prefix of X-Amz-Target.
+TARGET_PREFIX = "AmazonSQS."
 #: SQS's limit on one message, and on one SendMessageBatch call.
 MAX_BODY_BYTES = 256 * 1024
 #: SQS's limit on the messages of one SendMessageBatch call.
@@ -125,6 +127,6 @@ def queue(queue_url: str, environ: Mapping[str, str] | None = None) -> Queue:
     environ = os.environ if environ is None else environ
     client = awsjson.Client(
         awsjson.endpoint_url("sqs", environ), aws.signer(environ, aws.region(environ) or "us-east-1", "sqs"),
-        "AmazonSQS.", {"send_message_batch": "SendMessageBatch"},
+        TARGET_PREFIX, {"send_message_batch": "SendMessageBatch"},
     )
     return Queue(client, queue_url)

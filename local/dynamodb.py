@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterable
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
+from ..handlers import dynamodb, handoff
+
 
 def _cheap_transactions() -> None:
     """Make moto's TransactWriteItems back up only the items it writes.
@@ -127,7 +129,7 @@ class _ByTarget:
     3.5 ms); for these requests it always finds the same one
     (``tests/test_embedded_dynamodb.py`` checks)."""
 
-    SERVICES = {"DynamoDB_20120810.": "dynamodb", "AmazonSQS.": "sqs"}
+    SERVICES = {dynamodb.TARGET_PREFIX: "dynamodb", handoff.TARGET_PREFIX: "sqs"}
 
     def __init__(self, dispatcher: DomainDispatcherApplication):
         self.dispatcher = dispatcher

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Mapping
 
+from ..handlers import handoff
 from .functions import InvocationError, LocalFunction
 from .world import QueueDef, Subscription
 
@@ -30,7 +31,7 @@ log = logging.getLogger("channel_server.local")
 IDLE_POLL_SECONDS = 1.0
 #: SQS's limit on the messages of one ReceiveMessage call.
 RECEIVE_LIMIT = 10
-SEND_TARGETS = ("AmazonSQS.SendMessage", "AmazonSQS.SendMessageBatch")
+SEND_TARGETS = (handoff.TARGET_PREFIX + "SendMessage", handoff.TARGET_PREFIX + "SendMessageBatch")
 
 
 class SendWatcher:

@@ -27,7 +27,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-TARGET_PREFIX = "DynamoDB_20120810."
+from channel_server.handlers.dynamodb import TARGET_PREFIX
+
 ERROR_PREFIX = "com.amazonaws.dynamodb.v20120810#"
 
 THROTTLED = (400, "ProvisionedThroughputExceededException", "The level of configured provisioned throughput for the table was exceeded. Consider increasing your provisioning level with the UpdateTable API.")
