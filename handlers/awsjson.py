@@ -158,13 +158,6 @@ class Client:
                 raise TransportError(f"{operation}: the answer's CRC32 or body was unreadable", sent=True)
             raise self.exceptions.for_code(code or str(response.status))(_error_response(response, code), operation)
 
-    def close(self) -> None:
-        """Close the idle connections."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for sock in idle:
-            sock.close()
-
     # --- one request, one answer -------------------------------------------------
 
     def _exchange(self, target: str, body: bytes) -> http1.Response:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from . import spec
 
@@ -88,12 +88,9 @@ class Store:
         )
 
     def members(self, channel_id: str) -> list[str]:
-        """Connection ids in the channel (every page), leaving out rows that
-        have expired."""
-        return [connection_id for page in self.member_pages(channel_id) for connection_id in page]
-
-    def member_pages(self, channel_id: str) -> Iterator[list[str]]:
-        """:meth:`members`, one query page (up to 1 MB of rows) at a time."""
+        """Connection ids in the channel (through the index, every page),
+        leaving out rows that have expired."""
+        found: list[str] = []
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": self._index,
@@ -105,9 +102,9 @@ class Store:
         }
         while True:
             page = self._client.query(**kwargs)
-            yield [item[spec.CONNECTION_ID]["S"] for item in page.get("Items", ())]
+            found.extend(item[spec.CONNECTION_ID]["S"] for item in page.get("Items", ()))
             if "LastEvaluatedKey" not in page:
-                return
+                return found
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # --- writes ------------------------------------------------------------------

@@ -454,7 +454,7 @@ FAILING_STEPS = [
                  {"type": "joinFailure", "data": INTERNAL_ERROR}, id="join-store-read"),
     pytest.param("publish", (Store, "membership"), {"type": "publish", "data": 1},
                  {"type": "publishFailure", "data": INTERNAL_ERROR}, id="publish-state-read"),
-    pytest.param("publish", (Store, "member_pages"), {"type": "publish", "data": 1},
+    pytest.param("publish", (Store, "members"), {"type": "publish", "data": 1},
                  {"type": "publishFailure", "data": INTERNAL_ERROR}, id="publish-channel-query"),
     pytest.param("publish", (Sender, "post_many"), {"type": "publish", "data": 1},
                  {"type": "publishFailure", "data": INTERNAL_ERROR}, id="publish-fan-out"),

@@ -569,7 +569,7 @@ def test_logs_never_contain_message_data(
     world.send(alice, json.dumps({"type": "dance", "data": MARKER}))
     world.send(alice, json.dumps({"type": MARKER}))
     # and failures inside the handlers
-    monkeypatch.setattr(Store, "member_pages", _broken)
+    monkeypatch.setattr(Store, "members", _broken)
     world.send(alice, json.dumps({"type": "publish", "data": MARKER}))
     monkeypatch.setattr(Store, "join", _broken)
     world.send(alice, json.dumps({"type": "join", "channelId": "lobby", "note": MARKER}))
