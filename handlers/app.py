@@ -61,60 +61,63 @@ class ChannelApp:
             ),
         )
 
+    def _once(self, attribute: str, build: Callable[[], Any]) -> Any:
+        """``self.<attribute>``, built by ``build`` on first use, once even
+        when threads share the app (local mode)."""
+        value = getattr(self, attribute)
+        if value is None:
+            with self._building:
+                value = getattr(self, attribute)
+                if value is None:
+                    value = build()
+                    setattr(self, attribute, value)
+        return value
+
     @property
     def store(self) -> Store:
-        if self._store is None:
-            with self._building:
-                return self._build_store()
-        return self._store
+        return self._once("_store", self._new_store)
 
-    def _build_store(self) -> Store:
-        if self._store is None:
-            if self._dynamodb is None:
-                from . import dynamodb
+    def _new_store(self) -> Store:
+        if self._dynamodb is None:
+            from . import dynamodb
 
-                # Endpoint, region and credentials come from the environment
-                # (AWS_ENDPOINT_URL_DYNAMODB when set), so the same code reaches
-                # AWS, moto and local mode. The app may be shared by threads
-                # (local mode): the client keeps a pool of connections.
-                self._dynamodb = dynamodb.client(
-                    os.environ, max_attempts=DYNAMODB_MAX_ATTEMPTS, pool_size=DYNAMODB_POOL_CONNECTIONS,
-                    read_timeout=float(self._environ.get(spec.ENV_DYNAMODB_READ_TIMEOUT) or spec.READ_TIMEOUT),
-                )
-            self._store = Store(
-                self._dynamodb, self._environ[spec.ENV_TABLE_NAME], self._environ[spec.ENV_INDEX_NAME]
+            # Endpoint, region and credentials come from the environment
+            # (AWS_ENDPOINT_URL_DYNAMODB when set), so the same code reaches
+            # AWS, moto and local mode. The app may be shared by threads
+            # (local mode): the client keeps a pool of connections.
+            self._dynamodb = dynamodb.client(
+                os.environ, max_attempts=DYNAMODB_MAX_ATTEMPTS, pool_size=DYNAMODB_POOL_CONNECTIONS,
+                read_timeout=float(self._environ.get(spec.ENV_DYNAMODB_READ_TIMEOUT) or spec.READ_TIMEOUT),
             )
-        return self._store
+        return Store(self._dynamodb, self._environ[spec.ENV_TABLE_NAME], self._environ[spec.ENV_INDEX_NAME])
 
     @property
     def sender(self) -> Any:
         """The :class:`sender.Sender` that fans a publish out."""
-        if self._sender is None:
-            with self._building:
-                return self._build_sender()
-        return self._sender
+        return self._once("_sender", self._new_sender)
 
-    def _build_sender(self) -> Any:
-        if self._sender is None:
-            from .sender import Sender, management_client
+    def _new_sender(self) -> Any:
+        from .sender import Sender, management_client
 
-            in_flight = int(self._environ.get(spec.ENV_POSTS_IN_FLIGHT) or spec.DEFAULT_POSTS_IN_FLIGHT)
-            if self._management is None:
-                self._management = management_client(self._environ[spec.ENV_MANAGEMENT_ENDPOINT], in_flight)
-            self._sender = Sender(self._management, in_flight)
-        return self._sender
+        in_flight = int(self._environ.get(spec.ENV_POSTS_IN_FLIGHT) or spec.DEFAULT_POSTS_IN_FLIGHT)
+        if self._management is None:
+            self._management = management_client(self._environ[spec.ENV_MANAGEMENT_ENDPOINT], in_flight)
+        return Sender(self._management, in_flight)
 
     @property
     def queue(self) -> Any:
         """The fan-out queue (a :class:`handoff.Queue`), or None when the
         environment names none: then a publish posts to every member itself."""
-        if self._queue is None and self._environ.get(spec.ENV_FANOUT_QUEUE_URL):
-            with self._building:
-                if self._queue is None:
-                    from . import handoff
+        url = self._environ.get(spec.ENV_FANOUT_QUEUE_URL)
+        if not url and self._queue is None:
+            return None
 
-                    self._queue = handoff.queue(self._environ[spec.ENV_FANOUT_QUEUE_URL])
-        return self._queue
+        def new_queue() -> Any:
+            from . import handoff
+
+            return handoff.queue(url)
+
+        return self._once("_queue", new_queue)
 
     @property
     def inline_limit(self) -> int | None:

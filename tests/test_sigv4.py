@@ -76,25 +76,35 @@ def test_a_post_is_signed_as_boto3s_post_to_connection_signs_it(credentials: sig
         aws_access_key_id=credentials.access_key, aws_secret_access_key=credentials.secret_key,
         aws_session_token=credentials.token,
     )
+    sent = boto3_request(client, lambda: client.post_to_connection(ConnectionId=connection_id, Data=payload), moment)
+
+    api = ManagementApi(endpoint, sigv4.Signer(lambda: credentials, "eu-west-1"))
+    ours = api._signer.headers("POST", api.host, api.path(connection_id), payload, now=moment.timestamp())
+    assert sent["url"] == f"https://{api.host}{api.path(connection_id)}"
+    assert {name: sent["headers"][name] for name in ours} == ours
+
+
+def boto3_request(client: Any, call: Any, moment: datetime.datetime) -> dict[str, Any]:
+    """The request boto3 would send for ``call()`` at ``moment``: its url,
+    body and headers, captured just before sending (nothing is sent)."""
     sent: dict[str, Any] = {}
 
     class Captured(Exception):
         pass
 
     def capture(request: Any, **_: Any) -> None:
-        sent.update(url=request.url, headers={k: v.decode() if isinstance(v, bytes) else v
-                                              for k, v in request.headers.items()})
+        sent.update(url=request.url, body=request.body,
+                    headers={k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()})
         raise Captured
 
-    client.meta.events.register("before-send.apigatewaymanagementapi.PostToConnection", capture)
-    with mock.patch("botocore.auth.get_current_datetime", return_value=moment.replace(tzinfo=None)):
-        with pytest.raises(Captured):
-            client.post_to_connection(ConnectionId=connection_id, Data=payload)
-
-    api = ManagementApi(endpoint, sigv4.Signer(lambda: credentials, "eu-west-1"))
-    ours = api._signer.headers("POST", api.host, api.path(connection_id), payload, now=moment.timestamp())
-    assert sent["url"] == f"https://{api.host}{api.path(connection_id)}"
-    assert {name: sent["headers"][name] for name in ours} == ours
+    client.meta.events.register("before-send", capture)
+    try:
+        with mock.patch("botocore.auth.get_current_datetime", return_value=moment.replace(tzinfo=None)):
+            with pytest.raises(Captured):
+                call()
+    finally:
+        client.meta.events.unregister("before-send", capture)
+    return sent
 
 
 def test_the_signing_key_is_derived_once_per_day() -> None:
@@ -156,21 +166,8 @@ def test_a_dynamodb_request_is_signed_as_boto3_signs_it(endpoint: str, credentia
                   "ExpressionAttributeValues": {":c": {"S": "x"}}},
     }
     for method, params in calls.items():
-        sent: dict[str, Any] = {}
-
-        class Captured(Exception):
-            pass
-
-        def capture(request: Any, **_: Any) -> None:
-            sent.update(body=request.body, headers={k: v.decode() if isinstance(v, bytes) else v
-                                                    for k, v in request.headers.items()})
-            raise Captured
-
-        client.meta.events.register("before-send.dynamodb.*", capture, unique_id="capture")
         for moment in MOMENTS:
-            with mock.patch("botocore.auth.get_current_datetime", return_value=moment.replace(tzinfo=None)):
-                with pytest.raises(Captured):
-                    getattr(client, method)(**params)
+            sent = boto3_request(client, lambda: getattr(client, method)(**params), moment)
             operation = dynamodb.OPERATIONS[method]
             extra = {"Content-Type": awsjson.CONTENT_TYPE, "X-Amz-Target": dynamodb.TARGET_PREFIX + operation}
             assert {name: sent["headers"][name] for name in extra} == extra
