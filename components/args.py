@@ -12,10 +12,25 @@ Pulumi.yaml); :func:`from_config` reads them.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, TypedDict
 
+from . import backend as backend_contract
 from .handlers import protocol, spec
+
+
+class HttpBackend(TypedDict, total=False):
+    """An HTTP server that serves the routes instead of the Lambda handlers
+    (``ChannelServerArgs.backend``)."""
+
+    url: str
+    """Where API Gateway POSTs each event's envelope: an ``http://`` or
+    ``https://`` URL. Required."""
+
+    timeout_ms: int
+    """How long API Gateway waits for the backend's answer, 50 to 29000 ms.
+    Default 29000."""
 
 
 class ChannelServerArgs(TypedDict, total=False):
@@ -79,6 +94,20 @@ class ChannelServerArgs(TypedDict, total=False):
     then posts to the first ones itself: its publishSuccess then says how
     many were queued, for whom the message is accepted for delivery rather
     than delivered."""
+    heartbeat_interval_minutes: int
+    """Server heartbeats: every this many minutes, 1 to 9, a scheduled function
+    sends ``{"type": "heartbeat"}`` to every live connection and closes those
+    found gone, so idle clients stay connected up to API Gateway's 2-hour
+    limit without pinging. 0 or unset: off (default). Costs one API Gateway
+    message per connection per interval (docs/architecture.md, "Heartbeats")."""
+
+    backend: HttpBackend
+    """Serve the routes from an HTTP server instead of the Lambda handlers:
+    ``{"url": "https://…", "timeout_ms": 29000}``. Every route gets an HTTP
+    integration that POSTs a JSON envelope (docs/architecture.md, "HTTP
+    backend"); no handler functions and no fan-out queue are built. Unset:
+    the Lambda handlers (default). ``url`` may be a ``pulumi.Output``."""
+
     tags: dict[str, str]
     """Tags on every resource that takes tags."""
 
@@ -112,7 +141,14 @@ class Settings:
     max_message_bytes: int = protocol.API_GATEWAY_MAX_MESSAGE_BYTES
     posts_in_flight: int = spec.DEFAULT_POSTS_IN_FLIGHT
     inline_fanout_limit: int = spec.DEFAULT_INLINE_FANOUT_LIMIT
+    heartbeat_interval_minutes: int = 0
+    backend: Mapping[str, Any] | None = None
+    """None: the Lambda handlers; else {"url": str or Output, "timeout_ms": int}."""
     tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def heartbeats(self) -> bool:
+        return self.heartbeat_interval_minutes > 0
 
 
 def _fail(name: str, value: Any, what: str) -> ChannelServerArgsError:
@@ -179,6 +215,13 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
     )
     posts_in_flight = _int("posts_in_flight", s.posts_in_flight, 1, spec.MAX_POSTS_IN_FLIGHT)
     inline_fanout_limit = _int("inline_fanout_limit", s.inline_fanout_limit, 1, spec.MAX_INLINE_FANOUT_LIMIT)
+    heartbeat = _int("heartbeat_interval_minutes", s.heartbeat_interval_minutes, 0, spec.MAX_HEARTBEAT_MINUTES,
+                     " minutes (0 is off; API Gateway closes idle connections after 10)")
+    http_backend = _backend(s.backend)
+    if http_backend is not None and heartbeat:
+        raise _fail("heartbeat_interval_minutes", heartbeat,
+                    "server heartbeats come from the Lambda handlers; with an HTTP backend, send them from "
+                    "the backend (or leave backend unset)")
     if not isinstance(s.tags, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in s.tags.items()):
         raise _fail("tags", s.tags, "must map strings to strings")
     return Settings(
@@ -196,8 +239,52 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
         max_message_bytes=max_bytes,
         posts_in_flight=posts_in_flight,
         inline_fanout_limit=inline_fanout_limit,
+        heartbeat_interval_minutes=heartbeat,
+        backend=http_backend,
         tags=dict(s.tags),
     )
+
+
+def check_backend_url(url: Any) -> str:
+    """``url`` when API Gateway can post to it; else ChannelServerArgsError.
+    Also what an Output's URL is checked with once it resolves."""
+    if not isinstance(url, str):
+        raise _fail("backend", {"url": url}, "url must be a string")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail("backend", {"url": url}, "url must be an http:// or https:// URL with a host")
+    if any(ch.isspace() for ch in url):
+        raise _fail("backend", {"url": url}, "url must not contain spaces")
+    return url
+
+
+def _backend(value: Any) -> dict[str, Any] | None:
+    """The HTTP backend's settings with defaults, or None for the Lambda handlers."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _fail("backend", value, 'must be {"url": "https://…", "timeout_ms": N}, or unset for the Lambda handlers')
+    unknown = sorted(set(value) - {"url", "timeout_ms"})
+    if unknown:
+        raise _fail("backend", dict(value), f"has no field {', '.join(unknown)}; use url and timeout_ms")
+    if value.get("url") is None:
+        raise _fail("backend", dict(value), "url is required")
+    url = value["url"]
+    if not _is_output(url):
+        check_backend_url(url)
+    timeout = value.get("timeout_ms")
+    timeout = backend_contract.DEFAULT_TIMEOUT_MS if timeout is None else _int(
+        "backend.timeout_ms", timeout, backend_contract.MIN_TIMEOUT_MS, backend_contract.MAX_TIMEOUT_MS,
+        " ms (API Gateway's integration timeout range)")
+    return {"url": url, "timeout_ms": timeout}
+
+
+def _is_output(value: Any) -> bool:
+    try:
+        import pulumi
+    except ImportError:  # local mode's own process never loads Pulumi
+        return False
+    return isinstance(value, pulumi.Output)
 
 
 def config_key(field_name: str) -> str:
@@ -206,15 +293,30 @@ def config_key(field_name: str) -> str:
     return head + "".join(part.capitalize() for part in rest)
 
 
+#: Config keys of the fields Pulumi.yaml cannot declare as one key (it has no
+#: object type): the HTTP backend's, one key per field of HttpBackend.
+BACKEND_CONFIG_KEYS = {"url": "backendUrl", "timeout_ms": "backendTimeoutMs"}
+
+
 def from_config(config: Any) -> ChannelServerArgs:
     """ChannelServerArgs from a ``pulumi.Config`` of this project: every key that
-    is set, read with its field's type; unset keys keep the component's defaults."""
+    is set, read with its field's type; unset keys keep the component's defaults.
+    ``backend`` comes from ``backendUrl`` and ``backendTimeoutMs``: the Lambda
+    handlers while ``backendUrl`` is unset or empty."""
     readers = {str: config.get, int: config.get_int, float: config.get_float, dict: config.get_object}
     args: dict[str, Any] = {}
     for name, kind in _field_types().items():
+        if name == "backend":
+            continue
         value = readers[kind](config_key(name))
         if value is not None and value != "":  # "" is Pulumi.yaml's way to say unset
             args[name] = value
+    url = config.get(BACKEND_CONFIG_KEYS["url"])
+    if url:
+        args["backend"] = {"url": url}
+        timeout = config.get_int(BACKEND_CONFIG_KEYS["timeout_ms"])
+        if timeout is not None:
+            args["backend"]["timeout_ms"] = timeout
     return ChannelServerArgs(**args)  # type: ignore[typeddict-item]
 
 

@@ -11,7 +11,13 @@ What it builds (every child parented to the component, named from its name):
   stage that serves it, throttled;
 - for channels larger than one publish serves itself (``inline_fanout_limit``):
   an SQS queue of fan-out chunks with its dead-letter queue, and the fan-out
-  function (``handlers.spec.FANOUT``) behind an event source mapping.
+  function (``handlers.spec.FANOUT``) behind an event source mapping;
+- with ``heartbeat_interval_minutes``: the heartbeat function
+  (``handlers.spec.HEARTBEAT``) and an EventBridge Scheduler schedule, with a
+  role that may invoke only that function;
+- with ``backend`` (an HTTP server instead of the handlers): each route's
+  integration is a non-proxy HTTP one with the request template and
+  integration response of ``channel_server.backend``; no functions, no queues.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ import pulumi
 import pulumi_aws as aws
 
 from . import archive
-from .args import ChannelServerArgs, Settings, resolve
+from . import backend as backend_contract
+from .args import ChannelServerArgs, Settings, check_backend_url, resolve
 from .handlers import spec
 
 TYPE_TOKEN = "channel-server:index:ChannelServer"
@@ -49,6 +56,18 @@ _LAMBDA_TRUST_POLICY = json.dumps(
     }
 )
 
+#: What the schedule passes the heartbeat function: its event. EventBridge
+#: Scheduler fills in the context attribute when it invokes the target.
+HEARTBEAT_INPUT = json.dumps({"source": "channel-server.heartbeat", "scheduledTime": "<aws.scheduler.scheduled-time>"})
+#: How often the scheduler retries a heartbeat invocation that failed to
+#: start (throttled, or Lambda unavailable), within the interval.
+HEARTBEAT_RETRIES = 2
+
+
+def heartbeat_rate(minutes: int) -> str:
+    """The schedule expression of a heartbeat every ``minutes`` minutes."""
+    return f"rate({minutes} minute{'' if minutes == 1 else 's'})"
+
 
 @dataclass(frozen=True)
 class FanOut:
@@ -64,6 +83,21 @@ class FanOut:
     log_group: aws.cloudwatch.LogGroup
     mapping: aws.lambda_.EventSourceMapping
     """The event source mapping that invokes the function with each chunk."""
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What sends server heartbeats (``heartbeat_interval_minutes``)."""
+
+    function: aws.lambda_.Function
+    role: aws.iam.Role
+    policy: aws.iam.RolePolicy
+    log_group: aws.cloudwatch.LogGroup
+    schedule: aws.scheduler.Schedule
+    """Invokes the function every interval, with HEARTBEAT_INPUT."""
+    scheduler_role: aws.iam.Role
+    """The role EventBridge Scheduler assumes: it may invoke only the function."""
+    scheduler_policy: aws.iam.RolePolicy
 
 
 class ChannelServer(pulumi.ComponentResource):
@@ -102,7 +136,9 @@ class ChannelServer(pulumi.ComponentResource):
     log_groups: dict[str, aws.cloudwatch.LogGroup]
     """Each function's log group (with retention)."""
     integrations: dict[str, aws.apigatewayv2.Integration]
-    """Each route's AWS_PROXY integration."""
+    """Each route's integration: AWS_PROXY to its function, or HTTP to the backend."""
+    integration_responses: dict[str, aws.apigatewayv2.IntegrationResponse]
+    """With an HTTP backend: each route's integration response (any 2xx answer)."""
     routes: dict[str, aws.apigatewayv2.Route]
     """The API's routes."""
     route_responses: dict[str, aws.apigatewayv2.RouteResponse]
@@ -110,8 +146,11 @@ class ChannelServer(pulumi.ComponentResource):
     the function's return value is the reply to the sender."""
     permissions: dict[str, aws.lambda_.Permission]
     """API Gateway's permission to invoke each function, scoped to its stage and route."""
-    fanout: FanOut
-    """The fan-out queue and function, for channels beyond the inline limit."""
+    fanout: FanOut | None
+    """The fan-out queue and function, for channels beyond the inline limit
+    (None with an HTTP backend)."""
+    heartbeat: Heartbeat | None
+    """The heartbeat function and its schedule (None while heartbeats are off)."""
 
     def __init__(
         self,
@@ -139,13 +178,21 @@ class ChannelServer(pulumi.ComponentResource):
         )
         self.url = self.api.api_endpoint.apply(lambda endpoint: f"{endpoint}/{settings.stage_name}")
 
-        code = archive.handler_archive()
-        self._queues = self._create_queues()
         self.functions, self.roles, self.policies, self.log_groups = {}, {}, {}, {}
         self.integrations, self.routes, self.route_responses, self.permissions = {}, {}, {}, {}
-        for route in spec.ROUTES:
-            self._create_route(route, code)
-        self.fanout = self._create_fanout(code)
+        self.integration_responses = {}
+        self.fanout = self.heartbeat = None
+        if settings.backend is not None:
+            for route in spec.ROUTES:
+                self._create_http_route(route, settings.backend)
+        else:
+            code = archive.handler_archive()
+            self._queues = self._create_queues()
+            for route in spec.ROUTES:
+                self._create_route(route, code)
+            self.fanout = self._create_fanout(code)
+            if settings.heartbeats:
+                self.heartbeat = self._create_heartbeat(code)
         self.deployment, self.stage = self._create_stage()
 
         self.table_name = self.table.name
@@ -173,18 +220,13 @@ class ChannelServer(pulumi.ComponentResource):
             attributes=[
                 aws.dynamodb.TableAttributeArgs(name=spec.CONNECTION_ID, type="S"),
                 aws.dynamodb.TableAttributeArgs(name=spec.CHANNEL_ID, type="S"),
+                aws.dynamodb.TableAttributeArgs(name=spec.HEARTBEAT_SHARD, type="N"),
             ],
             global_secondary_indexes=[
-                aws.dynamodb.TableGlobalSecondaryIndexArgs(
-                    name=spec.CHANNEL_INDEX,
-                    key_schemas=[
-                        aws.dynamodb.TableGlobalSecondaryIndexKeySchemaArgs(
-                            attribute_name=spec.CHANNEL_ID, key_type="HASH"
-                        )
-                    ],
-                    projection_type="INCLUDE",
-                    non_key_attributes=list(spec.INDEX_PROJECTED),
-                )
+                _index(spec.CHANNEL_INDEX, spec.CHANNEL_ID, spec.INDEX_PROJECTED),
+                # sparse: only live state rows carry the shard, and only while
+                # heartbeats are on; empty, it costs nothing
+                _index(spec.HEARTBEAT_INDEX, spec.HEARTBEAT_SHARD, spec.HEARTBEAT_INDEX_PROJECTED),
             ],
             # rows of connections whose $disconnect never arrived expire after
             # API Gateway's 2-hour connection limit
@@ -236,10 +278,57 @@ class ChannelServer(pulumi.ComponentResource):
         )
         return FanOut(queue, dead_letters, function, role, policy, log_group, mapping)
 
+    # --- server heartbeats: the function and its schedule ------------------------------
+
+    def _create_heartbeat(self, code: pulumi.AssetArchive) -> Heartbeat:
+        minutes = self._settings.heartbeat_interval_minutes
+        slug = f"{self._name}-{spec.HEARTBEAT.function}"
+        function, role, policy, log_group = self._create_function(
+            spec.HEARTBEAT, code, timeout=spec.HEARTBEAT_TIMEOUT_SECONDS)
+        # Scheduler assumes this role to invoke the function, for schedules of
+        # this account only (the confused-deputy guard AWS documents).
+        scheduler_role = aws.iam.Role(
+            f"{slug}-schedule",
+            assume_role_policy=function.arn.apply(lambda arn: json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": {"Service": "scheduler.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                    "Condition": {"StringEquals": {"aws:SourceAccount": arn.split(":")[4]}},
+                }],
+            })),
+            tags=self._tags,
+            opts=self._child,
+        )
+        scheduler_policy = aws.iam.RolePolicy(
+            f"{slug}-schedule",
+            role=scheduler_role.id,
+            policy=function.arn.apply(lambda arn: json.dumps(
+                {"Version": "2012-10-17", "Statement": [_allow(["lambda:InvokeFunction"], [arn])]})),
+            opts=self._child,
+        )
+        schedule = aws.scheduler.Schedule(
+            slug,
+            schedule_expression=heartbeat_rate(minutes),
+            flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
+            target=aws.scheduler.ScheduleTargetArgs(
+                arn=function.arn,
+                role_arn=scheduler_role.arn,
+                input=HEARTBEAT_INPUT,
+                # a run that could not start is worth trying only until the next one
+                retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
+                    maximum_event_age_in_seconds=minutes * 60, maximum_retry_attempts=HEARTBEAT_RETRIES,
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[scheduler_policy]),
+        )
+        return Heartbeat(function, role, policy, log_group, schedule, scheduler_role, scheduler_policy)
+
     # --- one function: role, policy, logs ----------------------------------------------
 
     def _create_function(
-        self, definition: spec.Function, code: pulumi.AssetArchive
+        self, definition: spec.Function, code: pulumi.AssetArchive, timeout: int | None = None
     ) -> tuple[aws.lambda_.Function, aws.iam.Role, aws.iam.RolePolicy, aws.cloudwatch.LogGroup]:
         s = self._settings
         slug = f"{self._name}-{definition.function}"
@@ -266,7 +355,7 @@ class ChannelServer(pulumi.ComponentResource):
             role=role.arn,
             # a fan-out is bound by CPU, and Lambda's CPU grows with memory
             memory_size=s.publish_memory_mb if definition.fans_out else s.lambda_memory_mb,
-            timeout=s.lambda_timeout_seconds,
+            timeout=timeout or s.lambda_timeout_seconds,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables=self._environment()),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=log_group.name),
             tags=self._tags,
@@ -289,6 +378,25 @@ class ChannelServer(pulumi.ComponentResource):
             integration_uri=function.invoke_arn,
             opts=self._child,
         )
+        self._add_route(route, integration)
+        self.permissions[route.key] = aws.lambda_.Permission(
+            slug,
+            action="lambda:InvokeFunction",
+            function=function.name,
+            principal="apigateway.amazonaws.com",
+            # only this API's stage, only this route
+            source_arn=self.api.execution_arn.apply(lambda arn: f"{arn}/{s.stage_name}/{route.key}"),
+            opts=self._child,
+        )
+        self.functions[route.key] = function
+        self.roles[route.key] = role
+        self.policies[route.key] = policy
+        self.log_groups[route.key] = log_group
+
+    def _add_route(self, route: spec.Route, integration: aws.apigatewayv2.Integration) -> None:
+        """The route to ``integration``, with its route response when two-way."""
+        slug = f"{self._name}-{route.function}"
+        self.integrations[route.key] = integration
         self.routes[route.key] = aws.apigatewayv2.Route(
             slug,
             api_id=self.api.id,
@@ -306,20 +414,36 @@ class ChannelServer(pulumi.ComponentResource):
                 route_response_key=spec.ROUTE_RESPONSE_KEY,
                 opts=self._child,
             )
-        self.permissions[route.key] = aws.lambda_.Permission(
+
+    def _create_http_route(self, route: spec.Route, backend: dict[str, Any]) -> None:
+        """The route, served by the HTTP backend: a non-proxy HTTP integration
+        that posts the envelope, and one integration response (any 2xx),
+        without which API Gateway fails every request after the backend
+        answered ("No match for output mapping"), and with which any other
+        status refuses a $connect (see channel_server.backend)."""
+        slug = f"{self._name}-{route.function}"
+        url = pulumi.Output.from_input(backend["url"]).apply(check_backend_url)
+        integration = aws.apigatewayv2.Integration(
             slug,
-            action="lambda:InvokeFunction",
-            function=function.name,
-            principal="apigateway.amazonaws.com",
-            # only this API's stage, only this route
-            source_arn=self.api.execution_arn.apply(lambda arn: f"{arn}/{s.stage_name}/{route.key}"),
+            api_id=self.api.id,
+            integration_type="HTTP",
+            integration_method="POST",
+            integration_uri=url,
+            timeout_milliseconds=backend["timeout_ms"],
+            request_templates={backend_contract.REQUEST_TEMPLATE_KEY: backend_contract.request_template(route.key)},
+            template_selection_expression=backend_contract.TEMPLATE_SELECTION_EXPRESSION,
+            passthrough_behavior=backend_contract.PASSTHROUGH_BEHAVIOR,
+            request_parameters=dict(backend_contract.REQUEST_PARAMETERS),
             opts=self._child,
         )
-        self.functions[route.key] = function
-        self.roles[route.key] = role
-        self.policies[route.key] = policy
-        self.log_groups[route.key] = log_group
-        self.integrations[route.key] = integration
+        self.integration_responses[route.key] = aws.apigatewayv2.IntegrationResponse(
+            slug,
+            api_id=self.api.id,
+            integration_id=integration.id,
+            integration_response_key=backend_contract.INTEGRATION_RESPONSE_KEY,
+            opts=self._child,
+        )
+        self._add_route(route, integration)
 
     def _environment(self) -> dict[str, Any]:
         s = self._settings
@@ -332,6 +456,7 @@ class ChannelServer(pulumi.ComponentResource):
             spec.ENV_POSTS_IN_FLIGHT: str(s.posts_in_flight),
             spec.ENV_INLINE_FANOUT_LIMIT: str(s.inline_fanout_limit),
             spec.ENV_FANOUT_QUEUE_URL: self._queues[0].url,
+            **({spec.ENV_HEARTBEATS: "1"} if s.heartbeats else {}),
         }
 
     def _policy_document(self, function: spec.Function, log_group: aws.cloudwatch.LogGroup) -> pulumi.Output[str]:
@@ -340,13 +465,18 @@ class ChannelServer(pulumi.ComponentResource):
         posting to this stage's connections, writing to its own log group. No
         wildcard actions, no wildcard resources."""
         stage = self._settings.stage_name
+        heartbeats = self._settings.heartbeats
 
         def document(table_arn: str, execution_arn: str, log_group_arn: str, queue_arn: str) -> str:
             statements = []
-            if function.table_actions:
-                statements.append(_allow(function.table_actions, [table_arn]))
+            table_actions = {*function.table_actions, *(function.heartbeat_table_actions if heartbeats else ())}
+            if table_actions:
+                statements.append(_allow(table_actions, [table_arn]))
             if function.index_actions:
                 statements.append(_allow(function.index_actions, [f"{table_arn}/index/{spec.CHANNEL_INDEX}"]))
+            if function.heartbeat_index_actions:
+                statements.append(
+                    _allow(function.heartbeat_index_actions, [f"{table_arn}/index/{spec.HEARTBEAT_INDEX}"]))
             if function.queue_actions:
                 statements.append(_allow(function.queue_actions, [queue_arn]))
             if function.posts:
@@ -370,7 +500,9 @@ class ChannelServer(pulumi.ComponentResource):
             *[
                 pulumi.Output.all(
                     key, self.routes[key].id, self.integrations[key].id, self.integrations[key].integration_uri,
+                    self.integrations[key].request_templates, self.integrations[key].timeout_milliseconds,
                     self.route_responses[key].id if key in self.route_responses else "",
+                    self.integration_responses[key].id if key in self.integration_responses else "",
                 )
                 for key in sorted(self.routes)
             ]
@@ -384,7 +516,8 @@ class ChannelServer(pulumi.ComponentResource):
             triggers={"routes": wiring.apply(lambda rows: json.dumps(rows, sort_keys=True))},
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[*self.routes.values(), *self.route_responses.values(), *self.permissions.values()],
+                depends_on=[*self.routes.values(), *self.route_responses.values(), *self.permissions.values(),
+                            *self.integration_responses.values()],
             ),
         )
         stage = aws.apigatewayv2.Stage(
@@ -403,8 +536,18 @@ class ChannelServer(pulumi.ComponentResource):
         return deployment, stage
 
 
+def _index(name: str, hash_key: str, projected: tuple[str, ...]) -> aws.dynamodb.TableGlobalSecondaryIndexArgs:
+    """A global secondary index on ``hash_key`` projecting ``projected`` besides the keys."""
+    return aws.dynamodb.TableGlobalSecondaryIndexArgs(
+        name=name,
+        key_schemas=[aws.dynamodb.TableGlobalSecondaryIndexKeySchemaArgs(attribute_name=hash_key, key_type="HASH")],
+        projection_type="INCLUDE",
+        non_key_attributes=list(projected),
+    )
+
+
 def _allow(actions: Any, resources: list[str]) -> dict:
     return {"Effect": "Allow", "Action": sorted(actions), "Resource": resources}
 
 
-__all__ = ["ChannelServer", "ChannelServerArgs", "FanOut", "Settings", "TYPE_TOKEN"]
+__all__ = ["ChannelServer", "ChannelServerArgs", "FanOut", "Heartbeat", "Settings", "TYPE_TOKEN"]

@@ -187,6 +187,12 @@ class AwsMocks(pulumi.runtime.Mocks):
         outputs["url"] = f"https://sqs.{self.region}.amazonaws.com/{self.account}/{name}"
         return outputs["url"]  # a queue's id is its URL
 
+    def _schedule(self, args: Any, outputs: dict) -> str:
+        name = self._auto_name(args, outputs)
+        group = outputs.get("groupName") or "default"
+        outputs["arn"] = f"arn:aws:scheduler:{self.region}:{self.account}:schedule/{group}/{name}"
+        return f"{group}/{name}"  # a schedule's id is group/name
+
     def _short_id(self, args: Any, outputs: dict) -> str:
         return _suffix(args.typ + args.name)
 
@@ -198,6 +204,8 @@ class AwsMocks(pulumi.runtime.Mocks):
         "aws:apigatewayv2/integration:Integration": _short_id,
         "aws:apigatewayv2/route:Route": _short_id,
         "aws:apigatewayv2/routeResponse:RouteResponse": _short_id,
+        "aws:apigatewayv2/integrationResponse:IntegrationResponse": _short_id,
+        "aws:scheduler/schedule:Schedule": _schedule,
         "aws:lambda/function:Function": _function,
         "aws:iam/role:Role": _role,
         "aws:cloudwatch/logGroup:LogGroup": _log_group,

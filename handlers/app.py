@@ -31,6 +31,9 @@ OK = {"statusCode": 200}
 DYNAMODB_MAX_ATTEMPTS = 5
 #: The DynamoDB client's connection pool.
 DYNAMODB_POOL_CONNECTIONS = 32
+#: The channel of a heartbeat's posts (and of its queued chunks): none, so a
+#: connection found gone is closed wherever it is (no channel id is empty).
+NO_CHANNEL = ""
 #: What the sender sees when something broke on our side.
 INTERNAL_ERROR = "internal error; the request was not carried out"
 
@@ -89,7 +92,8 @@ class ChannelApp:
                 os.environ, max_attempts=DYNAMODB_MAX_ATTEMPTS, pool_size=DYNAMODB_POOL_CONNECTIONS,
                 read_timeout=float(self._environ.get(spec.ENV_DYNAMODB_READ_TIMEOUT) or spec.READ_TIMEOUT),
             )
-        return Store(self._dynamodb, self._environ[spec.ENV_TABLE_NAME], self._environ[spec.ENV_INDEX_NAME])
+        return Store(self._dynamodb, self._environ[spec.ENV_TABLE_NAME], self._environ[spec.ENV_INDEX_NAME],
+                     heartbeats=self.heartbeats)
 
     @property
     def sender(self) -> Any:
@@ -120,6 +124,11 @@ class ChannelApp:
         return self._once("_queue", new_queue)
 
     @property
+    def heartbeats(self) -> bool:
+        """Whether server heartbeats are on: connections register on $connect."""
+        return self._environ.get(spec.ENV_HEARTBEATS) == "1"
+
+    @property
     def inline_limit(self) -> int | None:
         """Members a publish posts to itself; None: all of them (no queue)."""
         if not self._environ.get(spec.ENV_FANOUT_QUEUE_URL):
@@ -130,6 +139,13 @@ class ChannelApp:
 
     def connect(self, event: WebSocketEvent) -> dict:
         _log_event(event)
+        if self.heartbeats:
+            try:
+                self.store.register(event.connection_id)
+            except Exception:
+                # The connection works without heartbeats (a joined one is
+                # listed from its join on): not a reason to refuse it.
+                _log_failure(event, "registering the connection for heartbeats failed")
         return OK
 
     def disconnect(self, event: WebSocketEvent) -> dict:
@@ -187,6 +203,31 @@ class ChannelApp:
 
     def default(self, event: WebSocketEvent) -> dict:
         return self._message(event, self._default)
+
+    def heartbeat(self, event: Mapping[str, Any], context: Any = None) -> dict:
+        """Send the heartbeat frame to every live connection (the heartbeat
+        index), as a publish sends a message: the first inline-limit ones
+        itself, the others in chunks through the fan-out queue. Connections
+        found gone are closed in the table. ``event`` is the schedule's input;
+        the summary it returns is logged (the scheduler discards it)."""
+        deadline = _fanout_deadline(context)
+        log = {"scheduledTime": event.get("scheduledTime") if isinstance(event, Mapping) else None}
+        targets = self.store.connections()
+        payload = protocol.encode(protocol.heartbeat())
+        limit = self.inline_limit
+        inline, beyond = (targets, []) if limit is None else (targets[:limit], targets[limit:])
+        queued = lost = 0
+        if beyond:
+            try:
+                queued, lost = self.queue.send(NO_CHANNEL, beyond, payload, deadline)
+            except Exception:
+                logger.exception("queueing heartbeats failed", extra=log)
+                lost = len(beyond)
+        deliveries = self._deliver(inline, payload, NO_CHANNEL, deadline, log)
+        summary = {"connections": len(targets), "delivered": deliveries.delivered, "gone": len(deliveries.gone),
+                   "failed": len(deliveries.failed) + lost, "queued": queued}
+        logger.info("heartbeat sent", extra={**log, **summary})
+        return summary
 
     # --- behaviour -----------------------------------------------------------------
 
@@ -257,11 +298,16 @@ class ChannelApp:
     def _deliver(self, targets: list[str], payload: bytes, channel: str, deadline: float | None,
                  context: dict) -> Any:
         """Post ``payload`` to ``targets``; remove those found gone (closed
-        for good: not failures) from ``channel``; log each failure."""
+        for good: not failures) from ``channel``, or close them wherever they
+        are when ``channel`` is NO_CHANNEL (a heartbeat); log each failure."""
         deliveries = self.sender.post_many(targets, payload, deadline)
         if deliveries.gone:
             try:
-                self.store.remove_gone(deliveries.gone, channel)
+                if channel == NO_CHANNEL:
+                    for connection_id in deliveries.gone:
+                        self.store.close_connection(connection_id)
+                else:
+                    self.store.remove_gone(deliveries.gone, channel)
             except Exception:
                 logger.exception("removing gone connections failed", extra=context)
         for failure in deliveries.failed:
@@ -361,3 +407,8 @@ def fanout(event: dict, context: Any = None) -> dict:
 
 def default(event: dict, context: Any = None) -> dict:
     return _default_app().default(WebSocketEvent(event))
+
+
+def heartbeat(event: dict, context: Any = None) -> dict:
+    """The heartbeat function's entry point: the schedule's input."""
+    return _default_app().heartbeat(event, context)

@@ -242,6 +242,12 @@ def error(reason: str) -> dict:
     return {"type": "error", "data": reason}
 
 
+def heartbeat() -> dict:
+    """The server's heartbeat (``heartbeatIntervalMinutes``): traffic that
+    keeps an idle connection open. Clients ignore it."""
+    return {"type": "heartbeat"}
+
+
 NOT_IN_CHANNEL = "not in a channel; send a join first"
 
 

@@ -21,6 +21,9 @@ ENV_POSTS_IN_FLIGHT = "CHANNEL_POSTS_IN_FLIGHT"
 #: the others to (see "large channels" below).
 ENV_INLINE_FANOUT_LIMIT = "CHANNEL_INLINE_FANOUT_LIMIT"
 ENV_FANOUT_QUEUE_URL = "CHANNEL_FANOUT_QUEUE_URL"
+#: "1" when server heartbeats are on: $connect registers the connection and
+#: every state row joins the heartbeat index (see "heartbeats" below).
+ENV_HEARTBEATS = "CHANNEL_HEARTBEATS"
 #: Not set by the component: local mode sets it for its embedded DynamoDB
 #: (moto, one request at a time), whose query of a channel takes about 0.5 ms
 #: per member, 2 s at 5,000. Seconds; default READ_TIMEOUT.
@@ -95,6 +98,29 @@ STATE_ROW_PREFIX = "$connection#"
 MAX_CONNECTION_SECONDS = 2 * 60 * 60
 ROW_TTL_SECONDS = MAX_CONNECTION_SECONDS + 5 * 60
 
+# --- server heartbeats --------------------------------------------------------------
+
+#: The heartbeat interval's range in minutes (its ``heartbeatIntervalMinutes``
+#: setting; 0 is off). API Gateway closes a connection after 10 idle minutes,
+#: so a heartbeat must come before that; EventBridge Scheduler's shortest
+#: rate is one minute.
+MIN_HEARTBEAT_MINUTES, MAX_HEARTBEAT_MINUTES = 1, 9
+#: The heartbeat function's timeout: it lists the connections and posts to
+#: the first inlineFanoutLimit of them itself, queueing the rest for the
+#: fan-out function, well within the shortest interval.
+HEARTBEAT_TIMEOUT_SECONDS = 60
+#: The sparse index of live connections: only registered and joined state
+#: rows carry HEARTBEAT_SHARD (tombstones and memberships do not), so the
+#: heartbeat reads exactly the connections it posts to and never a membership.
+HEARTBEAT_INDEX = "byHeartbeatShard"
+#: Its partition key: a number from 0 to HEARTBEAT_SHARDS - 1, from a hash of
+#: the connection id. Ten keys spread the index's writes (one partition key
+#: takes about 1,000 writes a second) over ten partitions.
+HEARTBEAT_SHARD = "heartbeatShard"
+HEARTBEAT_SHARDS = 10
+#: Attributes the heartbeat index projects besides its keys.
+HEARTBEAT_INDEX_PROJECTED = (EXPIRES_AT,)
+
 # --- routes -------------------------------------------------------------------------
 
 #: DynamoDB actions, by what the store does with them.
@@ -103,6 +129,8 @@ MOVE_MEMBERSHIP = ("dynamodb:PutItem", "dynamodb:DeleteItem")  # Store.join's tr
 CLOSE_CONNECTION = ("dynamodb:PutItem", "dynamodb:DeleteItem")  # Store.close_connection
 REMOVE_GONE = ("dynamodb:BatchWriteItem",)  # Store.remove_gone
 CLAIM_CHUNK = ("dynamodb:PutItem",)  # Store.claim_chunk
+REGISTER_CONNECTION = ("dynamodb:PutItem",)  # Store.register (heartbeats on)
+LIST_CONNECTIONS = ("dynamodb:Query",)  # Store.connections, on the heartbeat index
 #: SQS actions on the fan-out queue: publish sends chunks, the event source
 #: mapping (with the fan-out function's role) receives and deletes them.
 SEND_CHUNKS = ("sqs:SendMessage",)  # SendMessageBatch is authorised as SendMessage
@@ -119,9 +147,11 @@ class Function:
     """One Lambda function: its entry point and what it may do.
 
     ``table_actions`` are the DynamoDB actions it calls on the table,
-    ``index_actions`` those on the channel index, ``queue_actions`` those on
-    the fan-out queue, and ``posts`` whether it posts to connections through
-    the management API. The component grants exactly these and nothing more.
+    ``heartbeat_table_actions`` those it calls only when heartbeats are on,
+    ``index_actions`` those on the channel index, ``heartbeat_index_actions``
+    those on the heartbeat index, ``queue_actions`` those on the fan-out
+    queue, and ``posts`` whether it posts to connections through the
+    management API. The component grants exactly these and nothing more.
     ``fans_out`` marks a function whose work grows with a channel's size (one
     post per member): it gets the fan-out memory setting, since Lambda's CPU
     grows with memory.
@@ -129,7 +159,9 @@ class Function:
 
     function: str
     table_actions: tuple[str, ...] = ()
+    heartbeat_table_actions: tuple[str, ...] = ()
     index_actions: tuple[str, ...] = ()
+    heartbeat_index_actions: tuple[str, ...] = ()
     queue_actions: tuple[str, ...] = ()
     posts: bool = False
     fans_out: bool = False
@@ -158,7 +190,8 @@ HANDLER_MODULE = "channel_server.handlers.app"
 JOIN, PUBLISH, PING = "join", "publish", "ping"
 
 ROUTES: tuple[Route, ...] = (
-    Route(key="$connect", function="connect"),
+    # registers the connection for heartbeats, when they are on
+    Route(key="$connect", function="connect", heartbeat_table_actions=REGISTER_CONNECTION),
     # closes the connection for good in the table (a tombstone state row)
     Route(key="$disconnect", function="disconnect", table_actions=CLOSE_CONNECTION),
     Route(key=JOIN, function="join", table_actions=READ_STATE + MOVE_MEMBERSHIP, two_way=True),
@@ -179,9 +212,16 @@ ROUTES: tuple[Route, ...] = (
 )
 
 #: The function behind the fan-out queue: posts each queued chunk, removes the
-#: members it found gone. SQS's event source mapping invokes it.
-FANOUT = Function("fanout", table_actions=CLAIM_CHUNK + REMOVE_GONE, queue_actions=TAKE_CHUNKS, posts=True,
-                  fans_out=True)
+#: members it found gone (closes them, for a heartbeat's chunks, which name no
+#: channel). SQS's event source mapping invokes it.
+FANOUT = Function("fanout", table_actions=tuple(dict.fromkeys(CLAIM_CHUNK + REMOVE_GONE + CLOSE_CONNECTION)),
+                  queue_actions=TAKE_CHUNKS, posts=True, fans_out=True)
+
+#: The function the heartbeat schedule invokes: lists the live connections,
+#: posts the heartbeat frame to them (queueing those beyond the inline limit,
+#: as a publish does) and closes those found gone.
+HEARTBEAT = Function("heartbeat", table_actions=CLOSE_CONNECTION, heartbeat_index_actions=LIST_CONNECTIONS,
+                     queue_actions=SEND_CHUNKS, posts=True, fans_out=True)
 
 def management_endpoint(api_endpoint: str, stage: str) -> str:
     """The stage's management API (``https://{api}.execute-api.{region}.amazonaws.com/{stage}``)

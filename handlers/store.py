@@ -5,7 +5,10 @@ Rows (partition key ``connectionId``, sort key ``channelId``):
 - a *membership* row ``(connection, channel)`` with the membership's
   ``senderId``: the channel index lists these to fan out a publish;
 - one *state* row per joined connection, sort key ``$connection#<id>``, holding
-  ``currentChannel``, ``senderId`` and a ``version``. Every join is one
+  ``currentChannel``, ``senderId`` and a ``version``. With heartbeats on,
+  ``$connect`` writes it first (a *registered* row: no channel, no version)
+  and every state row carries ``heartbeatShard``, which puts it in the sparse
+  heartbeat index that lists live connections. Every join is one
   transaction that rewrites the state row on the condition that its version
   is still the one read, moves the membership and so never leaves a
   connection in two channels or half-joined. ``$disconnect`` overwrites the
@@ -20,6 +23,7 @@ Every row carries ``expiresAt`` (TTL). DynamoDB deletes expired rows lazily
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -58,14 +62,29 @@ def state_key(connection_id: str) -> str:
     return spec.STATE_ROW_PREFIX + connection_id
 
 
-class Store:
-    """Memberships in one table. ``client`` is a boto3 DynamoDB client."""
+def heartbeat_shard(connection_id: str) -> int:
+    """The heartbeat index partition a connection's state row goes to."""
+    return zlib.crc32(connection_id.encode("utf-8")) % spec.HEARTBEAT_SHARDS
 
-    def __init__(self, client: Any, table_name: str, index_name: str, clock: Callable[[], float] = time.time):
+
+class Store:
+    """Memberships in one table. ``client`` is a boto3 DynamoDB client.
+    ``heartbeats``: state rows join the heartbeat index (they carry
+    ``heartbeatShard``)."""
+
+    def __init__(self, client: Any, table_name: str, index_name: str, clock: Callable[[], float] = time.time,
+                 *, heartbeats: bool = False):
         self._client = client
         self._table = table_name
         self._index = index_name
         self._clock = clock
+        self._heartbeats = heartbeats
+
+    def _shard(self, connection_id: str) -> dict:
+        """The heartbeat index attribute of a live state row (none when off)."""
+        if not self._heartbeats:
+            return {}
+        return {spec.HEARTBEAT_SHARD: {"N": str(heartbeat_shard(connection_id))}}
 
     def _now(self) -> int:
         return int(self._clock())
@@ -79,8 +98,8 @@ class Store:
             Key=_key(connection_id, state_key(connection_id)),
             ConsistentRead=True,
         ).get("Item")
-        if not item or _expired(item, self._now()) or spec.CLOSED_AT in item:
-            return None
+        if not item or _expired(item, self._now()) or spec.CLOSED_AT in item or spec.CURRENT_CHANNEL not in item:
+            return None  # never joined (at most registered), expired, or closed
         return Membership(
             channel_id=item[spec.CURRENT_CHANNEL]["S"],
             sender_id=item[spec.SENDER_ID]["S"],
@@ -107,6 +126,30 @@ class Store:
                 return found
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def connections(self) -> list[str]:
+        """Every live connection (registered or joined, not closed, not
+        expired): each shard of the heartbeat index, every page. Reads only
+        state rows, keys and expiry."""
+        found: list[str] = []
+        for shard in range(spec.HEARTBEAT_SHARDS):
+            kwargs: dict[str, Any] = {
+                "TableName": self._table,
+                "IndexName": spec.HEARTBEAT_INDEX,
+                "KeyConditionExpression": "#s = :s",
+                "FilterExpression": "#e > :now",
+                "ProjectionExpression": "#k",
+                "ExpressionAttributeNames": {"#s": spec.HEARTBEAT_SHARD, "#e": spec.EXPIRES_AT,
+                                             "#k": spec.CONNECTION_ID},
+                "ExpressionAttributeValues": {":s": {"N": str(shard)}, ":now": {"N": str(self._now())}},
+            }
+            while True:
+                page = self._client.query(**kwargs)
+                found.extend(item[spec.CONNECTION_ID]["S"] for item in page.get("Items", ()))
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return found
+
     # --- writes ------------------------------------------------------------------
 
     def join(self, connection_id: str, channel_id: str, sender_id: str) -> Membership:
@@ -120,7 +163,8 @@ class Store:
             current = self._raw_state(connection_id)
             if current and spec.CLOSED_AT in current:
                 raise ConnectionClosed(f"{connection_id} has disconnected")
-            version = int(current[spec.VERSION]["N"]) if current else 0
+            joined = bool(current) and spec.VERSION in current  # else none, or only registered
+            version = int(current[spec.VERSION]["N"]) if joined else 0
             expires = str(self._now() + spec.ROW_TTL_SECONDS)
             state_item = {
                 **_key(connection_id, state_key(connection_id)),
@@ -128,13 +172,15 @@ class Store:
                 spec.SENDER_ID: {"S": sender_id},
                 spec.VERSION: {"N": str(version + 1)},
                 spec.EXPIRES_AT: {"N": expires},
+                **self._shard(connection_id),
             }
-            if current:
+            if joined:
                 condition = {"ConditionExpression": "#v = :v", "ExpressionAttributeNames": {"#v": spec.VERSION},
                              "ExpressionAttributeValues": {":v": {"N": str(version)}}}
             else:
-                condition = {"ConditionExpression": "attribute_not_exists(#k)",
-                             "ExpressionAttributeNames": {"#k": spec.CONNECTION_ID}}
+                # no state row, or a registered one: not joined meanwhile, not closed
+                condition = {"ConditionExpression": "attribute_not_exists(#v) AND attribute_not_exists(#c)",
+                             "ExpressionAttributeNames": {"#v": spec.VERSION, "#c": spec.CLOSED_AT}}
             items: list[dict] = [
                 {"Put": {"TableName": self._table, "Item": state_item, **condition}},
                 {"Put": {"TableName": self._table, "Item": {
@@ -143,7 +189,7 @@ class Store:
                     spec.EXPIRES_AT: {"N": expires},
                 }}},
             ]
-            previous = current[spec.CURRENT_CHANNEL]["S"] if current else None
+            previous = current[spec.CURRENT_CHANNEL]["S"] if joined else None
             if previous is not None and previous != channel_id:
                 items.append({"Delete": {"TableName": self._table, "Key": _key(connection_id, previous)}})
             try:
@@ -158,6 +204,25 @@ class Store:
                 raise StoreError(f"join transaction was cancelled ({', '.join(sorted(codes)) or 'no reason'})") from exc
             return Membership(channel_id, sender_id, version + 1)
         raise JoinConflict(f"join kept being cancelled (concurrent joins or throttling) after {JOIN_ATTEMPTS} attempts")
+
+    def register(self, connection_id: str) -> bool:
+        """Write the state row of a new connection (no channel yet), so the
+        heartbeat lists it before it joins. One PutItem that never replaces a
+        row (a join or $disconnect that got there first wins): False then."""
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    **_key(connection_id, state_key(connection_id)),
+                    spec.EXPIRES_AT: {"N": str(self._now() + spec.ROW_TTL_SECONDS)},
+                    **self._shard(connection_id),
+                },
+                ConditionExpression="attribute_not_exists(#k)",
+                ExpressionAttributeNames={"#k": spec.CONNECTION_ID},
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
 
     def close_connection(self, connection_id: str) -> str | None:
         """Mark the connection closed for good and remove its membership (two

@@ -53,6 +53,9 @@ IDLE_TIMEOUT_SECONDS = 10 * 60
 NO_STATUS = 1005
 MAX_LIFETIME_SECONDS = spec.MAX_CONNECTION_SECONDS
 _ID_ALPHABET = string.ascii_letters + string.digits
+#: ``requestContext.domainName`` of every event: on AWS it is the API's own
+#: domain, never a value the client chose.
+DOMAIN_NAME = "localhost"
 
 Invoke = Callable[[str, dict, str], Awaitable[Any]]
 """``invoke(route_key, event, request_id)``: runs the route's function."""
@@ -155,7 +158,7 @@ class Gateway:
         connected_at = _now_ms()
         source_ip = request.remote or "127.0.0.1"
         user_agent = request.headers.get("User-Agent", "")
-        if "$connect" in self.world.routes:
+        if "$connect" in self.world.route_keys:
             event = self._connect_event(request, connection_id, connected_at, source_ip)
             status, body = await self._handshake_status(connection_id, event)
             if not 200 <= status < 300:
@@ -246,7 +249,7 @@ class Gateway:
             value = value.get(part) if isinstance(value, dict) else None
         if isinstance(value, str) and value in self.world.message_routes:
             return value
-        return "$default" if "$default" in self.world.routes else None
+        return "$default" if "$default" in self.world.route_keys else None
 
     async def _route_message(self, connection: Connection, body: str) -> None:
         started = time.monotonic()
@@ -291,7 +294,7 @@ class Gateway:
                 pass
 
     async def _disconnect(self, connection: Connection, code: int) -> None:
-        if "$disconnect" not in self.world.routes:
+        if "$disconnect" not in self.world.route_keys:
             log.info("disconnect %s %d", connection.id, code)
             return
         event = self._disconnect_event(connection, code)
@@ -345,8 +348,8 @@ class Gateway:
             "headers": headers,
             "multiValueHeaders": multi,
             "requestContext": self._context(
-                connection_id, "$connect", "CONNECT", new_id(), connected_at,
-                request.host.split(":")[0], source_ip,
+                # the API's own name, as on AWS, never the client's Host header
+                connection_id, "$connect", "CONNECT", new_id(), connected_at, DOMAIN_NAME, source_ip,
             ),
             "isBase64Encoded": False,
         }
@@ -358,7 +361,7 @@ class Gateway:
     def _message_event(self, connection: Connection, route_key: str, body: str, request_id: str) -> dict:
         context = self._context(
             connection.id, route_key, "MESSAGE", request_id, connection.connected_at,
-            "localhost", connection.source_ip,
+            DOMAIN_NAME, connection.source_ip,
         )
         context["messageId"] = new_id()
         return {"requestContext": context, "body": body, "isBase64Encoded": False}
@@ -366,7 +369,7 @@ class Gateway:
     def _disconnect_event(self, connection: Connection, code: int) -> dict:
         context = self._context(
             connection.id, "$disconnect", "DISCONNECT", new_id(), connection.connected_at,
-            "localhost", connection.source_ip,
+            DOMAIN_NAME, connection.source_ip,
         )
         context["disconnectStatusCode"] = code
         context["disconnectReason"] = _disconnect_reason(code)

@@ -39,6 +39,7 @@ from ..handlers import spec
 from ..handlers.sender import READ_TIMEOUT
 from . import gateway as gateway_module
 from . import queues as queues_module
+from . import schedules as schedules_module
 from .functions import DEFAULT_CONCURRENCY, InvocationError, LocalFunction
 from .world import ProgramError, WiringError, World, from_component, from_project, scratch_dir
 
@@ -150,6 +151,8 @@ class LocalServer:
         max_lifetime: float = gateway_module.MAX_LIFETIME_SECONDS,
         function_concurrency: int = DEFAULT_CONCURRENCY,
         inline_fanout_limit: int | None = None,
+        heartbeat_seconds: float | None = None,
+        backend: str | None = None,
         world: World | None = None,
         handler_log_level: str = "WARNING",
     ):
@@ -162,6 +165,17 @@ class LocalServer:
         if inline_fanout_limit is not None and not 1 <= inline_fanout_limit <= spec.MAX_INLINE_FANOUT_LIMIT:
             raise ValueError(f"--inline-fanout-limit {inline_fanout_limit}: must be from 1 to {spec.MAX_INLINE_FANOUT_LIMIT}")
         self._inline_fanout_limit = inline_fanout_limit
+        if heartbeat_seconds is not None and not heartbeat_seconds > 0:
+            raise ValueError(f"--heartbeat-seconds {heartbeat_seconds:g}: must be above 0")
+        self._heartbeat_seconds = heartbeat_seconds
+        if backend is not None:
+            from ..args import ChannelServerArgsError, check_backend_url
+
+            try:
+                check_backend_url(backend)
+            except ChannelServerArgsError as exc:
+                raise ValueError(f"--backend {backend}: {str(exc).split(': ', 1)[1]}") from None
+        self._backend = backend
         self.host, self.port = host, port
         self._stage_override = stage
         self.stage = stage or (world.stage if world is not None else "dev")
@@ -181,6 +195,8 @@ class LocalServer:
         #: Functions behind event source mappings, by function name, and their pollers.
         self._workers: dict[str, LocalFunction] = {}
         self._pollers: list[queues_module.Poller] = []
+        self._schedulers: list[schedules_module.Scheduler] = []
+        self._http: Any = None
         self._sends = queues_module.SendWatcher()
         #: Declared queue URL → the local queue's URL.
         self._queue_urls: dict[str, str] = {}
@@ -227,7 +243,7 @@ class LocalServer:
             log.info("building ChannelServer with its defaults under Pulumi's mock engine")
         request = [str(self._program) if self._program is not None else None, self._stack, self._component,
                    self._stack_required, self._stage_override,
-                   logging.getLogger("channel_server.local").getEffectiveLevel()]
+                   logging.getLogger("channel_server.local").getEffectiveLevel(), self._default_args()]
         # A session of its own, as the functions have: a terminal's Ctrl-C
         # reaches local mode only, which stops once the world is read.
         child = subprocess.run(
@@ -240,6 +256,26 @@ class LocalServer:
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
+
+    def _default_args(self) -> dict[str, Any]:
+        """What the command line asks of ChannelServer when no program is
+        served: heartbeats (at the shortest interval, shortened further by
+        ``heartbeat_seconds``) and the HTTP backend."""
+        args: dict[str, Any] = {}
+        if self._heartbeat_seconds is not None:
+            args["heartbeat_interval_minutes"] = spec.MIN_HEARTBEAT_MINUTES
+        if self._backend is not None:
+            args["backend"] = {"url": self._backend}
+        return args
+
+    def _check_world(self, world: World) -> None:
+        """Refuse flags the world cannot honour: a program decides what it has."""
+        if self._heartbeat_seconds is not None and not world.schedules:
+            raise ProgramError("--heartbeat-seconds: the program's ChannelServer has no heartbeat schedule; "
+                               "set heartbeatIntervalMinutes in its stack config (or heartbeat_interval_minutes)")
+        if self._backend is not None and not world.http_routes:
+            raise ProgramError("--backend: the program's ChannelServer serves its routes from the Lambda handlers; "
+                               "set backendUrl in its stack config (or backend in its args)")
 
     async def start(self) -> None:
         """Bind the port, read the world, start DynamoDB and every function,
@@ -260,6 +296,7 @@ class LocalServer:
             self._embedded = await embedded
         if self._stage_override:
             world = dataclasses.replace(world, stage=self._stage_override)
+        self._check_world(world)
         self.world, self.stage = world, world.stage
 
         # moto serves the queues, and DynamoDB unless --dynamodb-endpoint names another
@@ -284,16 +321,22 @@ class LocalServer:
             self._functions[route_key] = LocalFunction(
                 definition, task_dir, self._environment(definition.environment), self._function_concurrency
             )
-        for subscription in world.subscriptions:
-            definition = subscription.function
+        # the functions behind event source mappings and schedules
+        for definition in [*(s.function for s in world.subscriptions), *(s.function for s in world.schedules)]:
             if definition.name not in self._workers:
                 self._workers[definition.name] = LocalFunction(
                     definition, self._scratch / definition.name, self._environment(definition.environment),
                     self._function_concurrency,
                 )
-        # The fan-out function starts with its first chunk (a cold start, as in
-        # Lambda): most sessions never have a channel that large, and its
-        # process would be memory spent for nothing.
+        if world.http_routes:
+            from .http_integration import HttpBackendClient
+
+            self._http = HttpBackendClient(world.http_routes, self._backend)
+            log.info("routes %s post to the HTTP backend %s", ", ".join(sorted(world.http_routes)),
+                     ", ".join(sorted({self._http.url_of(key) for key in world.http_routes})))
+        # The fan-out and heartbeat functions start with their first chunk or
+        # run (a cold start, as in Lambda): most sessions never have a channel
+        # that large, and their processes would be memory spent for nothing.
         await asyncio.gather(*(f.start() for f in self._functions.values()))
         for subscription in world.subscriptions:
             poller = queues_module.Poller(
@@ -303,6 +346,15 @@ class LocalServer:
             self._sends.listen(poller.wake)
             poller.start()
             self._pollers.append(poller)
+        for schedule in world.schedules:
+            worker = self._workers[schedule.function.name]
+
+            async def run(event: dict, request_id: str, worker: LocalFunction = worker) -> Any:
+                return await worker.invoke(event, request_id, wait_for_slot=True)
+
+            scheduler = schedules_module.Scheduler(schedule, run, self._heartbeat_seconds)
+            scheduler.start()
+            self._schedulers.append(scheduler)
 
         # only now: every connection finds every function ready
         self._site = web.SockSite(self._runner, self._socket)
@@ -338,6 +390,22 @@ class LocalServer:
             env[spec.ENV_DYNAMODB_READ_TIMEOUT] = str(EMBEDDED_DYNAMODB_READ_TIMEOUT)
         return env
 
+    def extra_lines(self) -> list[str]:
+        """What the start-up banner says beyond the endpoints: heartbeats, backend."""
+        lines = []
+        for scheduler in self._schedulers:
+            lines.append(f"Heartbeats:     every {scheduler.interval:g} s ({scheduler.schedule.expression} declared)")
+        if self._http is not None:
+            assert self.world is not None
+            urls = sorted({self._http.url_of(key) for key in self.world.http_routes})
+            lines.append(f"HTTP backend:   {', '.join(urls)}")
+        return lines
+
+    @property
+    def _http_routes(self) -> Any:
+        assert self.world is not None
+        return self.world.http_routes
+
     def _ensure_table(self) -> None:
         import boto3
 
@@ -370,6 +438,8 @@ class LocalServer:
         self._queue_urls = queues_module.local_urls(self._local_queues, self.world.queues)
 
     async def _invoke(self, route_key: str, event: dict, request_id: str) -> Any:
+        if self._http is not None and route_key in self._http_routes:
+            return await self._http.invoke(route_key, event)
         # A throttled $disconnect would leave the connection's rows to TTL (on
         # AWS too); local mode waits for a slot instead, so closing many
         # connections at once, or stopping, cleans up every one of them.
@@ -392,6 +462,11 @@ class LocalServer:
                 if self._runner is not None:
                     await self._runner.cleanup()
                     self._runner = None
+                await asyncio.gather(*(s.stop() for s in self._schedulers), return_exceptions=True)
+                self._schedulers.clear()
+                if self._http is not None:
+                    await self._http.close()
+                    self._http = None
                 for poller in self._pollers:
                     self._sends.forget(poller.wake)
                 await asyncio.gather(*(p.stop() for p in self._pollers), return_exceptions=True)
@@ -410,22 +485,23 @@ class LocalServer:
 
 
 def load_world(program: str | Path | None, stack: str, component: str | None, stack_required: bool,
-               stage: str | None) -> World:
-    """The world of ``program`` (else ChannelServer with its defaults, on
-    ``stage``): what :meth:`LocalServer._load_world` runs in its child process."""
+               stage: str | None, args: Mapping[str, Any] | None = None) -> World:
+    """The world of ``program`` (else ChannelServer with its defaults and
+    ``args``, on ``stage``): what :meth:`LocalServer._load_world` runs in its
+    child process."""
     if program is not None:
         return from_project(program, stack, component, stack_required=stack_required)
-    return from_component(stage or "dev")
+    return from_component(stage or "dev", args=args)
 
 
 def _load_world_child() -> None:
     """The child process of :meth:`LocalServer._load_world`: the request as
     JSON on stdin; the World, or the ProgramError/WiringError, pickled on
     stdout. Its log lines go to stderr, which it shares with local mode."""
-    program, stack, component, stack_required, stage, level = json.load(sys.stdin)
+    program, stack, component, stack_required, stage, level, args = json.load(sys.stdin)
     logging.basicConfig(stream=sys.stderr, level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
     try:
-        outcome: Any = load_world(program, stack, component, stack_required, stage)
+        outcome: Any = load_world(program, stack, component, stack_required, stage, args)
     except (ProgramError, WiringError) as exc:
         outcome = exc
     sys.stdout.buffer.write(pickle.dumps(outcome))
@@ -515,6 +591,16 @@ def _inline_limit(value: str) -> int:
     return number
 
 
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be above 0")
+    return seconds
+
+
 def _stage_name(value: str) -> str:
     from ..args import ChannelServerArgsError, resolve
 
@@ -562,6 +648,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inline-fanout-limit", type=_inline_limit, metavar="N",
                         help="members one publish posts to itself before it queues the others for the fan-out "
                         "function (default: the program's inlineFanoutLimit)")
+    parser.add_argument("--heartbeat-seconds", type=_positive_seconds, metavar="N",
+                        help="run the heartbeat schedule every N seconds instead of its minutes (for trying "
+                        "heartbeats with a short --idle-timeout); without a program, turns heartbeats on")
+    parser.add_argument("--backend", metavar="URL",
+                        help="post every route's events to this HTTP backend (python -m channel_server.http_backend "
+                        "is one): replaces the URL a program's backendUrl declares; without a program, serves "
+                        "ChannelServer with this backend")
     parser.add_argument("--handler-log-level", default="WARNING", type=str.upper, metavar="LEVEL",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                         help="log level of the handlers' own logging: DEBUG, INFO, WARNING, ERROR or CRITICAL "
@@ -597,6 +690,8 @@ def server_from(options: argparse.Namespace) -> LocalServer:
         max_lifetime=options.max_lifetime,
         function_concurrency=options.function_concurrency,
         inline_fanout_limit=options.inline_fanout_limit,
+        heartbeat_seconds=options.heartbeat_seconds,
+        backend=options.backend,
         handler_log_level=options.handler_log_level,
     )
 
@@ -629,6 +724,8 @@ async def serve(options: argparse.Namespace) -> None:
         print(f"  Management API: {server.management_url}/@connections/{{connectionId}}", flush=True)
         print(f"  DynamoDB:       {server.dynamodb_endpoint} (table {server.table_name})", flush=True)
         print(f"  SQS:            {server.sqs_endpoint} (fan-out queue)", flush=True)
+        for line in server.extra_lines():
+            print(f"  {line}", flush=True)
         print("Ctrl-C to stop.", flush=True)
         await stop.wait()
         print("stopping: closing connections (Ctrl-C again to stop at once)", flush=True)

@@ -17,6 +17,7 @@ the component declares, and proves its wiring every time it starts.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ TABLE = "aws:dynamodb/table:Table"
 STAGE = "aws:apigatewayv2/stage:Stage"
 QUEUE = "aws:sqs/queue:Queue"
 MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
+INTEGRATION_RESPONSE = "aws:apigatewayv2/integrationResponse:IntegrationResponse"
+SCHEDULE = "aws:scheduler/schedule:Schedule"
 
 
 class WiringError(Exception):
@@ -94,6 +97,39 @@ class Subscription:
 
 
 @dataclass(frozen=True)
+class HttpIntegration:
+    """A route's non-proxy HTTP integration, as the component declared it."""
+
+    url: str
+    timeout_ms: int
+    request_templates: Mapping[str, str]
+    template_selection_expression: str
+    request_parameters: Mapping[str, str]
+    """``integration.request.header.X`` → a static value (``'text'``)."""
+    response_keys: tuple[str, ...]
+    """The integration responses' keys: ``$default`` or ``/regex/`` on the status."""
+
+
+@dataclass(frozen=True)
+class ScheduleDef:
+    """An EventBridge Scheduler schedule that invokes one of the functions."""
+
+    name: str
+    expression: str
+    """``rate(N minute|minutes|hour|hours|day|days)``."""
+    function: FunctionDef
+    input: str
+    """The event the function gets, before the scheduler fills in its context attributes."""
+
+    @property
+    def interval_seconds(self) -> float:
+        match = re.fullmatch(r"rate\((\d+) (minute|hour|day)s?\)", self.expression)
+        if match is None:
+            raise WiringError(f"schedule {self.name}: local mode runs rate(…) schedules, not {self.expression!r}")
+        return int(match.group(1)) * {"minute": 60, "hour": 3600, "day": 86400}[match.group(2)]
+
+
+@dataclass(frozen=True)
 class World:
     """The channel server as registered: what local mode builds and serves."""
 
@@ -114,11 +150,19 @@ class World:
     queues: tuple[QueueDef, ...] = ()
     """Every queue, dead-letter queues before the queues that name them."""
     subscriptions: tuple[Subscription, ...] = ()
+    http_routes: Mapping[str, HttpIntegration] = field(default_factory=dict)
+    """Route key → its HTTP integration (the component's ``backend``)."""
+    schedules: tuple[ScheduleDef, ...] = ()
+
+    @property
+    def route_keys(self) -> set[str]:
+        """Every route's key, whatever serves it."""
+        return set(self.routes) | set(self.http_routes)
 
     @property
     def message_routes(self) -> set[str]:
         """Route keys a frame can select (everything but $connect/$disconnect/$default)."""
-        return {key for key in self.routes if not key.startswith("$")}
+        return {key for key in self.route_keys if not key.startswith("$")}
 
 
 class ProgramError(Exception):
@@ -236,20 +280,25 @@ def _read(deployment: mocks.Deployment, component: str | None, program: str) -> 
     table = own.one(TABLE)
     functions_by_invoke_arn = {f["invokeArn"]: f for f in own.of_type(FUNCTION)}
     routes: dict[str, FunctionDef] = {}
+    http_routes: dict[str, HttpIntegration] = {}
     for route in own.of_type(ROUTE):
         key = route["routeKey"]
         target = route.get("target") or ""
         if not target.startswith("integrations/"):
             raise WiringError(f"route {key} has no integration target ({target!r})")
         integration = own.by_id(target.removeprefix("integrations/"), INTEGRATION)
-        if integration.get("integrationType") != "AWS_PROXY":
-            raise WiringError(f"route {key}: local mode serves AWS_PROXY integrations, not {integration.get('integrationType')}")
+        kind = integration.get("integrationType")
+        if kind == "HTTP":
+            http_routes[key] = _http_integration(own, key, integration)
+            continue
+        if kind != "AWS_PROXY":
+            raise WiringError(f"route {key}: local mode serves AWS_PROXY and HTTP integrations, not {kind}")
         function = functions_by_invoke_arn.get(integration.get("integrationUri"))
         if function is None:
             raise WiringError(f"route {key}: its integration targets no function of this component")
         routes[key] = _function_def(function)
     two_way = _two_way_routes(own)
-    if not routes:
+    if not routes and not http_routes:
         raise WiringError("the component registered no routes")
     queues = _queues(own)
     subscriptions = _subscriptions(own, {queue.arn: queue for queue in queues})
@@ -263,7 +312,51 @@ def _read(deployment: mocks.Deployment, component: str | None, program: str) -> 
         two_way=frozenset(two_way),
         queues=queues,
         subscriptions=subscriptions,
+        http_routes=http_routes,
+        schedules=_schedules(own),
     )
+
+
+def _http_integration(own: mocks.Deployment, key: str, integration: mocks.Registered) -> HttpIntegration:
+    """A route's HTTP integration: only what API Gateway's non-proxy HTTP
+    integrations do that local mode does too, else a WiringError."""
+    templates = dict(integration.get("requestTemplates") or {})
+    if not templates:
+        raise WiringError(f"route {key}: its HTTP integration has no request template (local mode serves "
+                          "non-proxy HTTP integrations, which post the rendered template)")
+    responses = tuple(r["integrationResponseKey"] for r in own.of_type(INTEGRATION_RESPONSE)
+                      if r["integrationId"] == integration.id)
+    if not responses:
+        raise WiringError(f"route {key}: a non-proxy integration needs an integration response; API Gateway "
+                          "would fail every request after the backend answered")
+    parameters = {}
+    for name, value in (integration.get("requestParameters") or {}).items():
+        if not (name.startswith("integration.request.header.") and value.startswith("'") and value.endswith("'")):
+            raise WiringError(f"route {key}: local mode maps static headers only, not {name} = {value}")
+        parameters[name] = value
+    return HttpIntegration(
+        url=integration["integrationUri"],
+        timeout_ms=int(integration.get("timeoutMilliseconds") or 29_000),
+        request_templates=templates,
+        template_selection_expression=integration.get("templateSelectionExpression") or "",
+        request_parameters=parameters,
+        response_keys=responses,
+    )
+
+
+def _schedules(own: mocks.Deployment) -> tuple[ScheduleDef, ...]:
+    functions = {function["arn"]: function for function in own.of_type(FUNCTION)}
+    found = []
+    for schedule in own.of_type(SCHEDULE):
+        target = schedule.get("target") or {}
+        function = functions.get(target.get("arn"))
+        if function is None:
+            raise WiringError(f"schedule {schedule.name}: it invokes no function of this component")
+        found.append(ScheduleDef(schedule.name, schedule["scheduleExpression"], _function_def(function),
+                                 target.get("input") or "{}"))
+    for definition in found:
+        definition.interval_seconds  # a schedule local mode cannot run fails here, at start-up
+    return tuple(found)
 
 
 def _queues(own: mocks.Deployment) -> tuple[QueueDef, ...]:

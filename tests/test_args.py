@@ -20,7 +20,7 @@ RETENTIONS = (
     "(1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)"
 )
 FIELDS = (
-    "channel_id_pattern, inline_fanout_limit, lambda_architecture, lambda_memory_mb, lambda_runtime, lambda_timeout_seconds, "
+    "backend, channel_id_pattern, heartbeat_interval_minutes, inline_fanout_limit, lambda_architecture, lambda_memory_mb, lambda_runtime, lambda_timeout_seconds, "
     "log_retention_days, max_message_bytes, posts_in_flight, publish_memory_mb, stage_name, table_name, tags, "
     "throttling_burst_limit, throttling_rate_limit"
 )
@@ -282,6 +282,8 @@ def test_from_config_reads_each_set_key_with_its_fields_type() -> None:
         "maxMessageBytes": "get_int",
         "postsInFlight": "get_int",
         "inlineFanoutLimit": "get_int",
+        "heartbeatIntervalMinutes": "get_int",
+        "backendUrl": "get",
         "tags": "get_object",
     }
     assert resolve(args) == Settings(

@@ -287,6 +287,7 @@ def test_table_is_keyed_on_connection_id_and_channel_id(world: World) -> None:
     assert sorted(table["attributes"], key=lambda a: a["name"]) == [
         {"name": spec.CHANNEL_ID, "type": "S"},
         {"name": spec.CONNECTION_ID, "type": "S"},
+        {"name": spec.HEARTBEAT_SHARD, "type": "N"},
     ]
 
 
@@ -294,13 +295,16 @@ def test_table_is_billed_per_request(world: World) -> None:
     assert world.table["billingMode"] == "PAY_PER_REQUEST"
 
 
-def test_table_has_exactly_one_index_on_channel_id_projecting_the_expiry(world: World) -> None:
-    (index,) = world.table["globalSecondaryIndexes"]
-    assert index["name"] == spec.CHANNEL_INDEX
-    assert index["keySchemas"] == [{"attributeName": "channelId", "keyType": "HASH"}]
-    assert "hashKey" not in index  # deprecated in pulumi-aws 7 in favour of keySchemas
-    assert index["projectionType"] == "INCLUDE"
-    assert index["nonKeyAttributes"] == list(spec.INDEX_PROJECTED) == [spec.EXPIRES_AT]
+def test_table_has_the_channel_index_and_the_heartbeat_index_each_projecting_only_the_expiry(world: World) -> None:
+    channel, heartbeat = world.table["globalSecondaryIndexes"]
+    assert channel["name"] == spec.CHANNEL_INDEX
+    assert channel["keySchemas"] == [{"attributeName": "channelId", "keyType": "HASH"}]
+    assert heartbeat["name"] == spec.HEARTBEAT_INDEX
+    assert heartbeat["keySchemas"] == [{"attributeName": spec.HEARTBEAT_SHARD, "keyType": "HASH"}]
+    for index in (channel, heartbeat):
+        assert "hashKey" not in index  # deprecated in pulumi-aws 7 in favour of keySchemas
+        assert index["projectionType"] == "INCLUDE"
+        assert index["nonKeyAttributes"] == [spec.EXPIRES_AT]
 
 
 def test_table_rows_expire_on_expires_at(world: World) -> None:

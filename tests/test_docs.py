@@ -127,6 +127,11 @@ ROWS = config_rows()
 ARGS_FIELDS = sorted(FIELD_TYPES)
 
 
+def row_keys(row: ConfigRow) -> list[str]:
+    """The config keys a row names: one, or backend's one per field."""
+    return [key.strip("`") for key in row.key.split(", ")]
+
+
 def row_of(field: str) -> ConfigRow:
     for row in ROWS:
         if row.field == field:
@@ -154,7 +159,8 @@ def test_configuration_table_has_exactly_one_row_per_args_field() -> None:
 @pytest.mark.parametrize("field", ARGS_FIELDS)
 def test_configuration_row_key_is_the_fields_config_key(field: str) -> None:
     row = row_of(field)
-    assert row.key == config_key(field), f"README row for {field}: key `{row.key}`, but config_key gives `{config_key(field)}`"
+    expected = list(args_module.BACKEND_CONFIG_KEYS.values()) if field == "backend" else [config_key(field)]
+    assert row_keys(row) == expected, f"README row for {field}: keys {row_keys(row)}, but config_key gives {expected}"
 
 
 @pytest.mark.parametrize("field", ARGS_FIELDS)
@@ -167,13 +173,14 @@ def test_configuration_row_default_is_the_settings_default(field: str) -> None:
 @pytest.mark.parametrize("field", ARGS_FIELDS)
 def test_configuration_row_type_is_the_declared_config_type(field: str) -> None:
     row = row_of(field)
-    declared = PROJECT_CONFIG.get(row.key)
-    if declared is None:
+    declared = [PROJECT_CONFIG.get(key) for key in row_keys(row)]
+    if declared == [None]:
         # Pulumi.yaml cannot declare a map: only a dict field may be left out
         assert FIELD_TYPES[field] is dict, f"`{row.key}` is not declared in Pulumi.yaml"
         expected = "map (not declared)"
     else:
-        expected = declared["type"]
+        assert None not in declared, f"`{row.key}` is not declared in Pulumi.yaml"
+        expected = ", ".join(d["type"] for d in declared)
     assert row.type == expected, f"README row `{row.key}`: type {row.type!r}, but Pulumi.yaml says {expected!r}"
 
 
@@ -214,6 +221,13 @@ def test_configuration_row_range_is_what_resolve_accepts(field: str) -> None:
     expected = {low - 1: False, low: True, high: True, high + 1: False}
     wrong = {n: "accepted" if ok else "refused" for n, ok in verdicts.items() if ok != expected[n]}
     assert wrong == {}, f"README row `{row.key}` says {low}–{high}, but resolve({field}=…) {wrong}"
+
+
+def test_the_backend_row_states_its_timeout_range_and_default() -> None:
+    from channel_server import backend
+
+    row = row_of("backend")
+    assert f"{backend.MIN_TIMEOUT_MS} to {backend.MAX_TIMEOUT_MS}, default {backend.DEFAULT_TIMEOUT_MS}" in row.meaning
 
 
 def test_every_numeric_row_states_what_it_allows() -> None:
@@ -352,17 +366,19 @@ def test_architecture_lists_the_functions_environment() -> None:
 def test_architecture_permissions_table_is_spec_routes_and_fanout() -> None:
     (table,) = tables(section(read(ARCHITECTURE), "## Why one function and one role per route"))
     documented = {}
-    for function, on_table, on_index, on_queue, posts in table:
+    for function, on_table, on_index, on_heartbeat_index, on_queue, posts in table:
         queue_actions = [a for a in code_spans(on_queue) if a != "SendMessageBatch"]  # named as covered
         documented[function.strip("`")] = (
             sorted(f"dynamodb:{action}" for action in code_spans(on_table)),
             sorted(f"dynamodb:{action}" for action in code_spans(on_index)),
+            sorted(f"dynamodb:{action}" for action in code_spans(on_heartbeat_index)),
             sorted(f"sqs:{action}" for action in queue_actions),
             posts == "yes",
         )
-    functions = {**{route.key: route for route in spec.ROUTES}, "fan-out": spec.FANOUT}
+    functions = {**{route.key: route for route in spec.ROUTES}, "fan-out": spec.FANOUT, "heartbeat": spec.HEARTBEAT}
     expected = {
-        key: (sorted(set(f.table_actions)), sorted(set(f.index_actions)), sorted(set(f.queue_actions)), f.posts)
+        key: (sorted(set(f.table_actions + f.heartbeat_table_actions)), sorted(set(f.index_actions)),
+              sorted(set(f.heartbeat_index_actions)), sorted(set(f.queue_actions)), f.posts)
         for key, f in functions.items()
     }
     assert documented == expected, f"{ARCHITECTURE} permissions table differs from spec.ROUTES and spec.FANOUT"

@@ -105,8 +105,7 @@ def outcome(call: Callable[[], dict], table: str) -> tuple:
 @pytest.fixture
 def twin_tables(dynamodb: Any, table_definition: Any) -> Iterator[tuple[str, str, str]]:
     first, second = create_test_table(dynamodb, table_definition), create_test_table(dynamodb, table_definition)
-    (index,) = table_definition.inputs["globalSecondaryIndexes"]
-    yield first, second, index["name"]
+    yield first, second, spec.CHANNEL_INDEX
     for name in (first, second):
         dynamodb.delete_table(TableName=name)
 

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -113,10 +114,50 @@ def newest_connection(server, before: set[str]) -> str:
     return new
 
 
-@pytest.fixture(scope="module")
-def server():
-    with running(port=0) as server:
-        yield server
+@contextlib.contextmanager
+def behind_the_reference_http_backend():
+    """Local mode serving ChannelServer with ``backend``: every route posts its
+    envelope to the reference backend (``channel_server.http_backend``), which
+    keeps its memberships in local mode's table and posts through its
+    management API, as a team's deployment would with the real ones."""
+    from channel_server.handlers import dynamodb as dynamodb_module
+    from channel_server.handlers.app import ChannelApp
+    from channel_server.handlers.sender import management_client
+    from channel_server.http_backend import HttpBackend
+    from channel_server.local.server import LOCAL_CREDENTIALS
+
+    with HttpBackend(port=0) as backend:  # its URL first: local mode posts to it
+        with running(port=0, backend=backend.url) as server:
+            aws = {"AWS_ENDPOINT_URL_DYNAMODB": server.dynamodb_endpoint, "AWS_REGION": "us-east-1", **LOCAL_CREDENTIALS}
+            environ = {spec.ENV_TABLE_NAME: server.table_name, spec.ENV_INDEX_NAME: spec.CHANNEL_INDEX,
+                       spec.ENV_MANAGEMENT_ENDPOINT: server.management_url}
+            backend.set_app(ChannelApp(
+                environ,
+                dynamodb=dynamodb_module.client(aws, max_attempts=5, pool_size=32, read_timeout=15),
+                management=management_client(server.management_url, environ=aws),
+            ))
+            yield server
+
+
+#: One protocol suite, two ways to serve it: the tests that take ``server``
+#: run against the Lambda handlers and against the reference HTTP backend.
+SERVED_BY = ["lambda handlers", "HTTP backend"]
+
+
+@pytest.fixture(scope="module", params=SERVED_BY)
+def server(request):
+    if request.param == "HTTP backend":
+        with behind_the_reference_http_backend() as server:
+            yield server
+    else:
+        with running(port=0) as server:
+            yield server
+
+
+def lambda_only(server) -> None:
+    """For tests of local Lambda itself (its processes): nothing to see with a backend."""
+    if server.world.http_routes:
+        pytest.skip("tests local mode's Lambda functions, which an HTTP backend replaces")
 
 
 @pytest.fixture
@@ -130,6 +171,112 @@ def clients(server):
 
     yield open_client
     for client in opened:
+        client.close()
+
+
+# --- an HTTP backend's answers decide, as API Gateway's integration response does -----------
+
+
+class ScriptedBackend:
+    """An HTTP backend that answers each route with the status the test gives
+    it (a pong body on 2xx), and keeps every envelope it got."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.status = {"$connect": 200}
+        self.envelopes: list[dict] = []
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                envelope = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                backend.envelopes.append({**envelope, "contentType": self.headers["Content-Type"]})
+                status = backend.status.get(envelope["routeKey"], 200)
+                body = b'{"type":"pong"}' if 200 <= status < 300 else b'{"message":"no"}'
+                body = b"" if status == 204 else body  # no content, by definition
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def scripted():
+    backend = ScriptedBackend()
+    try:
+        with running(port=0, backend=backend.url) as server:
+            yield server, backend
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("status", [403, 401, 500, 302])
+def test_a_backend_that_answers_connect_with_anything_but_2xx_refuses_the_handshake(scripted, status):
+    server, backend = scripted
+    backend.status["$connect"] = status
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            Client(server.url)
+        assert refused.value.response.status_code == 500
+    finally:
+        backend.status["$connect"] = 200
+    assert backend.envelopes[-1]["routeKey"] == "$connect" and backend.envelopes[-1]["body"] is None
+
+
+@pytest.mark.parametrize("status", [200, 201, 204])
+def test_a_backend_that_answers_connect_with_2xx_accepts_it(scripted, status):
+    server, backend = scripted
+    backend.status["$connect"] = status
+    try:
+        client = Client(server.url)
+        assert client.request({"type": "ping"}) == {"type": "pong"}
+        client.close()
+    finally:
+        backend.status["$connect"] = 200
+
+
+def test_a_backend_that_fails_a_message_gets_the_client_api_gateways_internal_server_error(scripted):
+    server, backend = scripted
+    client = Client(server.url)
+    try:
+        backend.status["publish"] = 500
+        frame = client.request({"type": "publish", "data": 1})
+        assert frame["message"] == "Internal server error"
+        assert client.request({"type": "ping"}) == {"type": "pong"}  # the connection stays open
+    finally:
+        backend.status.pop("publish", None)
+        client.close()
+
+
+HOSTILE = ['{"type":"publish","data":"it\'s \\\" $util #set($a=1) ${context.connectionId} \u2028 😀"}',
+           "not json at all: ' \" \\ \n\t\u0001 </script>", ""]
+
+
+@pytest.mark.parametrize("body", HOSTILE)
+def test_the_backend_gets_an_envelope_with_the_frame_exactly_as_sent(scripted, body):
+    server, backend = scripted
+    client = Client(server.url)
+    try:
+        assert client.request(body) == {"type": "pong"}
+        envelope = backend.envelopes[-1]
+        assert envelope["body"] == body
+        assert envelope["eventType"] == "MESSAGE" and envelope["contentType"] == "application/json"
+        assert envelope["connectionId"] in server.gateway.connections
+        assert isinstance(envelope["requestTimeEpoch"], int) and envelope["identity"]["sourceIp"] == "127.0.0.1"
+    finally:
         client.close()
 
 
@@ -584,6 +731,7 @@ def _routed(caplog, route_key: str | None = None) -> list[str]:
 
 
 def test_a_function_whose_process_died_starts_again_on_its_next_invocation(server, clients):
+    lambda_only(server)
     client = clients()
     assert client.request({"type": "ping"}) == {"type": "pong"}
     function = server._functions["ping"]

@@ -10,8 +10,8 @@ import pulumi
 import pytest
 import yaml
 
-from channel_server import TYPE_TOKEN
-from channel_server.args import ChannelServerArgs, Settings, config_key
+from channel_server import TYPE_TOKEN, backend
+from channel_server.args import BACKEND_CONFIG_KEYS, ChannelServerArgs, HttpBackend, Settings, config_key
 from channel_server.mocks import Deployment, deploy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,8 +120,18 @@ DECLARABLE = sorted(f for f, kind in _field_types().items() if kind in CONFIG_TY
 
 
 def test_project_declares_one_config_key_per_declarable_args_field() -> None:
-    assert set(PROJECT["config"]) == {config_key(field) for field in DECLARABLE}
-    assert set(ChannelServerArgs.__annotations__) - set(DECLARABLE) == {"tags"}
+    backend_keys = set(BACKEND_CONFIG_KEYS.values())
+    assert set(PROJECT["config"]) == {config_key(field) for field in DECLARABLE} | backend_keys
+    # tags is a map (set in the stack file); backend is declared one key per field of HttpBackend
+    assert set(ChannelServerArgs.__annotations__) - set(DECLARABLE) == {"tags", "backend"}
+    assert set(BACKEND_CONFIG_KEYS) == set(HttpBackend.__annotations__)
+
+
+def test_backend_keys_default_to_the_lambda_handlers_and_the_longest_timeout() -> None:
+    assert PROJECT["config"][BACKEND_CONFIG_KEYS["url"]] == {
+        "type": "string", "default": "", "description": PROJECT["config"][BACKEND_CONFIG_KEYS["url"]]["description"]}
+    timeout = PROJECT["config"][BACKEND_CONFIG_KEYS["timeout_ms"]]
+    assert (timeout["type"], timeout["default"]) == ("integer", backend.DEFAULT_TIMEOUT_MS)
 
 
 @pytest.mark.parametrize("field", DECLARABLE)

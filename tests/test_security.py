@@ -61,6 +61,11 @@ TRANSACT_ITEM_ACTIONS = {"Put": "PutItem", "Delete": "DeleteItem", "Update": "Up
 #: IAM resources, named by what they are to this stack.
 ON_TABLE, ON_INDEX, ON_CONNECTIONS, ON_OWN_LOGS = "table", "index", "POST @connections/*", "own log group"
 ON_QUEUE = "fan-out queue"
+ON_HEARTBEAT_INDEX = "heartbeat index"
+SCHEDULE = "aws:scheduler/schedule:Schedule"
+#: The deployment these tests read has heartbeats on, so every function that
+#: can be built is: $connect then registers connections.
+HEARTBEAT_MINUTES = 5
 LOG_GRANTS = {("logs:CreateLogStream", ON_OWN_LOGS), ("logs:PutLogEvents", ON_OWN_LOGS)}
 #: What Lambda's event source mapping does with the fan-out function's role
 #: (the handler never calls these itself).
@@ -157,8 +162,9 @@ def iam_needs(service: str, operation: str, params: dict, table: str, index: str
     if operation == "BatchWriteItem":
         return {("dynamodb:BatchWriteItem", on_table(name)) for name in params["RequestItems"]}
     if params.get("IndexName"):
-        same = params["TableName"] == table and params["IndexName"] == index
-        return {(f"dynamodb:{operation}", ON_INDEX if same else f"index {params['TableName']}/{params['IndexName']}")}
+        ours = {index: ON_INDEX, spec.HEARTBEAT_INDEX: ON_HEARTBEAT_INDEX} if params["TableName"] == table else {}
+        name = ours.get(params["IndexName"], f"index {params['TableName']}/{params['IndexName']}")
+        return {(f"dynamodb:{operation}", name)}
     return {(f"dynamodb:{operation}", on_table(params["TableName"]))}
 
 
@@ -179,7 +185,7 @@ def drive_every_code_path(world: LambdaWorld, recorder: CallRecorder, take_chunk
         return [frame["type"] for frame in m.frames(connection_id)]
 
     with recorder.entry("connect"):
-        assert world.connect(alice) == OK
+        assert world.connect(alice) == OK  # registered for heartbeats
     with recorder.entry("disconnect"):
         world.disconnect(leaver)  # before its join below arrives
     with recorder.entry("join"):
@@ -236,6 +242,23 @@ def drive_every_code_path(world: LambdaWorld, recorder: CallRecorder, take_chunk
         world.disconnect(stranger)  # never joined
         world.disconnect(alice)  # a second time
     assert [r["channelId"] for r in world.rows() if r["connectionId"] == alice] == [spec.STATE_ROW_PREFIX + alice]
+    # heartbeats: the live connections are bob, dave and the crowd but the one
+    # its queued message found gone; 2 are posted inline, 3 queued, and all of
+    # them are found gone, so closed
+    live = [r["connectionId"] for r in world.rows()
+            if r["channelId"].startswith(spec.STATE_ROW_PREFIX) and spec.CLOSED_AT not in r]
+    assert sorted(live) == sorted({bob, dave, *crowd} - {queued})
+    m.gone.update(live)
+    with recorder.entry("heartbeat"):
+        summary = world.call("heartbeat", {"source": "channel-server.heartbeat", "scheduledTime": "2026-11-26T12:00:00Z"})
+    assert summary == {"connections": 5, "delivered": 0, "gone": 2, "failed": 0, "queued": 3}, summary
+    chunks = take_chunks()
+    assert len(json.loads(chunks[0]["Body"].partition("\n")[0])["connectionIds"]) == 3
+    with recorder.entry("fanout"):
+        world.call("fanout", {"Records": [
+            {"messageId": c["MessageId"], "receiptHandle": c["ReceiptHandle"], "body": c["Body"]} for c in chunks]})
+    members = {r["connectionId"] for r in world.rows() if not r["channelId"].startswith("$")}
+    assert not members & set(live), "connections a heartbeat found gone are closed, inline or queued"
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +281,7 @@ def observed(dynamodb: Any, table_definition: Any, embedded_dynamodb: Any) -> di
         with lambda_world(
             dynamodb,
             table_definition,
-            env={spec.ENV_FANOUT_QUEUE_URL: queue_url, spec.ENV_INLINE_FANOUT_LIMIT: "2"},
+            env={spec.ENV_FANOUT_QUEUE_URL: queue_url, spec.ENV_INLINE_FANOUT_LIMIT: "2", spec.ENV_HEARTBEATS: "1"},
             app_dynamodb=recording_dynamodb(embedded_dynamodb.endpoint, recorder),
             app_management=lambda endpoint: recorder.attach_management(product_management_client(endpoint)),
             app_queue=queue,
@@ -267,7 +290,7 @@ def observed(dynamodb: Any, table_definition: Any, embedded_dynamodb: Any) -> di
             table, index = world.environ[spec.ENV_TABLE_NAME], world.environ[spec.ENV_INDEX_NAME]
     finally:
         sqs.delete_queue(QueueUrl=queue_url)
-    needs: dict[str, set[tuple[str, str]]] = {f.function: set() for f in (*spec.ROUTES, spec.FANOUT)}
+    needs: dict[str, set[tuple[str, str]]] = {f.function: set() for f in (*spec.ROUTES, spec.FANOUT, spec.HEARTBEAT)}
     for entry, service, operation, params in recorder.calls:
         assert entry is not None, f"{operation} made outside any entry point"
         needs[entry] |= iam_needs(service, operation, params, table, index, queue_url)
@@ -276,7 +299,7 @@ def observed(dynamodb: Any, table_definition: Any, embedded_dynamodb: Any) -> di
 
 @pytest.fixture(scope="module")
 def deployed() -> Deployment:
-    return deploy(lambda: ChannelServer("sec"))
+    return deploy(lambda: ChannelServer("sec", {"heartbeat_interval_minutes": HEARTBEAT_MINUTES}))
 
 
 def _one(resources: list, what: str) -> Any:
@@ -307,6 +330,7 @@ def resource_names(deployment: Deployment, log_group: Any) -> dict[str, str]:
     return {
         table_arn: ON_TABLE,
         f"{table_arn}/index/{spec.CHANNEL_INDEX}": ON_INDEX,
+        f"{table_arn}/index/{spec.HEARTBEAT_INDEX}": ON_HEARTBEAT_INDEX,
         f"{execution_arn}/{stage}/POST/@connections/*": ON_CONNECTIONS,
         f"{log_group['arn']}:*": ON_OWN_LOGS,
         deployment.one(MAPPING)["eventSourceArn"]: ON_QUEUE,
@@ -329,6 +353,12 @@ def fanout_function(deployment: Deployment) -> Any:
     """The function the event source mapping invokes."""
     mapping = deployment.one(MAPPING)
     return _one([f for f in deployment.of_type(FUNCTION) if f["arn"] == mapping["functionName"]], "function")
+
+
+def heartbeat_function(deployment: Deployment) -> Any:
+    """The function the heartbeat schedule invokes."""
+    target = deployment.one(SCHEDULE)["target"]
+    return _one([f for f in deployment.of_type(FUNCTION) if f["arn"] == target["arn"]], "function")
 
 
 def _as_list(value: Any) -> list:
@@ -356,17 +386,43 @@ def test_the_fanout_function_is_granted_what_it_was_seen_to_call_and_what_its_qu
     assert granted == observed["fanout"] | LOG_GRANTS | MAPPING_GRANTS
 
 
+def test_the_heartbeat_function_is_granted_exactly_what_it_was_seen_to_call(
+    deployed: Deployment, observed: dict[str, set[tuple[str, str]]]
+) -> None:
+    function = heartbeat_function(deployed)
+    assert function["handler"] == spec.HEARTBEAT.handler
+    assert granted_to(deployed, function) == observed["heartbeat"] | LOG_GRANTS
+
+
+def test_the_scheduler_may_invoke_only_the_heartbeat_function_and_only_for_this_account(deployed: Deployment) -> None:
+    schedule = deployed.one(SCHEDULE)
+    function = heartbeat_function(deployed)
+    role = _one([r for r in deployed.of_type(ROLE) if r["arn"] == schedule["target"]["roleArn"]], "scheduler role")
+    (trust,) = json.loads(role["assumeRolePolicy"])["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": function["arn"].split(":")[4]}}
+    (policy,) = [p for p in deployed.of_type(POLICY) if p["role"] == role.id]
+    assert json.loads(policy["policy"])["Statement"] == [
+        {"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function["arn"]]}]
+
+
 def test_the_observed_calls_are_the_ones_each_entry_point_needs(observed: dict[str, set[tuple[str, str]]]) -> None:
     # pinned as literals, so a handler that starts calling something new is seen here
     posts = {("execute-api:ManageConnections", ON_CONNECTIONS)}
     assert observed == {
-        "connect": set(),
+        # with heartbeats on, $connect registers the connection (without: nothing)
+        "connect": {("dynamodb:PutItem", ON_TABLE)},
         "disconnect": {("dynamodb:PutItem", ON_TABLE), ("dynamodb:DeleteItem", ON_TABLE)},
         "join": {("dynamodb:GetItem", ON_TABLE), ("dynamodb:PutItem", ON_TABLE), ("dynamodb:DeleteItem", ON_TABLE)},
         "publish": {("dynamodb:GetItem", ON_TABLE), ("dynamodb:Query", ON_INDEX),
                     ("dynamodb:BatchWriteItem", ON_TABLE), ("sqs:SendMessage", ON_QUEUE)} | posts,
         # a queued chunk: claimed once for good, posted, the members found gone removed
-        "fanout": {("dynamodb:PutItem", ON_TABLE), ("dynamodb:BatchWriteItem", ON_TABLE)} | posts,
+        # (a heartbeat's chunk names no channel: its gone members are closed, PutItem and DeleteItem)
+        "fanout": {("dynamodb:PutItem", ON_TABLE), ("dynamodb:BatchWriteItem", ON_TABLE),
+                   ("dynamodb:DeleteItem", ON_TABLE)} | posts,
+        # lists the live connections, posts, queues the rest, closes the gone
+        "heartbeat": {("dynamodb:Query", ON_HEARTBEAT_INDEX), ("dynamodb:PutItem", ON_TABLE),
+                      ("dynamodb:DeleteItem", ON_TABLE), ("sqs:SendMessage", ON_QUEUE)} | posts,
         # replies are route responses: only a publish's fan-out posts
         "ping": set(),
         "default": set(),
@@ -375,8 +431,9 @@ def test_the_observed_calls_are_the_ones_each_entry_point_needs(observed: dict[s
 
 def test_no_policy_statement_has_a_wildcard_or_names_anything_outside_its_own_function(deployed: Deployment) -> None:
     policies = deployed.of_type(POLICY)
-    functions = {**{key: route_function(deployed, key) for key in ROUTE_KEYS}, "fanout": fanout_function(deployed)}
-    assert len(policies) == len(functions)
+    functions = {**{key: route_function(deployed, key) for key in ROUTE_KEYS}, "fanout": fanout_function(deployed),
+                 "heartbeat": heartbeat_function(deployed)}
+    assert len(policies) == len(functions) + 1  # and the scheduler's role's (tested above)
     for route_key, function in functions.items():
         statements, log_group = function_policy(deployed, function)
         allowed = resource_names(deployed, log_group)

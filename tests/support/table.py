@@ -25,7 +25,7 @@ def create_test_table(dynamodb: Any, table_definition: Any) -> str:
 def function_environ(table_definition: Any, table: str, management_endpoint: str) -> dict[str, str]:
     """The functions' environment for ``table`` and the management API at
     ``management_endpoint``, by the variable names the handlers read."""
-    (index,) = table_definition.inputs["globalSecondaryIndexes"]
+    (index,) = [i for i in table_definition.inputs["globalSecondaryIndexes"] if i["name"] == spec.CHANNEL_INDEX]
     return {
         spec.ENV_TABLE_NAME: table,
         spec.ENV_INDEX_NAME: index["name"],
