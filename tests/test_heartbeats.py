@@ -158,10 +158,15 @@ def test_the_index_lists_registered_and_joined_connections_and_nothing_else(
 
 
 def test_every_shard_is_read_and_every_page(store: Store, dynamodb: Any, table: str) -> None:
-    ids = [new_connection_id() for _ in range(60)]
+    # three connections in every shard (random ids, drawn until each shard has three)
+    by_shard: dict[int, list[str]] = {shard: [] for shard in range(spec.HEARTBEAT_SHARDS)}
+    while any(len(found) < 3 for found in by_shard.values()):
+        connection_id = new_connection_id()
+        if len(by_shard[heartbeat_shard(connection_id)]) < 3:
+            by_shard[heartbeat_shard(connection_id)].append(connection_id)
+    ids = [connection_id for found in by_shard.values() for connection_id in found]
     for connection_id in ids:
         store.register(connection_id)
-    assert len({heartbeat_shard(i) for i in ids}) == spec.HEARTBEAT_SHARDS  # 60 ids fill all ten
     calls = []
     real_query = dynamodb.query
 
