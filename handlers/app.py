@@ -214,16 +214,7 @@ class ChannelApp:
         log = {"scheduledTime": event.get("scheduledTime") if isinstance(event, Mapping) else None}
         targets = self.store.connections()
         payload = protocol.encode(protocol.heartbeat())
-        limit = self.inline_limit
-        inline, beyond = (targets, []) if limit is None else (targets[:limit], targets[limit:])
-        queued = lost = 0
-        if beyond:
-            try:
-                queued, lost = self.queue.send(NO_CHANNEL, beyond, payload, deadline)
-            except Exception:
-                logger.exception("queueing heartbeats failed", extra=log)
-                lost = len(beyond)
-        deliveries = self._deliver(inline, payload, NO_CHANNEL, deadline, log)
+        deliveries, queued, lost = self._fan_out(targets, payload, NO_CHANNEL, deadline, log)
         summary = {"connections": len(targets), "delivered": deliveries.delivered, "gone": len(deliveries.gone),
                    "failed": len(deliveries.failed) + lost, "queued": queued}
         logger.info("heartbeat sent", extra={**log, **summary})
@@ -274,26 +265,34 @@ class ChannelApp:
         outgoing = protocol.prepare_message(membership.channel_id, membership.sender_id, command.data, self.rules)
         if outgoing.failure is not None:
             return outgoing.failure
-        channel, limit = membership.channel_id, self.inline_limit
+        channel = membership.channel_id
         context = {"connectionId": event.connection_id, "routeKey": event.route_key}
         # every page is read before anything is sent: a failed read sends nothing
         targets = protocol.recipients(self.store.members(channel), event.connection_id)
+        deliveries, queued, lost = self._fan_out(targets, outgoing.payload, channel, deadline, context)
+        failed = len(deliveries.failed) + lost
+        if failed:
+            return protocol.publish_partial_failure(deliveries.delivered, failed, queued)
+        return protocol.publish_success(queued)
+
+    def _fan_out(self, targets: list[str], payload: bytes, channel: str, deadline: float | None,
+                 context: dict) -> tuple[Any, int, int]:
+        """Send ``payload`` to ``targets``: those beyond the inline limit are
+        handed to the fan-out function, in chunks, before the inline posts
+        start; the others are posted here (:meth:`_deliver`). Returns the
+        inline deliveries, the members queued and those that could not be."""
+        limit = self.inline_limit
         inline, beyond = (targets, []) if limit is None else (targets[:limit], targets[limit:])
         queued = lost = 0
         if beyond:
-            # handed to the fan-out function, in chunks, before the inline posts start
             try:
-                queued, lost = self.queue.send(channel, beyond, outgoing.payload, deadline)
+                queued, lost = self.queue.send(channel, beyond, payload, deadline)
             except Exception:
                 logger.exception("queueing members for fan-out failed", extra=context)
                 lost = len(beyond)  # some may have been queued: they count as failed, as a post without answer
             if lost:
                 logger.warning("members could not be queued for fan-out", extra={**context, "count": lost})
-        deliveries = self._deliver(inline, outgoing.payload, channel, deadline, context)
-        failed = len(deliveries.failed) + lost
-        if failed:
-            return protocol.publish_partial_failure(deliveries.delivered, failed, queued)
-        return protocol.publish_success(queued)
+        return self._deliver(inline, payload, channel, deadline, context), queued, lost
 
     def _deliver(self, targets: list[str], payload: bytes, channel: str, deadline: float | None,
                  context: dict) -> Any:

@@ -109,46 +109,34 @@ class Store:
     def members(self, channel_id: str) -> list[str]:
         """Connection ids in the channel (through the index, every page),
         leaving out rows that have expired."""
-        found: list[str] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": self._index,
-            "KeyConditionExpression": "#c = :c",
-            "FilterExpression": "#e > :now",
-            "ProjectionExpression": "#k",
-            "ExpressionAttributeNames": {"#c": spec.CHANNEL_ID, "#e": spec.EXPIRES_AT, "#k": spec.CONNECTION_ID},
-            "ExpressionAttributeValues": {":c": {"S": channel_id}, ":now": {"N": str(self._now())}},
-        }
-        while True:
-            page = self._client.query(**kwargs)
-            found.extend(item[spec.CONNECTION_ID]["S"] for item in page.get("Items", ()))
-            if "LastEvaluatedKey" not in page:
-                return found
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return self._live_ids(self._index, spec.CHANNEL_ID, {"S": channel_id})
 
     def connections(self) -> list[str]:
         """Every live connection (registered or joined, not closed, not
         expired): each shard of the heartbeat index, every page. Reads only
         state rows, keys and expiry."""
+        return [connection_id for shard in range(spec.HEARTBEAT_SHARDS)
+                for connection_id in self._live_ids(spec.HEARTBEAT_INDEX, spec.HEARTBEAT_SHARD, {"N": str(shard)})]
+
+    def _live_ids(self, index: str, key: str, value: dict) -> list[str]:
+        """The connection ids of the index's rows whose ``key`` is ``value``,
+        every page, leaving out rows that have expired."""
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": index,
+            "KeyConditionExpression": "#h = :h",
+            "FilterExpression": "#e > :now",
+            "ProjectionExpression": "#k",
+            "ExpressionAttributeNames": {"#h": key, "#e": spec.EXPIRES_AT, "#k": spec.CONNECTION_ID},
+            "ExpressionAttributeValues": {":h": value, ":now": {"N": str(self._now())}},
+        }
         found: list[str] = []
-        for shard in range(spec.HEARTBEAT_SHARDS):
-            kwargs: dict[str, Any] = {
-                "TableName": self._table,
-                "IndexName": spec.HEARTBEAT_INDEX,
-                "KeyConditionExpression": "#s = :s",
-                "FilterExpression": "#e > :now",
-                "ProjectionExpression": "#k",
-                "ExpressionAttributeNames": {"#s": spec.HEARTBEAT_SHARD, "#e": spec.EXPIRES_AT,
-                                             "#k": spec.CONNECTION_ID},
-                "ExpressionAttributeValues": {":s": {"N": str(shard)}, ":now": {"N": str(self._now())}},
-            }
-            while True:
-                page = self._client.query(**kwargs)
-                found.extend(item[spec.CONNECTION_ID]["S"] for item in page.get("Items", ()))
-                if "LastEvaluatedKey" not in page:
-                    break
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return found
+        while True:
+            page = self._client.query(**query)
+            found.extend(item[spec.CONNECTION_ID]["S"] for item in page.get("Items", ()))
+            if "LastEvaluatedKey" not in page:
+                return found
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # --- writes ------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ next one comes at its time.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -27,8 +28,6 @@ def scheduler_input(schedule: ScheduleDef, arn: str, scheduled: float, attempt: 
     """The event the scheduler sends: the target's input with its context
     attributes (``<aws.scheduler.scheduled-time>`` and the others) filled in.
     An input that is not JSON is refused at start-up (:class:`Scheduler`)."""
-    import json
-
     text = schedule.input
     values = {
         "<aws.scheduler.schedule-arn>": arn,

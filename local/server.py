@@ -401,11 +401,6 @@ class LocalServer:
             lines.append(f"HTTP backend:   {', '.join(urls)}")
         return lines
 
-    @property
-    def _http_routes(self) -> Any:
-        assert self.world is not None
-        return self.world.http_routes
-
     def _ensure_table(self) -> None:
         import boto3
 
@@ -438,7 +433,7 @@ class LocalServer:
         self._queue_urls = queues_module.local_urls(self._local_queues, self.world.queues)
 
     async def _invoke(self, route_key: str, event: dict, request_id: str) -> Any:
-        if self._http is not None and route_key in self._http_routes:
+        if route_key not in self._functions:  # an HTTP integration's route
             return await self._http.invoke(route_key, event)
         # A throttled $disconnect would leave the connection's rows to TTL (on
         # AWS too); local mode waits for a slot instead, so closing many

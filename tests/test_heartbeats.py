@@ -172,7 +172,9 @@ def test_every_shard_is_read_and_every_page(store: Store, dynamodb: Any, table: 
 
     def query(**kwargs: Any) -> Any:
         kwargs["Limit"] = 2  # pages of two rows
-        calls.append(kwargs["ExpressionAttributeValues"][":s"]["N"])
+        assert kwargs["IndexName"] == spec.HEARTBEAT_INDEX
+        (shard,) = [v["N"] for k, v in kwargs["ExpressionAttributeValues"].items() if k != ":now"]
+        calls.append(shard)
         return real_query(**kwargs)
 
     store._client = type("Paged", (), {"query": staticmethod(query)})()
