@@ -1,36 +1,105 @@
 """``ChannelServerArgs``: the component's settings, their defaults and their checks.
 
-The args type is a ``TypedDict`` (the form Pulumi's component packages need to
-infer a schema for other languages). Every field is optional; :func:`resolve`
-applies defaults and refuses invalid values with a message that names the field
-and says what to change, before any resource is registered.
+The args type is a ``TypedDict``, the form Pulumi's component provider host
+needs to infer the package schema that TypeScript, Go, C#, YAML and Python
+programs use (``pulumi package add``; see ``plugin/``). Its annotations are
+real types, not strings, because the schema analyzer reads them without
+evaluating them; the field docstrings are the descriptions users see in their
+IDEs in every language.
+
+Every field is optional; :func:`resolve` applies defaults and refuses invalid
+values with a message that names the field and says what to change, before any
+resource is registered. Fields typed ``Input[...]`` may also be a
+``pulumi.Output`` (another resource's ARN, say): a value known at construction
+is checked at once, an Output when it resolves, with the same message.
 
 Each field is also a stack config key of this project (camelCase, declared in
-Pulumi.yaml); :func:`from_config` reads them.
+Pulumi.yaml); :func:`from_config` reads them. An object field has one key per
+field of its own (``domain.certificate_arn`` is ``domainCertificateArn``).
+
+This module does not import Pulumi (local mode's process never loads it).
 """
 
-from __future__ import annotations
-
 import re
+import sys
+import typing
 import urllib.parse
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, TypedDict
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, TypedDict, TypeVar, Union
 
 from . import backend as backend_contract
 from .handlers import protocol, spec
 
+if TYPE_CHECKING:
+    from pulumi import Output
 
-class HttpBackend(TypedDict, total=False):
+T = TypeVar("T")
+#: ``pulumi.Input[T]``, spelled as the Pulumi SDK spells it (a plain value, an
+#: awaitable, or an ``Output``, named by a forward reference), so that this
+#: module loads without importing Pulumi. The schema analyzer reads it as
+#: pulumi.Input (tests/test_schema.py checks the two are read alike).
+Input = Union[T, Awaitable[T], "Output[T]"]
+
+
+class HttpBackendArgs(TypedDict, total=False):
     """An HTTP server that serves the routes instead of the Lambda handlers
     (``ChannelServerArgs.backend``)."""
 
-    url: str
+    url: Input[str]
     """Where API Gateway POSTs each event's envelope: an ``http://`` or
     ``https://`` URL. Required."""
 
     timeout_ms: int
     """How long API Gateway waits for the backend's answer, 50 to 29000 ms.
     Default 29000."""
+
+
+class CustomDomainArgs(TypedDict, total=False):
+    """A custom domain for the clients' URL (``ChannelServerArgs.domain``): an
+    API Gateway regional domain name (TLS 1.2) mapped to the stage."""
+
+    name: Input[str]
+    """The domain clients connect to, for example ``chat.example.com``. Required."""
+
+    certificate_arn: Input[str]
+    """ARN of an ACM certificate for ``name``, in the stack's region. Required."""
+
+    base_path: str
+    """The API mapping key: the URL becomes ``wss://{name}/{base_path}``. One path
+    segment of letters, digits, ``-``, ``_``, ``.`` or ``~``. Default: none, the
+    URL is ``wss://{name}``."""
+
+    hosted_zone_id: Input[str]
+    """A Route 53 hosted zone id (``Z…``): an alias A record for ``name`` is
+    created in it. Default: none, create the DNS record yourself (the
+    ``domain_target`` output)."""
+
+
+class ConnectAuthorizerArgs(TypedDict, total=False):
+    """A Lambda REQUEST authorizer that API Gateway runs on ``$connect``
+    (``ChannelServerArgs.authorizer``). The only kind WebSocket APIs have, and
+    only on ``$connect``: its ``context`` then reaches every later event of the
+    connection."""
+
+    function_arn: Input[str]
+    """ARN of your authorizer function. Required. It returns an IAM policy that
+    allows or denies ``execute-api:Invoke`` and a ``context``; a string
+    ``channelPattern`` in that context is a regular expression every channel
+    the connection joins must match in full."""
+
+    identity_sources: Sequence[str]
+    """Where the identity is read from: ``route.request.querystring.NAME``,
+    ``route.request.header.NAME``, ``stageVariables.NAME`` or ``context.NAME``.
+    A connection missing any of them is refused (401) without calling the
+    function. Default ``["route.request.querystring.token"]``."""
+
+    type: str
+    """``REQUEST`` (default), the only authorizer type WebSocket APIs have."""
+
+    result_ttl_seconds: int
+    """Result caching: API Gateway caches authorizer results only for HTTP
+    APIs, so 0 (default) is the only value; a connection is authorized once,
+    on ``$connect``."""
 
 
 class ChannelServerArgs(TypedDict, total=False):
@@ -63,8 +132,8 @@ class ChannelServerArgs(TypedDict, total=False):
     for an integration after 29 s). Default 29."""
 
     log_retention_days: int
-    """Retention of each function's log group, one of CloudWatch's allowed values
-    (1, 3, 5, 7, 14, 30, …). Default 14."""
+    """Retention of each function's log group (and the access logs'), one of
+    CloudWatch's allowed values (1, 3, 5, 7, 14, 30, …). Default 14."""
 
     throttling_burst_limit: int
     """Stage throttling: burst of messages, 1 to 5000. Default 500."""
@@ -94,6 +163,7 @@ class ChannelServerArgs(TypedDict, total=False):
     then posts to the first ones itself: its publishSuccess then says how
     many were queued, for whom the message is accepted for delivery rather
     than delivered."""
+
     heartbeat_interval_minutes: int
     """Server heartbeats: every this many minutes, 1 to 9, a scheduled function
     sends ``{"type": "heartbeat"}`` to every live connection and closes those
@@ -101,14 +171,60 @@ class ChannelServerArgs(TypedDict, total=False):
     limit without pinging. 0 or unset: off (default). Costs one API Gateway
     message per connection per interval (docs/architecture.md, "Heartbeats")."""
 
-    backend: HttpBackend
+    backend: HttpBackendArgs
     """Serve the routes from an HTTP server instead of the Lambda handlers:
     ``{"url": "https://…", "timeout_ms": 29000}``. Every route gets an HTTP
     integration that POSTs a JSON envelope (docs/architecture.md, "HTTP
     backend"); no handler functions and no fan-out queue are built. Unset:
-    the Lambda handlers (default). ``url`` may be a ``pulumi.Output``."""
+    the Lambda handlers (default)."""
 
-    tags: dict[str, str]
+    domain: CustomDomainArgs
+    """A custom domain: ``{"name": "chat.example.com", "certificate_arn":
+    "arn:aws:acm:…"}``. The ``url`` output becomes ``wss://{name}`` (plus the
+    base path); the handlers keep posting to the execute-api management
+    endpoint. Unset: the execute-api URL (default)."""
+
+    authorizer: ConnectAuthorizerArgs
+    """Authorize each connection on ``$connect`` with your Lambda REQUEST
+    authorizer: ``{"function_arn": "arn:aws:lambda:…", "identity_sources":
+    ["route.request.querystring.token"]}``. Unset: anyone may connect (default)."""
+
+    access_logs: bool
+    """JSON access logs of the stage (request id, route, status, error message,
+    integration latency, connection id) in a log group kept
+    ``log_retention_days``. Default off."""
+
+    api_gateway_cloudwatch_role_arn: Input[str]
+    """With ``access_logs``: the role API Gateway writes logs with, set once per
+    account and region. Default: a role is created for it."""
+
+    manage_api_gateway_account: bool
+    """With ``access_logs``: set the region's API Gateway account setting to that
+    role (default on). Turn off when another stack or team manages it."""
+
+    metrics: bool
+    """CloudWatch metrics from the handlers (Embedded Metric Format, namespace
+    ``ChannelServer``): fan-out size, deliveries, gone and failed posts and
+    duration of each publish, fan-out chunk and heartbeat. Default off."""
+
+    alarm_topic_arn: Input[str]
+    """An SNS topic for alarms: handler errors and throttles, API execution and
+    integration errors, and (with ``metrics``) failed deliveries. Default: no
+    alarms."""
+
+    tracing: bool
+    """X-Ray active tracing on every function. Default off. (API Gateway traces
+    only REST APIs: a WebSocket stage has no tracing.)"""
+
+    retain_on_delete: bool
+    """Keep the connections table in AWS when it is deleted from the stack
+    (``pulumi destroy`` or a replacement). Default off."""
+
+    deletion_protection: bool
+    """DynamoDB deletion protection on the table: AWS refuses to delete it until
+    this is turned off. Default off."""
+
+    tags: Input[Mapping[str, Input[str]]]
     """Tags on every resource that takes tags."""
 
 
@@ -125,7 +241,10 @@ class ChannelServerArgsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """ChannelServerArgs with defaults applied and every value checked."""
+    """ChannelServerArgs with defaults applied and every value checked.
+
+    An ``Input`` field's value may be a ``pulumi.Output``, already wrapped so
+    that it is checked when it resolves."""
 
     stage_name: str = "dev"
     table_name: str | None = None
@@ -144,7 +263,20 @@ class Settings:
     heartbeat_interval_minutes: int = 0
     backend: Mapping[str, Any] | None = None
     """None: the Lambda handlers; else {"url": str or Output, "timeout_ms": int}."""
-    tags: Mapping[str, str] = field(default_factory=dict)
+    domain: Mapping[str, Any] | None = None
+    """None: the execute-api URL; else every CustomDomainArgs field (None when unset)."""
+    authorizer: Mapping[str, Any] | None = None
+    """None: no authorizer; else {"function_arn", "identity_sources" (a tuple), "type", "result_ttl_seconds"}."""
+    access_logs: bool = False
+    api_gateway_cloudwatch_role_arn: Any = None
+    manage_api_gateway_account: bool = True
+    metrics: bool = False
+    alarm_topic_arn: Any = None
+    tracing: bool = False
+    retain_on_delete: bool = False
+    deletion_protection: bool = False
+    tags: Any = field(default_factory=dict)
+    """A dict of strings, or an Output of one."""
 
     @property
     def heartbeats(self) -> bool:
@@ -163,6 +295,80 @@ def _int(name: str, value: Any, low: int, high: int, unit: str = "") -> int:
     if not low <= value <= high:
         raise _fail(name, value, f"must be from {low} to {high}{unit}")
     return value
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(name, value, "must be true or false")
+    return value
+
+
+def checked(value: Any, check: Callable[[Any], Any]) -> Any:
+    """``check(value)`` now for a plain value; for a ``pulumi.Output``, an Output
+    that runs ``check`` when the value resolves (a failure then stops the
+    deployment with the same message)."""
+    if _is_output(value):
+        return value.apply(check)
+    return check(value)
+
+
+def _arn(name: str, service: str, resource: str, example: str) -> Callable[[Any], str]:
+    """A check that a value is an ARN of ``service`` whose resource part matches ``resource``."""
+    pattern = re.compile(rf"arn:aws[a-z-]*:{service}:[a-z0-9-]*:(\d{{12}})?:{resource}")
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise _fail(name, value, f"must be an ARN like {example}")
+        return value
+
+    return check
+
+
+_check_certificate = _arn("domain.certificate_arn", "acm", r"certificate/[A-Za-z0-9-]+",
+                          "arn:aws:acm:us-east-1:123456789012:certificate/…, in the stack's region")
+_check_authorizer_function = _arn("authorizer.function_arn", "lambda", r"function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]+)?",
+                                  "arn:aws:lambda:us-east-1:123456789012:function:NAME")
+_check_alarm_topic = _arn("alarm_topic_arn", "sns", r"[A-Za-z0-9_-]{1,256}(\.fifo)?",
+                          "arn:aws:sns:us-east-1:123456789012:TOPIC")
+_check_cloudwatch_role = _arn("api_gateway_cloudwatch_role_arn", "iam", r"role/[\w+=,.@/-]{1,512}",
+                              "arn:aws:iam::123456789012:role/NAME")
+#: A DNS name API Gateway accepts for a regional custom domain (lower case; a
+#: wildcard first label is allowed).
+_DOMAIN_NAME = re.compile(r"(?=.{1,253}$)(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+_BASE_PATH = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+_HOSTED_ZONE_ID = re.compile(r"Z[A-Z0-9]{1,31}")
+#: Where a WebSocket REQUEST authorizer may read the identity from.
+IDENTITY_SOURCE = re.compile(r"(route\.request\.(header|querystring)|stageVariables|context)\.[A-Za-z0-9_.-]+")
+DEFAULT_IDENTITY_SOURCES = ("route.request.querystring.token",)
+
+
+def _check_domain_name(value: Any) -> str:
+    if not isinstance(value, str) or not _DOMAIN_NAME.fullmatch(value):
+        raise _fail("domain.name", value, "must be a lower-case DNS name like chat.example.com")
+    return value
+
+
+def _check_hosted_zone_id(value: Any) -> str:
+    if not isinstance(value, str) or not _HOSTED_ZONE_ID.fullmatch(value):
+        raise _fail("domain.hosted_zone_id", value, "must be a Route 53 hosted zone id like Z0123456789ABCDEFGHIJ")
+    return value
+
+
+def _check_tags(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and (isinstance(v, str) or _is_output(v)) for k, v in value.items()
+    ):
+        raise _fail("tags", value, "must map strings to strings")
+    return {k: checked(v, _check_tag_value(k)) for k, v in value.items()}
+
+
+def _check_tag_value(key: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise _fail("tags", {key: value}, "must map strings to strings")
+        return value
+
+    return check
 
 
 def resolve(args: Mapping[str, Any] | None) -> Settings:
@@ -218,12 +424,35 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
     heartbeat = _int("heartbeat_interval_minutes", s.heartbeat_interval_minutes, 0, spec.MAX_HEARTBEAT_MINUTES,
                      " minutes (0 is off; API Gateway closes idle connections after 10)")
     http_backend = _backend(s.backend)
-    if http_backend is not None and heartbeat:
-        raise _fail("heartbeat_interval_minutes", heartbeat,
-                    "server heartbeats come from the Lambda handlers; with an HTTP backend, send them from "
-                    "the backend (or leave backend unset)")
-    if not isinstance(s.tags, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in s.tags.items()):
-        raise _fail("tags", s.tags, "must map strings to strings")
+    domain = _domain(s.domain)
+    authorizer = _authorizer(s.authorizer)
+    switches = {name: _bool(name, getattr(s, name)) for name in (
+        "access_logs", "manage_api_gateway_account", "metrics", "tracing", "retain_on_delete", "deletion_protection")}
+    role_arn = None if s.api_gateway_cloudwatch_role_arn is None else checked(
+        s.api_gateway_cloudwatch_role_arn, _check_cloudwatch_role)
+    topic_arn = None if s.alarm_topic_arn is None else checked(s.alarm_topic_arn, _check_alarm_topic)
+    tags = checked(s.tags, _check_tags)
+
+    if http_backend is not None:
+        # what only the Lambda handlers do
+        lambda_only = {
+            "heartbeat_interval_minutes": (heartbeat, "server heartbeats come from the Lambda handlers; with an "
+                                                      "HTTP backend, send them from the backend"),
+            "metrics": (switches["metrics"], "the metrics come from the Lambda handlers; with an HTTP backend, "
+                                             "emit them from the backend"),
+            "tracing": (switches["tracing"], "X-Ray traces the Lambda handlers; with an HTTP backend there are none"),
+            "authorizer": (authorizer, "the authorizer's context reaches Lambda events only (the backend's "
+                                       "envelope does not carry it); authorize in the backend"),
+        }
+        for name, (value, why) in lambda_only.items():
+            if value:
+                raise _fail(name, value, f"{why} (or leave backend unset)")
+    if role_arn is not None and not switches["access_logs"]:
+        raise _fail("api_gateway_cloudwatch_role_arn", _shown(role_arn), "is used only with access_logs: set access_logs=True "
+                    "or leave it unset")
+    if role_arn is not None and not switches["manage_api_gateway_account"]:
+        raise _fail("api_gateway_cloudwatch_role_arn", _shown(role_arn), "is set as the account's role only with "
+                    "manage_api_gateway_account=True; leave one of them unset")
     return Settings(
         stage_name=s.stage_name,
         table_name=s.table_name,
@@ -241,8 +470,38 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
         inline_fanout_limit=inline_fanout_limit,
         heartbeat_interval_minutes=heartbeat,
         backend=http_backend,
-        tags=dict(s.tags),
+        domain=domain,
+        authorizer=authorizer,
+        api_gateway_cloudwatch_role_arn=role_arn,
+        alarm_topic_arn=topic_arn,
+        tags=tags,
+        **switches,
     )
+
+
+def _object(name: str, value: Any, kind: type, example: str) -> dict[str, Any] | None:
+    """``value`` as a dict of ``kind``'s fields, or None when unset."""
+    if value is None:
+        return None
+    allowed = list(kind.__annotations__)
+    if not isinstance(value, Mapping):
+        raise _fail(name, value, f"must be {example}, or unset")
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        names = ", ".join(allowed[:-1]) + f" and {allowed[-1]}" if len(allowed) > 1 else allowed[0]
+        raise _fail(name, dict(value), f"has no field {', '.join(unknown)}; use {names}")
+    return dict(value)
+
+
+def _required(name: str, value: dict[str, Any], key: str) -> Any:
+    if value.get(key) is None or value.get(key) == "":
+        raise _fail(name, value, f"{key} is required")
+    return value[key]
+
+
+def _shown(value: Any) -> Any:
+    """``value`` for an error message: an Output's value is not known yet."""
+    return "<an Output>" if _is_output(value) else value
 
 
 def check_backend_url(url: Any) -> str:
@@ -260,18 +519,10 @@ def check_backend_url(url: Any) -> str:
 
 def _backend(value: Any) -> dict[str, Any] | None:
     """The HTTP backend's settings with defaults, or None for the Lambda handlers."""
+    value = _object("backend", value, HttpBackendArgs, '{"url": "https://…", "timeout_ms": N}')
     if value is None:
         return None
-    if not isinstance(value, Mapping):
-        raise _fail("backend", value, 'must be {"url": "https://…", "timeout_ms": N}, or unset for the Lambda handlers')
-    unknown = sorted(set(value) - {"url", "timeout_ms"})
-    if unknown:
-        raise _fail("backend", dict(value), f"has no field {', '.join(unknown)}; use url and timeout_ms")
-    if value.get("url") is None:
-        raise _fail("backend", dict(value), "url is required")
-    url = value["url"]
-    if not _is_output(url):
-        check_backend_url(url)
+    url = checked(_required("backend", value, "url"), check_backend_url)
     timeout = value.get("timeout_ms")
     timeout = backend_contract.DEFAULT_TIMEOUT_MS if timeout is None else _int(
         "backend.timeout_ms", timeout, backend_contract.MIN_TIMEOUT_MS, backend_contract.MAX_TIMEOUT_MS,
@@ -279,49 +530,120 @@ def _backend(value: Any) -> dict[str, Any] | None:
     return {"url": url, "timeout_ms": timeout}
 
 
+def _domain(value: Any) -> dict[str, Any] | None:
+    """The custom domain's settings (every field; None when unset), or None."""
+    value = _object("domain", value, CustomDomainArgs,
+                    '{"name": "chat.example.com", "certificate_arn": "arn:aws:acm:…"}')
+    if value is None:
+        return None
+    name = checked(_required("domain", value, "name"), _check_domain_name)
+    certificate = checked(_required("domain", value, "certificate_arn"), _check_certificate)
+    base_path = value.get("base_path") or None
+    if base_path is not None and (not isinstance(base_path, str) or not _BASE_PATH.fullmatch(base_path)):
+        raise _fail("domain.base_path", base_path,
+                    "use one path segment of letters, digits, '-', '_', '.' or '~' (or leave it unset)")
+    zone = value.get("hosted_zone_id") or None
+    zone = None if zone is None else checked(zone, _check_hosted_zone_id)
+    return {"name": name, "certificate_arn": certificate, "base_path": base_path, "hosted_zone_id": zone}
+
+
+def _authorizer(value: Any) -> dict[str, Any] | None:
+    """The $connect authorizer's settings with defaults, or None."""
+    value = _object("authorizer", value, ConnectAuthorizerArgs,
+                    '{"function_arn": "arn:aws:lambda:…", "identity_sources": ["route.request.querystring.token"]}')
+    if value is None:
+        return None
+    kind = value.get("type") or "REQUEST"
+    if kind == "JWT":
+        raise _fail("authorizer.type", kind, "WebSocket APIs have no JWT authorizer: verify the token in a REQUEST "
+                    "authorizer function (type REQUEST)")
+    if kind != "REQUEST":
+        raise _fail("authorizer.type", kind, "WebSocket APIs authorize $connect with a Lambda REQUEST authorizer: "
+                    "use REQUEST")
+    ttl = value.get("result_ttl_seconds") or 0
+    if ttl != 0:
+        raise _fail("authorizer.result_ttl_seconds", ttl, "API Gateway caches authorizer results only for HTTP APIs; "
+                    "a WebSocket connection is authorized once, on $connect: use 0 or leave it unset")
+    sources = value.get("identity_sources")
+    sources = DEFAULT_IDENTITY_SOURCES if sources is None else sources
+    if isinstance(sources, str) or not isinstance(sources, Sequence) or not sources or not all(
+        isinstance(source, str) and IDENTITY_SOURCE.fullmatch(source) for source in sources
+    ):
+        raise _fail("authorizer.identity_sources", sources,
+                    "must be a non-empty list like ['route.request.querystring.token', 'route.request.header.Auth'] "
+                    "(route.request.querystring.*, route.request.header.*, stageVariables.* or context.*)")
+    function_arn = checked(_required("authorizer", value, "function_arn"), _check_authorizer_function)
+    return {"function_arn": function_arn, "identity_sources": tuple(sources), "type": kind, "result_ttl_seconds": 0}
+
+
 def _is_output(value: Any) -> bool:
-    try:
-        import pulumi
-    except ImportError:  # local mode's own process never loads Pulumi
-        return False
-    return isinstance(value, pulumi.Output)
+    pulumi = sys.modules.get("pulumi")  # never imported here: an Output means Pulumi is loaded
+    return pulumi is not None and isinstance(value, pulumi.Output)
 
 
 def config_key(field_name: str) -> str:
-    """The stack config key of an args field: ``stage_name`` → ``stageName``."""
+    """The stack config key of an args field: ``stage_name`` → ``stageName``;
+    of a field of an object field: ``domain_certificate_arn`` → ``domainCertificateArn``."""
     head, *rest = field_name.split("_")
     return head + "".join(part.capitalize() for part in rest)
 
 
-#: Config keys of the fields Pulumi.yaml cannot declare as one key (it has no
-#: object type): the HTTP backend's, one key per field of HttpBackend.
-BACKEND_CONFIG_KEYS = {"url": "backendUrl", "timeout_ms": "backendTimeoutMs"}
+#: The object fields (Pulumi.yaml has no object type: each of their fields is a
+#: key of its own, ``config_key(f"{field}_{subfield}")``) and the subfield that
+#: must be set for the object to be set at all.
+OBJECT_FIELDS = {"backend": ("url", HttpBackendArgs), "domain": ("name", CustomDomainArgs),
+                 "authorizer": ("function_arn", ConnectAuthorizerArgs)}
+
+
+def object_config_keys(field_name: str) -> dict[str, str]:
+    """The config key of each field of an object field: ``{"url": "backendUrl", …}``."""
+    kind = OBJECT_FIELDS[field_name][1]
+    return {sub: config_key(f"{field_name}_{sub}") for sub in kind.__annotations__}
+
+
+def kind_of(hint: Any) -> type:
+    """The plain type behind a field's annotation: ``Input[str]`` is ``str``,
+    ``Sequence[str]`` is ``list``, a TypedDict is ``dict``, a Mapping ``dict``."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is Union:
+        hint = args[0]  # Input[T] = Union[T, Awaitable[T], Output[T]]: T
+        return kind_of(hint)
+    origin = typing.get_origin(hint) or hint
+    if isinstance(origin, type) and issubclass(origin, Mapping) or typing.is_typeddict(hint):
+        return dict
+    if origin in (list, Sequence) or (isinstance(origin, type) and issubclass(origin, Sequence) and origin is not str):
+        return list
+    return origin
+
+
+def field_kinds(kind: type = ChannelServerArgs) -> dict[str, type]:
+    """Each field of an args TypedDict and its plain type (``kind_of``)."""
+    return {name: kind_of(hint) for name, hint in kind.__annotations__.items()}
 
 
 def from_config(config: Any) -> ChannelServerArgs:
     """ChannelServerArgs from a ``pulumi.Config`` of this project: every key that
     is set, read with its field's type; unset keys keep the component's defaults.
-    ``backend`` comes from ``backendUrl`` and ``backendTimeoutMs``: the Lambda
-    handlers while ``backendUrl`` is unset or empty."""
-    readers = {str: config.get, int: config.get_int, float: config.get_float, dict: config.get_object}
+    An object field (``backend``, ``domain``, ``authorizer``) is read from one
+    key per field of its own, and is set only when its required key is set and
+    not empty (``backendUrl``, ``domainName``, ``authorizerFunctionArn``)."""
+    readers = {str: config.get, int: config.get_int, float: config.get_float, bool: config.get_bool,
+               dict: config.get_object, list: config.get_object}
+
+    def read(key: str, kind: type) -> Any:
+        value = readers[kind](key)
+        return None if value == "" or value == [] else value  # "" and [] are Pulumi.yaml's way to say unset
+
     args: dict[str, Any] = {}
-    for name, kind in _field_types().items():
-        if name == "backend":
+    for name, kind in field_kinds().items():
+        if name in OBJECT_FIELDS:
+            required, object_kind = OBJECT_FIELDS[name]
+            keys = object_config_keys(name)
+            value = {sub: read(keys[sub], sub_kind) for sub, sub_kind in field_kinds(object_kind).items()}
+            if value[required] is not None:
+                args[name] = {sub: v for sub, v in value.items() if v is not None}
             continue
-        value = readers[kind](config_key(name))
-        if value is not None and value != "":  # "" is Pulumi.yaml's way to say unset
+        value = read(config_key(name), kind)
+        if value is not None:
             args[name] = value
-    url = config.get(BACKEND_CONFIG_KEYS["url"])
-    if url:
-        args["backend"] = {"url": url}
-        timeout = config.get_int(BACKEND_CONFIG_KEYS["timeout_ms"])
-        if timeout is not None:
-            args["backend"]["timeout_ms"] = timeout
     return ChannelServerArgs(**args)  # type: ignore[typeddict-item]
-
-
-def _field_types() -> dict[str, type]:
-    import typing
-
-    hints = typing.get_type_hints(ChannelServerArgs)
-    return {name: typing.get_origin(hint) or hint for name, hint in hints.items()}

@@ -17,24 +17,37 @@ What it builds (every child parented to the component, named from its name):
   role that may invoke only that function;
 - with ``backend`` (an HTTP server instead of the handlers): each route's
   integration is a non-proxy HTTP one with the request template and
-  integration response of ``channel_server.backend``; no functions, no queues.
-"""
+  integration response of ``channel_server.backend``; no functions, no queues;
+- with ``domain``: a regional custom domain (TLS 1.2) mapped to the stage, and
+  an alias record when a hosted zone is given;
+- with ``authorizer``: a Lambda REQUEST authorizer on ``$connect`` and API
+  Gateway's permission to invoke it;
+- with ``access_logs``: the stage's JSON access logs in their own log group,
+  and API Gateway's account-level CloudWatch role;
+- with ``alarm_topic_arn``: CloudWatch alarms on handler errors and throttles,
+  API errors and (with ``metrics``) failed deliveries, to that topic.
 
-from __future__ import annotations
+Annotations here are real types, not strings (no ``from __future__ import
+annotations``): Pulumi's schema analyzer reads ``__init__``'s ``args``
+annotation and the class's public annotations (its outputs) without
+evaluating them.
+"""
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import pulumi
 import pulumi_aws as aws
 
 from . import archive
 from . import backend as backend_contract
-from .args import ChannelServerArgs, Settings, check_backend_url, resolve
+from .args import ChannelServerArgs, Settings, resolve
 from .handlers import spec
 
-TYPE_TOKEN = "channel-server:index:ChannelServer"
+#: The Pulumi package name (``plugin/``, ``pulumi package add``) and the component's type token.
+PACKAGE_NAME = "channel-server"
+TYPE_TOKEN = f"{PACKAGE_NAME}:index:ChannelServer"
 
 #: How often SQS hands a chunk to the fan-out function before moving it to the
 #: dead-letter queue. The function fails a chunk only when it cannot claim it
@@ -62,6 +75,45 @@ HEARTBEAT_INPUT = json.dumps({"source": "channel-server.heartbeat", "scheduledTi
 #: How often the scheduler retries a heartbeat invocation that failed to
 #: start (throttled, or Lambda unavailable), within the interval.
 HEARTBEAT_RETRIES = 2
+
+
+#: The stage's access log line (JSON): what API Gateway knows of each
+#: request of a WebSocket API (its $context variables for access logging).
+ACCESS_LOG_FORMAT = json.dumps({
+    "requestId": "$context.requestId",
+    "requestTime": "$context.requestTime",
+    "eventType": "$context.eventType",
+    "routeKey": "$context.routeKey",
+    "connectionId": "$context.connectionId",
+    "status": "$context.status",
+    "errorMessage": "$context.error.message",
+    "integrationLatency": "$context.integrationLatency",
+    "authorizerError": "$context.authorizer.error",
+    "sourceIp": "$context.identity.sourceIp",
+})
+#: The AWS-managed policy API Gateway's CloudWatch role needs (AWS documents
+#: it for this role: create and write log groups of any API).
+APIGATEWAY_LOGS_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+_APIGATEWAY_TRUST_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "apigateway.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+)
+#: What a function needs to send traces with X-Ray active tracing.
+XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
+#: Alarms look at sums over this many seconds.
+ALARM_PERIOD_SECONDS = 300
+
+
+def lambda_invoke_uri(function_arn: str) -> str:
+    """The URI API Gateway invokes a Lambda function by, from its ARN
+    (``arn:{partition}:lambda:{region}:{account}:function:{name}``)."""
+    parts = function_arn.split(":")
+    partition, region = parts[1], parts[3]
+    return f"arn:{partition}:apigateway:{region}:lambda:path/2015-03-31/functions/{function_arn}/invocations"
 
 
 def heartbeat_rate(minutes: int) -> str:
@@ -100,6 +152,33 @@ class Heartbeat:
     scheduler_policy: aws.iam.RolePolicy
 
 
+@dataclass(frozen=True)
+class CustomDomain:
+    """The custom domain clients connect to (``domain``)."""
+
+    domain_name: aws.apigatewayv2.DomainName
+    """The regional domain name, with its certificate, TLS 1.2."""
+    mapping: aws.apigatewayv2.ApiMapping
+    """Maps the domain (and base path) to the stage."""
+    record: aws.route53.Record | None
+    """The alias A record, when a hosted zone was given."""
+    url: pulumi.Output[str]
+    """``wss://{domain}[/{base path}]``."""
+    target: pulumi.Output[str]
+    """The regional host name the domain's DNS record points to."""
+
+
+@dataclass(frozen=True)
+class AccessLogs:
+    """The stage's access logs (``access_logs``)."""
+
+    log_group: aws.cloudwatch.LogGroup
+    role: aws.iam.Role | None
+    """The role API Gateway writes CloudWatch logs with, when this stack created it."""
+    account: aws.apigateway.Account | None
+    """The region's API Gateway account setting, when this stack manages it."""
+
+
 class ChannelServer(pulumi.ComponentResource):
     """A WebSocket channel server: clients join a channel and publish to it.
 
@@ -108,61 +187,85 @@ class ChannelServer(pulumi.ComponentResource):
     before any resource is registered.
     """
 
+    # The public annotations below are the component's outputs in every
+    # language (Pulumi's schema analyzer reads them); the Python-only
+    # attributes are annotated for type checkers only, further down.
+
     url: pulumi.Output[str]
-    """The clients' WebSocket URL, ``wss://{api}.execute-api.{region}.amazonaws.com/{stage}``."""
+    """The clients' WebSocket URL: ``wss://{api}.execute-api.{region}.amazonaws.com/{stage}``,
+    or ``wss://{domain}[/{base path}]`` with a custom domain."""
+    execute_api_url: pulumi.Output[str]
+    """The stage's execute-api WebSocket URL, with or without a custom domain."""
     management_endpoint: pulumi.Output[str]
-    """The stage's management API (``@connections``) base URL, ``https://…/{stage}``."""
+    """The stage's management API (``@connections``) base URL, ``https://…/{stage}``;
+    always the execute-api host, never the custom domain."""
     table_name: pulumi.Output[str]
     """Name of the connections table."""
     api_id: pulumi.Output[str]
     """The WebSocket API's id."""
     stage_name: pulumi.Output[str]
     """The stage's name."""
-
+    domain_target: Optional[pulumi.Output[str]]
+    """With a custom domain: the regional host name its DNS record must point
+    to (an alias or CNAME), for DNS outside Route 53."""
     table: aws.dynamodb.Table
     """The connections table (keys, channel index, TTL)."""
     api: aws.apigatewayv2.Api
     """The WebSocket API."""
-    deployment: aws.apigatewayv2.Deployment
-    """The deployment the stage serves; replaced whenever a route or integration changes."""
     stage: aws.apigatewayv2.Stage
     """The throttled stage clients connect to."""
-    functions: dict[str, aws.lambda_.Function]
-    """Handler functions by route key (``$connect``, ``join``, …); likewise the dicts below."""
-    roles: dict[str, aws.iam.Role]
-    """Each function's execution role."""
-    policies: dict[str, aws.iam.RolePolicy]
-    """Each role's inline least-privilege policy."""
-    log_groups: dict[str, aws.cloudwatch.LogGroup]
-    """Each function's log group (with retention)."""
-    integrations: dict[str, aws.apigatewayv2.Integration]
-    """Each route's integration: AWS_PROXY to its function, or HTTP to the backend."""
-    integration_responses: dict[str, aws.apigatewayv2.IntegrationResponse]
-    """With an HTTP backend: each route's integration response (any 2xx answer)."""
-    routes: dict[str, aws.apigatewayv2.Route]
-    """The API's routes."""
-    route_responses: dict[str, aws.apigatewayv2.RouteResponse]
-    """The ``$default`` route response of each two-way route (the message routes):
-    the function's return value is the reply to the sender."""
-    permissions: dict[str, aws.lambda_.Permission]
-    """API Gateway's permission to invoke each function, scoped to its stage and route."""
-    fanout: FanOut | None
-    """The fan-out queue and function, for channels beyond the inline limit
-    (None with an HTTP backend)."""
-    heartbeat: Heartbeat | None
-    """The heartbeat function and its schedule (None while heartbeats are off)."""
+
+    if TYPE_CHECKING:  # Python-only attributes: not outputs in other languages
+        deployment: aws.apigatewayv2.Deployment
+        """The deployment the stage serves; replaced whenever a route or integration changes."""
+        functions: dict[str, aws.lambda_.Function]
+        """Handler functions by route key (``$connect``, ``join``, …); likewise the dicts below."""
+        roles: dict[str, aws.iam.Role]
+        """Each function's execution role."""
+        policies: dict[str, aws.iam.RolePolicy]
+        """Each role's inline least-privilege policy."""
+        log_groups: dict[str, aws.cloudwatch.LogGroup]
+        """Each function's log group (with retention)."""
+        integrations: dict[str, aws.apigatewayv2.Integration]
+        """Each route's integration: AWS_PROXY to its function, or HTTP to the backend."""
+        integration_responses: dict[str, aws.apigatewayv2.IntegrationResponse]
+        """With an HTTP backend: each route's integration response (any 2xx answer)."""
+        routes: dict[str, aws.apigatewayv2.Route]
+        """The API's routes."""
+        route_responses: dict[str, aws.apigatewayv2.RouteResponse]
+        """The ``$default`` route response of each two-way route (the message routes):
+        the function's return value is the reply to the sender."""
+        permissions: dict[str, aws.lambda_.Permission]
+        """API Gateway's permission to invoke each function, scoped to its stage and route."""
+        fanout: FanOut | None
+        """The fan-out queue and function, for channels beyond the inline limit
+        (None with an HTTP backend)."""
+        heartbeat: Heartbeat | None
+        """The heartbeat function and its schedule (None while heartbeats are off)."""
+        domain: CustomDomain | None
+        """The custom domain, its API mapping and DNS record (None without ``domain``)."""
+        authorizer: aws.apigatewayv2.Authorizer | None
+        """The $connect authorizer (None without ``authorizer``)."""
+        authorizer_permission: aws.lambda_.Permission | None
+        """API Gateway's permission to invoke the authorizer function."""
+        access_logs: AccessLogs | None
+        """The access log group and account setting (None without ``access_logs``)."""
+        alarms: dict[str, aws.cloudwatch.MetricAlarm]
+        """The alarms by name (empty without ``alarm_topic_arn``)."""
 
     def __init__(
         self,
         name: str,
-        args: ChannelServerArgs | None = None,
-        opts: pulumi.ResourceOptions | None = None,
+        # None: every default. Annotated without Optional: the schema analyzer
+        # reads this annotation as the component's input type.
+        args: ChannelServerArgs = None,  # type: ignore[assignment]
+        opts: Optional[pulumi.ResourceOptions] = None,
     ) -> None:
         settings = resolve(args)  # fail before anything is registered
         super().__init__(TYPE_TOKEN, name, None, opts)
         self._name = name
         self._settings = settings
-        self._tags = dict(settings.tags) or None
+        self._tags = settings.tags or None  # a dict, or an Output of one
         self._child = pulumi.ResourceOptions(parent=self)
 
         self.table = self._create_table()
@@ -176,12 +279,15 @@ class ChannelServer(pulumi.ComponentResource):
         self.management_endpoint = self.api.api_endpoint.apply(
             lambda endpoint: spec.management_endpoint(endpoint, settings.stage_name)
         )
-        self.url = self.api.api_endpoint.apply(lambda endpoint: f"{endpoint}/{settings.stage_name}")
+        self.execute_api_url = self.api.api_endpoint.apply(lambda endpoint: f"{endpoint}/{settings.stage_name}")
 
         self.functions, self.roles, self.policies, self.log_groups = {}, {}, {}, {}
         self.integrations, self.routes, self.route_responses, self.permissions = {}, {}, {}, {}
-        self.integration_responses = {}
-        self.fanout = self.heartbeat = None
+        self.integration_responses, self.alarms = {}, {}
+        self.fanout = self.heartbeat = self.domain = self.access_logs = None
+        self.authorizer = self.authorizer_permission = None
+        if settings.authorizer is not None:
+            self.authorizer, self.authorizer_permission = self._create_authorizer(settings.authorizer)
         if settings.backend is not None:
             for route in spec.ROUTES:
                 self._create_http_route(route, settings.backend)
@@ -193,7 +299,15 @@ class ChannelServer(pulumi.ComponentResource):
             self.fanout = self._create_fanout(code)
             if settings.heartbeats:
                 self.heartbeat = self._create_heartbeat(code)
+        if settings.access_logs:
+            self.access_logs = self._create_access_logs()
         self.deployment, self.stage = self._create_stage()
+        self.url, self.domain_target = self.execute_api_url, None
+        if settings.domain is not None:
+            self.domain = self._create_domain(settings.domain)
+            self.url, self.domain_target = self.domain.url, self.domain.target
+        if settings.alarm_topic_arn is not None:
+            self.alarms = self._create_alarms(settings.alarm_topic_arn)
 
         self.table_name = self.table.name
         self.api_id = self.api.id
@@ -201,10 +315,15 @@ class ChannelServer(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "url": self.url,
+                "execute_api_url": self.execute_api_url,
                 "management_endpoint": self.management_endpoint,
                 "table_name": self.table_name,
                 "api_id": self.api_id,
                 "stage_name": self.stage_name,
+                "domain_target": self.domain_target,
+                "table": self.table,
+                "api": self.api,
+                "stage": self.stage,
             }
         )
 
@@ -232,8 +351,9 @@ class ChannelServer(pulumi.ComponentResource):
             # API Gateway's 2-hour connection limit
             ttl=aws.dynamodb.TableTtlArgs(attribute_name=spec.EXPIRES_AT, enabled=True),
             point_in_time_recovery=aws.dynamodb.TablePointInTimeRecoveryArgs(enabled=True),
+            deletion_protection_enabled=self._settings.deletion_protection,
             tags=self._tags,
-            opts=self._child,
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=self._settings.retain_on_delete or None),
         )
 
     # --- large channels: the fan-out queue and function ------------------------------
@@ -358,6 +478,7 @@ class ChannelServer(pulumi.ComponentResource):
             timeout=timeout or s.lambda_timeout_seconds,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables=self._environment()),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=log_group.name),
+            tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active") if s.tracing else None,
             tags=self._tags,
             # the role must be able to write logs before the first invocation
             opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
@@ -396,12 +517,16 @@ class ChannelServer(pulumi.ComponentResource):
     def _add_route(self, route: spec.Route, integration: aws.apigatewayv2.Integration) -> None:
         """The route to ``integration``, with its route response when two-way."""
         slug = f"{self._name}-{route.function}"
+        authorized = self.authorizer is not None and route.key == spec.CONNECT_ROUTE
         self.integrations[route.key] = integration
         self.routes[route.key] = aws.apigatewayv2.Route(
             slug,
             api_id=self.api.id,
             route_key=route.key,
             target=integration.id.apply(lambda integration_id: f"integrations/{integration_id}"),
+            # API Gateway authorizes a WebSocket connection only on $connect
+            authorization_type="CUSTOM" if authorized else None,
+            authorizer_id=self.authorizer.id if authorized else None,
             # two-way: the function's return value is the sender's reply
             route_response_selection_expression=spec.ROUTE_RESPONSE_SELECTION_EXPRESSION if route.two_way else None,
             opts=self._child,
@@ -422,7 +547,7 @@ class ChannelServer(pulumi.ComponentResource):
         answered ("No match for output mapping"), and with which any other
         status refuses a $connect (see channel_server.backend)."""
         slug = f"{self._name}-{route.function}"
-        url = pulumi.Output.from_input(backend["url"]).apply(check_backend_url)
+        url = pulumi.Output.from_input(backend["url"])  # checked by resolve(), an Output when it resolves
         integration = aws.apigatewayv2.Integration(
             slug,
             api_id=self.api.id,
@@ -457,6 +582,7 @@ class ChannelServer(pulumi.ComponentResource):
             spec.ENV_INLINE_FANOUT_LIMIT: str(s.inline_fanout_limit),
             spec.ENV_FANOUT_QUEUE_URL: self._queues[0].url,
             **({spec.ENV_HEARTBEATS: "1"} if s.heartbeats else {}),
+            **({spec.ENV_METRICS: "1", spec.ENV_SERVER_NAME: self._name} if s.metrics else {}),
         }
 
     def _policy_document(self, function: spec.Function, log_group: aws.cloudwatch.LogGroup) -> pulumi.Output[str]:
@@ -466,6 +592,7 @@ class ChannelServer(pulumi.ComponentResource):
         wildcard actions, no wildcard resources."""
         stage = self._settings.stage_name
         heartbeats = self._settings.heartbeats
+        tracing = self._settings.tracing
 
         def document(table_arn: str, execution_arn: str, log_group_arn: str, queue_arn: str) -> str:
             statements = []
@@ -484,6 +611,9 @@ class ChannelServer(pulumi.ComponentResource):
                     _allow(["execute-api:ManageConnections"], [f"{execution_arn}/{stage}/POST/@connections/*"])
                 )
             statements.append(_allow(["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group_arn}:*"]))
+            if tracing:
+                # X-Ray has no resource-level permissions: "*" is the only resource
+                statements.append(_allow(XRAY_ACTIONS, ["*"]))
             return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
         return pulumi.Output.all(self.table.arn, self.api.execution_arn, log_group.arn, self._queues[0].arn).apply(
@@ -507,19 +637,27 @@ class ChannelServer(pulumi.ComponentResource):
                 for key in sorted(self.routes)
             ]
         )
+        triggers = {"routes": wiring.apply(lambda rows: json.dumps(rows, sort_keys=True))}
+        authorizer_resources: list[pulumi.Resource] = []
+        if self.authorizer is not None:
+            triggers["authorizer"] = pulumi.Output.all(
+                self.authorizer.id, self.authorizer.authorizer_uri, self.authorizer.identity_sources
+            ).apply(lambda values: json.dumps(values, sort_keys=True))
+            authorizer_resources = [self.authorizer, self.authorizer_permission]
         # ...and after the invoke permissions, so the stage never switches to a
         # function API Gateway may not call yet.
         deployment = aws.apigatewayv2.Deployment(
             f"{self._name}-deployment",
             api_id=self.api.id,
             description=f"channel-server routes: {', '.join(sorted(self.routes))}",
-            triggers={"routes": wiring.apply(lambda rows: json.dumps(rows, sort_keys=True))},
+            triggers=triggers,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[*self.routes.values(), *self.route_responses.values(), *self.permissions.values(),
-                            *self.integration_responses.values()],
+                            *self.integration_responses.values(), *authorizer_resources],
             ),
         )
+        logs = self.access_logs
         stage = aws.apigatewayv2.Stage(
             f"{self._name}-stage",
             api_id=self.api.id,
@@ -530,10 +668,176 @@ class ChannelServer(pulumi.ComponentResource):
                 throttling_burst_limit=s.throttling_burst_limit,
                 throttling_rate_limit=s.throttling_rate_limit,
             ),
+            access_log_settings=None if logs is None else aws.apigatewayv2.StageAccessLogSettingsArgs(
+                destination_arn=logs.log_group.arn, format=ACCESS_LOG_FORMAT,
+            ),
+            tags=self._tags,
+            # API Gateway refuses access logging until the account has its role
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[logs.account] if logs and logs.account else None),
+        )
+        return deployment, stage
+
+    # --- $connect authorizer ---------------------------------------------------------------
+
+    def _create_authorizer(
+        self, authorizer: dict[str, Any]
+    ) -> tuple[aws.apigatewayv2.Authorizer, aws.lambda_.Permission]:
+        """The user's Lambda REQUEST authorizer on $connect, and API Gateway's
+        permission to invoke it, for this API's authorizer only."""
+        slug = f"{self._name}-authorizer"
+        function_arn = pulumi.Output.from_input(authorizer["function_arn"])
+        resource = aws.apigatewayv2.Authorizer(
+            slug,
+            api_id=self.api.id,
+            name=slug,
+            authorizer_type=authorizer["type"],
+            authorizer_uri=function_arn.apply(lambda_invoke_uri),
+            identity_sources=list(authorizer["identity_sources"]),
+            opts=self._child,
+        )
+        permission = aws.lambda_.Permission(
+            slug,
+            action="lambda:InvokeFunction",
+            function=function_arn,
+            principal="apigateway.amazonaws.com",
+            source_arn=pulumi.Output.all(self.api.execution_arn, resource.id).apply(
+                lambda values: f"{values[0]}/authorizers/{values[1]}"),
+            opts=self._child,
+        )
+        return resource, permission
+
+    # --- custom domain -----------------------------------------------------------------------
+
+    def _create_domain(self, domain: dict[str, Any]) -> CustomDomain:
+        """A regional domain name (TLS 1.2) mapped to the stage; an alias
+        record when a hosted zone was given. The handlers keep posting to the
+        execute-api management endpoint: through a custom domain, the base
+        path would change the management API's path."""
+        slug = f"{self._name}-domain"
+        domain_name = aws.apigatewayv2.DomainName(
+            slug,
+            domain_name=domain["name"],
+            domain_name_configuration=aws.apigatewayv2.DomainNameDomainNameConfigurationArgs(
+                certificate_arn=domain["certificate_arn"],
+                endpoint_type="REGIONAL",
+                security_policy="TLS_1_2",
+            ),
             tags=self._tags,
             opts=self._child,
         )
-        return deployment, stage
+        base_path = domain["base_path"]
+        mapping = aws.apigatewayv2.ApiMapping(
+            slug,
+            api_id=self.api.id,
+            domain_name=domain_name.id,
+            stage=self.stage.id,
+            api_mapping_key=base_path,
+            opts=self._child,
+        )
+        target = domain_name.domain_name_configuration.target_domain_name
+        record = None
+        if domain["hosted_zone_id"] is not None:
+            record = aws.route53.Record(
+                slug,
+                zone_id=domain["hosted_zone_id"],
+                name=domain_name.domain_name,
+                type="A",
+                aliases=[aws.route53.RecordAliasArgs(
+                    name=target,
+                    zone_id=domain_name.domain_name_configuration.hosted_zone_id,
+                    evaluate_target_health=False,
+                )],
+                opts=self._child,
+            )
+        url = domain_name.domain_name.apply(lambda host: f"wss://{host}" + (f"/{base_path}" if base_path else ""))
+        # the URL works once the mapping exists
+        url = pulumi.Output.all(url, mapping.id).apply(lambda values: values[0])
+        return CustomDomain(domain_name, mapping, record, url, target)
+
+    # --- access logs -------------------------------------------------------------------------
+
+    def _create_access_logs(self) -> AccessLogs:
+        """The access log group and, unless someone else manages it, the
+        region's API Gateway account setting with a role that may write logs."""
+        s = self._settings
+        slug = f"{self._name}-access-logs"
+        log_group = aws.cloudwatch.LogGroup(
+            slug,
+            name_prefix=f"/aws/apigateway/{slug}-",
+            retention_in_days=s.log_retention_days,
+            tags=self._tags,
+            opts=self._child,
+        )
+        role = account = None
+        if s.manage_api_gateway_account:
+            role_arn = s.api_gateway_cloudwatch_role_arn
+            if role_arn is None:
+                role = aws.iam.Role(
+                    f"{self._name}-apigateway-logs",
+                    assume_role_policy=_APIGATEWAY_TRUST_POLICY,
+                    tags=self._tags,
+                    opts=self._child,
+                )
+                attachment = aws.iam.RolePolicyAttachment(
+                    f"{self._name}-apigateway-logs", role=role.name, policy_arn=APIGATEWAY_LOGS_POLICY,
+                    opts=self._child,
+                )
+                # the account setting takes the role only once it may write logs
+                role_arn = pulumi.Output.all(role.arn, attachment.id).apply(lambda values: values[0])
+            account = aws.apigateway.Account(
+                f"{self._name}-apigateway-account",
+                cloudwatch_role_arn=role_arn,
+                opts=self._child,
+            )
+        return AccessLogs(log_group, role, account)
+
+    # --- alarms ------------------------------------------------------------------------------
+
+    def _create_alarms(self, topic_arn: Any) -> dict[str, aws.cloudwatch.MetricAlarm]:
+        """An alarm per failure worth waking someone for, each to ``topic_arn``
+        when it fires and when it clears: every function's errors and
+        throttles, the stage's execution and integration errors, and failed
+        deliveries when the handlers emit metrics."""
+        alarms: dict[str, aws.cloudwatch.MetricAlarm] = {}
+
+        def alarm(name: str, namespace: str, metric: str, dimensions: Any, description: str) -> None:
+            alarms[name] = aws.cloudwatch.MetricAlarm(
+                f"{self._name}-{name}",
+                alarm_description=description,
+                namespace=namespace,
+                metric_name=metric,
+                dimensions=dimensions,
+                statistic="Sum",
+                period=ALARM_PERIOD_SECONDS,
+                evaluation_periods=1,
+                threshold=1,
+                comparison_operator="GreaterThanOrEqualToThreshold",
+                treat_missing_data="notBreaching",
+                alarm_actions=[topic_arn],
+                ok_actions=[topic_arn],
+                tags=self._tags,
+                opts=self._child,
+            )
+
+        functions = dict(self.functions)
+        if self.fanout is not None:
+            functions[spec.FANOUT.function] = self.fanout.function
+        if self.heartbeat is not None:
+            functions[spec.HEARTBEAT.function] = self.heartbeat.function
+        for key, function in functions.items():
+            label = key.lstrip("$")
+            for metric in ("Errors", "Throttles"):
+                alarm(f"{label}-{metric.lower()}", "AWS/Lambda", metric,
+                      {"FunctionName": function.name}, f"channel-server {label} function {metric.lower()}")
+        stage = {"ApiId": self.api.id, "Stage": self.stage.name}
+        alarm("api-execution-errors", "AWS/ApiGateway", "ExecutionError", stage,
+              "API Gateway could not call an integration")
+        alarm("api-integration-errors", "AWS/ApiGateway", "IntegrationError", stage,
+              "an integration answered 4xx/5xx")
+        if self._settings.metrics:
+            alarm("failed-deliveries", spec.METRICS_NAMESPACE, spec.METRIC_FAILED_DELIVERIES,
+                  {"Server": self._name}, "messages that could not be delivered to a member after retries")
+        return alarms
 
 
 def _index(name: str, hash_key: str, projected: tuple[str, ...]) -> aws.dynamodb.TableGlobalSecondaryIndexArgs:
@@ -550,4 +854,5 @@ def _allow(actions: Any, resources: list[str]) -> dict:
     return {"Effect": "Allow", "Action": sorted(actions), "Resource": resources}
 
 
-__all__ = ["ChannelServer", "ChannelServerArgs", "FanOut", "Heartbeat", "Settings", "TYPE_TOKEN"]
+__all__ = ["AccessLogs", "ChannelServer", "ChannelServerArgs", "CustomDomain", "FanOut", "Heartbeat", "Settings",
+           "TYPE_TOKEN"]

@@ -22,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import inspect
 import runpy
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -52,6 +54,10 @@ class Registered:
     chain shows which component a resource was created under."""
     parent: str = ""
     """The URN of the resource's parent (the stack's for top-level resources)."""
+    protect: bool = False
+    """The ``protect`` resource option, as the engine received it."""
+    retain_on_delete: bool = False
+    """The ``retain_on_delete`` resource option, as the engine received it."""
 
     def __getitem__(self, key: str) -> Any:
         """An output (inputs included) by its wire name, e.g. ``table["hashKey"]``."""
@@ -116,16 +122,44 @@ class AwsMocks(pulumi.runtime.Mocks):
         self.region = region
         self.account = account
         self.registered: list[Registered] = []
+        #: Each registered resource's own ``transforms`` and its parent's URN,
+        #: by URN: the engine runs a resource's transforms, then its parent's,
+        #: up to the stack (Pulumi's mock monitor runs none; see new_resource).
+        self.transforms: dict[str, tuple[list, str]] = {}
+        self._registering = threading.local()
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
-        outputs = dict(args.inputs)
+        self._registering.own_transforms = list(args.transforms)
+        inputs = self._transformed(args)
+        outputs = dict(inputs)
         resource_id = f"{args.name}-{_suffix(args.typ + args.name)}"
         compute = self._COMPUTED.get(args.typ)
         if compute is not None:
             resource_id = compute(self, args, outputs) or resource_id
         outputs.setdefault("arn", f"arn:aws:mock:{self.region}:{self.account}:{args.typ}/{resource_id}")
-        self.registered.append(Registered(args.typ, args.name, resource_id, dict(args.inputs), outputs))
+        self.registered.append(Registered(args.typ, args.name, resource_id, inputs, outputs))
         return resource_id, outputs
+
+    def _transformed(self, args: pulumi.runtime.MockResourceArgs) -> dict:
+        """The inputs after the transforms the engine would run: the resource's
+        own, then each ancestor's, nearest first. Only ``props`` are taken from
+        a transform's result (options are the engine's business)."""
+        from pulumi.runtime.sync_await import _sync_await
+
+        chain = list(args.transforms)
+        parent = getattr(self._registering, "parent", "")
+        while parent in self.transforms:
+            own, parent = self.transforms[parent]
+            chain.extend(own)
+        props = dict(args.inputs)
+        for transform in chain:
+            result = transform(pulumi.ResourceTransformArgs(
+                custom=bool(args.custom), type_=args.typ, name=args.name, props=props, opts=pulumi.ResourceOptions()))
+            if inspect.isawaitable(result):
+                result = _sync_await(result)
+            if result is not None:
+                props = dict(result.props)
+        return props
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
         if args.token == "aws:index/getRegion:getRegion":
@@ -196,6 +230,40 @@ class AwsMocks(pulumi.runtime.Mocks):
     def _short_id(self, args: Any, outputs: dict) -> str:
         return _suffix(args.typ + args.name)
 
+    def _domain_name(self, args: Any, outputs: dict) -> str:
+        name = outputs.get("domainName", "")
+        configuration = dict(outputs.get("domainNameConfiguration") or {})
+        configuration["targetDomainName"] = f"d-{_suffix(name, 10)}.execute-api.{self.region}.amazonaws.com"
+        configuration["hostedZoneId"] = "Z1UJRXOUMOOFQ8"  # API Gateway's regional zone (us-east-1)
+        outputs["domainNameConfiguration"] = configuration
+        outputs["apiMappingSelectionExpression"] = "$request.basepath"
+        outputs["arn"] = f"arn:aws:apigateway:{self.region}::/domainnames/{name}"
+        return name  # a domain name's id is the name
+
+    def _certificate(self, args: Any, outputs: dict) -> str:
+        certificate_id = f"{_suffix(args.name, 8)}-{_suffix(args.name + '-', 4)}"
+        outputs["arn"] = f"arn:aws:acm:{self.region}:{self.account}:certificate/{certificate_id}"
+        return outputs["arn"]  # a certificate's id is its ARN
+
+    def _topic(self, args: Any, outputs: dict) -> str:
+        name = self._auto_name(args, outputs)
+        outputs["arn"] = f"arn:aws:sns:{self.region}:{self.account}:{name}"
+        return outputs["arn"]  # a topic's id is its ARN
+
+    def _zone(self, args: Any, outputs: dict) -> str:
+        outputs["zoneId"] = "Z" + _suffix(args.name, 20).upper()
+        outputs["arn"] = f"arn:aws:route53:::hostedzone/{outputs['zoneId']}"
+        return outputs["zoneId"]
+
+    def _alarm(self, args: Any, outputs: dict) -> str:
+        name = self._auto_name(args, outputs)
+        outputs["arn"] = f"arn:aws:cloudwatch:{self.region}:{self.account}:alarm:{name}"
+        return name
+
+    def _record(self, args: Any, outputs: dict) -> str:
+        outputs["fqdn"] = outputs.get("name", "")
+        return f"{outputs.get('zoneId', '')}_{outputs.get('name', '')}_{outputs.get('type', '')}"
+
     _COMPUTED: dict[str, Callable[["AwsMocks", Any, dict], str]] = {
         "aws:dynamodb/table:Table": _table,
         "aws:apigatewayv2/api:Api": _api,
@@ -211,6 +279,15 @@ class AwsMocks(pulumi.runtime.Mocks):
         "aws:cloudwatch/logGroup:LogGroup": _log_group,
         "aws:sqs/queue:Queue": _queue,
         "aws:lambda/eventSourceMapping:EventSourceMapping": _short_id,
+        "aws:apigatewayv2/authorizer:Authorizer": _short_id,
+        "aws:apigatewayv2/domainName:DomainName": _domain_name,
+        "aws:apigatewayv2/apiMapping:ApiMapping": _short_id,
+        "aws:route53/record:Record": _record,
+        "aws:cloudwatch/metricAlarm:MetricAlarm": _alarm,
+        "aws:apigateway/account:Account": _short_id,
+        "aws:acm/certificate:Certificate": _certificate,
+        "aws:sns/topic:Topic": _topic,
+        "aws:route53/zone:Zone": _zone,
     }
 
 
@@ -339,12 +416,14 @@ def deploy(
     monitor = pulumi.runtime.settings.SETTINGS.monitor
     # the mock monitor computes each URN from the request's parent but keeps
     # neither: note both, so a Deployment can tell whose child a resource is
-    placed: dict[tuple[str, str], tuple[str, str]] = {}
+    placed: dict[tuple[str, str], tuple[str, str, bool, bool]] = {}
     register = monitor.RegisterResource
 
     def register_and_place(request: Any) -> Any:
+        mocks._registering.parent, mocks._registering.own_transforms = request.parent, []
         response = register(request)
-        placed[(request.type, request.name)] = (response.urn, request.parent)
+        placed[(request.type, request.name)] = (response.urn, request.parent, request.protect, request.retainOnDelete)
+        mocks.transforms[response.urn] = (mocks._registering.own_transforms, request.parent)
         return response
 
     monitor.RegisterResource = register_and_place
@@ -367,6 +446,7 @@ def deploy(
 
     pulumi.runtime.test(body)()
     for resource in mocks.registered:
-        urn, parent = placed.get((resource.type, resource.name), ("", ""))
-        deployment.resources.append(dataclasses.replace(resource, urn=urn, parent=parent))
+        urn, parent, protect, retain = placed.get((resource.type, resource.name), ("", "", False, False))
+        deployment.resources.append(dataclasses.replace(resource, urn=urn, parent=parent, protect=bool(protect),
+                                                        retain_on_delete=bool(retain)))
     return deployment

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Callable, Mapping
 
-from . import protocol, spec
+from . import metrics, protocol, spec
 from .events import WebSocketEvent
 from .store import ConnectionClosed, Store, StoreError
 
@@ -45,10 +45,13 @@ class ChannelApp:
     queue (the names are in ``spec``); ``dynamodb`` (a client with boto3's
     DynamoDB methods), ``management`` (a :class:`sender.ManagementApi`) and
     ``queue`` (a :class:`handoff.Queue`) are created from the environment on
-    first use when not given.
+    first use when not given. ``metrics_writer`` takes each metrics record
+    (one line of text) when metrics are on; default: stdout, Lambda's way
+    to CloudWatch Logs.
     """
 
-    def __init__(self, environ: Mapping[str, str], *, dynamodb: Any = None, management: Any = None, queue: Any = None):
+    def __init__(self, environ: Mapping[str, str], *, dynamodb: Any = None, management: Any = None, queue: Any = None,
+                 metrics_writer: Callable[[str], Any] | None = None):
         self._environ = dict(environ)
         self._dynamodb = dynamodb
         self._management = management
@@ -57,6 +60,7 @@ class ChannelApp:
         self._queue: Any = queue
         # the clients are built once, even when threads share the app (local mode)
         self._building = threading.Lock()
+        self.metrics = metrics.Metrics(self._environ, metrics_writer)
         self.rules = protocol.Rules(
             channel_id_pattern=self._environ.get(spec.ENV_CHANNEL_ID_PATTERN) or protocol.DEFAULT_CHANNEL_ID_PATTERN,
             max_message_bytes=int(
@@ -195,10 +199,14 @@ class ChannelApp:
             if not self.store.claim_chunk(message_id):
                 logger.warning("fan-out chunk already taken: not posted again", extra=log)
                 continue
+            started = time.monotonic()
             try:
-                self._deliver(chunk.connection_ids, chunk.payload, chunk.channel_id, deadline, log)
+                deliveries = self._deliver(chunk.connection_ids, chunk.payload, chunk.channel_id, deadline, log)
             except Exception:
+                # what became of its members is unknown: no metrics record
                 logger.exception("fan-out chunk failed", extra=log)
+                continue
+            self._record_fan_out(spec.FANOUT.function, started, len(chunk.connection_ids), deliveries)
         return {}
 
     def default(self, event: WebSocketEvent) -> dict:
@@ -214,7 +222,7 @@ class ChannelApp:
         log = {"scheduledTime": event.get("scheduledTime") if isinstance(event, Mapping) else None}
         targets = self.store.connections()
         payload = protocol.encode(protocol.heartbeat())
-        deliveries, queued, lost = self._fan_out(targets, payload, NO_CHANNEL, deadline, log)
+        deliveries, queued, lost = self._fan_out(spec.HEARTBEAT.function, targets, payload, NO_CHANNEL, deadline, log)
         summary = {"connections": len(targets), "delivered": deliveries.delivered, "gone": len(deliveries.gone),
                    "failed": len(deliveries.failed) + lost, "queued": queued}
         logger.info("heartbeat sent", extra={**log, **summary})
@@ -247,6 +255,9 @@ class ChannelApp:
     def _join(self, event: WebSocketEvent, command: Any) -> dict:
         if not isinstance(command, protocol.Join):
             return _misrouted(event, command)
+        refusal = _channel_rule_refusal(event, command.channel_id)
+        if refusal is not None:
+            return refusal
         try:
             joined = self.store.join(event.connection_id, command.channel_id, protocol.new_sender_id())
         except ConnectionClosed:
@@ -269,18 +280,20 @@ class ChannelApp:
         context = {"connectionId": event.connection_id, "routeKey": event.route_key}
         # every page is read before anything is sent: a failed read sends nothing
         targets = protocol.recipients(self.store.members(channel), event.connection_id)
-        deliveries, queued, lost = self._fan_out(targets, outgoing.payload, channel, deadline, context)
+        deliveries, queued, lost = self._fan_out(spec.PUBLISH, targets, outgoing.payload, channel, deadline, context)
         failed = len(deliveries.failed) + lost
         if failed:
             return protocol.publish_partial_failure(deliveries.delivered, failed, queued)
         return protocol.publish_success(queued)
 
-    def _fan_out(self, targets: list[str], payload: bytes, channel: str, deadline: float | None,
+    def _fan_out(self, function: str, targets: list[str], payload: bytes, channel: str, deadline: float | None,
                  context: dict) -> tuple[Any, int, int]:
         """Send ``payload`` to ``targets``: those beyond the inline limit are
         handed to the fan-out function, in chunks, before the inline posts
         start; the others are posted here (:meth:`_deliver`). Returns the
-        inline deliveries, the members queued and those that could not be."""
+        inline deliveries, the members queued and those that could not be,
+        and records them as ``function``'s metrics."""
+        started = time.monotonic()
         limit = self.inline_limit
         inline, beyond = (targets, []) if limit is None else (targets[:limit], targets[limit:])
         queued = lost = 0
@@ -292,7 +305,20 @@ class ChannelApp:
                 lost = len(beyond)  # some may have been queued: they count as failed, as a post without answer
             if lost:
                 logger.warning("members could not be queued for fan-out", extra={**context, "count": lost})
-        return self._deliver(inline, payload, channel, deadline, context), queued, lost
+        deliveries = self._deliver(inline, payload, channel, deadline, context)
+        self._record_fan_out(function, started, len(targets), deliveries, queued, lost)
+        return deliveries, queued, lost
+
+    def _record_fan_out(self, function: str, started: float, targets: int, deliveries: Any,
+                        queued: int = 0, lost: int = 0) -> None:
+        """One metrics record for a finished fan-out (when metrics are on):
+        members that could not be queued count as failed, as in the reply."""
+        if not self.metrics.enabled:
+            return
+        self.metrics.fan_out(function, metrics.FanOut(
+            targets=targets, delivered=deliveries.delivered, gone=len(deliveries.gone),
+            failed=len(deliveries.failed) + lost, queued=queued, milliseconds=(time.monotonic() - started) * 1000,
+        ))
 
     def _deliver(self, targets: list[str], payload: bytes, channel: str, deadline: float | None,
                  context: dict) -> Any:
@@ -337,6 +363,24 @@ def _fanout_deadline(context: Any) -> float | None:
         return None
     seconds = remaining() / 1000
     return time.monotonic() + seconds - min(POST_RESERVE_SECONDS, seconds / 2)
+
+
+def _channel_rule_refusal(event: WebSocketEvent, channel_id: str) -> dict | None:
+    """The joinFailure for a channel the connection's authorizer did not
+    allow, or None when it may join. Without ``channelPattern`` in the
+    authorizer context joins are not limited; with one that cannot be used
+    every join is refused (fail closed) and logged, never the channel."""
+    authorizer = event.authorizer
+    if spec.CHANNEL_PATTERN_CONTEXT_KEY not in authorizer:
+        return None
+    where = {"connectionId": event.connection_id, "routeKey": event.route_key}
+    try:
+        if protocol.channel_allowed(channel_id, authorizer[spec.CHANNEL_PATTERN_CONTEXT_KEY]):
+            return None
+        logger.info("join refused: channel not allowed by the authorizer", extra=where)
+    except protocol.InvalidChannelPattern as exc:
+        logger.error("join refused: the authorizer's channelPattern is unusable", extra={**where, "problem": str(exc)})
+    return protocol.join_failure(protocol.CHANNEL_NOT_ALLOWED)
 
 
 def _misrouted(event: WebSocketEvent, command: Any) -> dict:

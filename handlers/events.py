@@ -50,3 +50,12 @@ class WebSocketEvent:
     @property
     def disconnect_status_code(self) -> int | None:
         return self._context.get("disconnectStatusCode")
+
+    @property
+    def authorizer(self) -> Mapping[str, Any]:
+        """What the $connect authorizer returned: its ``context`` and its
+        ``principalId``. API Gateway repeats it in every later event of the
+        connection, so a join can read the limits set on $connect; set by
+        API Gateway, never by the client. {} without an authorizer."""
+        authorizer = self._context.get("authorizer")
+        return authorizer if isinstance(authorizer, Mapping) else {}

@@ -15,6 +15,7 @@ import json
 import math
 import re
 import secrets
+from functools import lru_cache
 from itertools import accumulate
 from dataclasses import dataclass
 from typing import Any, Union
@@ -249,6 +250,45 @@ def heartbeat() -> dict:
 
 
 NOT_IN_CHANNEL = "not in a channel; send a join first"
+#: A join of a channel the connection's authorizer context does not allow
+#: (see :func:`channel_allowed`).
+CHANNEL_NOT_ALLOWED = "this connection may not join this channel"
+
+
+# --- the authorizer's channel rule ------------------------------------------------
+
+#: Distinct authorizer patterns kept compiled. An authorizer hands out a few
+#: patterns to many connections, so a small cache serves nearly every join.
+CHANNEL_PATTERN_CACHE_SIZE = 64
+
+
+class InvalidChannelPattern(ValueError):
+    """An authorizer's channelPattern that cannot be used: not a string, or
+    not a regular expression. The message says which (with ``re``'s reason),
+    and never holds the channel id being joined."""
+
+
+def channel_allowed(channel_id: str, pattern: Any) -> bool:
+    """Whether ``pattern``, the ``channelPattern`` the connection's
+    authorizer returned (``spec.CHANNEL_PATTERN_CONTEXT_KEY``), matches
+    ``channel_id`` in full: a prefix match would let ``team-1`` join
+    ``team-10``. Raises :class:`InvalidChannelPattern` when the pattern
+    cannot be used, so the caller refuses the join: a limit that cannot be
+    read must not become no limit."""
+    if not isinstance(pattern, str):
+        raise InvalidChannelPattern(f"channelPattern must be a string, not {type(pattern).__name__}")
+    try:
+        compiled = _compiled_channel_pattern(pattern)
+    except Exception as exc:  # re.error, or RecursionError for absurd nesting: refused all the same
+        raise InvalidChannelPattern(f"channelPattern is not a valid regular expression: {exc}") from None
+    return compiled.fullmatch(channel_id) is not None
+
+
+@lru_cache(maxsize=CHANNEL_PATTERN_CACHE_SIZE)
+def _compiled_channel_pattern(pattern: str) -> re.Pattern[str]:
+    """Compiled once per distinct pattern, not once per join (a failed
+    compile is not cached: it raises every time, and every join is refused)."""
+    return re.compile(pattern)
 
 
 def encode(frame: dict) -> bytes:

@@ -24,6 +24,12 @@ ENV_FANOUT_QUEUE_URL = "CHANNEL_FANOUT_QUEUE_URL"
 #: "1" when server heartbeats are on: $connect registers the connection and
 #: every state row joins the heartbeat index (see "heartbeats" below).
 ENV_HEARTBEATS = "CHANNEL_HEARTBEATS"
+#: "1" when the component's ``metrics`` setting is on: publish, the fan-out
+#: function and the heartbeat write one Embedded Metric Format record per run
+#: to their log (see "metrics" below).
+ENV_METRICS = "CHANNEL_METRICS"
+#: The component's name: the ``Server`` dimension of every metric.
+ENV_SERVER_NAME = "CHANNEL_SERVER_NAME"
 #: Not set by the component: local mode sets it for its embedded DynamoDB
 #: (moto, one request at a time), whose query of a channel takes about 0.5 ms
 #: per member, 2 s at 5,000. Seconds; default READ_TIMEOUT.
@@ -121,6 +127,19 @@ HEARTBEAT_SHARDS = 10
 #: Attributes the heartbeat index projects besides its keys.
 HEARTBEAT_INDEX_PROJECTED = (EXPIRES_AT,)
 
+# --- $connect authorization and metrics ------------------------------------------------
+
+#: The key of a Lambda authorizer's ``context`` that limits what a connection
+#: may join: a regular expression every channelId it joins must match in full.
+#: API Gateway passes the context to every event of the connection, in
+#: ``requestContext.authorizer``; without the key, joins are not limited.
+CHANNEL_PATTERN_CONTEXT_KEY = "channelPattern"
+
+#: The CloudWatch namespace of the handlers' metrics, and their dimensions:
+#: ``Server`` (ENV_SERVER_NAME) alone, and ``Server`` with ``Function``.
+METRICS_NAMESPACE = "ChannelServer"
+METRIC_FAILED_DELIVERIES = "FailedDeliveries"
+
 # --- routes -------------------------------------------------------------------------
 
 #: DynamoDB actions, by what the store does with them.
@@ -188,10 +207,12 @@ HANDLER_MODULE = "channel_server.handlers.app"
 #: Frame types with a route of their own: route selection
 #: (``$request.body.type``) sends a frame to the route whose key is its type.
 JOIN, PUBLISH, PING = "join", "publish", "ping"
+#: The route API Gateway runs on the handshake: the only one an authorizer can guard.
+CONNECT_ROUTE = "$connect"
 
 ROUTES: tuple[Route, ...] = (
     # registers the connection for heartbeats, when they are on
-    Route(key="$connect", function="connect", heartbeat_table_actions=REGISTER_CONNECTION),
+    Route(key=CONNECT_ROUTE, function="connect", heartbeat_table_actions=REGISTER_CONNECTION),
     # closes the connection for good in the table (a tombstone state row)
     Route(key="$disconnect", function="disconnect", table_actions=CLOSE_CONNECTION),
     Route(key=JOIN, function="join", table_actions=READ_STATE + MOVE_MEMBERSHIP, two_way=True),

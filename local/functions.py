@@ -53,6 +53,15 @@ class InvocationError(Exception):
     such invocations with "Internal server error")."""
 
 
+class FunctionError(InvocationError):
+    """The handler itself raised: Lambda's answer names the error's type and message."""
+
+    def __init__(self, message: str, error_type: str, error_message: str):
+        super().__init__(message)
+        self.error_type = error_type
+        self.error_message = error_message
+
+
 class Throttled(InvocationError):
     """The function already runs as many invocations as its concurrency allows
     (Lambda's TooManyRequestsException); this one did not run."""
@@ -328,7 +337,9 @@ class LocalFunction:
         except ConnectionError as exc:
             raise InvocationError(f"{d.name} is not running: {exc}") from None
         if "error" in answer:
-            raise InvocationError(f"{d.name}: {answer['error'].get('errorType')}: {answer['error'].get('errorMessage')}")
+            error = answer["error"]
+            error_type, error_message = str(error.get("errorType")), str(error.get("errorMessage"))
+            raise FunctionError(f"{d.name}: {error_type}: {error_message}", error_type, error_message)
         return answer.get("result")
 
     async def stop(self) -> None:

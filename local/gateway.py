@@ -7,7 +7,10 @@ On one port:
   API Gateway's; route selection on the API's expression with ``$default``
   as the fallback; API Gateway's own error frames ("Forbidden" without a
   ``$default`` route, "Internal server error" when an integration fails); the
-  handshake rejected with ``$connect``'s status when it is not 2xx; a two-way
+  handshake rejected with ``$connect``'s status when it is not 2xx, and
+  before that by ``$connect``'s Lambda REQUEST authorizer, whose context then
+  rides in ``requestContext.authorizer`` of every event of the connection
+  (see ``channel_server.local.authorizer``); a two-way
   route's answer (the body its function returns) sent back to the client, a
   one-way route's dropped; binary
   frames closed with 1003, messages over 128 KB with 1009; idle timeout and
@@ -38,6 +41,7 @@ from urllib.parse import unquote
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..handlers import protocol, spec
+from . import authorizer as authorizer_module
 from .functions import InvocationError
 from .world import World
 
@@ -59,6 +63,8 @@ DOMAIN_NAME = "localhost"
 
 Invoke = Callable[[str, dict, str], Awaitable[Any]]
 """``invoke(route_key, event, request_id)``: runs the route's function."""
+Authorize = Callable[[dict, str], Awaitable[Any]]
+"""``authorize(event, request_id)``: runs the ``$connect`` authorizer's function."""
 
 
 def new_id() -> str:
@@ -92,6 +98,9 @@ class Connection:
     close_code: int | None = None
     """The code the gateway closed the connection with (None: the client closed
     it, or the connection broke)."""
+    authorizer: Mapping[str, str] | None = None
+    """What the authorizer allowed the connection with (its context and
+    ``principalId``): ``requestContext.authorizer`` of each of its events."""
 
     def touch(self) -> None:
         self.last_active_at = _now_ms()
@@ -128,9 +137,14 @@ class Gateway:
         management_latency_ms: float = 0,
         management_from_anywhere: bool = False,
         api_id: str = "local",
+        authorize: Authorize | None = None,
     ):
+        if world.authorizer is not None and authorize is None:
+            raise ValueError(f"the world's $connect has the authorizer {world.authorizer.name}: "
+                             "give the function that runs it (authorize)")
         self.world = world
         self._invoke = invoke
+        self._authorize = authorize
         self.idle_timeout = idle_timeout
         self.max_lifetime = max_lifetime
         self.management_latency = management_latency_ms / 1000
@@ -158,14 +172,23 @@ class Gateway:
         connected_at = _now_ms()
         source_ip = request.remote or "127.0.0.1"
         user_agent = request.headers.get("User-Agent", "")
+        event = self._connect_event(request, connection_id, connected_at, source_ip)
+        authorized = None
+        if self.world.authorizer is not None:
+            decision = await self._authorization(event)
+            if not decision.allowed:
+                log.info("connect %s rejected %d by the authorizer: %s", connection_id, decision.status, decision.reason)
+                return web.Response(status=decision.status, text=decision.body, content_type="application/json")
+            authorized = dict(decision.context or {})
+            event["requestContext"]["authorizer"] = dict(authorized)
         if "$connect" in self.world.route_keys:
-            event = self._connect_event(request, connection_id, connected_at, source_ip)
             status, body = await self._handshake_status(connection_id, event)
             if not 200 <= status < 300:
                 log.info("connect %s rejected %d", connection_id, status)
                 return web.Response(status=status, text=body)
         await ws.prepare(request)
-        connection = Connection(connection_id, ws, connected_at, source_ip, user_agent, last_active_at=connected_at)
+        connection = Connection(connection_id, ws, connected_at, source_ip, user_agent, last_active_at=connected_at,
+                                authorizer=authorized)
         self.connections[connection_id] = connection
         log.info("connect %s", connection_id)
         try:
@@ -178,6 +201,14 @@ class Gateway:
             await self._disconnect(connection, connection.disconnect_code())
             connection.finished.set()
         return ws
+
+    async def _authorization(self, event: dict) -> authorizer_module.Decision:
+        """The ``$connect`` authorizer's decision on the handshake whose
+        ``$connect`` event is ``event`` (see :mod:`.authorizer`)."""
+        assert self.world.authorizer is not None and self._authorize is not None
+        arn = authorizer_module.method_arn(self.world.region, self.world.account, self.api_id, self.world.stage)
+        return await authorizer_module.authorize(
+            self.world.authorizer, event, arn, self.world.stage_variables, self._authorize)
 
     async def _handshake_status(self, connection_id: str, event: dict) -> tuple[int, str]:
         request_id = event["requestContext"]["requestId"]
@@ -364,6 +395,8 @@ class Gateway:
             DOMAIN_NAME, connection.source_ip,
         )
         context["messageId"] = new_id()
+        if connection.authorizer is not None:
+            context["authorizer"] = dict(connection.authorizer)
         return {"requestContext": context, "body": body, "isBase64Encoded": False}
 
     def _disconnect_event(self, connection: Connection, code: int) -> dict:
@@ -373,6 +406,8 @@ class Gateway:
         )
         context["disconnectStatusCode"] = code
         context["disconnectReason"] = _disconnect_reason(code)
+        if connection.authorizer is not None:
+            context["authorizer"] = dict(connection.authorizer)
         return {
             "headers": {"Host": "localhost", "x-api-key": "", "X-Forwarded-For": "", "x-restapi": ""},
             "multiValueHeaders": {"Host": ["localhost"]},

@@ -37,11 +37,12 @@ from aiohttp import web
 
 from ..handlers import spec
 from ..handlers.sender import READ_TIMEOUT
+from . import authorizer as authorizer_module
 from . import gateway as gateway_module
 from . import queues as queues_module
 from . import schedules as schedules_module
 from .functions import DEFAULT_CONCURRENCY, InvocationError, LocalFunction
-from .world import ProgramError, WiringError, World, from_component, from_project, scratch_dir
+from .world import FunctionDef, ProgramError, WiringError, World, from_component, from_project, scratch_dir
 
 log = logging.getLogger("channel_server.local")
 
@@ -132,6 +133,12 @@ class LocalServer:
     config (``component`` picks one when it declares several); else
     ``ChannelServer`` with its defaults. ``stage`` replaces the stage name the
     program declares (the URL's path).
+
+    ``authorizer`` (``PATH[:FUNCTION]``, a Python file and its handler) is the
+    code of ``$connect``'s authorizer function: the one the program's
+    authorizer names when the program does not define it (or replaces the
+    one it defines); without a program, ChannelServer is served with an
+    authorizer whose identity sources are ``authorizer_identity_sources``.
     """
 
     def __init__(
@@ -153,6 +160,8 @@ class LocalServer:
         inline_fanout_limit: int | None = None,
         heartbeat_seconds: float | None = None,
         backend: str | None = None,
+        authorizer: str | None = None,
+        authorizer_identity_sources: list[str] | tuple[str, ...] | None = None,
         world: World | None = None,
         handler_log_level: str = "WARNING",
     ):
@@ -176,6 +185,12 @@ class LocalServer:
             except ChannelServerArgsError as exc:
                 raise ValueError(f"--backend {backend}: {str(exc).split(': ', 1)[1]}") from None
         self._backend = backend
+        problem = authorizer_problem(authorizer, authorizer_identity_sources, backend,
+                                     served=program is not None or world is not None)
+        if problem:
+            raise ValueError(problem)
+        self._authorizer_file = authorizer_module.parse_spec(authorizer) if authorizer is not None else None
+        self._identity_sources = tuple(authorizer_identity_sources or ())
         self.host, self.port = host, port
         self._stage_override = stage
         self.stage = stage or (world.stage if world is not None else "dev")
@@ -203,6 +218,8 @@ class LocalServer:
         self._local_queues: dict[str, tuple[str, str]] = {}
         self._scratch: Path | None = None
         self.gateway: gateway_module.Gateway | None = None
+        #: The $connect authorizer's function, when the world has an authorizer.
+        self._authorizer_function: LocalFunction | None = None
 
     @property
     def _authority(self) -> str:
@@ -266,6 +283,13 @@ class LocalServer:
             args["heartbeat_interval_minutes"] = spec.MIN_HEARTBEAT_MINUTES
         if self._backend is not None:
             args["backend"] = {"url": self._backend}
+        if self._authorizer_file is not None:
+            from ..args import DEFAULT_IDENTITY_SOURCES
+
+            args["authorizer"] = {
+                "function_arn": authorizer_module.PLACEHOLDER_FUNCTION_ARN,
+                "identity_sources": list(self._identity_sources or DEFAULT_IDENTITY_SOURCES),
+            }
         return args
 
     def _check_world(self, world: World) -> None:
@@ -276,6 +300,24 @@ class LocalServer:
         if self._backend is not None and not world.http_routes:
             raise ProgramError("--backend: the program's ChannelServer serves its routes from the Lambda handlers; "
                                "set backendUrl in its stack config (or backend in its args)")
+        if self._authorizer_file is not None and world.authorizer is None:
+            raise ProgramError("--authorizer: the program's ChannelServer has no authorizer on $connect; set "
+                               "authorizerFunctionArn in its stack config (or authorizer in its args)")
+        if world.authorizer is not None and world.authorizer.function is None and self._authorizer_file is None:
+            raise ProgramError(f"the authorizer on $connect cannot be run: {world.authorizer.unavailable}; give its "
+                               "code with --authorizer PATH[:FUNCTION] (a Python file and its handler, default handler)")
+
+    def _authorizer_definition(self, world: World) -> FunctionDef:
+        """The function the $connect authorizer runs: the file given, else the program's."""
+        assert world.authorizer is not None
+        if self._authorizer_file is not None:
+            path, function = self._authorizer_file
+            if world.authorizer.function is not None:
+                log.info("--authorizer: %s:%s replaces the program's authorizer function %s",
+                         path, function, world.authorizer.function.name)
+            return authorizer_module.function_from_file(path, function, world.authorizer.function_arn)
+        assert world.authorizer.function is not None
+        return world.authorizer.function
 
     async def start(self) -> None:
         """Bind the port, read the world, start DynamoDB and every function,
@@ -310,11 +352,12 @@ class LocalServer:
             max_lifetime=self._max_lifetime,
             management_latency_ms=self._latency,
             management_from_anywhere=self._management_from_anywhere,
+            authorize=self._authorize if world.authorizer is not None else None,
         )
         self._runner = web.AppRunner(self.gateway.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
 
-        log.info("starting %d functions", len({d.name for d in world.routes.values()}))
+        log.info("starting %d functions", len({d.name for d in world.routes.values()}) + (world.authorizer is not None))
         self._scratch = scratch_dir()
         for route_key, definition in world.routes.items():
             task_dir = self._scratch / definition.name
@@ -328,6 +371,12 @@ class LocalServer:
                     definition, self._scratch / definition.name, self._environment(definition.environment),
                     self._function_concurrency,
                 )
+        if world.authorizer is not None:
+            definition = self._authorizer_definition(world)
+            self._authorizer_function = LocalFunction(
+                definition, self._scratch / f"authorizer-{definition.name}", self._environment(definition.environment),
+                self._function_concurrency,
+            )
         if world.http_routes:
             from .http_integration import HttpBackendClient
 
@@ -337,7 +386,10 @@ class LocalServer:
         # The fan-out and heartbeat functions start with their first chunk or
         # run (a cold start, as in Lambda): most sessions never have a channel
         # that large, and their processes would be memory spent for nothing.
-        await asyncio.gather(*(f.start() for f in self._functions.values()))
+        # The authorizer's starts now, as the routes' do: the first handshake
+        # does not wait for its cold start, and a file that cannot be imported
+        # stops start-up here.
+        await asyncio.gather(*(f.start() for f in [*self._functions.values(), *self._authorizer_functions()]))
         for subscription in world.subscriptions:
             poller = queues_module.Poller(
                 subscription, self._local_queues[subscription.queue.arn][0],
@@ -390,9 +442,21 @@ class LocalServer:
             env[spec.ENV_DYNAMODB_READ_TIMEOUT] = str(EMBEDDED_DYNAMODB_READ_TIMEOUT)
         return env
 
+    def _authorizer_functions(self) -> list[LocalFunction]:
+        """The $connect authorizer's function, when it has one: a list to add to the others."""
+        return [self._authorizer_function] if self._authorizer_function is not None else []
+
     def extra_lines(self) -> list[str]:
-        """What the start-up banner says beyond the endpoints: heartbeats, backend."""
+        """What the start-up banner says beyond the endpoints: heartbeats, backend, authorizer."""
         lines = []
+        if self._authorizer_function is not None:
+            assert self.world is not None and self.world.authorizer is not None
+            if self._authorizer_file is not None:
+                code = f"{self._authorizer_file[0]}:{self._authorizer_file[1]}"
+            else:
+                code = f"function {self._authorizer_function.definition.name} of the program"
+            sources = ", ".join(self.world.authorizer.identity_sources)
+            lines.append(f"Authorizer:     {code} on $connect (identity: {sources})")
         for scheduler in self._schedulers:
             lines.append(f"Heartbeats:     every {scheduler.interval:g} s ({scheduler.schedule.expression} declared)")
         if self._http is not None:
@@ -440,6 +504,10 @@ class LocalServer:
         # connections at once, or stopping, cleans up every one of them.
         return await self._functions[route_key].invoke(event, request_id, wait_for_slot=route_key == "$disconnect")
 
+    async def _authorize(self, event: dict, request_id: str) -> Any:
+        assert self._authorizer_function is not None
+        return await self._authorizer_function.invoke(event, request_id)
+
     async def stop(self) -> None:
         """Stop accepting connections, close every open one (each gets its
         ``$disconnect``), then stop the functions and the embedded DynamoDB.
@@ -466,10 +534,11 @@ class LocalServer:
                     self._sends.forget(poller.wake)
                 await asyncio.gather(*(p.stop() for p in self._pollers), return_exceptions=True)
                 self._pollers.clear()
-                functions = [*self._functions.values(), *self._workers.values()]
+                functions = [*self._functions.values(), *self._workers.values(), *self._authorizer_functions()]
                 await asyncio.gather(*(f.stop() for f in functions), return_exceptions=True)
                 self._functions.clear()
                 self._workers.clear()
+                self._authorizer_function = None
             finally:
                 if self._embedded is not None:
                     self._embedded.stop()
@@ -596,6 +665,55 @@ def _positive_seconds(value: str) -> float:
     return seconds
 
 
+def authorizer_problem(authorizer: str | None, identity_sources: Any, backend: str | None, *,
+                       served: bool) -> str | None:
+    """Why ``--authorizer`` / ``--authorizer-identity-source`` cannot be
+    served as given, or None (``served``: a program or world decides what is served)."""
+    if identity_sources and authorizer is None:
+        return "--authorizer-identity-source: give the authorizer's code with --authorizer PATH[:FUNCTION]"
+    if authorizer is None:
+        return None
+    if backend is not None:
+        return ("--authorizer with --backend: the authorizer's context reaches Lambda events only (an HTTP "
+                "backend's envelope does not carry it); authorize in the backend")
+    if identity_sources and served:
+        return ("--authorizer-identity-source: the program declares its authorizer's identity sources; "
+                "change them there (authorizerIdentitySources)")
+    for source in identity_sources or ():
+        problem = _identity_source_problem(source)
+        if problem:
+            return f"--authorizer-identity-source {source}: {problem}"
+    try:
+        authorizer_module.parse_spec(authorizer)
+    except ValueError as exc:
+        return f"--authorizer {exc}"
+    return None
+
+
+def _identity_source_problem(source: str) -> str | None:
+    from ..args import IDENTITY_SOURCE
+
+    if not IDENTITY_SOURCE.fullmatch(source):
+        return ("must be route.request.querystring.NAME, route.request.header.NAME, stageVariables.NAME "
+                "or context.NAME")
+    return None
+
+
+def _authorizer_spec(value: str) -> str:
+    try:
+        authorizer_module.parse_spec(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _identity_source(value: str) -> str:
+    problem = _identity_source_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{value!r}: {problem}")
+    return value
+
+
 def _stage_name(value: str) -> str:
     from ..args import ChannelServerArgsError, resolve
 
@@ -650,6 +768,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="post every route's events to this HTTP backend (python -m channel_server.http_backend "
                         "is one): replaces the URL a program's backendUrl declares; without a program, serves "
                         "ChannelServer with this backend")
+    parser.add_argument("--authorizer", type=_authorizer_spec, metavar="PATH[:FUNCTION]",
+                        help="run this Python file's FUNCTION (default handler) as the $connect authorizer's Lambda "
+                        "function: for a program whose authorizer names a function it does not define (or to replace "
+                        "the one it defines); without a program, serves ChannelServer with an authorizer")
+    parser.add_argument("--authorizer-identity-source", type=_identity_source, action="append", metavar="SOURCE",
+                        dest="authorizer_identity_sources",
+                        help="without a program, where the authorizer reads the identity (repeatable): "
+                        "route.request.querystring.NAME, route.request.header.NAME, stageVariables.NAME or "
+                        "context.NAME (default route.request.querystring.token)")
     parser.add_argument("--handler-log-level", default="WARNING", type=str.upper, metavar="LEVEL",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                         help="log level of the handlers' own logging: DEBUG, INFO, WARNING, ERROR or CRITICAL "
@@ -665,6 +792,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if options.program is None and (options.stack or options.component):
         parser.error("--stack and --component need a Pulumi program: give --program PATH, "
                      "or run from a folder with a Pulumi.yaml")
+    problem = authorizer_problem(options.authorizer, options.authorizer_identity_sources, options.backend,
+                                 served=options.program is not None)
+    if problem:
+        parser.error(problem)
     return options
 
 
@@ -687,6 +818,8 @@ def server_from(options: argparse.Namespace) -> LocalServer:
         inline_fanout_limit=options.inline_fanout_limit,
         heartbeat_seconds=options.heartbeat_seconds,
         backend=options.backend,
+        authorizer=options.authorizer,
+        authorizer_identity_sources=options.authorizer_identity_sources,
         handler_log_level=options.handler_log_level,
     )
 

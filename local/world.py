@@ -7,7 +7,9 @@ then follows what the ChannelServer registered (only what was created under it,
 so other resources of the program are ignored), as API Gateway would: the API's route selection expression; each Route → its Integration →
 the Function whose invoke ARN the integration targets → that function's
 handler, code archive, environment, timeout and memory; each Route's route
-response, which makes the route two-way; the Table's keys,
+response, which makes the route two-way; ``$connect``'s authorizer → its
+identity sources and the function it invokes (defined anywhere in the
+program); the Table's keys,
 indexes and TTL; the Stage's name; each SQS queue (with its redrive policy)
 and the event source mapping that feeds a function from it. Nothing about routes, handlers, environment
 or schema is written down a second time here, so local mode serves whatever
@@ -44,6 +46,9 @@ QUEUE = "aws:sqs/queue:Queue"
 MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
 INTEGRATION_RESPONSE = "aws:apigatewayv2/integrationResponse:IntegrationResponse"
 SCHEDULE = "aws:scheduler/schedule:Schedule"
+AUTHORIZER = "aws:apigatewayv2/authorizer:Authorizer"
+#: The route API Gateway authorizes, the only one a WebSocket API's authorizer may guard.
+CONNECT_ROUTE = "$connect"
 
 
 class WiringError(Exception):
@@ -130,6 +135,21 @@ class ScheduleDef:
 
 
 @dataclass(frozen=True)
+class AuthorizerDef:
+    """The Lambda REQUEST authorizer on ``$connect``, as the component declared it."""
+
+    name: str
+    identity_sources: tuple[str, ...]
+    function_arn: str
+    """The ARN inside its ``authorizerUri``: the function API Gateway invokes."""
+    function: FunctionDef | None = None
+    """That function, when the program defines it (anywhere, not only under
+    the ChannelServer) with code local mode can run; else None, and
+    ``unavailable`` says why."""
+    unavailable: str = ""
+
+
+@dataclass(frozen=True)
 class World:
     """The channel server as registered: what local mode builds and serves."""
 
@@ -153,6 +173,12 @@ class World:
     http_routes: Mapping[str, HttpIntegration] = field(default_factory=dict)
     """Route key → its HTTP integration (the component's ``backend``)."""
     schedules: tuple[ScheduleDef, ...] = ()
+    authorizer: AuthorizerDef | None = None
+    """The authorizer ``$connect`` runs, if any."""
+    stage_variables: Mapping[str, str] = field(default_factory=dict)
+    region: str = "us-east-1"
+    """The API's region and account (from its execution ARN): the authorizer's method ARN is in them."""
+    account: str = "123456789012"
 
     @property
     def route_keys(self) -> set[str]:
@@ -302,6 +328,8 @@ def _read(deployment: mocks.Deployment, component: str | None, program: str) -> 
         raise WiringError("the component registered no routes")
     queues = _queues(own)
     subscriptions = _subscriptions(own, {queue.arn: queue for queue in queues})
+    # arn:aws:execute-api:{region}:{account}:{apiId}
+    _, _, _, region, account, *_ = (api.get("executionArn") or "arn:aws:execute-api:us-east-1:123456789012:").split(":")
     return World(
         stage=stage["name"],
         route_selection_expression=api["routeSelectionExpression"],
@@ -314,7 +342,65 @@ def _read(deployment: mocks.Deployment, component: str | None, program: str) -> 
         subscriptions=subscriptions,
         http_routes=http_routes,
         schedules=_schedules(own),
+        authorizer=_authorizer(own, deployment),
+        stage_variables={key: str(value) for key, value in (stage.get("stageVariables") or {}).items()},
+        region=region,
+        account=account,
     )
+
+
+def _authorizer(own: mocks.Deployment, deployment: mocks.Deployment) -> AuthorizerDef | None:
+    """The authorizer ``$connect`` uses, as API Gateway would run it; a
+    WiringError for one API Gateway would refuse (on another route, of a type
+    WebSocket APIs lack). Its function is looked up in the whole deployment: a
+    program may define it beside the ChannelServer rather than under it."""
+    found = None
+    for route in own.of_type(ROUTE):
+        key, kind, authorizer_id = route["routeKey"], route.get("authorizationType"), route.get("authorizerId")
+        if kind in (None, "", "NONE") and not authorizer_id:
+            continue
+        if key != CONNECT_ROUTE:
+            raise WiringError(f"route {key}: API Gateway authorizes a WebSocket API's $connect route only, "
+                              f"not {key} (authorization type {kind or 'NONE'})")
+        if kind != "CUSTOM":
+            raise WiringError(f"route $connect: local mode serves Lambda REQUEST authorizers (authorization type "
+                              f"CUSTOM), not {kind or 'NONE'}")
+        if not authorizer_id:
+            raise WiringError("route $connect: authorization type CUSTOM without an authorizer id")
+        try:
+            found = own.by_id(authorizer_id, AUTHORIZER)
+        except LookupError:
+            raise WiringError(f"route $connect: its authorizer {authorizer_id!r} is not one of this API's") from None
+    if found is None:
+        return None
+    if found.get("authorizerType") != "REQUEST":
+        raise WiringError(f"authorizer {found.name}: WebSocket APIs have REQUEST authorizers only, "
+                          f"not {found.get('authorizerType')!r}")
+    uri = found.get("authorizerUri") or ""
+    match = re.fullmatch(r"arn:[^:]+:apigateway:[^:]*:lambda:path/2015-03-31/functions/(.+)/invocations", uri)
+    if match is None:
+        raise WiringError(f"authorizer {found.name}: its authorizerUri is not a Lambda function's ({uri!r})")
+    function_arn = match.group(1)
+    sources = tuple(found.get("identitySources") or ())
+    function = _function_by_arn(deployment, function_arn, uri)
+    if function is None:
+        return AuthorizerDef(found.name, sources, function_arn,
+                             unavailable=f"its function {function_arn} is not defined by the program")
+    try:
+        definition = _function_def(function)
+    except WiringError as exc:
+        return AuthorizerDef(found.name, sources, function_arn, unavailable=str(exc))
+    return AuthorizerDef(found.name, sources, function_arn, definition)
+
+
+def _function_by_arn(deployment: mocks.Deployment, arn: str, invoke_uri: str) -> mocks.Registered | None:
+    """The program's function that ``arn`` names (an alias or version of it too)."""
+    functions = deployment.of_type(FUNCTION)
+    for function in functions:
+        if function.get("arn") == arn or function.get("invokeArn") == invoke_uri:
+            return function
+    unqualified = ":".join(arn.split(":")[:7])  # arn:aws:lambda:{region}:{account}:function:{name}[:{qualifier}]
+    return next((f for f in functions if f.get("arn") == unqualified), None)
 
 
 def _http_integration(own: mocks.Deployment, key: str, integration: mocks.Registered) -> HttpIntegration:

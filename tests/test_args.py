@@ -19,11 +19,7 @@ from channel_server.args import (
 RETENTIONS = (
     "(1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)"
 )
-FIELDS = (
-    "backend, channel_id_pattern, heartbeat_interval_minutes, inline_fanout_limit, lambda_architecture, lambda_memory_mb, lambda_runtime, lambda_timeout_seconds, "
-    "log_retention_days, max_message_bytes, posts_in_flight, publish_memory_mb, stage_name, table_name, tags, "
-    "throttling_burst_limit, throttling_rate_limit"
-)
+FIELDS = ", ".join(sorted(ChannelServerArgs.__annotations__))
 BURST = "must be from 1 to 5000 (0 would reject every message)"
 RATE = "must be a number above 0 and at most 10000 (0 would reject every message)"
 TIMEOUT = "must be from 1 to 29 seconds (API Gateway's integration timeout is 29 s)"
@@ -239,6 +235,9 @@ class FakeConfig:
     def get_float(self, key: str) -> Any:
         return self._read("get_float", key)
 
+    def get_bool(self, key: str) -> Any:
+        return self._read("get_bool", key)
+
     def get_object(self, key: str) -> Any:
         return self._read("get_object", key)
 
@@ -284,6 +283,23 @@ def test_from_config_reads_each_set_key_with_its_fields_type() -> None:
         "inlineFanoutLimit": "get_int",
         "heartbeatIntervalMinutes": "get_int",
         "backendUrl": "get",
+        "backendTimeoutMs": "get_int",
+        "domainName": "get",
+        "domainCertificateArn": "get",
+        "domainBasePath": "get",
+        "domainHostedZoneId": "get",
+        "authorizerFunctionArn": "get",
+        "authorizerIdentitySources": "get_object",
+        "authorizerType": "get",
+        "authorizerResultTtlSeconds": "get_int",
+        "accessLogs": "get_bool",
+        "apiGatewayCloudwatchRoleArn": "get",
+        "manageApiGatewayAccount": "get_bool",
+        "metrics": "get_bool",
+        "alarmTopicArn": "get",
+        "tracing": "get_bool",
+        "retainOnDelete": "get_bool",
+        "deletionProtection": "get_bool",
         "tags": "get_object",
     }
     assert resolve(args) == Settings(

@@ -40,7 +40,7 @@ FAILURES = "docs/failure-semantics.md"
 PROTOCOL = "docs/protocol.md"
 DOCS = (ARCHITECTURE, FAILURES)
 PROJECT_CONFIG = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
-FIELD_TYPES = args_module._field_types()  # field name -> str, int, float or dict
+FIELD_TYPES = args_module.field_kinds()  # field name -> str, int, float, bool, list or dict
 
 
 # --- a small Markdown reader --------------------------------------------------------------
@@ -128,7 +128,7 @@ ARGS_FIELDS = sorted(FIELD_TYPES)
 
 
 def row_keys(row: ConfigRow) -> list[str]:
-    """The config keys a row names: one, or backend's one per field."""
+    """The config keys a row names: one, or an object field's one per field."""
     return [key.strip("`") for key in row.key.split(", ")]
 
 
@@ -144,6 +144,8 @@ def rendered_default(value: object) -> str:
     anything else in backticks (whole floats as integers: 1000.0 is `1000`)."""
     if value is None or value == "" or value == {}:
         return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"  # as config spells it
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return f"`{value}`"
@@ -159,7 +161,8 @@ def test_configuration_table_has_exactly_one_row_per_args_field() -> None:
 @pytest.mark.parametrize("field", ARGS_FIELDS)
 def test_configuration_row_key_is_the_fields_config_key(field: str) -> None:
     row = row_of(field)
-    expected = list(args_module.BACKEND_CONFIG_KEYS.values()) if field == "backend" else [config_key(field)]
+    expected = (list(args_module.object_config_keys(field).values()) if field in args_module.OBJECT_FIELDS
+                else [config_key(field)])
     assert row_keys(row) == expected, f"README row for {field}: keys {row_keys(row)}, but config_key gives {expected}"
 
 

@@ -3,7 +3,6 @@ would run, under mocks with the dev stack's config."""
 
 from __future__ import annotations
 
-import typing
 from pathlib import Path
 
 import pulumi
@@ -11,7 +10,7 @@ import pytest
 import yaml
 
 from channel_server import TYPE_TOKEN, backend
-from channel_server.args import BACKEND_CONFIG_KEYS, ChannelServerArgs, HttpBackend, Settings, config_key
+from channel_server.args import OBJECT_FIELDS, Settings, config_key, field_kinds, object_config_keys
 from channel_server.mocks import Deployment, deploy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,19 +20,14 @@ DEV_TAGS = {"project": "channel-server", "environment": "dev"}
 
 #: The Pulumi.yaml config type declared for each Python type of an args field.
 #: Pulumi declares only string, integer, boolean and array: a float field is
-#: declared integer (whole numbers per second), a dict field is not declared.
-CONFIG_TYPES = {str: "string", int: "integer", float: "integer"}
+#: declared integer (whole numbers per second), a map field is not declared.
+CONFIG_TYPES = {str: "string", int: "integer", float: "integer", bool: "boolean", list: "array"}
 PULUMI_CONFIG_TYPES = {"string", "integer", "boolean", "array"}
 
 
 @pytest.fixture(scope="module")
 def dev() -> Deployment:
     return deploy(ROOT / "__main__.py", config=DEV_CONFIG)
-
-
-def _field_types() -> dict[str, type]:
-    hints = typing.get_type_hints(ChannelServerArgs)
-    return {name: typing.get_origin(hint) or hint for name, hint in hints.items()}
 
 
 # --- the program under mocks ----------------------------------------------------------------
@@ -113,25 +107,53 @@ def test_dev_log_groups_keep_logs_14_days(dev: Deployment) -> None:
 def test_project_is_channel_server_on_python_with_a_virtualenv() -> None:
     assert PROJECT["name"] == "channel-server"
     assert PROJECT["runtime"]["name"] == "python"
-    assert PROJECT["runtime"]["options"]["virtualenv"]
+    # the one that tasks.py creates: a deployer installs once
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tasks", ROOT / "tasks.py")
+    tasks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tasks)
+    assert PROJECT["runtime"]["options"]["virtualenv"] == tasks.VENV_NAME
 
 
-DECLARABLE = sorted(f for f, kind in _field_types().items() if kind in CONFIG_TYPES)
+DECLARABLE = sorted(f for f, kind in field_kinds().items() if kind in CONFIG_TYPES)
+#: Each field of an object field, with its config key: ("backend", "url", "backendUrl"), …
+SUBFIELDS = [(name, sub, key) for name in OBJECT_FIELDS for sub, key in object_config_keys(name).items()]
 
 
 def test_project_declares_one_config_key_per_declarable_args_field() -> None:
-    backend_keys = set(BACKEND_CONFIG_KEYS.values())
-    assert set(PROJECT["config"]) == {config_key(field) for field in DECLARABLE} | backend_keys
-    # tags is a map (set in the stack file); backend is declared one key per field of HttpBackend
-    assert set(ChannelServerArgs.__annotations__) - set(DECLARABLE) == {"tags", "backend"}
-    assert set(BACKEND_CONFIG_KEYS) == set(HttpBackend.__annotations__)
+    object_keys = {key for _, _, key in SUBFIELDS}
+    assert set(PROJECT["config"]) == {config_key(field) for field in DECLARABLE} | object_keys
+    # tags is a map (set in the stack file); each object field is declared one key per field of its own
+    assert set(field_kinds()) - set(DECLARABLE) == {"tags", *OBJECT_FIELDS}
 
 
 def test_backend_keys_default_to_the_lambda_handlers_and_the_longest_timeout() -> None:
-    assert PROJECT["config"][BACKEND_CONFIG_KEYS["url"]] == {
-        "type": "string", "default": "", "description": PROJECT["config"][BACKEND_CONFIG_KEYS["url"]]["description"]}
-    timeout = PROJECT["config"][BACKEND_CONFIG_KEYS["timeout_ms"]]
+    keys = object_config_keys("backend")
+    assert PROJECT["config"][keys["url"]] == {
+        "type": "string", "default": "", "description": PROJECT["config"][keys["url"]]["description"]}
+    timeout = PROJECT["config"][keys["timeout_ms"]]
     assert (timeout["type"], timeout["default"]) == ("integer", backend.DEFAULT_TIMEOUT_MS)
+
+
+@pytest.mark.parametrize("field,sub,key", SUBFIELDS, ids=[key for _, _, key in SUBFIELDS])
+def test_object_field_keys_declare_the_fields_type_and_an_unset_or_default_value(field: str, sub: str, key: str) -> None:
+    declared = PROJECT["config"][key]
+    kind = field_kinds(OBJECT_FIELDS[field][1])[sub]
+    assert declared["type"] == CONFIG_TYPES[kind]
+    # required keys (the one that turns the object on among them) are unset
+    # by default; the others hold resolve()'s default
+    from channel_server.args import resolve
+
+    required = {"backend": {"url": "https://b.example.com"},
+                "domain": {"name": "chat.example.com",
+                           "certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/x"},
+                "authorizer": {"function_arn": "arn:aws:lambda:us-east-1:123456789012:function:a"}}[field]
+    if sub in required:
+        assert declared["default"] == ""
+    else:
+        default = getattr(resolve({field: required}), field)[sub]
+        assert declared["default"] == ("" if default is None else list(default) if isinstance(default, tuple) else default)
 
 
 @pytest.mark.parametrize("field", DECLARABLE)
@@ -148,7 +170,7 @@ def test_declared_config_default_is_the_components_default(field: str) -> None:
 def test_declared_config_type_is_one_pulumi_accepts_and_fits_the_field(field: str) -> None:
     declared = PROJECT["config"][config_key(field)]
     assert declared["type"] in PULUMI_CONFIG_TYPES
-    assert declared["type"] == CONFIG_TYPES[_field_types()[field]]
+    assert declared["type"] == CONFIG_TYPES[field_kinds()[field]]
 
 
 def test_dev_stack_sets_only_declared_keys() -> None:
@@ -186,3 +208,67 @@ def test_a_stacks_secrets_reach_the_program_as_a_placeholder(tmp_path):
 
     assert values == {"app:region": "us", "app:token": SECRET_PLACEHOLDER, "aws:region": "us-west-2"}
     assert secrets == ["app:token"]
+
+
+# --- the production stack example ------------------------------------------------------------
+
+PROD_EXAMPLE = yaml.safe_load((ROOT / "Pulumi.prod.yaml.example").read_text())["config"]
+
+
+@pytest.fixture(scope="module")
+def prod() -> Deployment:
+    from channel_server.mocks import Project
+
+    # as `pulumi up` on a stack whose Pulumi.prod.yaml is the example
+    config = {**Project.load(ROOT).defaults, **PROD_EXAMPLE}
+    return deploy(ROOT / "__main__.py", stack="prod", config=config)
+
+
+def test_prod_example_sets_only_declared_keys() -> None:
+    keys = {key.removeprefix("channel-server:") for key in PROD_EXAMPLE if key.startswith("channel-server:")}
+    assert keys <= set(PROJECT["config"]) | {"tags"}
+    assert {key for key in PROD_EXAMPLE if not key.startswith("channel-server:")} == {"aws:region"}
+
+
+#: What only the production stack has.
+PROD_ONLY = {
+    "aws:apigatewayv2/domainName:DomainName": 1,
+    "aws:apigatewayv2/apiMapping:ApiMapping": 1,
+    "aws:route53/record:Record": 1,
+    "aws:apigatewayv2/authorizer:Authorizer": 1,
+    "aws:apigateway/account:Account": 1,
+    "aws:scheduler/schedule:Schedule": 1,
+}
+
+
+def test_prod_adds_domain_authorizer_account_setting_schedule_and_alarms_that_dev_lacks(dev, prod) -> None:
+    for type_token, count in PROD_ONLY.items():
+        assert (len(dev.of_type(type_token)), len(prod.of_type(type_token))) == (0, count), type_token
+    functions = len(prod.of_type("aws:lambda/function:Function"))
+    # errors and throttles per function, two for the API, one for failed deliveries
+    assert len(prod.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")) == 2 * functions + 3
+    assert dev.of_type("aws:cloudwatch/metricAlarm:MetricAlarm") == []
+
+
+def test_prod_url_is_the_custom_domain_and_the_stage_is_prod(dev, prod) -> None:
+    assert prod.exports["url"] == "wss://chat.example.com"
+    assert prod.exports["stageName"] == "prod" and dev.exports["stageName"] == "dev"
+    assert ".execute-api.eu-west-1.amazonaws.com/prod" in prod.exports["managementEndpoint"]
+
+
+def test_prod_keeps_and_protects_the_table_and_dev_does_not(dev, prod) -> None:
+    prod_table, dev_table = prod.one("aws:dynamodb/table:Table"), dev.one("aws:dynamodb/table:Table")
+    assert (prod_table.retain_on_delete, prod_table["deletionProtectionEnabled"]) == (True, True)
+    assert (dev_table.retain_on_delete, dev_table["deletionProtectionEnabled"]) == (False, False)
+
+
+def test_prod_logs_traces_and_measures_and_throttles_higher(dev, prod) -> None:
+    stage, dev_stage = prod.one("aws:apigatewayv2/stage:Stage"), dev.one("aws:apigatewayv2/stage:Stage")
+    assert stage["accessLogSettings"]["format"] and "accessLogSettings" not in dev_stage.inputs
+    assert stage["defaultRouteSettings"] == {"throttlingBurstLimit": 2000, "throttlingRateLimit": 5000}
+    functions = prod.of_type("aws:lambda/function:Function")
+    assert {f["tracingConfig"]["mode"] for f in functions} == {"Active"}
+    assert {f["environment"]["variables"].get("CHANNEL_METRICS") for f in functions} == {"1"}
+    assert {f["environment"]["variables"].get("CHANNEL_METRICS") for f in dev.of_type("aws:lambda/function:Function")} == {None}
+    assert {g["retentionInDays"] for g in prod.of_type("aws:cloudwatch/logGroup:LogGroup")} == {90}
+    assert {r.inputs.get("tags", {}).get("environment") for r in prod.of_type("aws:lambda/function:Function")} == {"prod"}
