@@ -355,14 +355,13 @@ def _check_hosted_zone_id(value: Any) -> str:
 
 
 def _check_tags(value: Any) -> dict[str, Any]:
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and (isinstance(v, str) or _is_output(v)) for k, v in value.items()
-    ):
+    """The tags, each value checked (when it resolves, for an Output)."""
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
         raise _fail("tags", value, "must map strings to strings")
-    return {k: checked(v, _check_tag_value(k)) for k, v in value.items()}
+    return {key: checked(tag, _check_tag(key)) for key, tag in value.items()}
 
 
-def _check_tag_value(key: str) -> Callable[[Any], str]:
+def _check_tag(key: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str):
             raise _fail("tags", {key: value}, "must map strings to strings")
@@ -603,15 +602,13 @@ def object_config_keys(field_name: str) -> dict[str, str]:
 
 def kind_of(hint: Any) -> type:
     """The plain type behind a field's annotation: ``Input[str]`` is ``str``,
-    ``Sequence[str]`` is ``list``, a TypedDict is ``dict``, a Mapping ``dict``."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is Union:
-        hint = args[0]  # Input[T] = Union[T, Awaitable[T], Output[T]]: T
-        return kind_of(hint)
+    ``Sequence[str]`` is ``list``, a TypedDict or a Mapping is ``dict``."""
+    if typing.get_origin(hint) is Union:  # Input[T] = Union[T, Awaitable[T], Output[T]]: T
+        return kind_of(typing.get_args(hint)[0])
     origin = typing.get_origin(hint) or hint
-    if isinstance(origin, type) and issubclass(origin, Mapping) or typing.is_typeddict(hint):
+    if typing.is_typeddict(hint) or issubclass(origin, Mapping):
         return dict
-    if origin in (list, Sequence) or (isinstance(origin, type) and issubclass(origin, Sequence) and origin is not str):
+    if issubclass(origin, Sequence) and origin is not str:
         return list
     return origin
 

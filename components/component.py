@@ -60,14 +60,17 @@ DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 60 * 60
 #: advice for event source mappings: at least the timeout, better six times).
 VISIBILITY_TIMEOUTS = 6
 
-_LAMBDA_TRUST_POLICY = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
-        ],
-    }
-)
+
+
+def trust_policy(service: str, account: str | None = None) -> str:
+    """The assume-role policy that lets ``service`` (``lambda.amazonaws.com``)
+    take a role; with ``account``, only on behalf of that account (the
+    confused-deputy guard AWS documents)."""
+    statement: dict[str, Any] = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+    if account is not None:
+        statement["Condition"] = {"StringEquals": {"aws:SourceAccount": account}}
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
 
 #: What the schedule passes the heartbeat function: its event. EventBridge
 #: Scheduler fills in the context attribute when it invokes the target.
@@ -94,14 +97,6 @@ ACCESS_LOG_FORMAT = json.dumps({
 #: The AWS-managed policy API Gateway's CloudWatch role needs (AWS documents
 #: it for this role: create and write log groups of any API).
 APIGATEWAY_LOGS_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
-_APIGATEWAY_TRUST_POLICY = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "apigateway.amazonaws.com"}, "Action": "sts:AssumeRole"}
-        ],
-    }
-)
 #: What a function needs to send traces with X-Ray active tracing.
 XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
 #: Alarms look at sums over this many seconds.
@@ -406,18 +401,11 @@ class ChannelServer(pulumi.ComponentResource):
         function, role, policy, log_group = self._create_function(
             spec.HEARTBEAT, code, timeout=spec.HEARTBEAT_TIMEOUT_SECONDS)
         # Scheduler assumes this role to invoke the function, for schedules of
-        # this account only (the confused-deputy guard AWS documents).
+        # this account only.
         scheduler_role = aws.iam.Role(
             f"{slug}-schedule",
-            assume_role_policy=function.arn.apply(lambda arn: json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Effect": "Allow",
-                    "Principal": {"Service": "scheduler.amazonaws.com"},
-                    "Action": "sts:AssumeRole",
-                    "Condition": {"StringEquals": {"aws:SourceAccount": arn.split(":")[4]}},
-                }],
-            })),
+            assume_role_policy=function.arn.apply(
+                lambda arn: trust_policy("scheduler.amazonaws.com", account=arn.split(":")[4])),
             tags=self._tags,
             opts=self._child,
         )
@@ -459,7 +447,7 @@ class ChannelServer(pulumi.ComponentResource):
             tags=self._tags,
             opts=self._child,
         )
-        role = aws.iam.Role(slug, assume_role_policy=_LAMBDA_TRUST_POLICY, tags=self._tags, opts=self._child)
+        role = aws.iam.Role(slug, assume_role_policy=trust_policy("lambda.amazonaws.com"), tags=self._tags, opts=self._child)
         policy = aws.iam.RolePolicy(
             slug,
             role=role.id,
@@ -774,7 +762,7 @@ class ChannelServer(pulumi.ComponentResource):
             if role_arn is None:
                 role = aws.iam.Role(
                     f"{self._name}-apigateway-logs",
-                    assume_role_policy=_APIGATEWAY_TRUST_POLICY,
+                    assume_role_policy=trust_policy("apigateway.amazonaws.com"),
                     tags=self._tags,
                     opts=self._child,
                 )

@@ -56,6 +56,28 @@ def plain() -> Deployment:
     return server()[0]
 
 
+#: Every option on at once (but the hosted zone, tested on its own): each test
+#: below reads the part it is about, which also shows the options do not get
+#: in each other's way.
+EVERYTHING = {
+    "domain": {**DOMAIN, "base_path": "v1"},
+    "authorizer": {"function_arn": AUTHORIZER, "identity_sources": ["route.request.header.Authorization"]},
+    "access_logs": True,
+    "log_retention_days": 30,
+    "metrics": True,
+    "alarm_topic_arn": TOPIC,
+    "tracing": True,
+    "heartbeat_interval_minutes": 1,
+    "retain_on_delete": True,
+    "deletion_protection": True,
+}
+
+
+@pytest.fixture(scope="module")
+def everything() -> tuple[Deployment, dict]:
+    return server(EVERYTHING)
+
+
 # --- every option is off by default -----------------------------------------------------------
 
 
@@ -76,8 +98,8 @@ def test_by_default_no_tracing_no_metrics_no_access_logs_and_the_table_is_deleta
 # --- custom domain ------------------------------------------------------------------------------
 
 
-def test_a_custom_domain_is_regional_tls12_mapped_to_the_stage_and_becomes_the_url() -> None:
-    deployment, outputs = server({"domain": {**DOMAIN, "base_path": "v1"}})
+def test_a_custom_domain_is_regional_tls12_mapped_to_the_stage_and_becomes_the_url(everything) -> None:
+    deployment, outputs = everything
     domain = deployment.one(DOMAIN_NAME)
     assert domain["domainName"] == "chat.example.com"
     configuration = domain["domainNameConfiguration"]
@@ -113,9 +135,8 @@ def test_a_custom_domain_without_base_path_is_the_url_root_and_a_hosted_zone_get
 # --- $connect authorizer ------------------------------------------------------------------------
 
 
-def test_an_authorizer_guards_connect_only_and_api_gateway_may_invoke_it_for_this_api() -> None:
-    deployment, _ = server({"authorizer": {"function_arn": AUTHORIZER,
-                                           "identity_sources": ["route.request.header.Authorization"]}})
+def test_an_authorizer_guards_connect_only_and_api_gateway_may_invoke_it_for_this_api(everything) -> None:
+    deployment, _ = everything
     authorizer = deployment.one(AUTHORIZER_TYPE)
     assert authorizer["authorizerType"] == "REQUEST"
     assert authorizer["authorizerUri"] == (
@@ -130,15 +151,16 @@ def test_an_authorizer_guards_connect_only_and_api_gateway_may_invoke_it_for_thi
     assert permission["sourceArn"] == f"{api['executionArn']}/authorizers/{authorizer.id}"
 
 
-def test_changing_the_authorizer_redeploys_the_stage() -> None:
+def test_changing_the_authorizer_redeploys_the_stage(everything) -> None:
     def triggers(sources: list[str]) -> dict:
-        deployment, _ = server({"authorizer": {"function_arn": AUTHORIZER, "identity_sources": sources}})
+        deployment, _ = server({**EVERYTHING, "authorizer": {"function_arn": AUTHORIZER, "identity_sources": sources}})
         return deployment.one("aws:apigatewayv2/deployment:Deployment")["triggers"]
 
-    first = triggers(["route.request.querystring.token"])
-    assert triggers(["route.request.querystring.token"]) == first
-    assert triggers(["route.request.header.Auth"])["authorizer"] != first["authorizer"]
-    assert first["routes"] == triggers(["route.request.header.Auth"])["routes"]
+    first = everything[0].one("aws:apigatewayv2/deployment:Deployment")["triggers"]
+    assert triggers(EVERYTHING["authorizer"]["identity_sources"]) == first
+    other = triggers(["route.request.querystring.token"])
+    assert other["authorizer"] != first["authorizer"]
+    assert other["routes"] == first["routes"]
 
 
 def test_the_authorizer_defaults_to_the_token_query_parameter() -> None:
@@ -170,8 +192,8 @@ def test_an_authorizer_api_gateway_cannot_run_on_websockets_is_refused(value: di
 # --- access logs ----------------------------------------------------------------------------------
 
 
-def test_access_logs_are_json_in_their_own_log_group_with_the_accounts_role_created() -> None:
-    deployment, _ = server({"access_logs": True, "log_retention_days": 30})
+def test_access_logs_are_json_in_their_own_log_group_with_the_accounts_role_created(everything) -> None:
+    deployment, _ = everything
     stage = deployment.one(STAGE)
     (group,) = [g for g in deployment.of_type(LOG_GROUP) if g["namePrefix"].startswith("/aws/apigateway/")]
     assert group["retentionInDays"] == 30
@@ -213,30 +235,29 @@ def test_inconsistent_access_log_settings_are_refused(args: dict, message: str) 
 # --- metrics, alarms, tracing ---------------------------------------------------------------------
 
 
-def test_metrics_switch_on_the_handlers_emf_with_the_component_name_as_server() -> None:
-    deployment, _ = server({"metrics": True, "heartbeat_interval_minutes": 1})
+def test_metrics_switch_on_the_handlers_emf_with_the_component_name_as_server(everything) -> None:
+    deployment, _ = everything
     environments = [f["environment"]["variables"] for f in deployment.of_type(FUNCTION)]
     assert len(environments) == len(spec.ROUTES) + 2  # fan-out and heartbeat too
     assert {(e[spec.ENV_METRICS], e[spec.ENV_SERVER_NAME]) for e in environments} == {("1", "chat")}
 
 
-def test_alarms_cover_every_function_the_api_and_failed_deliveries_to_the_topic() -> None:
-    deployment, _ = server({"alarm_topic_arn": TOPIC, "metrics": True, "heartbeat_interval_minutes": 1})
+def test_alarms_cover_every_function_the_api_and_failed_deliveries_to_the_topic(everything) -> None:
+    deployment, _ = everything
     alarms = {a.name: a for a in deployment.of_type(ALARM)}
     functions = {f.name: f for f in deployment.of_type(FUNCTION)}
     per_function = {(a["dimensions"]["FunctionName"], a["metricName"]) for a in alarms.values()
                     if a["namespace"] == "AWS/Lambda"}
     assert per_function == {(f["name"], metric) for f in functions.values() for metric in ("Errors", "Throttles")}
-    api, stage = deployment.one("aws:apigatewayv2/api:Api"), deployment.one(STAGE)
+    api, stage = deployment.one("aws:apigatewayv2/api:Api"), deployment.one(STAGE)["name"]
     assert {a["metricName"]: a["dimensions"] for a in alarms.values() if a["namespace"] == "AWS/ApiGateway"} == {
-        "ExecutionError": {"ApiId": api.id, "Stage": "dev"}, "IntegrationError": {"ApiId": api.id, "Stage": "dev"}}
+        "ExecutionError": {"ApiId": api.id, "Stage": stage}, "IntegrationError": {"ApiId": api.id, "Stage": stage}}
     failed = alarms["chat-failed-deliveries"]
     assert (failed["namespace"], failed["metricName"], failed["dimensions"]) == (
         spec.METRICS_NAMESPACE, spec.METRIC_FAILED_DELIVERIES, {"Server": "chat"})
     for alarm in alarms.values():
         assert alarm["alarmActions"] == [TOPIC] and alarm["okActions"] == [TOPIC], alarm.name
         assert (alarm["statistic"], alarm["threshold"], alarm["treatMissingData"]) == ("Sum", 1, "notBreaching")
-    assert stage  # the stage's name is what the API alarms look at
 
 
 def test_without_metrics_there_is_no_failed_delivery_alarm() -> None:
@@ -245,8 +266,8 @@ def test_without_metrics_there_is_no_failed_delivery_alarm() -> None:
     assert deployment.of_type(ALARM)
 
 
-def test_tracing_is_active_on_every_function_whose_role_may_send_traces_and_nothing_else() -> None:
-    deployment, _ = server({"tracing": True, "heartbeat_interval_minutes": 1})
+def test_tracing_is_active_on_every_function_whose_role_may_send_traces_and_nothing_else(everything) -> None:
+    deployment, _ = everything
     assert {f.name: f["tracingConfig"] for f in deployment.of_type(FUNCTION)} == {
         f.name: {"mode": "Active"} for f in deployment.of_type(FUNCTION)}
     for policy in deployment.of_type(POLICY):
@@ -267,8 +288,8 @@ def test_what_only_the_lambda_handlers_do_is_refused_with_an_http_backend(field:
 # --- keeping data safe ------------------------------------------------------------------------------
 
 
-def test_the_table_can_be_kept_on_delete_and_protected_from_deletion() -> None:
-    deployment, _ = server({"retain_on_delete": True, "deletion_protection": True})
+def test_the_table_can_be_kept_on_delete_and_protected_from_deletion(everything) -> None:
+    deployment, _ = everything
     table = deployment.one(TABLE)
     assert table.retain_on_delete and table["deletionProtectionEnabled"] is True
     # only the table: the rest is rebuilt from the program at no loss
