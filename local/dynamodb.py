@@ -183,6 +183,12 @@ class _Serialized:
                 self._turns.notify_all()
 
 
+#: How often the server's loop looks for a stop request (socketserver's
+#: default, 0.5 s, made every stop wait about that long; local mode stops it
+#: last, and tests stop one per local-mode server).
+STOP_POLL_SECONDS = 0.05
+
+
 class EmbeddedDynamoDB:
     """moto's DynamoDB (and every other moto service) at ``self.endpoint``.
 
@@ -198,7 +204,8 @@ class EmbeddedDynamoDB:
             app = middleware(app)
         app = _Serialized(app)
         self._server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-dynamodb", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": STOP_POLL_SECONDS},
+                                        name="embedded-dynamodb", daemon=True)
 
     @property
     def endpoint(self) -> str:
@@ -253,8 +260,9 @@ def create_table(client: Any, name: str, table: Any) -> None:
     }
     if indexes:
         kwargs["GlobalSecondaryIndexes"] = indexes
-    client.create_table(**kwargs)
-    client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 50})
+    created = client.create_table(**kwargs)
+    if created["TableDescription"].get("TableStatus") != "ACTIVE":  # moto's tables are active at once
+        client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 50})
     ttl = table.get("ttl") or {}
     if ttl.get("enabled"):
         client.update_time_to_live(

@@ -23,6 +23,7 @@ from channel_server.handlers import awsjson, handoff, spec
 from channel_server.local.queues import sqs_event
 from channel_server.local.server import build_parser, running
 from support.aws import FAKE_CREDENTIALS, REGION
+from support.local_mode import served_world
 from support.table import closed
 
 LIMIT = 2
@@ -310,7 +311,7 @@ def test_local_mode_hands_a_large_channel_to_the_fanout_function_through_its_que
     from test_local import Client
 
     caplog.set_level(logging.INFO, logger="channel_server.local")
-    with running(port=0, inline_fanout_limit=LIMIT) as server:
+    with running(port=0, inline_fanout_limit=LIMIT, world=served_world()) as server:
         members = [Client(server.url) for _ in range(7)]
         try:
             sender_id = members[0].join("big")["senderId"]

@@ -25,6 +25,7 @@ from websockets.sync.client import connect
 from channel_server.handlers import spec
 from channel_server.local import world as local_world
 from channel_server.local.server import running
+from support.local_mode import served_world
 from support.processes import running_from
 
 LAMBDAS = Path(__file__).parent / "lambdas"
@@ -127,7 +128,7 @@ def behind_the_reference_http_backend():
     from channel_server.local.server import LOCAL_CREDENTIALS
 
     with HttpBackend(port=0) as backend:  # its URL first: local mode posts to it
-        with running(port=0, backend=backend.url) as server:
+        with running(port=0, backend=backend.url, world=served_world(backend=backend.url)) as server:
             aws = {"AWS_ENDPOINT_URL_DYNAMODB": server.dynamodb_endpoint, "AWS_REGION": "us-east-1", **LOCAL_CREDENTIALS}
             environ = {spec.ENV_TABLE_NAME: server.table_name, spec.ENV_INDEX_NAME: spec.CHANNEL_INDEX,
                        spec.ENV_MANAGEMENT_ENDPOINT: server.management_url}
@@ -150,7 +151,7 @@ def server(request):
         with behind_the_reference_http_backend() as server:
             yield server
     else:
-        with running(port=0) as server:
+        with running(port=0, world=served_world()) as server:
             yield server
 
 
@@ -217,7 +218,7 @@ class ScriptedBackend:
 def scripted():
     backend = ScriptedBackend()
     try:
-        with running(port=0, backend=backend.url) as server:
+        with running(port=0, backend=backend.url, world=served_world(backend=backend.url)) as server:
             yield server, backend
     finally:
         backend.close()
@@ -329,7 +330,7 @@ def test_replies_come_from_the_route_response_and_a_one_way_route_drops_its_answ
     """Local mode sends a function's answer only on routes the component made
     two-way, as API Gateway does; the pong never goes through the management API."""
     caplog.set_level(logging.INFO, logger="channel_server.local")
-    world = local_world.from_component("dev")
+    world = served_world()
     assert world.two_way == {"join", "publish", "ping", "$default"}
     one_way_ping = dataclasses.replace(world, two_way=world.two_way - {"ping"})
     with running(port=0, world=one_way_ping) as server:
@@ -560,7 +561,8 @@ def test_messages_over_128_kb_close_the_connection_with_1009(clients):
 
 
 def test_idle_connections_are_closed_and_traffic_keeps_them_open():
-    with running(port=0, idle_timeout=2) as server:
+    # a second of silence closes a connection: many times a round trip, even on a busy machine
+    with running(port=0, idle_timeout=1, world=served_world()) as server:
         quiet, chatty = Client(server.url), Client(server.url)
         try:
             # chatty talks without pause until quiet's idle timeout closes it:
@@ -578,7 +580,7 @@ def test_idle_connections_are_closed_and_traffic_keeps_them_open():
 
 
 def test_connections_are_closed_at_the_maximum_lifetime():
-    with running(port=0, max_lifetime=1) as server:
+    with running(port=0, max_lifetime=0.5, world=served_world()) as server:
         client = Client(server.url)
         try:
             # traffic keeps the idle clock at zero, so only the lifetime can close it
@@ -605,7 +607,7 @@ def faulty_world(recorded: Path) -> local_world.World:
     a $connect that can refuse, a crashing route, one that holds until released,
     one that echoes its event, one that prints, and $connect/$disconnect handlers
     that record their events in ``recorded``."""
-    base = local_world.from_component("dev")
+    base = served_world()
     files = {"faulty.py": (LAMBDAS / "faulty.py").read_text(encoding="utf-8")}
     routes = dict(base.routes)
     handlers = {"$connect": "connect", "$disconnect": "disconnect", "crash": "crash", "held": "held",
@@ -745,7 +747,7 @@ def test_a_function_whose_process_died_starts_again_on_its_next_invocation(serve
 def test_invocations_racing_a_start_or_a_restart_get_one_process_that_stop_ends(tmp_path):
     from channel_server.local.functions import LocalFunction
 
-    definition = local_world.from_component("dev").routes["$connect"]  # answers without I/O
+    definition = served_world().routes["$connect"]  # answers without I/O
     connect_event = json.loads((EVENTS / "connect.json").read_text())
 
     async def scenario():
@@ -901,7 +903,7 @@ def test_local_mode_serves_the_route_set_the_component_declares(monkeypatch):
 
 
 def test_local_mode_uses_the_components_handlers_table_and_environment():
-    world = local_world.from_component("dev")
+    world = served_world()
     assert {key: f.handler for key, f in world.routes.items()} == {r.key: r.handler for r in spec.ROUTES}
     assert world.table["hashKey"] == spec.CONNECTION_ID and world.table["rangeKey"] == spec.CHANNEL_ID
     assert world.route_selection_expression == spec.ROUTE_SELECTION_EXPRESSION

@@ -36,6 +36,7 @@ from channel_server.local import authorizer as local_authorizer
 from channel_server.local import world as local_world
 from channel_server.local.functions import FunctionError, InvocationError, Throttled
 from channel_server.local.server import LocalServer, load_world, parse_args, running
+from test_local import newest_connection
 
 TIMEOUT = 20
 ARN = "arn:aws:execute-api:us-east-1:123456789012:local/dev/$connect"
@@ -169,7 +170,8 @@ def test_the_function_gets_the_request_event_websocket_apis_send(server, recorde
     before = set(server.gateway.connections)
     with connect(f"{server.url}?token=alice&room=1&room=2", open_timeout=TIMEOUT,
                  additional_headers={"X-Custom": "yes"}, user_agent_header="authorizer-test"):
-        (connection_id,) = set(server.gateway.connections) - before
+        # the gateway registers a connection just after its handshake answer: wait for it
+        connection_id = newest_connection(server, before)
     (event,) = [e for e in map(lambda p: json.loads(p.read_text()), sorted(recorded.glob("*.json")))
                 if e["requestContext"]["connectionId"] == connection_id]
     assert set(event) == {"type", "methodArn", "headers", "multiValueHeaders", "queryStringParameters",

@@ -493,8 +493,9 @@ class Socket:
 @pytest.fixture(scope="module")
 def local_server() -> Iterator[Any]:
     from channel_server.local.server import running
+    from support.local_mode import served_world
 
-    with running(port=0) as server:
+    with running(port=0, world=served_world()) as server:
         yield server
 
 

@@ -1,5 +1,6 @@
 """Test helpers, importable as ``support.*`` (pytest's ``pythonpath``):
 recorded-shape API Gateway events and the route set (``events``), the one
 driver of the Lambda entry points (``lambda_world``), the table (``table``),
-a fake management API (``management``), DynamoDB faults (``faulty_dynamodb``)
-and fake AWS credentials (``aws``)."""
+a fake management API (``management``), DynamoDB faults (``faulty_dynamodb``),
+fake AWS credentials (``aws``) and local mode's world, read once per test
+process (``local_mode``)."""

@@ -1,5 +1,6 @@
 """Running a program that is meant to fail under Pulumi's mocks."""
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -17,7 +18,20 @@ def deploy_failing(program: Callable[[], Any]) -> Exception:
     thread of its own, the test process's own threads stay clean."""
     with ThreadPoolExecutor(1) as thread:
         try:
-            thread.submit(deploy, program).result()
+            thread.submit(_deploy_on_own_loop, program).result()
         except Exception as exc:  # noqa: BLE001 - whatever the run raised is the answer
             return exc
     raise AssertionError("the program deployed without an error")
+
+
+def _deploy_on_own_loop(program: Callable[[], Any]) -> Any:
+    """``deploy(program)`` on this thread's own event loop. A failed run
+    leaves its loop behind with hundreds of Pulumi's tasks still pending and
+    futures whose exception nobody retrieves; when the process exits, asyncio
+    would report each one (a traceback apiece: megabytes of output and
+    seconds of a test worker's exit). The run's exception is the answer, so
+    that loop reports nothing."""
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda loop, context: None)
+    asyncio.set_event_loop(loop)
+    return deploy(program)
