@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -48,6 +49,10 @@ JOBS = {
     # local-mode server starts once rather than on both workers
     "test": ("test", [str(PYTHON), "-m", "pytest", "-n", "2", "--dist", "loadfile"]),
 }
+
+#: What tests/test_page.py drives: Debian's chromium and its chromedriver.
+BROWSER = (Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"))
+BROWSER_INSTALL = ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]
 
 # A PEP 508 requirement's name, its extras, and the rest (version, URL, markers).
 _REQUIREMENT = re.compile(r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:\[([^\]]*)\])?(.*)", re.S)
@@ -158,12 +163,34 @@ def setup(extra: str, root: Path = ROOT) -> None:
     stamp.write_text(json.dumps({"pyproject_sha256": wanted, "extras": sorted(extras)}) + "\n")
 
 
+def ensure_browser() -> None:
+    """For the test job: install the browser the page's test drives when it is
+    missing and apt-get can (as root), saying so in one line; otherwise say in
+    one line that the test will be skipped. Nothing when it is installed."""
+    missing = " and ".join(str(path) for path in BROWSER if not path.exists())
+    if not missing:
+        return
+    if not shutil.which("apt-get") or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        print(f"{missing} missing: the browser test (tests/test_page.py) will be skipped; install Debian's "
+              "chromium and chromium-driver (`sudo apt-get install chromium chromium-driver`)", flush=True)
+        return
+    print(f"installing chromium and chromium-driver with apt-get ({missing} missing; the browser test needs them)",
+          flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(BROWSER_INSTALL, env=env).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env)  # package lists missing (containers) or stale
+        if subprocess.run(BROWSER_INSTALL, env=env).returncode != 0:
+            print("apt-get could not install them: the browser test (tests/test_page.py) will be skipped", flush=True)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in JOBS:
         print(__doc__.strip(), file=sys.stderr)
         return 2
     extra, command = JOBS[argv[0]]
     setup(extra)
+    if argv[0] == "test":
+        ensure_browser()
     os.chdir(ROOT)
     if os.name == "posix":
         # become the job: Ctrl-C and SIGTERM reach it directly, so local mode can

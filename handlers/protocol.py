@@ -24,6 +24,12 @@ from . import spec
 
 #: API Gateway's limit on one WebSocket message, in either direction.
 API_GATEWAY_MAX_MESSAGE_BYTES = 128 * 1024
+#: API Gateway's limit on one WebSocket frame: a longer client message must be
+#: sent as several frames (a fragmented message).
+API_GATEWAY_MAX_FRAME_BYTES = 32 * 1024
+#: API Gateway closes a connection that has seen no message in either
+#: direction for this long.
+API_GATEWAY_IDLE_TIMEOUT_SECONDS = 10 * 60
 MAX_CHANNEL_ID_LENGTH = 128
 #: Deepest nesting of arrays and objects a frame may have (the frame's own
 #: object counts as one level). Deeper frames are refused before parsing, so

@@ -26,6 +26,7 @@ On one port:
 from __future__ import annotations
 
 import asyncio
+import html
 import ipaddress
 import json
 import logging
@@ -35,6 +36,7 @@ import string
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from importlib import resources
 from typing import Any, Awaitable, Callable, Mapping
 from urllib.parse import unquote
 
@@ -51,8 +53,8 @@ log = logging.getLogger("channel_server.local")
 MAX_MESSAGE_BYTES = protocol.API_GATEWAY_MAX_MESSAGE_BYTES
 #: API Gateway's limit on one WebSocket frame: a longer message must arrive in
 #: several frames. aiohttp hands over whole messages, so local mode can only warn.
-MAX_FRAME_BYTES = 32 * 1024
-IDLE_TIMEOUT_SECONDS = 10 * 60
+MAX_FRAME_BYTES = protocol.API_GATEWAY_MAX_FRAME_BYTES
+IDLE_TIMEOUT_SECONDS = protocol.API_GATEWAY_IDLE_TIMEOUT_SECONDS
 #: The close code reported for a close frame that carried none (RFC 6455 §7.1.5).
 NO_STATUS = 1005
 MAX_LIFETIME_SECONDS = spec.MAX_CONNECTION_SECONDS
@@ -160,6 +162,7 @@ class Gateway:
         stage = self.world.stage
         app.router.add_get(f"/{stage}", self._websocket)
         app.router.add_route("*", f"/{stage}/@connections/{{connection_id}}", self._management)
+        app.router.add_routes(page_routes(stage))
         return app
 
     # --- the WebSocket side ---------------------------------------------------------
@@ -504,6 +507,37 @@ def _reply_type(result: Any) -> str:
         return "a reply that is not JSON"
     kind = reply.get("type") if isinstance(reply, dict) else None
     return kind if isinstance(kind, str) and len(kind) <= 40 else "a reply without a type"
+
+
+#: The page to try channels, and the files it loads, with their content types.
+PAGE_FILES = {"index.html": "text/html", "page.js": "text/javascript", "page.css": "text/css"}
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    # its own script and style only; WebSockets anywhere, so it can try a deployed stack too
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+}
+_STAGE_META = '<meta name="channel-server-stage" content="{}">'
+
+
+def page_routes(stage: str) -> list[web.RouteDef]:
+    """``GET /``: the page to try channels (``page/index.html``, told the stage
+    in its ``<meta>``), and ``GET /page.js``, ``/page.css``. Stage names have no
+    dots, so these never shadow ``/{stage}``. Read on each request, from the
+    installed package's files."""
+    folder = resources.files(__package__) / "page"
+
+    def serve(name: str, content_type: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            text = (folder / name).read_text(encoding="utf-8")
+            if name == "index.html":
+                text = text.replace(_STAGE_META.format(""), _STAGE_META.format(html.escape(stage)), 1)
+            return web.Response(text=text, content_type=content_type, charset="utf-8", headers=PAGE_HEADERS)
+        return handler
+
+    return [web.get("/" if name == "index.html" else f"/{name}", serve(name, content_type))
+            for name, content_type in PAGE_FILES.items()]
 
 
 def _error(status: int, error_type: str, message: str) -> web.Response:

@@ -42,12 +42,12 @@ from . import gateway as gateway_module
 from . import queues as queues_module
 from . import schedules as schedules_module
 from .functions import DEFAULT_CONCURRENCY, InvocationError, LocalFunction
-from .world import FunctionDef, ProgramError, WiringError, World, from_component, from_project, scratch_dir
+from .world import LOG_DATE_FORMAT, LOG_FORMAT, FunctionDef, ProgramError, WiringError, World, scratch_dir
+from .world import load_world  # noqa: F401 - what the child of LocalServer._load_world runs; importable here as before
 
 log = logging.getLogger("channel_server.local")
 
 REGION = "us-east-1"
-LOG_FORMAT, LOG_DATE_FORMAT = "%(asctime)s %(message)s", "%H:%M:%S"
 #: Local mode's garbage collector thresholds (Python's defaults: 700, 10, 10):
 #: young collections every 10,000 allocations, older ones 50 times rarer each.
 #: With the defaults, collections walking moto's tables took a third of a
@@ -232,6 +232,11 @@ class LocalServer:
         return f"ws://{self._authority}/{self.stage}"
 
     @property
+    def page_url(self) -> str:
+        """The page to try channels in a browser, ``http://HOST:PORT/``."""
+        return f"http://{self._authority}/"
+
+    @property
     def management_url(self) -> str:
         """The management API's base URL, ``http://HOST:PORT/STAGE``."""
         return f"http://{self._authority}/{self.stage}"
@@ -262,9 +267,10 @@ class LocalServer:
                    self._stack_required, self._stage_override,
                    logging.getLogger("channel_server.local").getEffectiveLevel(), self._default_args()]
         # A session of its own, as the functions have: a terminal's Ctrl-C
-        # reaches local mode only, which stops once the world is read.
+        # reaches local mode only, which stops once the world is read. It
+        # imports the world module only, not this one (aiohttp and the rest).
         child = subprocess.run(
-            [sys.executable, "-c", "from channel_server.local.server import _load_world_child; _load_world_child()"],
+            [sys.executable, "-c", "from channel_server.local.world import load_world_child; load_world_child()"],
             input=json.dumps(request).encode(), stdout=subprocess.PIPE, start_new_session=True, check=False,
         )
         if child.returncode != 0 or not child.stdout:
@@ -548,29 +554,6 @@ class LocalServer:
                     self._scratch = None
 
 
-def load_world(program: str | Path | None, stack: str, component: str | None, stack_required: bool,
-               stage: str | None, args: Mapping[str, Any] | None = None) -> World:
-    """The world of ``program`` (else ChannelServer with its defaults and
-    ``args``, on ``stage``): what :meth:`LocalServer._load_world` runs in its
-    child process."""
-    if program is not None:
-        return from_project(program, stack, component, stack_required=stack_required)
-    return from_component(stage or "dev", args=args)
-
-
-def _load_world_child() -> None:
-    """The child process of :meth:`LocalServer._load_world`: the request as
-    JSON on stdin; the World, or the ProgramError/WiringError, pickled on
-    stdout. Its log lines go to stderr, which it shares with local mode."""
-    program, stack, component, stack_required, stage, level, args = json.load(sys.stdin)
-    logging.basicConfig(stream=sys.stderr, level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
-    try:
-        outcome: Any = load_world(program, stack, component, stack_required, stage, args)
-    except (ProgramError, WiringError) as exc:
-        outcome = exc
-    sys.stdout.buffer.write(pickle.dumps(outcome))
-
-
 @contextlib.contextmanager
 def running(**options: Any) -> Iterator[LocalServer]:
     """Run a :class:`LocalServer` on a thread of its own (for tests and scripts):
@@ -849,6 +832,7 @@ async def serve(options: argparse.Namespace) -> None:
         gc.set_threshold(*GC_THRESHOLDS)
         print(f"channel-server local mode, stage {server.stage}", flush=True)
         print(f"  WebSocket URL:  {server.url}", flush=True)
+        print(f"  Browser page:   {server.page_url} (join a channel, publish, ping)", flush=True)
         print(f"  Management API: {server.management_url}/@connections/{{connectionId}}", flush=True)
         print(f"  DynamoDB:       {server.dynamodb_endpoint} (table {server.table_name})", flush=True)
         print(f"  SQS:            {server.sqs_endpoint} (fan-out queue)", flush=True)

@@ -18,8 +18,11 @@ the component declares, and proves its wiring every time it starts.
 
 from __future__ import annotations
 
+import json
 import logging
+import pickle
 import re
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -34,6 +37,9 @@ if TYPE_CHECKING:
 # Pulumi and the mocks are imported where a deployment is run or read, not
 # here: local mode runs the deployment in a child process (server.load_world),
 # and keeps only these plain dataclasses, without Pulumi's memory.
+
+#: Local mode's log lines (the command's, and the child that reads the world).
+LOG_FORMAT, LOG_DATE_FORMAT = "%(asctime)s %(message)s", "%H:%M:%S"
 
 API = "aws:apigatewayv2/api:Api"
 ROUTE = "aws:apigatewayv2/route:Route"
@@ -531,3 +537,26 @@ def _function_def(function: mocks.Registered) -> FunctionDef:
 def scratch_dir() -> Path:
     """A private folder for unpacked archives; removed by the caller."""
     return Path(tempfile.mkdtemp(prefix="channel-server-local-"))
+
+
+def load_world(program: str | Path | None, stack: str, component: str | None, stack_required: bool,
+               stage: str | None, args: Mapping[str, Any] | None = None) -> World:
+    """The world of ``program`` (else ChannelServer with its defaults and
+    ``args``, on ``stage``): what ``LocalServer._load_world`` runs in its
+    child process (:func:`load_world_child`)."""
+    if program is not None:
+        return from_project(program, stack, component, stack_required=stack_required)
+    return from_component(stage or "dev", args=args)
+
+
+def load_world_child() -> None:
+    """The child process of ``LocalServer._load_world``: the request as JSON
+    on stdin; the World, or the ProgramError/WiringError, pickled on stdout.
+    Its log lines go to stderr, which it shares with local mode."""
+    program, stack, component, stack_required, stage, level, args = json.load(sys.stdin)
+    logging.basicConfig(stream=sys.stderr, level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
+    try:
+        outcome: Any = load_world(program, stack, component, stack_required, stage, args)
+    except (ProgramError, WiringError) as exc:
+        outcome = exc
+    sys.stdout.buffer.write(pickle.dumps(outcome))

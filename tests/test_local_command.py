@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import select
 import signal
 import socket
@@ -123,6 +124,23 @@ def url_in(output: str) -> str:
     return output.split("WebSocket URL:")[1].split()[0]
 
 
+def printed_until(process: subprocess.Popen, pattern: str) -> str:
+    """What the process printed on its stdout pipe up to a line matching
+    ``pattern`` (a regex), read from the pipe itself so that communicate()
+    gets the rest; waits at most TIMEOUT."""
+    output = b""
+    deadline = time.monotonic() + TIMEOUT
+    while not re.search(pattern.encode(), output):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"{pattern!r} not printed in time:\n{output.decode(errors='replace')}"
+        ready, _, _ = select.select([process.stdout], [], [], remaining)
+        if ready:
+            chunk = os.read(process.stdout.fileno(), 65536)
+            assert chunk, f"exited before printing {pattern!r}:\n{output.decode(errors='replace')}"
+            output += chunk
+    return output.decode(errors="replace")
+
+
 # --- start-up ----------------------------------------------------------------------------
 
 
@@ -135,7 +153,11 @@ def test_a_client_that_connects_the_moment_the_port_accepts_is_served(dynamodb):
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        # WHEN a client connects as soon as the port accepts a connection
+        # WHEN a client connects as soon as the port accepts a connection: tried
+        # without pause from the moment local mode starts its functions (it
+        # listens only once they have started), so the try that succeeds is
+        # the first one after it begins to listen
+        printed_until(process, r"starting \d+ functions")
         deadline = time.monotonic() + TIMEOUT
         while True:
             assert process.poll() is None, process.stdout.read()
@@ -204,7 +226,7 @@ def test_without_the_local_extra_one_line_says_what_to_install():
 def test_the_install_command_names_where_the_package_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
     from importlib import metadata
 
-    from channel_server.local import __main__ as entry
+    from channel_server.extras import install_command
 
     class Installed:
         def __init__(self, recorded: str | None):
@@ -219,7 +241,7 @@ def test_the_install_command_names_where_the_package_came_from(monkeypatch: pyte
         ('{"url": "https://example.com/cs.tar.gz", "archive_info": {}}', "pip install 'channel-server[local]'"),
     ]:
         monkeypatch.setattr(metadata, "distribution", lambda name, recorded=recorded: Installed(recorded))
-        assert entry.install_command() == command
+        assert install_command("local") == command
 
 
 # --- stopping ----------------------------------------------------------------------------

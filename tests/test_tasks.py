@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -245,3 +246,55 @@ def test_main_sets_up_then_becomes_the_job_with_its_arguments(monkeypatch: pytes
         ("chdir", tasks.ROOT),
         ("execv", python, [python, "-m", "channel_server.local", "--port", "9000"]),
     ]
+
+
+# --- the browser the page's test drives -------------------------------------------------
+
+
+@pytest.fixture
+def no_browser(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[list[str]]:
+    """chromium is missing, chromedriver present, we are root with apt-get;
+    the commands run are recorded, and succeed (installing nothing)."""
+    (tmp_path / "chromedriver").touch()
+    monkeypatch.setattr(tasks, "BROWSER", (tmp_path / "chromium", tmp_path / "chromedriver"))
+    commands: list[list[str]] = []
+    monkeypatch.setattr(tasks.subprocess, "run", lambda command, **kwargs: (
+        commands.append(command), subprocess.CompletedProcess(command, 0))[1])
+    monkeypatch.setattr(tasks.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(tasks.os, "geteuid", lambda: 0)
+    return commands
+
+
+def test_as_root_with_apt_get_a_missing_browser_is_installed_saying_why(
+        no_browser: list[list[str]], capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    tasks.ensure_browser()
+    assert no_browser == [tasks.BROWSER_INSTALL]
+    out = capsys.readouterr().out
+    assert out.startswith("installing chromium and chromium-driver with apt-get")
+    assert f"{tmp_path / 'chromium'} missing" in out and "chromedriver missing" not in out
+
+
+def test_a_failed_install_updates_the_package_lists_and_tries_once_more(
+        no_browser: list[list[str]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    codes = iter([100, 0, 100])  # both installs fail
+    monkeypatch.setattr(tasks.subprocess, "run", lambda command, **kwargs: (
+        no_browser.append(command), subprocess.CompletedProcess(command, next(codes)))[1])
+    tasks.ensure_browser()
+    assert no_browser == [tasks.BROWSER_INSTALL, ["apt-get", "update"], tasks.BROWSER_INSTALL]
+    assert "will be skipped" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_without_root_nothing_is_installed_and_one_line_says_the_test_is_skipped(
+        no_browser: list[list[str]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(tasks.os, "geteuid", lambda: 1000)
+    tasks.ensure_browser()
+    assert no_browser == []
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "will be skipped" in line and "apt-get install chromium chromium-driver" in line
+
+
+def test_an_installed_browser_needs_nothing(
+        no_browser: list[list[str]], capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "chromium").touch()
+    tasks.ensure_browser()
+    assert no_browser == [] and capsys.readouterr().out == ""

@@ -76,3 +76,12 @@ def test_a_consumer_of_the_wheel_gets_every_option(tmp_path: Path) -> None:
             "aws:cloudwatch/metricAlarm:MetricAlarm", "aws:scheduler/schedule:Schedule"} <= set(summary["types"])
     assert "channel_server/handlers/app.py" in summary["handler_files"]
     assert summary["retained"] == ["chat-connections"]
+
+    # AND the wheel carries the client, and local mode's page, which a consumer runs from it
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"channel_server/client/__init__.py", "channel_server/client/__main__.py",
+            "channel_server/local/page/index.html", "channel_server/local/page/page.js",
+            "channel_server/local/page/page.css"} <= set(names)
+    usage = subprocess.run([sys.executable, "-m", "channel_server.client", "--help"], cwd=tmp_path,
+                           env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: python -m channel_server.client"), usage.stderr
