@@ -13,6 +13,7 @@ an extra that is not installed yet (an extra that includes another, like
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -184,7 +185,14 @@ def ensure_browser() -> None:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"], ["help"]):
+        print(__doc__.strip())
+        return 0
     if not argv or argv[0] not in JOBS:
+        if argv:
+            near = difflib.get_close_matches(argv[0], JOBS, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            print(f"tasks.py: unknown job {argv[0]!r}{hint}; the jobs are {', '.join(JOBS)}\n", file=sys.stderr)
         print(__doc__.strip(), file=sys.stderr)
         return 2
     extra, command = JOBS[argv[0]]

@@ -248,6 +248,27 @@ def test_main_sets_up_then_becomes_the_job_with_its_arguments(monkeypatch: pytes
     ]
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["help"]])
+def test_help_prints_the_jobs_on_stdout_and_exits_0(argv: list[str]) -> None:
+    done = subprocess.run(["python3", str(REPO / "tasks.py"), *argv], capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("Set up and run channel-server's jobs with nothing but python3.")
+    assert "python3 tasks.py local [local-mode flags]" in done.stdout
+
+
+def test_a_mistyped_job_is_named_with_the_nearest_one_and_exits_2() -> None:
+    done = subprocess.run(["python3", str(REPO / "tasks.py"), "lcoal"], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (2, "")
+    first, *_ = done.stderr.splitlines()
+    assert first == "tasks.py: unknown job 'lcoal' (did you mean 'local'?); the jobs are local, test"
+
+
+def test_no_job_prints_the_jobs_and_exits_2() -> None:
+    done = subprocess.run(["python3", str(REPO / "tasks.py")], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith("Set up and run channel-server's jobs with nothing but python3.")
+
+
 # --- the browser the page's test drives -------------------------------------------------
 
 
