@@ -38,8 +38,13 @@ Run it::
         --table chat-connections-1a2b3c \\
         --management-endpoint https://k7x2mq9ehd.execute-api.us-east-1.amazonaws.com/dev
 
-It prints ``channel-server HTTP backend on http://127.0.0.1:8000/`` once it
-serves, logs one line per request (route key, connection id, status, time;
+Against local mode (its table, its DynamoDB, its management API) it needs no
+AWS account at all: see "Region and credentials" below.
+
+It prints ``channel-server HTTP backend on http://127.0.0.1:8000/`` on stdout
+once it serves (flushed at once, the only line it prints there: whoever
+started it reads the URL from it, ``http://[::1]:8000/`` for an IPv6 host),
+logs one line per request (route key, connection id, status, time;
 never a frame's content) on stderr, and stops cleanly on Ctrl-C or SIGTERM
 (exit status 0): it stops accepting, finishes the requests in flight (for up
 to the timeout), then exits. A port in use is one line on stderr and exit
@@ -81,9 +86,25 @@ Without ``CHANNEL_FANOUT_QUEUE_URL`` a publish posts to every member itself;
 with it, members beyond ``CHANNEL_INLINE_FANOUT_LIMIT`` are queued, and
 something must consume that queue (``ChannelApp.fanout``): the component
 builds no queue and no fan-out function for an HTTP backend.
-Region and credentials come from the environment as for any AWS client
-(``AWS_REGION``, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, a profile,
-a container role); both are checked at start-up.
+
+Region and credentials
+----------------------
+They come from the environment as for any AWS client (``AWS_REGION``,
+``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, a profile, a container
+role); both are checked at start-up, and one that is missing is an argparse
+error naming what to set.
+
+When every endpoint it talks to is on loopback (``localhost``, 127.0.0.0/8,
+``::1``): DynamoDB's (``--dynamodb-endpoint``, else
+``AWS_ENDPOINT_URL_DYNAMODB``, else ``AWS_ENDPOINT_URL``), the management
+API, and SQS's when ``CHANNEL_FANOUT_QUEUE_URL`` sets a queue, nothing there
+checks a signature: what the environment lacks, it takes from local mode
+(``channel_server.local.placeholders``), the placeholder credentials
+``local``/``local`` and the region us-east-1, and says so in one log line at
+start-up. Credentials the environment has are still used (DynamoDB Local
+keeps one database per access key and region): a signature carries the
+access key id, never the secret key. Placeholders never go anywhere else:
+with any endpoint off this machine the checks above stand.
 
 What it answers
 ---------------
@@ -124,6 +145,7 @@ from __future__ import annotations
 import argparse
 import errno
 import inspect
+import ipaddress
 import json
 import logging
 import os
@@ -138,11 +160,13 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Union
+from urllib.parse import urlsplit
 
 from . import backend as contract
-from .handlers import aws, spec
+from .handlers import aws, sigv4, spec
 from .handlers.app import ChannelApp
 from .handlers.events import WebSocketEvent
+from .local.placeholders import LOCAL_CREDENTIALS, REGION
 
 log = logging.getLogger("channel_server.http_backend")
 
@@ -686,6 +710,101 @@ def channel_environ(options: argparse.Namespace, environ: Mapping[str, str]) -> 
     return channel
 
 
+# --- endpoints on this machine ------------------------------------------------------
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url``'s host is this machine's loopback: ``localhost``, an
+    address in 127.0.0.0/8, or ``::1`` (also as ``::ffff:127.x.y.z``)."""
+    try:
+        host = urlsplit(url).hostname  # lower case, without brackets
+    except ValueError:
+        return False
+    if not host:
+        return False
+    if host.rstrip(".") == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # any other name: wherever it resolves to
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def endpoints(options: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str | None]:
+    """Where the app's clients will send their requests, by service, as they
+    find it in ``environ`` (None: AWS's own endpoint): DynamoDB, the
+    management API, and SQS when ``CHANNEL_FANOUT_QUEUE_URL`` sets a queue."""
+    found: dict[str, str | None] = {
+        "DynamoDB": environ.get("AWS_ENDPOINT_URL_DYNAMODB") or environ.get("AWS_ENDPOINT_URL") or None,
+        "management API": options.management_endpoint,
+    }
+    if environ.get(spec.ENV_FANOUT_QUEUE_URL):
+        found["SQS"] = environ.get("AWS_ENDPOINT_URL_SQS") or environ.get("AWS_ENDPOINT_URL") or None
+    return found
+
+
+def credentials_found(environ: Mapping[str, str]) -> bool:
+    """Whether the clients would find credentials: ``environ``'s keys, else
+    botocore's chain (a profile, a container's or an instance's role), as
+    ``aws.signer`` looks for them. Raises botocore's error for credentials
+    set only in part or a profile that does not exist."""
+    if sigv4.environment_credentials(environ) is not None:
+        return True
+    try:
+        sigv4.botocore_credentials()
+    except RuntimeError:  # none anywhere
+        return False
+    except ImportError:  # no botocore: the environment was the only place
+        return False
+    return True
+
+
+def local_placeholders(endpoints: Mapping[str, str | None], environ: Mapping[str, str],
+                       has_credentials: Callable[[], bool]) -> dict[str, str]:
+    """What to add to ``environ`` so that the clients can sign for local
+    endpoints: when every one of ``endpoints`` is on loopback (where nothing
+    checks a signature), local mode's region if ``environ`` names none and
+    its placeholder credentials if ``has_credentials()`` is false. Nothing
+    when any endpoint is elsewhere: AWS wants the real ones, and the checks
+    at start-up say which is missing."""
+    if not all(url is not None and is_loopback(url) for url in endpoints.values()):
+        return {}
+    added: dict[str, str] = {}
+    if not has_credentials():  # real ones are used where they are found, as ever
+        added.update(LOCAL_CREDENTIALS)
+    if aws.region(environ) is None:
+        added["AWS_REGION"] = REGION
+    return added
+
+
+def placeholders_line(added: Mapping[str, str]) -> str:
+    """The start-up log line that says what :func:`local_placeholders` added."""
+    lacks, using = [], []
+    if "AWS_ACCESS_KEY_ID" in added:
+        lacks.append("no AWS credentials")
+        using.append(f"local mode's placeholder credentials ({added['AWS_ACCESS_KEY_ID']!r})")
+    if "AWS_REGION" in added:
+        lacks.append("no region")
+        using.append(f"region {added['AWS_REGION']}")
+    return (f"every endpoint is on loopback and the environment has {' and '.join(lacks)}: "
+            f"using {' and '.join(using)}")
+
+
+def _setup_errors() -> tuple[type[Exception], ...]:
+    """What a setting that is missing or wrong raises while the app's
+    clients are built: ours, and botocore's own (credentials set only in
+    part, a profile that does not exist) when botocore is installed."""
+    errors: tuple[type[Exception], ...] = (ValueError, RuntimeError, OSError)
+    try:
+        from botocore.exceptions import BotoCoreError
+    except ImportError:
+        return errors
+    return (*errors, BotoCoreError)
+
+
 def ready_app(environ: Mapping[str, str]) -> ChannelApp:
     """A ChannelApp for ``environ`` whose clients are built already, so what
     they need from the environment (region, credentials, well-formed
@@ -696,7 +815,16 @@ def ready_app(environ: Mapping[str, str]) -> ChannelApp:
     return app
 
 
+#: What stops the command: Ctrl-C and SIGTERM.
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Only the main thread may take the stop signals: one taken by another
+    # thread runs the handler but never wakes the main thread from its wait,
+    # which then waited for ever (seen on a busy machine). Every thread started
+    # from here on, and every thread they start, inherits this mask.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     parser = build_parser()
     options = parse_args(argv, parser=parser)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
@@ -707,8 +835,14 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = options.dynamodb_endpoint
     environ = channel_environ(options, os.environ)
     try:
+        # the app's clients read region and credentials from os.environ
+        added = local_placeholders(endpoints(options, os.environ), os.environ,
+                                   lambda: credentials_found(os.environ))
+        if added:
+            os.environ.update(added)
+            log.info("%s", placeholders_line(added))
         app = ready_app(environ)
-    except (ValueError, RuntimeError, OSError) as exc:
+    except _setup_errors() as exc:
         settings = ", ".join(sorted(set(environ) - {spec.ENV_TABLE_NAME, spec.ENV_INDEX_NAME,
                                                     spec.ENV_MANAGEMENT_ENDPOINT}))
         parser.error(f"{exc}" + (f" (settings from the environment: {settings})" if settings else ""))
@@ -727,9 +861,14 @@ def main(argv: list[str] | None = None) -> int:
             os._exit(130)
         stop.set()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, on_signal)
     server.start()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    # The ready line, the only one on stdout: whoever started this process
+    # (local mode, a script) reads the URL from it. The port listens and the
+    # app is built by now, so a request sent on reading it is served; flushed,
+    # as stdout is a pipe there.
     print(f"channel-server HTTP backend on {server.url}", flush=True)
     stop.wait()
     print("stopping: finishing the requests in flight", file=sys.stderr, flush=True)

@@ -10,10 +10,12 @@ on 127.0.0.1 and stop at the end of their test.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
 import os
+import re
 import select
 import signal
 import socket
@@ -23,18 +25,22 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from websockets.sync.client import connect as open_websocket
 
 from channel_server import backend as contract
 from channel_server import http_backend
 from channel_server.handlers import protocol, spec
 from channel_server.handlers.app import ChannelApp
 from channel_server.http_backend import HttpBackend, PortInUse, RequestContext
+from channel_server.local.server import running
 from support.events import ENTRY_POINTS, event, new_connection_id
+from support.local_mode import served_world
 from support.management import FakeManagementApi
 from support.table import closed, rows_of
 
@@ -604,6 +610,22 @@ def command_environ(**changes: str | None) -> dict[str, str]:
      {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None}, ["AWS_ACCESS_KEY_ID"]),
     (["--port", "0", "--table", "t", "--management-endpoint", "http://127.0.0.1:9/dev"],
      {"AWS_REGION": None, "AWS_DEFAULT_REGION": None}, ["AWS_REGION"]),
+    # local placeholders only when every endpoint is on loopback: never for AWS's management API ...
+    (["--port", "0", "--table", "t", "--dynamodb-endpoint", "http://127.0.0.1:9/",
+      "--management-endpoint", "https://k7x2mq9ehd.execute-api.us-east-1.amazonaws.com/dev"],
+     {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None}, ["AWS_ACCESS_KEY_ID"]),
+    # ... nor for one on another host, nor for a fan-out queue in AWS
+    (["--port", "0", "--table", "t", "--dynamodb-endpoint", "http://127.0.0.1:9/",
+      "--management-endpoint", "http://10.0.0.1:9/dev"],
+     {"AWS_REGION": None, "AWS_DEFAULT_REGION": None}, ["AWS_REGION"]),
+    (["--port", "0", "--table", "t", "--dynamodb-endpoint", "http://127.0.0.1:9/",
+      "--management-endpoint", "http://127.0.0.1:9/dev"],
+     {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None,
+      spec.ENV_FANOUT_QUEUE_URL: "https://sqs.us-east-1.amazonaws.com/123456789012/fanout"}, ["AWS_ACCESS_KEY_ID"]),
+    # credentials set in part are an error, not a traceback, on loopback too
+    (["--port", "0", "--table", "t", "--dynamodb-endpoint", "http://127.0.0.1:9/",
+      "--management-endpoint", "http://127.0.0.1:9/dev"],
+     {"AWS_SECRET_ACCESS_KEY": None}, ["missing: AWS_SECRET_ACCESS_KEY"]),
 ])
 def test_a_missing_or_invalid_setting_is_an_argparse_error_naming_what_to_set(args, env, named):
     result = subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=TIMEOUT,
@@ -642,6 +664,17 @@ def read_line(process: subprocess.Popen, what: str) -> str:
     return line
 
 
+def threads_taking(pid: int, signum: int) -> list[int]:
+    """The threads of process ``pid`` that do not block ``signum`` (Linux's /proc)."""
+    taking = []
+    for task in sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda path: int(path.name)):
+        blocked = int(next(line for line in (task / "status").read_text().splitlines()
+                           if line.startswith("SigBlk:")).split()[1], 16)
+        if not blocked & (1 << (signum - 1)):
+            taking.append(int(task.name))
+    return taking
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_the_command_serves_the_channel_and_stops_cleanly_on_a_signal(
     stop_signal, embedded_dynamodb, table, environ, management: FakeManagementApi, dynamodb, tmp_path: Path,
@@ -670,6 +703,9 @@ def test_the_command_serves_the_channel_and_stops_cleanly_on_a_signal(
         published = send(url, alice, {"type": "publish", "data": "hi"}).json()
         too_large = send(url, alice, {"type": "publish", "data": "x" * 400}).json()
         pong = send(url, bob, {"type": "ping", "data": 7}).json()
+        # a process-directed signal goes to any thread that does not block it;
+        # only the main thread's wait is woken by its handler, so only it may take one
+        assert threads_taking(process.pid, stop_signal) == [process.pid]
 
         process.send_signal(stop_signal)
         assert process.wait(TIMEOUT) == 0
@@ -689,3 +725,222 @@ def test_the_command_serves_the_channel_and_stops_cleanly_on_a_signal(
     assert f"POST join {alice} -> 200" in logged and f"POST ping {bob} -> 200" in logged
     assert "stopped" in logged
     assert rows_of(dynamodb, table, alice)  # the flag's table, not the environment's
+
+
+# --- against endpoints on this machine: no AWS account needed ---------------------------
+
+
+@pytest.mark.parametrize("url, local", [
+    ("http://127.0.0.1:8000", True),
+    ("http://127.8.9.10:8000/dev", True),
+    ("http://[::1]:8000/dev", True),
+    ("http://localhost:8000/", True),
+    ("http://LocalHost.:8000/", True),
+    ("http://[::ffff:127.0.0.1]:8000/", True),
+    ("https://dynamodb.us-east-1.amazonaws.com", False),
+    ("https://k7x2mq9ehd.execute-api.us-east-1.amazonaws.com/dev", False),
+    ("http://10.0.0.1:8000/", False),
+    ("http://0.0.0.0:8000/", False),
+    ("http://localhost.example.com:8000/", False),
+    ("http://127.0.0.1.nip.io/", False),
+    ("http://[::2]:8000/", False),
+])
+def test_only_loopback_hosts_are_this_machines_endpoints(url, local):
+    assert http_backend.is_loopback(url) is local
+
+
+@pytest.mark.parametrize("found", [
+    {"DynamoDB": None, "management API": "http://127.0.0.1:9/dev"},  # AWS's DynamoDB
+    {"DynamoDB": "http://127.0.0.1:9/", "management API": "https://k7x2mq9ehd.execute-api.us-east-1.amazonaws.com/dev"},
+    {"DynamoDB": "http://127.0.0.1:9/", "management API": "http://127.0.0.1:9/dev", "SQS": None},
+])
+def test_placeholders_are_never_added_when_any_endpoint_is_elsewhere(found):
+    def has_credentials() -> bool:
+        raise AssertionError("credentials are looked for by the app's clients only")
+
+    assert http_backend.local_placeholders(found, {}, has_credentials) == {}
+
+
+def bare_environ(home: Path) -> dict[str, str]:
+    """A shell with no AWS anything: this process's environment without any
+    AWS_* or CHANNEL_* variable, HOME an empty folder (no ~/.aws), and no
+    PYTHONUNBUFFERED (the ready line must be flushed by the command itself).
+    The one AWS_* variable set keeps botocore off the instance metadata
+    service, so that a run on an EC2 machine never meets its role's real
+    credentials (it supplies neither credentials nor a region)."""
+    home.mkdir(exist_ok=True)
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("AWS_", "CHANNEL_")) and name != "PYTHONUNBUFFERED"}
+    env["HOME"] = str(home)
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    return env
+
+
+@contextlib.contextmanager
+def held_port() -> Iterator[int]:
+    """A free loopback port, bound until the block ends but never listening:
+    no other socket is given it, yet the backend (which binds with
+    SO_REUSEADDR too) can listen on it. Local mode needs the backend's URL
+    before the backend can be given local mode's endpoints."""
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        yield holder.getsockname()[1]
+
+
+#: The ready line, exactly: local mode reads the URL from it.
+READY_LINE = re.compile(r"channel-server HTTP backend on (http://127\.0\.0\.1:(\d+)/)\n")
+
+
+def stop(process: subprocess.Popen) -> int:
+    """SIGTERM, then its exit status; killed if it does not stop."""
+    try:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        return process.wait(TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_against_local_mode_the_command_serves_a_shell_with_no_aws_credentials_or_region(tmp_path: Path):
+    # GIVEN local mode posting its routes to the backend's port, and the
+    # command started as README's "HTTP backend" says, in a shell without AWS
+    with held_port() as port:
+        url = f"http://127.0.0.1:{port}/"
+        log_file = tmp_path / "stderr.log"
+        process: subprocess.Popen | None = None
+        try:
+            with running(port=0, backend=url, world=served_world(backend=url)) as server:
+                with log_file.open("w") as stderr:
+                    process = subprocess.Popen(
+                        [*COMMAND, "--port", str(port), "--table", server.table_name,
+                         "--dynamodb-endpoint", server.dynamodb_endpoint,
+                         "--management-endpoint", server.management_url],
+                        stdout=subprocess.PIPE, stderr=stderr, text=True, env=bare_environ(tmp_path / "home"),
+                    )
+                ready = read_line(process, "the ready line")
+
+                # WHEN, the moment the ready line is read, two WebSocket clients join a
+                # channel and one of them publishes
+                with open_websocket(server.url, open_timeout=TIMEOUT) as alice, \
+                        open_websocket(server.url, open_timeout=TIMEOUT) as bob:
+                    alice.send(json.dumps({"type": "join", "channelId": "no-aws"}))
+                    alice_joined = json.loads(alice.recv(timeout=TIMEOUT))
+                    bob.send(json.dumps({"type": "join", "channelId": "no-aws"}))
+                    bob_joined = json.loads(bob.recv(timeout=TIMEOUT))
+                    alice.send(json.dumps({"type": "publish", "data": "hello"}))
+                    published = json.loads(alice.recv(timeout=TIMEOUT))
+                    delivered = json.loads(bob.recv(timeout=TIMEOUT))
+            # the backend stops last: local mode's stop posts $disconnects to it
+            status = stop(process)
+        finally:
+            if process is not None and process.poll() is None:
+                stop(process)
+
+    # THEN it served them through local mode's DynamoDB and management API
+    ready_line = READY_LINE.fullmatch(ready)
+    assert ready_line and ready_line.group(1) == url, ready
+    assert alice_joined["type"] == "joinSuccess" and bob_joined["type"] == "joinSuccess", (alice_joined, bob_joined)
+    assert published == protocol.publish_success()
+    assert delivered == protocol.message("no-aws", alice_joined["senderId"], "hello")
+    assert status == 0
+    # AND said once, at start, what it took from local mode
+    logged = log_file.read_text()
+    assert "Traceback" not in logged and " ERROR " not in logged, logged
+    assert logged.count("INFO channel_server.http_backend: every endpoint is on loopback and the environment has "
+                        "no AWS credentials and no region: using local mode's placeholder credentials ('local') "
+                        "and region us-east-1\n") == 1, logged
+
+
+class RecordingDynamoDB:
+    """A DynamoDB on loopback that keeps every request's Authorization
+    header and answers each with a ValidationException (not retried)."""
+
+    def __init__(self):
+        self.authorizations: list[str] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                recorder.authorizations.append(self.headers.get("Authorization", ""))
+                body = json.dumps({"__type": "com.amazonaws.dynamodb.v20120810#ValidationException",
+                                   "message": "recorded"}).encode()
+                self.send_response(400)
+                self.send_header("Content-Type", "application/x-amz-json-1.0")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/"
+
+    def credential_scope(self) -> str:
+        """The first request's ``Credential=`` up to the date, then its region:
+        ``KEY/REGION``."""
+        match = re.search(r"Credential=([^/]+)/\d{8}/([^/]+)/dynamodb/aws4_request", self.authorizations[0])
+        assert match, self.authorizations
+        return f"{match.group(1)}/{match.group(2)}"
+
+    def __enter__(self) -> "RecordingDynamoDB":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+PROFILE = "[default]\naws_access_key_id = AKIDFROMPROFILE\naws_secret_access_key = profile-secret\n"
+ENV_KEYS = {"AWS_ACCESS_KEY_ID": "AKIDFROMENV", "AWS_SECRET_ACCESS_KEY": "env-secret"}
+
+
+@pytest.mark.parametrize("env, profile, signed_as, line", [
+    ({}, None, "local/us-east-1",
+     "no AWS credentials and no region: using local mode's placeholder credentials ('local') and region us-east-1"),
+    (ENV_KEYS, None, "AKIDFROMENV/us-east-1", "no region: using region us-east-1"),
+    ({}, PROFILE, "AKIDFROMPROFILE/us-east-1", "no region: using region us-east-1"),
+    ({"AWS_DEFAULT_REGION": "ap-south-1"}, None, "local/ap-south-1",
+     "no AWS credentials: using local mode's placeholder credentials ('local')"),
+    ({**ENV_KEYS, "AWS_REGION": "eu-west-1"}, None, "AKIDFROMENV/eu-west-1", None),
+], ids=["nothing", "keys", "a-profile", "a-region", "keys-and-region"])
+def test_against_loopback_endpoints_what_the_environment_lacks_comes_from_local_mode(
+    env, profile, signed_as, line, tmp_path: Path,
+):
+    home = tmp_path / "home"
+    if profile is not None:  # botocore's chain finds it: credentials found anywhere are still used
+        (home / ".aws").mkdir(parents=True)
+        (home / ".aws" / "credentials").write_text(profile)
+    log_file = tmp_path / "stderr.log"
+    with RecordingDynamoDB() as dynamodb:
+        with log_file.open("w") as stderr:
+            process = subprocess.Popen(
+                [*COMMAND, "--port", "0", "--table", "t", "--dynamodb-endpoint", dynamodb.endpoint,
+                 "--management-endpoint", "http://localhost:9/dev"],
+                stdout=subprocess.PIPE, stderr=stderr, text=True, env={**bare_environ(home), **env},
+            )
+        try:
+            url = READY_LINE.fullmatch(read_line(process, "the ready line")).group(1)
+            # a join writes to DynamoDB: the request shows what it was signed with
+            joined = send(url, new_connection_id(), {"type": "join", "channelId": "signed"}).json()
+        finally:
+            status = stop(process)
+
+    assert joined["type"] == "joinFailure", joined  # the recorder refuses every write
+    assert dynamodb.credential_scope() == signed_as
+    assert status == 0
+    said = [text for text in log_file.read_text().splitlines() if "every endpoint is on loopback" in text]
+    expected = [] if line is None else [f"every endpoint is on loopback and the environment has {line}"]
+    assert [text.split("channel_server.http_backend: ", 1)[1] for text in said] == expected
