@@ -123,7 +123,10 @@ class ClientEvent:
     - ``connected``: a connection is open (``detail``: the attempt's number, 1 first);
     - ``disconnected``: it closed (``code``, ``reason``); a reconnect follows
       unless the client is closing;
-    - ``reconnecting``: the next attempt starts after ``delay`` seconds (``attempt``);
+    - ``reconnecting``: the next attempt starts after ``delay`` seconds
+      (``attempt``, 1 first; ``reason``: why, as a sentence: how the connection
+      closed before the first attempt, how the previous attempt failed before
+      a later one);
     - ``rejoined``: the channel was joined again after a reconnect (``channel_id``, ``sender_id``);
     - ``rejoin_failed``: that join was refused for good (``reason``); the client
       is in no channel, and iterating raises the :class:`JoinFailed`;
@@ -607,44 +610,48 @@ class ChannelClient:
         self._ws = None
         if code is None:
             code, reason = ws.close_code, ws.close_reason
+        closed = f"the connection closed ({code} {reason or ''}".rstrip() + ")"
         if self._inflight is not None:
             kind, reply = self._inflight
             if not reply.done():
                 error = ClientClosed if self._closing else ConnectionLost
-                reply.set_exception(error(
-                    f"the connection closed ({code} {reason or ''}".rstrip() + f") before the reply to {kind}; "
-                    "its effect is unknown"))
+                reply.set_exception(error(f"{closed} before the reply to {kind}; its effect is unknown"))
         self._emit("disconnected", code=code, reason=reason)
         if self._closing or self._reconnecting is not None:
             return
         self._ready.clear()
         if not self.reconnect:
-            self._give_up(ConnectionLost(f"the connection closed ({code} {reason or ''}".rstrip() + ")"))
+            self._give_up(ConnectionLost(closed))
             return
-        self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+        self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect(closed))
 
-    async def _reconnect(self) -> None:
+    async def _reconnect(self, closed: str) -> None:
+        """Connect again (``closed``: how the last connection ended), and
+        rejoin, until it works or the client gives up."""
         failures = 0  # failed attempts in a row
+        why = closed  # each reconnecting event says why it is needed: the close, then each failure
         try:
             while not self._closing:
                 delay = random.uniform(0, min(self.backoff_max, self.backoff_initial * 2 ** failures))
-                self._emit("reconnecting", attempt=failures + 1, delay=delay)
+                self._emit("reconnecting", attempt=failures + 1, delay=delay, reason=why)
                 await asyncio.sleep(delay)
                 try:
                     ws = await self._open()
                 except ConnectFailed as exc:
-                    if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+                    if _refused_for_good(exc):
                         self._give_up(exc)  # refused, e.g. by an authorizer: trying again will not help
                         return
                     failure: BaseException = exc
                     log.info("reconnect attempt %d failed: %s", failures + 1, exc)
                 else:
                     self._attach(ws)
-                    if await self._rejoin(ws):
+                    rejoin_failure = await self._rejoin(ws)
+                    if rejoin_failure is None:
                         break
-                    failure = ConnectionLost(f"could not rejoin {self.channel}")
+                    failure = rejoin_failure
                     await ws.close()  # the rejoin failed for now: a new connection later
                 failures += 1
+                why = str(failure)
                 if self.max_reconnect_attempts is not None and failures >= self.max_reconnect_attempts:
                     self._give_up(failure)
                     return
@@ -658,27 +665,28 @@ class ChannelClient:
             self._ready.set()
             self._emit("ready")
 
-    async def _rejoin(self, ws: "ClientConnection") -> bool:
+    async def _rejoin(self, ws: "ClientConnection") -> Optional[ConnectionLost]:
         """Join the channel again on a new connection, before any queued request.
-        False when it should be tried again on another connection."""
+        None when done (or refused for good); the failure when it should be
+        tried again on another connection."""
         if self.channel is None:
-            return True
+            return None
         try:
             text = encode({"type": "join", "channelId": self.channel})
             frame = self._outcome("join", await self._exchange(ws, "join", text))
         except JoinFailed as exc:
             if exc.reason in _TRANSIENT_REASONS:
-                return False
+                return ConnectionLost(f"could not rejoin {self.channel}: {exc.reason}")
             log.error("could not rejoin %s: %s", self.channel, exc.reason)
             self._emit("rejoin_failed", channel_id=self.channel, reason=exc.reason)
             self.channel = self.sender_id = None
             self._deliver(exc)
-            return True
-        except (ConnectionLost, GatewayError, ServerError):
-            return False
+            return None
+        except (ConnectionLost, GatewayError, ServerError) as exc:
+            return ConnectionLost(f"could not rejoin {self.channel}: {exc}")
         self.sender_id = frame["senderId"]
         self._emit("rejoined", channel_id=self.channel, sender_id=self.sender_id)
-        return True
+        return None
 
     async def _keep_alive(self) -> None:
         """Ping when ``ping_interval`` seconds pass without traffic either way."""
@@ -737,3 +745,10 @@ class ChannelClient:
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
+
+
+def _refused_for_good(failure: BaseException) -> bool:
+    """Whether a failed attempt to connect is not worth repeating: a handshake
+    refused with a 4xx status other than 429 (Too Many Requests)."""
+    status = getattr(failure, "status", None) if isinstance(failure, ConnectFailed) else None
+    return status is not None and 400 <= status < 500 and status != 429

@@ -3,7 +3,12 @@
 Typed lines are published (as JSON strings) to the channel joined with
 ``--channel`` or ``/join``; messages from the other members print on stdout as
 ``<senderId>: <data>``. Everything else (joins, pongs, failures, reconnects)
-prints on stderr, so stdout carries only messages. Commands:
+prints on stderr, so stdout carries only messages.
+
+While disconnected, typed lines wait (the client's ``max_queue``, 100, at most;
+each says so on stderr) and go out in order after the reconnect. A join whose
+connection closed before its reply is made again on the next connection: a
+membership ends with the connection it was made on. Commands:
 
     /join CHANNEL   join CHANNEL (leaving the current one)
     /json VALUE     publish a JSON value instead of text: /json {"x": 1}
@@ -17,13 +22,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import math
 import sys
 import threading
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Optional
+from urllib.parse import urlsplit
 
 from ..extras import require
 
 HELP = __doc__.split("Commands:\n", 1)[1].rstrip()
+#: What a command that takes a value says when it is typed without one (or with a wrong one).
+USAGE = {
+    "/join": "/join CHANNEL",
+    "/json": '/json VALUE, a JSON value such as {"x": 1}, [1, 2] or "text"',
+    "/ping": "/ping [VALUE], VALUE an optional JSON value to echo",
+}
+EXIT_STATUS = """\
+Exit status: 0 after end of input or /quit; 1 when the first connection fails
+or the client gives up reconnecting (a handshake refused with a 4xx status
+other than 429, or --max-reconnect-attempts failed attempts in a row); 2 for
+wrong arguments; 130 after Ctrl-C."""
 
 
 def show(data: Any) -> str:
@@ -43,11 +63,36 @@ def _header(value: str) -> tuple[str, str]:
     return name.strip(), content.strip()
 
 
+def _url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a URL: {value!r} ({exc})") from None
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"must be a ws:// or wss:// URL (the stack output url), not {value!r}")
+    return value
+
+
 def _interval(value: str) -> Optional[float]:
-    seconds = float(value)
-    if seconds < 0:
-        raise argparse.ArgumentTypeError("must be 0 (never ping) or a positive number of seconds")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise argparse.ArgumentTypeError(f"must be 0 (never ping) or a positive number of seconds, not {value!r}")
     return seconds or None
+
+
+def _attempts(value: str) -> int:
+    try:
+        attempts = int(value)
+    except ValueError:
+        attempts = 0
+    if attempts < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of at least 1 (leave it out to reconnect forever), not {value!r}")
+    return attempts
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,16 +101,34 @@ def parser() -> argparse.ArgumentParser:
     result = argparse.ArgumentParser(
         prog="python -m channel_server.client",
         description="Talk in a channel of a channel server from a terminal.",
-        epilog="Commands while connected:\n" + HELP,
+        epilog="Commands while connected:\n" + HELP + "\n\n" + EXIT_STATUS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    result.add_argument("url", metavar="URL", help="the stack output url: wss://… (local mode: ws://127.0.0.1:8080/dev)")
+    result.add_argument("url", metavar="URL", type=_url,
+                        help="the stack output url: wss://… (local mode: ws://127.0.0.1:8080/dev)")
     result.add_argument("--channel", "-c", metavar="C", help="join C once connected")
     result.add_argument("--header", "-H", type=_header, action="append", default=[], metavar="'NAME: VALUE'",
                         help="a handshake header, e.g. what a $connect authorizer reads (repeatable)")
     result.add_argument("--ping-interval", type=_interval, default=DEFAULT_PING_INTERVAL, metavar="SECONDS",
                         help="ping after this many seconds without traffic; 0: never (default %(default)s)")
+    result.add_argument("--max-reconnect-attempts", type=_attempts, metavar="N",
+                        help="give up after N failed reconnect attempts in a row, and exit with status 1 "
+                             "(default: never give up)")
     return result
+
+
+class _LogLines(logging.Handler):
+    """The client library's warnings as ``!`` lines, one line each (no
+    traceback), leaving out what this terminal client says itself: the
+    library's line on giving up, and on a rejoin refused for good."""
+
+    SAID_HERE = frozenset({"_give_up", "_rejoin"})
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.funcName in self.SAID_HERE:
+            return
+        error = record.exc_info[1] if record.exc_info else None
+        status(f"! {record.getMessage()}" + (f": {type(error).__name__}: {error}" if error is not None else ""))
 
 
 def _read_lines(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue) -> None:
@@ -80,23 +143,40 @@ def _read_lines(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue) -> None:
     threading.Thread(target=pump, name="stdin", daemon=True).start()
 
 
+@dataclass(frozen=True)
+class Request:
+    """A typed line that goes to the server: ``send`` sends it and says how it went."""
+
+    verb: str  # what it does, for "will VERB after reconnecting"
+    send: Callable[[], Awaitable[None]]
+
+
+def _not_a_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 async def run(args: argparse.Namespace) -> int:
-    from . import (ChannelClient, ChannelClientError, ClientClosed, ClientEvent, ConnectFailed, JoinFailed,
-                   PublishFailed)
+    from . import (ChannelClient, ChannelClientError, ClientClosed, ClientEvent, ConnectFailed, ConnectionLost,
+                   JoinFailed, PublishFailed, _refused_for_good)
 
     def on_event(event: ClientEvent) -> None:
         detail = event.detail
         if event.kind == "disconnected" and not closing:
             status(f"* connection closed ({detail.get('code')} {detail.get('reason') or ''}".rstrip() + ")")
         elif event.kind == "reconnecting":
-            status(f"* reconnecting in {detail['delay']:.1f} s")
+            attempt = detail["attempt"]
+            why = detail["reason"] if attempt == 1 else f"attempt {attempt - 1} failed: {detail['reason']}"
+            status(f"* reconnecting in {detail['delay']:.1f} s (attempt {attempt}): {why}")
         elif event.kind == "rejoined":
             status(f"* rejoined {detail['channel_id']} as {detail['sender_id']}")
         elif event.kind == "ready":
             status("* reconnected")
+        changed.set()
 
-    closing = False
-    client = ChannelClient(args.url, headers=dict(args.header), ping_interval=args.ping_interval, on_event=on_event)
+    closing = told_gave_up = False
+    changed = asyncio.Event()  # set on every event of the client
+    client = ChannelClient(args.url, headers=dict(args.header), ping_interval=args.ping_interval,
+                           max_reconnect_attempts=args.max_reconnect_attempts, on_event=on_event)
     try:
         await client.connect()
     except ConnectFailed as exc:
@@ -104,8 +184,30 @@ async def run(args: argparse.Namespace) -> int:
         return 1
     status(f"* connected to {args.url}; type to publish, /help for commands")
 
+    def gave_up() -> None:
+        """Say why the client gave up reconnecting, once (the message printer,
+        the sender and the end of the run all learn it)."""
+        nonlocal told_gave_up
+        failure = client.failure
+        if failure is None or told_gave_up:
+            return
+        told_gave_up = True
+        attempts = args.max_reconnect_attempts
+        if _refused_for_good(failure):
+            status(f"! gave up reconnecting: {failure}; a refused handshake is not tried again")
+        elif attempts is not None:
+            status(f"! gave up reconnecting after {attempts} failed attempt{'s' * (attempts != 1)} in a row "
+                   f"(--max-reconnect-attempts {attempts}); the last: {failure}")
+        else:
+            status(f"! gave up reconnecting: {failure}")
+
     lines: asyncio.Queue = asyncio.Queue()
     _read_lines(asyncio.get_running_loop(), lines)
+    # typed requests go out one at a time, in the order typed, from one task:
+    # reading goes on meanwhile, so that a line typed while disconnected is
+    # answered at once (queued, or not sent)
+    requests: asyncio.Queue = asyncio.Queue()
+    sending = False  # whether that task holds a request that was not answered yet
 
     async def print_messages() -> None:
         while True:
@@ -116,72 +218,125 @@ async def run(args: argparse.Namespace) -> int:
                 return
             except JoinFailed as exc:  # a rejoin after a reconnect was refused
                 status(f"! could not rejoin: {exc.reason}; /join another channel")
-            except ClientClosed as exc:
-                status(f"! {exc.__cause__ or exc}")
+            except ClientClosed:
+                gave_up()
                 lines.put_nowait(None)
                 return
 
     async def join(channel: str) -> None:
-        joined = await client.join(channel)
-        status(f"* joined {joined.channel_id} as {joined.sender_id}")
+        while True:
+            connection = client.connections
+            try:
+                joined = await client.join(channel)
+            except ConnectionLost:
+                # a membership belongs to its connection: the closed one took
+                # any effect of this join with it, so joining again is safe
+                status(f"* the connection closed before the reply to /join {channel}: "
+                       "joining again after reconnecting")
+                while client.connections == connection and client.failure is None:
+                    changed.clear()
+                    await changed.wait()
+                continue
+            status(f"* joined {joined.channel_id} as {joined.sender_id}")
+            return
 
-    async def command(line: str) -> bool:
-        """Carry out one typed line; False to quit."""
+    async def publish(data: Any) -> None:
+        await client.publish(data)
+
+    async def ping(*data: Any) -> None:
+        started = asyncio.get_running_loop().time()
+        echoed = await client.ping(*data)
+        took = (asyncio.get_running_loop().time() - started) * 1000
+        status(f"* pong in {took:.0f} ms" + ("" if echoed is None else f": {show(echoed)}"))
+
+    def json_value(name: str, text: str) -> tuple[bool, Any]:
+        try:
+            return True, json.loads(text, parse_constant=_not_a_constant)
+        except ValueError as exc:
+            status(f"! {name}: not a JSON value ({exc}); usage: {USAGE[name]}")
+            return False, None
+
+    def request_of(line: str) -> Optional[Request]:
+        """What a typed line asks of the server; None for a command done here,
+        or refused (after saying why)."""
         name, _, rest = line.partition(" ")
+        value = rest.strip()
         if line.startswith("//") or not line.startswith("/"):
-            await client.publish(line[1:] if line.startswith("//") else line)
-        elif name == "/quit":
-            return False
-        elif name == "/help":
+            text = line[1:] if line.startswith("//") else line
+            return Request("publish", lambda: publish(text))
+        if name == "/help":
             status(HELP)
-        elif name == "/join" and rest.strip():
-            await join(rest.strip())
-        elif name == "/json" and rest.strip():
-            await client.publish(json.loads(rest))
+        elif name in USAGE and name != "/ping" and not value:
+            status(f"! usage: {USAGE[name]}")
+        elif name == "/join":
+            return Request(f"join {value}", lambda: join(value))
+        elif name == "/json":
+            ok, data = json_value(name, value)
+            if ok:
+                return Request("publish", lambda: publish(data))
         elif name == "/ping":
-            started = asyncio.get_running_loop().time()
-            data = await (client.ping(json.loads(rest)) if rest.strip() else client.ping())
-            took = (asyncio.get_running_loop().time() - started) * 1000
-            status(f"* pong in {took:.0f} ms" + ("" if data is None else f": {show(data)}"))
+            ok, data = json_value(name, value) if value else (True, None)
+            if ok:
+                return Request("ping", lambda: ping(data) if value else ping())
         else:
             status(f"! unknown command {line!r}; /help lists them")
-        return True
+        return None
 
-    printer = asyncio.get_running_loop().create_task(print_messages())
-    try:
-        if args.channel:
+    async def send_requests() -> None:
+        nonlocal sending
+        while (request := await requests.get()) is not None:
+            sending = True
             try:
-                await join(args.channel)
-            except JoinFailed as exc:
-                status(f"! join failed: {exc.reason}")
-        while (line := await lines.get()) is not None:
-            if not line.strip():
-                continue
-            try:
-                if not await command(line):
-                    break
+                await request.send()
             except JoinFailed as exc:
                 status(f"! join failed: {exc.reason}")
             except PublishFailed as exc:
                 counts = f" (delivered {exc.delivered}, failed {exc.failed})" if exc.partial else ""
                 status(f"! publish failed: {exc.reason}{counts}")
-            except ClientClosed as exc:
-                status(f"! {exc}")
-                return 1
+            except ClientClosed:
+                gave_up()  # and each request still waiting ends the same way, at once
             except ChannelClientError as exc:
                 status(f"! {type(exc).__name__}: {exc}")
-            except ValueError as exc:  # /json or /ping with a value that is not JSON
-                status(f"! not a JSON value: {exc}")
+            finally:
+                sending = False
+
+    printer = asyncio.get_running_loop().create_task(print_messages())
+    sender = asyncio.get_running_loop().create_task(send_requests())
+    try:
+        if args.channel:
+            requests.put_nowait(Request(f"join {args.channel}", lambda: join(args.channel)))
+        while (line := await lines.get()) is not None and client.failure is None:
+            if not line.strip():
+                continue
+            if line.partition(" ")[0] == "/quit":
+                break
+            request = request_of(line)
+            if request is None:
+                continue
+            if not client.connected:
+                waiting = requests.qsize() + sending
+                if waiting >= client.max_queue:
+                    status(f"! not sent: not connected, and {waiting} lines already wait to be sent")
+                    continue
+                status(f"* not connected: queued, will {request.verb} after reconnecting")
+            requests.put_nowait(request)
+        requests.put_nowait(None)
+        await sender  # what was typed goes out (or fails) before the connection closes
+        gave_up()
         return 1 if client.failure is not None else 0
     finally:
         closing = True
         await client.close()
-        printer.cancel()
-        await asyncio.gather(printer, return_exceptions=True)
+        for task in (printer, sender):
+            task.cancel()
+        await asyncio.gather(printer, sender, return_exceptions=True)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parser().parse_args(argv)
+    library_log = logging.getLogger("channel_server.client")
+    library_log.addHandler(_LogLines(logging.WARNING))
+    library_log.propagate = False  # instead of logging's last resort: bare lines, tracebacks
     try:
         return asyncio.run(run(args))
     except KeyboardInterrupt:  # the client was closed on the way out

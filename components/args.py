@@ -97,9 +97,9 @@ class ConnectAuthorizerArgs(TypedDict, total=False):
     """``REQUEST`` (default), the only authorizer type WebSocket APIs have."""
 
     result_ttl_seconds: int
-    """Result caching: API Gateway caches authorizer results only for HTTP
-    APIs, so 0 (default) is the only value; a connection is authorized once,
-    on ``$connect``."""
+    """Result caching: of the v2 API types, API Gateway caches authorizer
+    results only for HTTP APIs, so 0 (default) is the only value; a connection
+    is authorized once, on ``$connect``."""
 
 
 class ChannelServerArgs(TypedDict, total=False):
@@ -561,7 +561,8 @@ def _authorizer(value: Any) -> dict[str, Any] | None:
                     "use REQUEST")
     ttl = value.get("result_ttl_seconds") or 0
     if ttl != 0:
-        raise _fail("authorizer.result_ttl_seconds", ttl, "API Gateway caches authorizer results only for HTTP APIs; "
+        raise _fail("authorizer.result_ttl_seconds", ttl, "of the v2 API types, API Gateway caches authorizer results "
+                    "only for HTTP APIs; "
                     "a WebSocket connection is authorized once, on $connect: use 0 or leave it unset")
     sources = value.get("identity_sources")
     sources = DEFAULT_IDENTITY_SOURCES if sources is None else sources

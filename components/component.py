@@ -699,8 +699,9 @@ class ChannelServer(pulumi.ComponentResource):
     def _create_domain(self, domain: dict[str, Any]) -> CustomDomain:
         """A regional domain name (TLS 1.2) mapped to the stage; an alias
         record when a hosted zone was given. The handlers keep posting to the
-        execute-api management endpoint: through a custom domain, the base
-        path would change the management API's path."""
+        execute-api management endpoint, whose URL does not depend on the
+        mapping: on a custom domain AWS serves the management API under the
+        mapping's base path, not the stage, the detail clients get wrong."""
         slug = f"{self._name}-domain"
         domain_name = aws.apigatewayv2.DomainName(
             slug,

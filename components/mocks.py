@@ -319,6 +319,8 @@ class Project:
         import yaml
 
         path = Path(path).resolve()
+        if not path.exists():
+            raise ProjectError(f"{path} does not exist")
         start = path if path.is_dir() else path.parent
         directory = next((d for d in (start, *start.parents) if (d / "Pulumi.yaml").is_file()), None)
         if directory is None:
@@ -362,7 +364,7 @@ class Project:
         stack_file = self.directory / f"Pulumi.{stack}.yaml"
         if not stack_file.is_file():
             if required:
-                raise ProjectError(f"stack {stack} has no config file: {stack_file} does not exist")
+                raise ProjectError(self._missing_stack(stack))
             return values, secrets
         try:
             settings = yaml.safe_load(stack_file.read_text(encoding="utf-8")) or {}
@@ -376,9 +378,28 @@ class Project:
             values[key] = value
         return values, secrets
 
-    def deploy(self, stack: str = "dev", *, required: bool = False) -> Deployment:
-        """Run the program under the mocks with ``stack``'s config (see :meth:`config`)."""
+    def stacks(self) -> list[str]:
+        """The stacks that have a config file here (``Pulumi.<stack>.yaml``), by name."""
+        return sorted(path.name[len("Pulumi."):-len(".yaml")] for path in self.directory.glob("Pulumi.?*.yaml"))
+
+    def _missing_stack(self, stack: str) -> str:
+        stack_file = self.directory / f"Pulumi.{stack}.yaml"
+        found = self.stacks()
+        text = f"stack {stack} has no config file: {stack_file} does not exist; "
+        text += f"the stacks here are {', '.join(found)}" if found else "this project has no stack files"
+        example = stack_file.with_name(stack_file.name + ".example")
+        if example.is_file():
+            text += f"; {example.name} is an example to start from: cp {example.name} {stack_file.name}"
+        return text
+
+    def deploy(self, stack: str = "dev", *, required: bool = False,
+               overrides: Mapping[str, Any] | None = None) -> Deployment:
+        """Run the program under the mocks with ``stack``'s config (see
+        :meth:`config`), and ``overrides`` over it (keys as in a stack file: a
+        key without a namespace is the project's), as ``pulumi up --config``
+        would give it."""
         values, _ = self.config(stack, required=required)
+        values.update({_qualified(self.name, key): value for key, value in (overrides or {}).items()})
         return deploy(self.program, project=self.name, stack=stack, config=values)
 
 

@@ -41,7 +41,10 @@ on every handshake before ``$connect``'s integration runs:
 
 Local mode runs the function the program declares for the authorizer (its
 archive and handler, in a process of its own, like every function), or the
-file given with ``--authorizer PATH[:FUNCTION]``.
+file given with ``--authorizer PATH[:FUNCTION]``. Each refused handshake is one
+line of local mode's log, naming the status and why (for an error: its type
+and message); the traceback the function printed for it goes to the log at
+DEBUG, not to stderr: raising is how an authorizer refuses.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
-from .functions import FunctionError, InvocationError
+from .functions import ERRORS_ARE_ANSWERS, FunctionError, InvocationError
 from .world import AuthorizerDef, FunctionDef
 
 log = logging.getLogger("channel_server.local")
@@ -199,6 +202,9 @@ async def authorize(authorizer: AuthorizerDef, connect_event: Mapping[str, Any],
     if missing is not None:
         return _refusal(401, f"no {missing} in the request")
     request_id = connect_event["requestContext"]["requestId"]
+    # an error is the function's answer (its refusal), logged by the gateway
+    # in one line: its traceback goes to the log at DEBUG, not to stderr
+    answers = ERRORS_ARE_ANSWERS.set(True)
     try:
         answer = await invoke(request_event(connect_event, arn, stage_variables), request_id)
     except FunctionError as exc:
@@ -207,6 +213,8 @@ async def authorize(authorizer: AuthorizerDef, connect_event: Mapping[str, Any],
         return _refusal(500, f"the authorizer failed: {exc}")
     except InvocationError as exc:
         return _refusal(500, f"the authorizer failed: {exc}")
+    finally:
+        ERRORS_ARE_ANSWERS.reset(answers)
     try:
         principal, policy, context = _read_answer(answer)
         effect = evaluate(policy, arn)

@@ -15,13 +15,20 @@ Function processes run in a session of their own: a terminal's Ctrl-C (SIGINT
 to the whole foreground process group) reaches local mode only, which decides
 when they stop, after every connection's ``$disconnect``. If local mode itself
 dies, each process sees its stdin close and ends once its invocations have.
+
+What a function prints goes to local mode's stderr, as Lambda sends it to the
+function's log, and so do the tracebacks of the invocations that raised; but
+for a function whose errors are answers (:data:`ERRORS_ARE_ANSWERS`), those go
+to the log at DEBUG.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import json
+import logging
 import os
 import sys
 import uuid
@@ -46,6 +53,15 @@ STOP_GRACE_SECONDS = 5
 ANSWER_LIMIT_BYTES = 16 * 1024 * 1024
 
 EXITED = {"errorType": "Runtime.ExitError", "errorMessage": "process exited"}
+
+log = logging.getLogger("channel_server.local")
+
+#: True while invoking a function whose errors are answers, not failures: the
+#: ``$connect`` authorizer refuses a handshake by raising
+#: (``raise Exception("Unauthorized")``, the documented way), and its caller
+#: logs each outcome in one line. The traceback of such an invocation goes to
+#: the log at DEBUG instead of to stderr.
+ERRORS_ARE_ANSWERS: contextvars.ContextVar[bool] = contextvars.ContextVar("errors_are_answers", default=False)
 
 
 class InvocationError(Exception):
@@ -339,6 +355,11 @@ class LocalFunction:
         if "error" in answer:
             error = answer["error"]
             error_type, error_message = str(error.get("errorType")), str(error.get("errorMessage"))
+            trace = "".join(str(line) for line in error.get("stackTrace") or ())
+            if trace and ERRORS_ARE_ANSWERS.get():
+                log.debug("[%s] %s", d.name, trace.rstrip())
+            elif trace:
+                sys.stderr.write(trace)
             raise FunctionError(f"{d.name}: {error_type}: {error_message}", error_type, error_message)
         return answer.get("result")
 

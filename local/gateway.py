@@ -13,14 +13,22 @@ On one port:
   (see ``channel_server.local.authorizer``); a two-way
   route's answer (the body its function returns) sent back to the client, a
   one-way route's dropped; binary
-  frames closed with 1003, messages over 128 KB with 1009; idle timeout and
+  frames closed with 1003, invalid UTF-8 with 1007, messages over 128 KB
+  with 1009 (counted whole, however many frames and however compressed:
+  permessage-deflate is negotiated, as API Gateway does); idle timeout and
   maximum lifetime.
 - ``http://HOST:PORT/{stage}/@connections/{id}``: the management API. POST
   sends a frame, GET describes the connection, DELETE closes it; unknown or
   closed ids get 410 with ``x-amzn-ErrorType: GoneException`` (what botocore
   needs to raise ``GoneException``), oversized posts 413, requests that are not
-  SigV4-signed 403, and so are requests from other hosts unless local mode was
-  told to take them (:func:`management_refusal`).
+  SigV4-signed 403, and so are requests from other addresses than loopback
+  unless local mode was told to take them (:func:`management_refusal`).
+
+Stopping (:meth:`Gateway.refuse_connections`, :meth:`Gateway.finish_in_flight`,
+:meth:`Gateway.close_all`, in that order) keeps the management API answering
+until every connection is closed: the frames being handled when local mode
+stops make their posts, and their members get them, before the connections
+close with 1001.
 """
 
 from __future__ import annotations
@@ -51,6 +59,15 @@ log = logging.getLogger("channel_server.local")
 
 #: API Gateway's limit on one message, in either direction.
 MAX_MESSAGE_BYTES = protocol.API_GATEWAY_MAX_MESSAGE_BYTES
+#: What aiohttp may take in of one message before local mode counts the message
+#: itself (:meth:`Gateway._receive`). aiohttp counts a compressed message by its
+#: fragments as they arrive, and they can add up to more than the message: with
+#: permessage-deflate each fragment is a deflate block with a flush marker of
+#: its own, so 20,000 bytes sent one byte a fragment arrive as 140,000 (7 bytes
+#: a fragment). Room for 128 KB sent so;
+#: past this aiohttp closes with 1009 itself (as it does when a message
+#: decompresses to more than this).
+RECEIVE_LIMIT_BYTES = 8 * MAX_MESSAGE_BYTES
 #: API Gateway's limit on one WebSocket frame: a longer message must arrive in
 #: several frames. aiohttp hands over whole messages, so local mode can only warn.
 MAX_FRAME_BYTES = protocol.API_GATEWAY_MAX_FRAME_BYTES
@@ -58,6 +75,9 @@ IDLE_TIMEOUT_SECONDS = protocol.API_GATEWAY_IDLE_TIMEOUT_SECONDS
 #: The close code reported for a close frame that carried none (RFC 6455 §7.1.5).
 NO_STATUS = 1005
 MAX_LIFETIME_SECONDS = spec.MAX_CONNECTION_SECONDS
+#: How long stopping waits for the frames being handled, before connections
+#: close and again after (then they are cancelled).
+STOP_WAIT_SECONDS = 10
 _ID_ALPHABET = string.ascii_letters + string.digits
 #: ``requestContext.domainName`` of every event: on AWS it is the API's own
 #: domain, never a value the client chose.
@@ -151,10 +171,15 @@ class Gateway:
         self.max_lifetime = max_lifetime
         self.management_latency = management_latency_ms / 1000
         self.api_id = api_id
-        #: Whether hosts other than this one may use the management API.
+        #: Whether addresses other than loopback may use the management API.
         self.management_from_anywhere = management_from_anywhere
         self.connections: dict[str, Connection] = {}
         self._tasks: set[asyncio.Task] = set()
+        #: Handshakes under way (authorizer, ``$connect``): each resolves once its
+        #: connection is open or refused.
+        self._handshakes: set[asyncio.Future] = set()
+        #: False once local mode stops: new handshakes are refused.
+        self.accepting = True
         self._selection = _selection_path(world.route_selection_expression)
 
     def app(self) -> web.Application:
@@ -168,9 +193,42 @@ class Gateway:
     # --- the WebSocket side ---------------------------------------------------------
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True)
+        # permessage-deflate is negotiated when the client offers it, because
+        # API Gateway negotiates it: it answers websockets' offer with
+        # "permessage-deflate;server_max_window_bits=12" (python-websockets
+        # issue #1065, whose client changed its defaults, 10.1, to work around
+        # API Gateway ignoring the client_max_window_bits it asked for). Its
+        # 128 KB limit is then on the message, which _receive counts.
+        ws = web.WebSocketResponse(max_msg_size=RECEIVE_LIMIT_BYTES, autoping=True, compress=True)
         if not ws.can_prepare(request).ok:
             return web.json_response({"message": "Upgrade Required"}, status=426)
+        if not self.accepting:
+            log.info("connect refused 503: local mode is stopping")
+            return web.json_response({"message": "Service Unavailable"}, status=503)
+        handshake = asyncio.get_running_loop().create_future()
+        self._handshakes.add(handshake)
+        try:
+            opened = await self._open(request, ws)
+        finally:
+            self._handshakes.discard(handshake)
+            handshake.set_result(None)
+        if not isinstance(opened, Connection):
+            return opened
+        connection = opened
+        try:
+            await self._receive(connection)
+        finally:
+            connection.open = False
+            self.connections.pop(connection.id, None)
+            if not ws.closed:
+                await ws.close()
+            await self._disconnect(connection, connection.disconnect_code())
+            connection.finished.set()
+        return ws
+
+    async def _open(self, request: web.Request, ws: web.WebSocketResponse) -> Connection | web.Response:
+        """The handshake: the authorizer, then ``$connect``; the open
+        connection, or the response that refuses it."""
         connection_id = new_id()
         connected_at = _now_ms()
         source_ip = request.remote or "127.0.0.1"
@@ -194,16 +252,7 @@ class Gateway:
                                 authorizer=authorized)
         self.connections[connection_id] = connection
         log.info("connect %s", connection_id)
-        try:
-            await self._receive(connection)
-        finally:
-            connection.open = False
-            self.connections.pop(connection_id, None)
-            if not ws.closed:
-                await ws.close()
-            await self._disconnect(connection, connection.disconnect_code())
-            connection.finished.set()
-        return ws
+        return connection
 
     async def _authorization(self, event: dict) -> authorizer_module.Decision:
         """The ``$connect`` authorizer's decision on the handshake whose
@@ -246,6 +295,10 @@ class Gateway:
             if message.type == WSMsgType.TEXT:
                 connection.touch()
                 size = len(message.data.encode("utf-8"))
+                if size > MAX_MESSAGE_BYTES:
+                    # the message's own size, whatever its frames or their compression took
+                    await connection.close(WSCloseCode.MESSAGE_TOO_BIG, "Message too big")
+                    return
                 if size > MAX_FRAME_BYTES:
                     log.warning(
                         "message %s: %d bytes; AWS accepts it only as frames of at most 32 KB each "
@@ -338,14 +391,37 @@ class Gateway:
         except InvocationError as exc:
             log.warning("disconnect %s %d: integration failed: %s", connection.id, code, exc)
 
+    @property
+    def frames_in_flight(self) -> int:
+        """Frames being handled (their route's invocation under way)."""
+        return len(self._tasks)
+
+    def refuse_connections(self) -> None:
+        """Stopping, first: new handshakes are refused (503), while the
+        management API, on the same port, still answers."""
+        self.accepting = False
+
+    async def finish_in_flight(self, timeout: float = STOP_WAIT_SECONDS) -> None:
+        """Stopping, second: wait (``timeout`` at most) for the frames being
+        handled now, so their posts reach members that are still connected.
+        Closing the connections first would make a publish under way find its
+        members gone, or its posts refused if the port closed: with the port
+        closed first, 6 publishes to 99 members each logged 594 "delivery
+        failed after retries" and took 4.8 s to give up."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
     async def close_all(self, code: int = WSCloseCode.GOING_AWAY) -> None:
         """Close every connection and wait until each one's ``$disconnect`` ran,
-        then for frames still being handled."""
+        then for frames still being handled. Handshakes under way finish
+        first, so a connection they open is closed too."""
+        if self._handshakes:
+            await asyncio.wait(list(self._handshakes))
         connections = list(self.connections.values())
         await asyncio.gather(*(c.close(code, "Going away") for c in connections))
         await asyncio.gather(*(c.finished.wait() for c in connections))
         if self._tasks:
-            _, late = await asyncio.wait(list(self._tasks), timeout=10)
+            _, late = await asyncio.wait(list(self._tasks), timeout=STOP_WAIT_SECONDS)
             for task in late:
                 task.cancel()
             if late:
@@ -444,7 +520,14 @@ class Gateway:
         if request.method == "DELETE":
             await connection.close(WSCloseCode.OK, "")
             return web.Response(status=204)
-        data = await request.read()
+        try:
+            data = await request.read()
+        except (ConnectionError, web.RequestPayloadError) as exc:
+            # a sender that died mid-post (a killed fan-out process): its post
+            # is lost with it, and nobody is left to answer
+            log.warning("management API: the POST to %s broke off before its body ended (%s); nothing was sent",
+                        connection_id, type(exc).__name__)
+            return web.Response(status=400)
         if len(data) > MAX_MESSAGE_BYTES:
             return _error(413, "PayloadTooLargeException", "Message too long")
         try:
@@ -473,10 +556,12 @@ def management_refusal(remote: str | None, headers: Mapping[str, str], from_anyw
     """Why the management API refuses a request, or None. Like API Gateway's,
     it takes only SigV4-signed requests (local mode checks the signature's
     shape, not its secret: any credentials will do). And since it cannot check
-    the secret, it answers only this machine unless ``from_anywhere``, whatever
-    address local mode listens on."""
+    the secret, it answers only loopback addresses (127.0.0.0/8, ::1) unless
+    ``from_anywhere``, whatever address local mode listens on: not even this
+    machine's own other addresses."""
     if not from_anywhere and not _is_loopback(remote):
-        return "the management API answers only this machine (start local mode with --management-from-anywhere)"
+        return (f"the management API answers only loopback addresses, not {remote or 'an unknown address'} "
+                "(call it on 127.0.0.1, or start local mode with --management-from-anywhere)")
     authorization = headers.get("Authorization")
     if authorization is None:
         return "Missing Authentication Token"

@@ -116,8 +116,9 @@ def main(argv: list[str]) -> int:
             result = handler(request["event"], LambdaContext(request.get("context") or {}))
             answer({"id": request["id"], "result": result})
         except Exception as exc:
-            traceback.print_exc(file=sys.stderr)
-            answer({"id": request["id"], "error": {"errorType": type(exc).__name__, "errorMessage": str(exc)}})
+            # Lambda's error payload; local mode decides where the trace goes
+            answer({"id": request["id"], "error": {"errorType": type(exc).__name__, "errorMessage": str(exc),
+                                                   "stackTrace": traceback.format_exception(exc)}})
 
     # Lambda runs concurrent invocations in separate environments; threads are
     # the local stand-in, so one connection's frames are never serialized.

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from aiohttp import web
 
@@ -42,20 +42,17 @@ from . import gateway as gateway_module
 from . import queues as queues_module
 from . import schedules as schedules_module
 from .functions import DEFAULT_CONCURRENCY, InvocationError, LocalFunction
+from .placeholders import LOCAL_CREDENTIALS, REGION
 from .world import LOG_DATE_FORMAT, LOG_FORMAT, FunctionDef, ProgramError, WiringError, World, scratch_dir
 from .world import load_world  # noqa: F401 - what the child of LocalServer._load_world runs; importable here as before
 
 log = logging.getLogger("channel_server.local")
 
-REGION = "us-east-1"
 #: Local mode's garbage collector thresholds (Python's defaults: 700, 10, 10):
 #: young collections every 10,000 allocations, older ones 50 times rarer each.
 #: With the defaults, collections walking moto's tables took a third of a
 #: 1,000-member publish (bench/fanout.py, README "Performance").
 GC_THRESHOLDS = (10_000, 50, 50)
-#: Credentials for the embedded DynamoDB and the local management API, which
-#: accept any signature. Real credentials never go there.
-LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 #: What the functions inherit from this process when DynamoDB is a real endpoint.
 PASSED_THROUGH = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
                   "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "HOME")
@@ -83,11 +80,55 @@ def management_latency_problem(latency_ms: float) -> str | None:
     limit_ms = MAX_MANAGEMENT_LATENCY_MS
     if not 0 <= latency_ms < limit_ms:
         return (
-            f"--management-latency-ms {latency_ms:g}: must be from 0 to below {limit_ms:g}; the handlers "
+            f"must be from 0 to below {limit_ms:g}; the handlers "
             f"wait at most {READ_TIMEOUT:g} s for the management API's answer, so longer round trips "
             "would time out and deliver nothing"
         )
     return None
+
+
+#: What ``--backend reference`` asks for: local mode starts the reference HTTP
+#: backend (``python -m channel_server.http_backend``) against its own table,
+#: DynamoDB and management API, and serves the routes from it.
+REFERENCE_BACKEND = "reference"
+#: The backend URL a served world is built with when local mode starts the
+#: reference backend: replaced by the backend's own once it listens.
+REFERENCE_BACKEND_PLACEHOLDER = "http://127.0.0.1/reference-backend"
+
+
+def _range_check(low: float, high: float, what: str, *, above: bool = False) -> Callable[[float], str | None]:
+    """A check that a number lies from ``low`` (or above it) to ``high``; ``what`` says why those bounds."""
+    def check(value: float) -> str | None:
+        if (value > low if above else value >= low) and value <= high:
+            return None
+        start = f"above {low:g}" if above else f"from {low:g}"
+        return f"must be {start} {'and at most' if above else 'to'} {high:g}{what}"
+    return check
+
+
+#: Each numeric option's check, by flag: the command line's parser and
+#: LocalServer's constructor both use these, so a value has one rule and one
+#: message wherever it comes from.
+OPTION_CHECKS: dict[str, Callable[[float], str | None]] = {
+    "--port": _range_check(0, 65535, " (0 picks a free port)"),
+    "--idle-timeout": _range_check(0, gateway_module.IDLE_TIMEOUT_SECONDS, " seconds (API Gateway's idle timeout)",
+                                   above=True),
+    "--max-lifetime": _range_check(0, gateway_module.MAX_LIFETIME_SECONDS,
+                                   " seconds (API Gateway's connection lifetime)", above=True),
+    "--function-concurrency": _range_check(1, 1000, " invocations at once (Lambda's default account concurrency)"),
+    "--inline-fanout-limit": _range_check(1, spec.MAX_INLINE_FANOUT_LIMIT, " members"),
+    "--heartbeat-seconds": _range_check(0, spec.MAX_HEARTBEAT_MINUTES * 60, " seconds", above=True),
+    "--management-latency-ms": lambda value: management_latency_problem(value),
+}
+
+
+def check_option(flag: str, value: float | None) -> None:
+    """Raise ValueError naming ``flag`` when ``value`` breaks its rule (None: not given)."""
+    if value is None:
+        return
+    problem = OPTION_CHECKS[flag](value)
+    if problem:
+        raise ValueError(f"{flag} {value:g}: {problem}")
 
 
 #: The handlers' DynamoDB read timeout when DynamoDB is the embedded one, whose
@@ -164,27 +205,32 @@ class LocalServer:
         authorizer_identity_sources: list[str] | tuple[str, ...] | None = None,
         world: World | None = None,
         handler_log_level: str = "WARNING",
+        config: Mapping[str, str] | None = None,
     ):
-        problem = management_latency_problem(management_latency_ms)
-        if problem:
-            raise ValueError(problem)
-        if function_concurrency < 1:
-            raise ValueError(f"function concurrency must be at least 1, not {function_concurrency}")
+        for flag, value in (("--port", port), ("--idle-timeout", idle_timeout), ("--max-lifetime", max_lifetime),
+                            ("--function-concurrency", function_concurrency),
+                            ("--inline-fanout-limit", inline_fanout_limit), ("--heartbeat-seconds", heartbeat_seconds),
+                            ("--management-latency-ms", management_latency_ms)):
+            check_option(flag, value)
         self._function_concurrency = function_concurrency
-        if inline_fanout_limit is not None and not 1 <= inline_fanout_limit <= spec.MAX_INLINE_FANOUT_LIMIT:
-            raise ValueError(f"--inline-fanout-limit {inline_fanout_limit}: must be from 1 to {spec.MAX_INLINE_FANOUT_LIMIT}")
         self._inline_fanout_limit = inline_fanout_limit
-        if heartbeat_seconds is not None and not heartbeat_seconds > 0:
-            raise ValueError(f"--heartbeat-seconds {heartbeat_seconds:g}: must be above 0")
         self._heartbeat_seconds = heartbeat_seconds
-        if backend is not None:
+        #: Whether local mode starts the reference HTTP backend itself (``--backend reference``).
+        self._reference_backend = backend == REFERENCE_BACKEND
+        if self._reference_backend:
+            backend = REFERENCE_BACKEND_PLACEHOLDER
+        elif backend is not None:
             from ..args import ChannelServerArgsError, check_backend_url
 
             try:
                 check_backend_url(backend)
             except ChannelServerArgsError as exc:
-                raise ValueError(f"--backend {backend}: {str(exc).split(': ', 1)[1]}") from None
+                raise ValueError(f"--backend {backend}: {str(exc).split(': ', 1)[1]} (or: reference)") from None
         self._backend = backend
+        if config and program is None:
+            raise ValueError("--config: sets a Pulumi program's config; give --program PATH, or run from a folder "
+                             "with a Pulumi.yaml")
+        self._config = dict(config or {})
         problem = authorizer_problem(authorizer, authorizer_identity_sources, backend,
                                      served=program is not None or world is not None)
         if problem:
@@ -220,6 +266,8 @@ class LocalServer:
         self.gateway: gateway_module.Gateway | None = None
         #: The $connect authorizer's function, when the world has an authorizer.
         self._authorizer_function: LocalFunction | None = None
+        #: The reference HTTP backend's process, with ``--backend reference``.
+        self._reference: Any = None
 
     @property
     def _authority(self) -> str:
@@ -265,7 +313,8 @@ class LocalServer:
             log.info("building ChannelServer with its defaults under Pulumi's mock engine")
         request = [str(self._program) if self._program is not None else None, self._stack, self._component,
                    self._stack_required, self._stage_override,
-                   logging.getLogger("channel_server.local").getEffectiveLevel(), self._default_args()]
+                   logging.getLogger("channel_server.local").getEffectiveLevel(), self._default_args(),
+                   self._config, self._turn_on()]
         # A session of its own, as the functions have: a terminal's Ctrl-C
         # reaches local mode only, which stops once the world is read. It
         # imports the world module only, not this one (aiohttp and the rest).
@@ -298,17 +347,46 @@ class LocalServer:
             }
         return args
 
+    def _turn_on(self) -> list[tuple[str, str, str]]:
+        """For a served program: the config each feature flag turns its feature
+        on with, when the stack's config leaves it off (``(flag, key,
+        value)``; see ``world.from_project``). The keys are those
+        ``channel_server.from_config`` reads, as this repository's program does."""
+        from ..args import config_key, object_config_keys
+
+        turn_on = []
+        if self._heartbeat_seconds is not None:
+            turn_on.append(("--heartbeat-seconds", config_key("heartbeat_interval_minutes"),
+                            str(spec.MIN_HEARTBEAT_MINUTES)))
+        if self._backend is not None:
+            turn_on.append(("--backend", object_config_keys("backend")["url"], self._backend))
+        if self._authorizer_file is not None:
+            turn_on.append(("--authorizer", object_config_keys("authorizer")["function_arn"],
+                            authorizer_module.PLACEHOLDER_FUNCTION_ARN))
+        return turn_on
+
     def _check_world(self, world: World) -> None:
-        """Refuse flags the world cannot honour: a program decides what it has."""
+        """Refuse flags the world cannot honour: a program decides what it has.
+        Each flag has tried to turn its feature on through the config key
+        ``from_config`` reads (``_turn_on``); a program that does not read it
+        must turn the feature on itself."""
+        keys = {flag: key for flag, key, _ in self._turn_on()}
+
+        def refuse(flag: str, lacks: str, field: str) -> ProgramError:
+            return ProgramError(
+                f"{flag}: the program's ChannelServer {lacks}, and the config key {keys[flag]} does not turn it on "
+                f"(the program does not read it); turn it on in the program's ChannelServerArgs ({field}), or set "
+                "the config key the program reads for this run with --config KEY=VALUE")
+
         if self._heartbeat_seconds is not None and not world.schedules:
-            raise ProgramError("--heartbeat-seconds: the program's ChannelServer has no heartbeat schedule; "
-                               "set heartbeatIntervalMinutes in its stack config (or heartbeat_interval_minutes)")
+            raise refuse("--heartbeat-seconds", "has no heartbeat schedule", "heartbeat_interval_minutes")
         if self._backend is not None and not world.http_routes:
-            raise ProgramError("--backend: the program's ChannelServer serves its routes from the Lambda handlers; "
-                               "set backendUrl in its stack config (or backend in its args)")
+            raise refuse("--backend", "serves its routes from the Lambda handlers", "backend")
         if self._authorizer_file is not None and world.authorizer is None:
-            raise ProgramError("--authorizer: the program's ChannelServer has no authorizer on $connect; set "
-                               "authorizerFunctionArn in its stack config (or authorizer in its args)")
+            raise refuse("--authorizer", "has no authorizer on $connect", "authorizer")
+        if self._inline_fanout_limit is not None and not world.subscriptions:
+            raise ProgramError("--inline-fanout-limit: the program's ChannelServer has no fan-out queue (its routes "
+                               "are served by an HTTP backend), so every publish posts to all members itself")
         if world.authorizer is not None and world.authorizer.function is None and self._authorizer_file is None:
             raise ProgramError(f"the authorizer on $connect cannot be run: {world.authorizer.unavailable}; give its "
                                "code with --authorizer PATH[:FUNCTION] (a Python file and its handler, default handler)")
@@ -363,7 +441,9 @@ class LocalServer:
         self._runner = web.AppRunner(self.gateway.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
 
-        log.info("starting %d functions", len({d.name for d in world.routes.values()}) + (world.authorizer is not None))
+        starting = len({d.name for d in world.routes.values()}) + (world.authorizer is not None)
+        if starting:
+            log.info("starting %d function%s", starting, "" if starting == 1 else "s")
         self._scratch = scratch_dir()
         for route_key, definition in world.routes.items():
             task_dir = self._scratch / definition.name
@@ -383,6 +463,15 @@ class LocalServer:
                 definition, self._scratch / f"authorizer-{definition.name}", self._environment(definition.environment),
                 self._function_concurrency,
             )
+        if self._reference_backend:
+            from .reference_backend import ReferenceBackend
+
+            log.info("starting the reference HTTP backend (python -m channel_server.http_backend)")
+            self._reference = await ReferenceBackend.start(
+                table=world.table_name, dynamodb_endpoint=self.dynamodb_endpoint,
+                management_endpoint=self.management_url, environment=self._environment({}),
+                log_level=self._handler_log_level)
+            self._backend = self._reference.url
         if world.http_routes:
             from .http_integration import HttpBackendClient
 
@@ -453,8 +542,15 @@ class LocalServer:
         return [self._authorizer_function] if self._authorizer_function is not None else []
 
     def extra_lines(self) -> list[str]:
-        """What the start-up banner says beyond the endpoints: heartbeats, backend, authorizer."""
+        """What the start-up banner says beyond the endpoints: the fan-out
+        queue, heartbeats, backend, authorizer."""
+        assert self.world is not None
         lines = []
+        if self.world.queues:
+            lines.append(f"SQS:            {self.sqs_endpoint} (fan-out queue)")
+        if self._inline_fanout_limit is not None:
+            lines.append(f"Fan-out:        a publish posts to {self._inline_fanout_limit} members itself and queues "
+                         "the rest (--inline-fanout-limit)")
         if self._authorizer_function is not None:
             assert self.world is not None and self.world.authorizer is not None
             if self._authorizer_file is not None:
@@ -466,9 +562,9 @@ class LocalServer:
         for scheduler in self._schedulers:
             lines.append(f"Heartbeats:     every {scheduler.interval:g} s ({scheduler.schedule.expression} declared)")
         if self._http is not None:
-            assert self.world is not None
             urls = sorted({self._http.url_of(key) for key in self.world.http_routes})
-            lines.append(f"HTTP backend:   {', '.join(urls)}")
+            reference = " (the reference backend, python -m channel_server.http_backend)" if self._reference else ""
+            lines.append(f"HTTP backend:   {', '.join(urls)}{reference}")
         return lines
 
     def _ensure_table(self) -> None:
@@ -515,43 +611,58 @@ class LocalServer:
         return await self._authorizer_function.invoke(event, request_id)
 
     async def stop(self) -> None:
-        """Stop accepting connections, close every open one (each gets its
-        ``$disconnect``), then stop the functions and the embedded DynamoDB.
-        Safe to call after a failed or partial start."""
+        """Stop accepting connections, let the frames under way finish, close
+        every open connection (each gets its ``$disconnect``), stop the
+        schedules and queues; only then close the port, and the management API
+        with it; then stop the functions and the embedded DynamoDB. Safe to
+        call after a failed or partial start."""
         try:
-            if self._site is not None:
-                await self._site.stop()  # no new connections from here on
             if self.gateway is not None:
+                # The port stays open to the end: the management API on it
+                # answers the posts of every invocation under way. Closed
+                # first, it refused them: 6 publishes to 99 members logged 594
+                # "delivery failed after retries" and took 4.8 s to stop.
+                self.gateway.refuse_connections()  # handshakes get 503 from here on
+                await self.gateway.finish_in_flight()
                 await self.gateway.close_all()
         finally:
-            if self._socket is not None:
-                self._socket.close()
-                self._socket = None
             try:
-                if self._runner is not None:
-                    await self._runner.cleanup()
-                    self._runner = None
+                # their invocations under way post too
                 await asyncio.gather(*(s.stop() for s in self._schedulers), return_exceptions=True)
                 self._schedulers.clear()
-                if self._http is not None:
-                    await self._http.close()
-                    self._http = None
                 for poller in self._pollers:
                     self._sends.forget(poller.wake)
                 await asyncio.gather(*(p.stop() for p in self._pollers), return_exceptions=True)
                 self._pollers.clear()
-                functions = [*self._functions.values(), *self._workers.values(), *self._authorizer_functions()]
-                await asyncio.gather(*(f.stop() for f in functions), return_exceptions=True)
-                self._functions.clear()
-                self._workers.clear()
-                self._authorizer_function = None
+                if self._site is not None:
+                    await self._site.stop()
+                    self._site = None
             finally:
-                if self._embedded is not None:
-                    self._embedded.stop()
-                    self._embedded = None
-                if self._scratch is not None:
-                    shutil.rmtree(self._scratch, ignore_errors=True)
-                    self._scratch = None
+                if self._socket is not None:
+                    self._socket.close()
+                    self._socket = None
+                try:
+                    if self._runner is not None:
+                        await self._runner.cleanup()
+                        self._runner = None
+                    if self._http is not None:
+                        await self._http.close()
+                        self._http = None
+                    if self._reference is not None:
+                        await self._reference.stop()
+                        self._reference = None
+                    functions = [*self._functions.values(), *self._workers.values(), *self._authorizer_functions()]
+                    await asyncio.gather(*(f.stop() for f in functions), return_exceptions=True)
+                    self._functions.clear()
+                    self._workers.clear()
+                    self._authorizer_function = None
+                finally:
+                    if self._embedded is not None:
+                        self._embedded.stop()
+                        self._embedded = None
+                    if self._scratch is not None:
+                        shutil.rmtree(self._scratch, ignore_errors=True)
+                        self._scratch = None
 
 
 @contextlib.contextmanager
@@ -606,46 +717,29 @@ def default_program(directory: Path | None = None) -> Path | None:
         return None
 
 
-def _management_latency(value: str) -> float:
-    try:
-        latency = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of milliseconds") from None
-    problem = management_latency_problem(latency)
-    if problem:
-        raise argparse.ArgumentTypeError(problem.split(": ", 1)[1])
-    return latency
+def _checked(flag: str, kind: type, unit: str) -> Callable[[str], float]:
+    """An argparse type: ``kind`` (int or float) of ``unit``, within ``flag``'s check (:data:`OPTION_CHECKS`)."""
+    def parse(value: str) -> float:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {unit}") from None
+        if kind is float and number != number:  # nan passes every comparison's negation
+            raise argparse.ArgumentTypeError(f"{value!r} is not {unit}")
+        problem = OPTION_CHECKS[flag](number)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{value}: {problem}")
+        return number
+    parse.__name__ = flag  # what argparse names in "invalid ... value"
+    return parse
 
 
-def _whole_number(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-
-
-def _concurrency(value: str) -> int:
-    number = _whole_number(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{number}: a function runs at least 1 invocation at once")
-    return number
-
-
-def _inline_limit(value: str) -> int:
-    number = _whole_number(value)
-    if not 1 <= number <= spec.MAX_INLINE_FANOUT_LIMIT:
-        raise argparse.ArgumentTypeError(f"{number}: must be from 1 to {spec.MAX_INLINE_FANOUT_LIMIT}")
-    return number
-
-
-def _positive_seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"{value}: must be above 0")
-    return seconds
+def _config_setting(value: str) -> tuple[str, str]:
+    key, equals, setting = value.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"{value!r}: give KEY=VALUE, as `pulumi config set KEY VALUE` would set "
+                                         "(for example heartbeatIntervalMinutes=1)")
+    return key.strip(), setting
 
 
 def authorizer_problem(authorizer: str | None, identity_sources: Any, backend: str | None, *,
@@ -714,13 +808,16 @@ def build_parser() -> argparse.ArgumentParser:
         "program's ChannelServer declares, behind a local API Gateway, with an embedded DynamoDB and SQS.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    parser.add_argument("--port", type=int, default=8080,
+    parser.add_argument("--port", type=_checked("--port", int, "a port number"), default=8080,
                         help="port for WebSocket and management API; 0 picks a free one (default %(default)s)")
     parser.add_argument("--program", metavar="PATH", type=Path,
                         help="the Pulumi program to serve: a project folder or its program file (default: the "
                         "project in the current folder when it has a Pulumi.yaml, else ChannelServer with its defaults)")
     parser.add_argument("--stack", metavar="NAME",
                         help="read the program's config from Pulumi.NAME.yaml (default: dev, when that file exists)")
+    parser.add_argument("--config", type=_config_setting, action="append", metavar="KEY=VALUE",
+                        help="set a config key of the program for this run, over the stack's, as `pulumi config set "
+                        "KEY VALUE` would (repeatable; a key without a namespace is the project's)")
     parser.add_argument("--component", metavar="NAME",
                         help="which ChannelServer to serve, by its name, when the program declares several")
     parser.add_argument("--stage", type=_stage_name, metavar="NAME",
@@ -728,33 +825,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dynamodb-endpoint", metavar="URL",
                         help="use this DynamoDB (DynamoDB Local, or AWS) instead of the embedded one; the functions "
                         "get this shell's AWS credentials, and the table is created there unless it exists")
-    parser.add_argument("--management-latency-ms", type=_management_latency, default=0.0, metavar="N",
+    parser.add_argument("--management-latency-ms", type=_checked("--management-latency-ms", float, "a number of "
+                        "milliseconds"), default=0.0, metavar="N",
                         help="add N ms to every management API call, like the round trip to AWS "
                         f"(below {MAX_MANAGEMENT_LATENCY_MS:g})")
     parser.add_argument("--management-from-anywhere", action="store_true",
                         help="let other hosts use the management API (it checks a request's signature's shape, "
-                        "not its secret: only on a network you trust); default: this machine only")
-    parser.add_argument("--idle-timeout", type=float, default=gateway_module.IDLE_TIMEOUT_SECONDS, metavar="SECONDS",
+                        "not its secret: only on a network you trust); default: loopback addresses only")
+    parser.add_argument("--idle-timeout", type=_checked("--idle-timeout", float, "a number of seconds"),
+                        default=gateway_module.IDLE_TIMEOUT_SECONDS, metavar="SECONDS",
                         help="close connections idle this long (default %(default)g, as AWS)")
-    parser.add_argument("--max-lifetime", type=float, default=gateway_module.MAX_LIFETIME_SECONDS, metavar="SECONDS",
+    parser.add_argument("--max-lifetime", type=_checked("--max-lifetime", float, "a number of seconds"),
+                        default=gateway_module.MAX_LIFETIME_SECONDS, metavar="SECONDS",
                         help="close connections this old (default %(default)g, as AWS)")
-    parser.add_argument("--function-concurrency", type=_concurrency, default=DEFAULT_CONCURRENCY, metavar="N",
+    parser.add_argument("--function-concurrency", type=_checked("--function-concurrency", int, "a whole number"),
+                        default=DEFAULT_CONCURRENCY, metavar="N",
                         help="invocations each function runs at once; beyond that a frame is throttled at once, as by "
                         "Lambda, and answered \"Internal server error\" (default %(default)s)")
-    parser.add_argument("--inline-fanout-limit", type=_inline_limit, metavar="N",
+    parser.add_argument("--inline-fanout-limit", type=_checked("--inline-fanout-limit", int, "a whole number"),
+                        metavar="N",
                         help="members one publish posts to itself before it queues the others for the fan-out "
                         "function (default: the program's inlineFanoutLimit)")
-    parser.add_argument("--heartbeat-seconds", type=_positive_seconds, metavar="N",
-                        help="run the heartbeat schedule every N seconds instead of its minutes (for trying "
-                        "heartbeats with a short --idle-timeout); without a program, turns heartbeats on")
+    parser.add_argument("--heartbeat-seconds", type=_checked("--heartbeat-seconds", float, "a number of seconds"),
+                        metavar="N",
+                        help="turn heartbeats on and run them every N seconds instead of every "
+                        "heartbeatIntervalMinutes (for trying them with a short --idle-timeout)")
     parser.add_argument("--backend", metavar="URL",
-                        help="post every route's events to this HTTP backend (python -m channel_server.http_backend "
-                        "is one): replaces the URL a program's backendUrl declares; without a program, serves "
-                        "ChannelServer with this backend")
+                        help="serve every route from this HTTP backend, or from the reference backend "
+                        "(python -m channel_server.http_backend) that local mode starts itself with "
+                        "'--backend reference'; replaces the program's backendUrl, or turns it on")
     parser.add_argument("--authorizer", type=_authorizer_spec, metavar="PATH[:FUNCTION]",
                         help="run this Python file's FUNCTION (default handler) as the $connect authorizer's Lambda "
-                        "function: for a program whose authorizer names a function it does not define (or to replace "
-                        "the one it defines); without a program, serves ChannelServer with an authorizer")
+                        "function: turns the authorizer on, or gives the code of the one the program declares")
     parser.add_argument("--authorizer-identity-source", type=_identity_source, action="append", metavar="SOURCE",
                         dest="authorizer_identity_sources",
                         help="without a program, where the authorizer reads the identity (repeatable): "
@@ -770,10 +872,12 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     options = parser.parse_args(argv)
+    if options.program is not None and not options.program.exists():
+        parser.error(f"--program {options.program}: no such file or folder")
     if options.program is None:
         options.program = default_program()
-    if options.program is None and (options.stack or options.component):
-        parser.error("--stack and --component need a Pulumi program: give --program PATH, "
+    if options.program is None and (options.stack or options.component or options.config):
+        parser.error("--stack, --component and --config need a Pulumi program: give --program PATH, "
                      "or run from a folder with a Pulumi.yaml")
     problem = authorizer_problem(options.authorizer, options.authorizer_identity_sources, options.backend,
                                  served=options.program is not None)
@@ -804,6 +908,7 @@ def server_from(options: argparse.Namespace) -> LocalServer:
         authorizer=options.authorizer,
         authorizer_identity_sources=options.authorizer_identity_sources,
         handler_log_level=options.handler_log_level,
+        config=dict(options.config or ()),
     )
 
 
@@ -835,7 +940,6 @@ async def serve(options: argparse.Namespace) -> None:
         print(f"  Browser page:   {server.page_url} (join a channel, publish, ping)", flush=True)
         print(f"  Management API: {server.management_url}/@connections/{{connectionId}}", flush=True)
         print(f"  DynamoDB:       {server.dynamodb_endpoint} (table {server.table_name})", flush=True)
-        print(f"  SQS:            {server.sqs_endpoint} (fan-out queue)", flush=True)
         for line in server.extra_lines():
             print(f"  {line}", flush=True)
         print("Ctrl-C to stop.", flush=True)

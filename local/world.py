@@ -18,8 +18,10 @@ the component declares, and proves its wiring every time it starts.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import os
 import pickle
 import re
 import sys
@@ -221,16 +223,23 @@ def from_program(program: Callable[[], Any], component: str | None = None) -> Wo
 
 
 def from_project(path: str | Path, stack: str = "dev", component: str | None = None,
-                 *, stack_required: bool = False) -> World:
+                 *, stack_required: bool = False, config: Mapping[str, str] | None = None,
+                 turn_on: list[tuple[str, str, str]] | tuple[tuple[str, str, str], ...] = ()) -> World:
     """Read the world of the ChannelServer that the Pulumi project at ``path``
     (its folder or its program file) declares for ``stack``, run with the
     config ``pulumi up`` would give it: ``Pulumi.yaml``'s values overlaid with
-    ``Pulumi.<stack>.yaml``'s (which must exist when ``stack_required``)."""
+    ``Pulumi.<stack>.yaml``'s (which must exist when ``stack_required``), then
+    ``config`` (``--config KEY=VALUE``, as ``pulumi up --config`` would).
+
+    ``turn_on`` holds ``(flag, key, value)``: a local-mode flag that needs a
+    feature, and the config key and value that turn it on. Each is set when
+    the config leaves the feature off (the key unset, empty or 0) and
+    ``config`` does not name the key."""
     from .. import mocks
 
     try:
         project = mocks.Project.load(path)
-        _, secrets = project.config(stack, required=stack_required)
+        values, secrets = project.config(stack, required=stack_required)
     except mocks.ProjectError as exc:
         raise ProgramError(str(exc)) from None
     log = logging.getLogger("channel_server.local")
@@ -241,12 +250,26 @@ def from_project(path: str | Path, stack: str = "dev", component: str | None = N
             "secret config %s cannot be decrypted without the Pulumi CLI: the program gets a placeholder",
             ", ".join(secrets),
         )
+    overrides = dict(config or {})
+    if overrides:
+        log.info("config from --config: %s", ", ".join(f"{key}={value}" for key, value in overrides.items()))
+    for flag, key, value in turn_on:
+        if key in overrides or values.get(f"{project.name}:{key}") not in FEATURE_OFF:
+            continue
+        overrides[key] = value
+        log.info("%s: stack %s's config leaves %s off; serving the program with %s=%s for this run",
+                 flag, stack, key, key, value)
 
     try:
-        deployment = _deploy_isolated(lambda: project.deploy(stack, required=stack_required))
+        deployment = _deploy_isolated(lambda: project.deploy(stack, required=stack_required, overrides=overrides))
     except Exception as exc:
         raise ProgramError(f"{project.program} failed: {_describe(exc, project.program)}") from exc
     return _read(deployment, component, str(project.program))
+
+
+#: Config values that leave a feature off: Pulumi.yaml declares each feature's
+#: key with one of these as its default.
+FEATURE_OFF = (None, "", 0, "0", False, "false")
 
 
 def _describe(exc: BaseException, program: Path) -> str:
@@ -540,12 +563,15 @@ def scratch_dir() -> Path:
 
 
 def load_world(program: str | Path | None, stack: str, component: str | None, stack_required: bool,
-               stage: str | None, args: Mapping[str, Any] | None = None) -> World:
-    """The world of ``program`` (else ChannelServer with its defaults and
-    ``args``, on ``stage``): what ``LocalServer._load_world`` runs in its
-    child process (:func:`load_world_child`)."""
+               stage: str | None, args: Mapping[str, Any] | None = None, config: Mapping[str, str] | None = None,
+               turn_on: list[tuple[str, str, str]] | tuple[tuple[str, str, str], ...] = ()) -> World:
+    """The world of ``program`` (with ``config`` and ``turn_on``, see
+    :func:`from_project`; else ChannelServer with its defaults and ``args``,
+    on ``stage``): what ``LocalServer._load_world`` runs in its child process
+    (:func:`load_world_child`)."""
     if program is not None:
-        return from_project(program, stack, component, stack_required=stack_required)
+        return from_project(program, stack, component, stack_required=stack_required, config=config,
+                            turn_on=turn_on)
     return from_component(stage or "dev", args=args)
 
 
@@ -553,10 +579,19 @@ def load_world_child() -> None:
     """The child process of ``LocalServer._load_world``: the request as JSON
     on stdin; the World, or the ProgramError/WiringError, pickled on stdout.
     Its log lines go to stderr, which it shares with local mode."""
-    program, stack, component, stack_required, stage, level, args = json.load(sys.stdin)
+    # No cycle collection in this short-lived process, and no interpreter
+    # teardown at its end: Pulumi's runtime leaves event loops behind whose
+    # finalizers, run by a collection after their sockets' own, printed
+    # "Exception ignored in BaseEventLoop.__del__" tracebacks now and then.
+    gc.disable()
+    program, stack, component, stack_required, stage, level, args, config, turn_on = json.load(sys.stdin)
     logging.basicConfig(stream=sys.stderr, level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
     try:
-        outcome: Any = load_world(program, stack, component, stack_required, stage, args)
+        outcome: Any = load_world(program, stack, component, stack_required, stage, args, config,
+                                  [tuple(entry) for entry in turn_on])
     except (ProgramError, WiringError) as exc:
         outcome = exc
     sys.stdout.buffer.write(pickle.dumps(outcome))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -428,6 +428,42 @@ def test_after_max_reconnect_attempts_failures_in_a_row_the_client_gives_up() ->
     run(scenario())
 
 
+def test_each_reconnecting_event_says_why_the_close_then_each_failed_attempt() -> None:
+    class RefusingOnce(Scripted):
+        def _process_request(self, connection: ServerConnection, request: Any) -> Response | None:
+            refused = super()._process_request(connection, request)
+            self.refuse = None
+            return refused
+
+    async def drop(ws: ServerConnection, state: dict) -> None:
+        frame = await next_frame(ws, state)
+        await ws.send(json.dumps({"type": "joinSuccess", "channelId": frame["channelId"], "senderId": "a"}))
+        server.refuse = 503  # the next handshake only
+        await ws.close(1001, "Going away")
+
+    async def cut_the_rejoin(ws: ServerConnection, state: dict) -> None:
+        await next_frame(ws, state)
+        await ws.close(1011, "oops")
+
+    server = RefusingOnce(drop, cut_the_rejoin)
+
+    async def scenario() -> None:
+        events = Events()
+        async with server.running(), ChannelClient(server.url, backoff_initial=0.01, on_event=events) as client:
+            await client.join("c")
+            await events.wait_kind("ready")
+            reconnecting = [e.detail for e in events.seen if e.kind == "reconnecting"]
+            assert [(d["attempt"], d["reason"]) for d in reconnecting] == [
+                (1, "the connection closed (1001 Going away)"),
+                (2, "the server refused the connection: HTTP 503"),
+                (3, "could not rejoin c: the connection closed (1011 oops) before the reply to join; "
+                    "its effect is unknown"),
+            ]
+            assert client.connections == 3 and client.channel == "c"
+
+    run(scenario())
+
+
 def test_a_refused_first_connection_raises_connect_failed() -> None:
     server = Scripted()
     server.refuse = 401
@@ -559,10 +595,11 @@ def test_the_terminal_client_publishes_typed_lines_and_prints_messages(local_url
                 assert await line_from(cli.stdout, peer.sender_id) == f"{peer.sender_id}: two\\nlines"
                 await peer.publish({"k": "v"})
                 assert await line_from(cli.stdout, peer.sender_id) == f'{peer.sender_id}: {{"k": "v"}}'
-            cli.stdin.write(b"/ping 42\n/join $nope\n/frobnicate\n/quit\n")
+            # a command refused here is answered at once, requests when their reply comes
+            cli.stdin.write(b"/frobnicate\n/ping 42\n/join $nope\n/quit\n")
+            assert await line_from(cli.stderr, "!") == "! unknown command '/frobnicate'; /help lists them"
             assert (await line_from(cli.stderr, "* pong")).endswith(" ms: 42")
             assert await line_from(cli.stderr, "!") == "! join failed: channelId must not start with '$' (reserved)"
-            assert await line_from(cli.stderr, "!") == "! unknown command '/frobnicate'; /help lists them"
             assert await cli.wait() == 0
         finally:
             if cli.returncode is None:
@@ -610,14 +647,15 @@ def test_an_extra_that_includes_the_client_extra_needs_websockets_too(monkeypatc
 # --- docs ----------------------------------------------------------------------------------
 
 
-def test_the_readme_documents_every_exception_and_event_kind_of_the_client() -> None:
+def test_the_client_docs_list_every_exception_and_event_kind_of_the_client() -> None:
     import re
 
     import channel_server.client as client_module
 
     root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text()
-    section = readme.split("## Python client", 1)[1].split("\n## ", 1)[0]
+    page = (root / "docs" / "client.md").read_text()
+    # the client's section and its failures table
+    section = page.split("## The Python client", 1)[1].split("\n## Terminal client", 1)[0]
     errors = {name for name in client_module.__all__
               if isinstance(getattr(client_module, name), type)
               and issubclass(getattr(client_module, name), client_module.ChannelClientError)

@@ -1,14 +1,20 @@
 """The documentation against the code: every figure the docs state has one home in
-the code, and these tests fail when the prose drifts from it.
+the code (or is measured here), and these tests fail when the prose drifts from it.
 
-- README.md, "Configuration reference": one row per ``ChannelServerArgs`` field,
-  with its config key, ``Pulumi.yaml`` type, ``Settings`` default and the range
-  ``resolve`` enforces.
-- README.md, local mode's "Options": one row per flag of
-  ``python -m channel_server.local``, with the parser's default.
+- docs/configuration.md, "Configuration reference": one row per
+  ``ChannelServerArgs`` field, with its config key, ``Pulumi.yaml`` type,
+  ``Settings`` default and the range ``resolve`` enforces.
+- docs/local-mode.md, "Options": one row per flag of
+  ``python -m channel_server.local``, with the parser's default; its start-up
+  transcript (and the README's) is what local mode prints, line for line.
 - docs/architecture.md and docs/failure-semantics.md: retries, timeouts, pool
   widths, the fan-out's time reserve, join attempts, batch sizes, the retried
-  cancellation codes, the row TTL, the route permissions.
+  cancellation codes, the row TTL, the route permissions, the code archive's
+  size (measured).
+- README.md and every page in docs/: each relative link and ``#anchor``
+  resolves; ``Pulumi.yaml``'s runtime settings and local mode's messages are
+  quoted as the code has them; no page states a test count (it changes with
+  every test; pytest reports it).
 
 A figure is found by a sentence pattern over the doc's prose (line breaks and
 ``**`` emphasis removed). A pattern that matches nothing fails too, so rewording
@@ -19,7 +25,16 @@ wherever they turn up.
 
 from __future__ import annotations
 
+import inspect
+import io
+import os
 import re
+import select
+import signal
+import subprocess
+import sys
+import time
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +42,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from channel_server import archive
 from channel_server import args as args_module
 from channel_server.args import ChannelServerArgsError, Settings, config_key, resolve
+from channel_server.client import ChannelClient
 from channel_server import component
 from channel_server.handlers import app, protocol, sender, spec, store
 from channel_server.local import server as local_server
@@ -38,9 +55,18 @@ README = "README.md"
 ARCHITECTURE = "docs/architecture.md"
 FAILURES = "docs/failure-semantics.md"
 PROTOCOL = "docs/protocol.md"
+CONFIGURATION = "docs/configuration.md"
+LOCAL_MODE = "docs/local-mode.md"
+CLIENT = "docs/client.md"
 DOCS = (ARCHITECTURE, FAILURES)
-PROJECT_CONFIG = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+#: Every page a user reads: the README and each page in docs/.
+ALL_DOCS = (README, *sorted(str(path.relative_to(ROOT)) for path in (ROOT / "docs").glob("*.md")))
+PROJECT = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+PROJECT_CONFIG = PROJECT["config"]
+RUNTIME_OPTIONS = PROJECT["runtime"]["options"]
 FIELD_TYPES = args_module.field_kinds()  # field name -> str, int, float, bool, list or dict
+#: ChannelClient's keyword arguments and their defaults.
+CLIENT_DEFAULTS = {name: p.default for name, p in inspect.signature(ChannelClient).parameters.items()}
 
 
 # --- a small Markdown reader --------------------------------------------------------------
@@ -101,7 +127,7 @@ def code_spans(text: str) -> list[str]:
     return re.findall(r"`([^`]+)`", text)
 
 
-# --- README: the configuration reference ----------------------------------------------------
+# --- docs/configuration.md: the configuration reference ---------------------------------------
 
 
 @dataclass(frozen=True)
@@ -114,10 +140,10 @@ class ConfigRow:
 
 
 def config_rows() -> list[ConfigRow]:
-    (table,) = tables(section(read(README), "### Configuration reference"))
+    (table,) = tables(section(read(CONFIGURATION), "## Configuration reference"))
     rows = []
     for row in table:
-        assert len(row) == 5, f"README configuration row {row} should have 5 cells: key, type, default, meaning, field"
+        assert len(row) == 5, f"{CONFIGURATION} row {row} should have 5 cells: key, type, default, meaning, field"
         key, kind, default, meaning, field = row
         rows.append(ConfigRow(key.strip("`"), kind, default, meaning, field.strip("`")))
     return rows
@@ -136,7 +162,7 @@ def row_of(field: str) -> ConfigRow:
     for row in ROWS:
         if row.field == field:
             return row
-    pytest.fail(f"README configuration reference has no row for ChannelServerArgs field {field!r}")
+    pytest.fail(f"{CONFIGURATION}: the configuration reference has no row for ChannelServerArgs field {field!r}")
 
 
 def rendered_default(value: object) -> str:
@@ -153,9 +179,9 @@ def rendered_default(value: object) -> str:
 
 def test_configuration_table_has_exactly_one_row_per_args_field() -> None:
     counts = Counter(row.field for row in ROWS)
-    assert [field for field in ARGS_FIELDS if field not in counts] == [], "ChannelServerArgs fields missing from the README table"
-    assert sorted(set(counts) - set(ARGS_FIELDS)) == [], "README table rows for fields ChannelServerArgs does not have"
-    assert sorted(field for field, n in counts.items() if n > 1) == [], "fields with more than one README row"
+    assert [field for field in ARGS_FIELDS if field not in counts] == [], f"ChannelServerArgs fields missing from the table in {CONFIGURATION}"
+    assert sorted(set(counts) - set(ARGS_FIELDS)) == [], f"rows in {CONFIGURATION} for fields ChannelServerArgs does not have"
+    assert sorted(field for field, n in counts.items() if n > 1) == [], f"fields with more than one row in {CONFIGURATION}"
 
 
 @pytest.mark.parametrize("field", ARGS_FIELDS)
@@ -163,14 +189,14 @@ def test_configuration_row_key_is_the_fields_config_key(field: str) -> None:
     row = row_of(field)
     expected = (list(args_module.object_config_keys(field).values()) if field in args_module.OBJECT_FIELDS
                 else [config_key(field)])
-    assert row_keys(row) == expected, f"README row for {field}: keys {row_keys(row)}, but config_key gives {expected}"
+    assert row_keys(row) == expected, f"{CONFIGURATION} row for {field}: keys {row_keys(row)}, but config_key gives {expected}"
 
 
 @pytest.mark.parametrize("field", ARGS_FIELDS)
 def test_configuration_row_default_is_the_settings_default(field: str) -> None:
     row = row_of(field)
     expected = rendered_default(getattr(Settings(), field))
-    assert row.default == expected, f"README row `{row.key}`: default {row.default}, but Settings.{field} is {expected}"
+    assert row.default == expected, f"{CONFIGURATION} row `{row.key}`: default {row.default}, but Settings.{field} is {expected}"
 
 
 @pytest.mark.parametrize("field", ARGS_FIELDS)
@@ -184,7 +210,7 @@ def test_configuration_row_type_is_the_declared_config_type(field: str) -> None:
     else:
         assert None not in declared, f"`{row.key}` is not declared in Pulumi.yaml"
         expected = ", ".join(d["type"] for d in declared)
-    assert row.type == expected, f"README row `{row.key}`: type {row.type!r}, but Pulumi.yaml says {expected!r}"
+    assert row.type == expected, f"{CONFIGURATION} row `{row.key}`: type {row.type!r}, but Pulumi.yaml says {expected!r}"
 
 
 #: "128–10240 MB", "1–29 s", "1–128 letters": the allowed values of a field (en dash).
@@ -193,7 +219,7 @@ RANGE = re.compile(r"(\d+)–(\d+)")
 
 def stated_range(row: ConfigRow) -> tuple[int, int] | None:
     found = RANGE.findall(row.meaning)
-    assert len(found) <= 1, f"README row `{row.key}` states more than one range: {found}"
+    assert len(found) <= 1, f"{CONFIGURATION} row `{row.key}` states more than one range: {found}"
     return (int(found[0][0]), int(found[0][1])) if found else None
 
 
@@ -210,7 +236,7 @@ def accepts(field: str, value: object) -> bool:
 
 @pytest.mark.parametrize("field", RANGED)
 def test_configuration_row_range_is_what_resolve_accepts(field: str) -> None:
-    # GIVEN the range the README states (a number's, or a string's length)
+    # GIVEN the range the table states (a number's, or a string's length)
     row = row_of(field)
     low, high = stated_range(row)
 
@@ -223,7 +249,7 @@ def test_configuration_row_range_is_what_resolve_accepts(field: str) -> None:
     # THEN it accepts exactly the edges
     expected = {low - 1: False, low: True, high: True, high + 1: False}
     wrong = {n: "accepted" if ok else "refused" for n, ok in verdicts.items() if ok != expected[n]}
-    assert wrong == {}, f"README row `{row.key}` says {low}–{high}, but resolve({field}=…) {wrong}"
+    assert wrong == {}, f"{CONFIGURATION} row `{row.key}` says {low}–{high}, but resolve({field}=…) {wrong}"
 
 
 def test_the_backend_row_states_its_timeout_range_and_default() -> None:
@@ -236,20 +262,20 @@ def test_the_backend_row_states_its_timeout_range_and_default() -> None:
 def test_every_numeric_row_states_what_it_allows() -> None:
     numeric = [row for row in ROWS if FIELD_TYPES[row.field] in (int, float)]
     silent = [row.key for row in numeric if not stated_range(row) and "One of" not in row.meaning]
-    assert silent == [], "numeric README rows that state neither a range nor a list of values"
+    assert silent == [], f"numeric rows in {CONFIGURATION} that state neither a range nor a list of values"
 
 
 def test_log_retention_row_lists_cloudwatchs_values() -> None:
     row = row_of("log_retention_days")
     listed = re.search(r"One of [^:]*: ([\d, ]+)", row.meaning)
-    assert listed, f"README row `{row.key}` should list the accepted values after 'One of …:'"
+    assert listed, f"{CONFIGURATION} row `{row.key}` should list the accepted values after 'One of …:'"
     values = tuple(int(n) for n in listed.group(1).replace(",", " ").split())
-    assert values == args_module.LOG_RETENTION_DAYS, f"README row `{row.key}` lists {values}, args.LOG_RETENTION_DAYS is {args_module.LOG_RETENTION_DAYS}"
+    assert values == args_module.LOG_RETENTION_DAYS, f"{CONFIGURATION} row `{row.key}` lists {values}, args.LOG_RETENTION_DAYS is {args_module.LOG_RETENTION_DAYS}"
 
 
 def test_architecture_row_names_the_accepted_architectures() -> None:
     row = row_of("lambda_architecture")
-    assert tuple(code_spans(row.meaning)) == args_module.ARCHITECTURES, f"README row `{row.key}`: {row.meaning!r}, args.ARCHITECTURES is {args_module.ARCHITECTURES}"
+    assert tuple(code_spans(row.meaning)) == args_module.ARCHITECTURES, f"{CONFIGURATION} row `{row.key}`: {row.meaning!r}, args.ARCHITECTURES is {args_module.ARCHITECTURES}"
 
 
 # --- figures in the docs -----------------------------------------------------------------------
@@ -307,23 +333,47 @@ FIGURES = [
             "store.BATCH_ATTEMPTS", store.BATCH_ATTEMPTS),
     _figure(FAILURES, r"at most (\d+) KB", "protocol.API_GATEWAY_MAX_MESSAGE_BYTES / 1024",
             f"{protocol.API_GATEWAY_MAX_MESSAGE_BYTES / 1024:g}"),
-    _figure((*DOCS, README), r"(\d+) h (\d+) min", "spec.ROW_TTL_SECONDS", *hours_and_minutes(spec.ROW_TTL_SECONDS)),
-    _figure(README, r"limited to (\d+) characters", "protocol.MAX_CHANNEL_ID_LENGTH", protocol.MAX_CHANNEL_ID_LENGTH),
+    _figure(DOCS, r"(\d+) h (\d+) min", "spec.ROW_TTL_SECONDS", *hours_and_minutes(spec.ROW_TTL_SECONDS)),
+    _figure(ALL_DOCS, r"(\d+) h (\d+) min", "spec.ROW_TTL_SECONDS", *hours_and_minutes(spec.ROW_TTL_SECONDS),
+            required=False),
+    _figure(CONFIGURATION, r"limited to (\d+) characters", "protocol.MAX_CHANNEL_ID_LENGTH",
+            protocol.MAX_CHANNEL_ID_LENGTH),
+    _figure(ALL_DOCS, r"(?:limited to|at most) (\d+) characters", "protocol.MAX_CHANNEL_ID_LENGTH",
+            protocol.MAX_CHANNEL_ID_LENGTH, required=False),
     # large channels
-    _figure((README, ARCHITECTURE, PROTOCOL), r"in chunks of (\d{1,3}(?:,\d{3})*)", "spec.FANOUT_CHUNK_MEMBERS",
+    _figure((CONFIGURATION, ARCHITECTURE, PROTOCOL), r"in chunks of (\d{1,3}(?:,\d{3})*)", "spec.FANOUT_CHUNK_MEMBERS",
             f"{spec.FANOUT_CHUNK_MEMBERS:,}"),
-    _figure((README, ARCHITECTURE, FAILURES), r"after (\d+) receives", "component.FANOUT_MAX_RECEIVES",
+    _figure((CONFIGURATION, ARCHITECTURE, FAILURES), r"after (\d+) receives", "component.FANOUT_MAX_RECEIVES",
             component.FANOUT_MAX_RECEIVES),
-    _figure((README, ARCHITECTURE, FAILURES), r"kept (\d+) days", "component.DEAD_LETTER_RETENTION_SECONDS / 1 day",
+    _figure((CONFIGURATION, ARCHITECTURE, FAILURES), r"kept (\d+) days", "component.DEAD_LETTER_RETENTION_SECONDS / 1 day",
             component.DEAD_LETTER_RETENTION_SECONDS // 86400),
     _figure((ARCHITECTURE, FAILURES), r"(\d+) × the function timeout", "component.VISIBILITY_TIMEOUTS",
             component.VISIBILITY_TIMEOUTS),
-    _figure((README, ARCHITECTURE), r"(?:up to|at most) (\d+) (?:fan-out invocations run )?at once", "spec.FANOUT_MAX_CONCURRENCY",
+    _figure((CONFIGURATION, ARCHITECTURE), r"(?:up to|at most) (\d+) (?:fan-out invocations run )?at once", "spec.FANOUT_MAX_CONCURRENCY",
             spec.FANOUT_MAX_CONCURRENCY, required=False),
     _figure(ARCHITECTURE, r"retention (\d+) days", "spec.FANOUT_RETENTION_SECONDS / 1 day",
             spec.FANOUT_RETENTION_SECONDS // 86400),
     _figure(ARCHITECTURE, r"`CHANNEL_DYNAMODB_READ_TIMEOUT` \((\d+) s", "server.EMBEDDED_DYNAMODB_READ_TIMEOUT",
             local_server.EMBEDDED_DYNAMODB_READ_TIMEOUT),
+    # the Python client's defaults
+    _figure(CLIENT, r"`ping_interval` seconds \((\d+) by default\)", "ChannelClient(ping_interval=…)",
+            f"{CLIENT_DEFAULTS['ping_interval']:g}"),
+    _figure(CLIENT, r"`reply_timeout` \((\d+) s", "ChannelClient(reply_timeout=…)", f"{CLIENT_DEFAULTS['reply_timeout']:g}"),
+    _figure(CLIENT, r"`backoff_initial` ([\d.]+) s doubling up to `backoff_max` ([\d.]+) s",
+            "ChannelClient(backoff_initial=…, backoff_max=…)",
+            f"{CLIENT_DEFAULTS['backoff_initial']:g}", f"{CLIENT_DEFAULTS['backoff_max']:g}"),
+    _figure(CLIENT, r"`max_queue` \((\d+)\)", "ChannelClient(max_queue=…)", CLIENT_DEFAULTS["max_queue"]),
+    _figure(CLIENT, r"`max_incoming`, (\d{1,3}(?:,\d{3})*)", "ChannelClient(max_incoming=…)",
+            f"{CLIENT_DEFAULTS['max_incoming']:,}"),
+    # Pulumi.yaml's runtime, and the virtualenv tasks.py makes (the same one)
+    _figure(README, r"`toolchain: (\S+)` and `virtualenv: (\S+)`", "Pulumi.yaml runtime.options",
+            RUNTIME_OPTIONS["toolchain"], RUNTIME_OPTIONS["virtualenv"]),
+    _figure(ARCHITECTURE, r"Python runtime \(toolchain (\S+), virtualenv ([^)\s]+)\)", "Pulumi.yaml runtime.options",
+            RUNTIME_OPTIONS["toolchain"], RUNTIME_OPTIONS["virtualenv"]),
+    _figure(ALL_DOCS, r"Python runtime \((?:toolchain )?(\w+), (?:virtualenv )?([^)\s]+?)/?\)",
+            "Pulumi.yaml runtime.options", RUNTIME_OPTIONS["toolchain"], RUNTIME_OPTIONS["virtualenv"], required=False),
+    _figure(README, r"the same `([^`]+)/` that `python3 tasks.py` creates", "tasks.VENV_NAME",
+            RUNTIME_OPTIONS["virtualenv"]),
 ]
 
 
@@ -401,10 +451,10 @@ def test_architecture_example_rows_expire_after_the_row_ttl() -> None:
 
 
 
-# --- README: local mode's options ----------------------------------------------------------
+# --- docs/local-mode.md: local mode's options ------------------------------------------------
 
 
-def test_the_readme_lists_every_local_mode_option_with_its_default():
+def test_the_local_mode_page_lists_every_option_with_its_default():
     from channel_server.local.server import build_parser
 
     flags = {
@@ -413,11 +463,11 @@ def test_the_readme_lists_every_local_mode_option_with_its_default():
         if action.option_strings and action.dest != "help"
     }
     table = {}
-    for line in section(read(README), "### Options").splitlines():
+    for line in section(read(LOCAL_MODE), "## Options").splitlines():
         if line.startswith("| `--"):
             flag, default = cells(line)[:2]
             table[flag.strip("`").split()[0]] = default
-    assert sorted(table) == sorted(flags), "the README's local-mode options and --help name different flags"
+    assert sorted(table) == sorted(flags), f"{LOCAL_MODE}'s options and --help name different flags"
     for flag, action in flags.items():
         if action.default is None:
             continue  # derived (the program, its stack, the embedded DynamoDB): said in words
@@ -427,4 +477,224 @@ def test_the_readme_lists_every_local_mode_option_with_its_default():
             code = f"{action.default:g}"
         else:
             code = str(action.default)
-        assert table[flag] == f"`{code}`", f"README says {flag} defaults to {table[flag]}; the code says {code}"
+        assert table[flag] == f"`{code}`", f"{LOCAL_MODE} says {flag} defaults to {table[flag]}; the code says {code}"
+
+
+def test_pulumi_yamls_virtualenv_is_the_one_tasks_py_makes() -> None:
+    # the README's "the same .venv/ that python3 tasks.py creates" (a figure above) says so
+    venv_name = re.search(r'^VENV_NAME = "([^"]+)"$', read("tasks.py"), re.M)
+    assert venv_name, "tasks.py: no line VENV_NAME = \"…\""
+    assert venv_name.group(1) == RUNTIME_OPTIONS["virtualenv"], (
+        f"tasks.py makes {venv_name.group(1)}/, but Pulumi.yaml's virtualenv is {RUNTIME_OPTIONS['virtualenv']}"
+    )
+
+
+# --- figures measured here -------------------------------------------------------------------
+
+
+def zipped_kb(files: dict[str, str]) -> float:
+    """The files zipped as the archive is (deflated), in KB."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for name, text in files.items():
+            zipped.writestr(name, text)
+    return len(buffer.getvalue()) / 1024
+
+
+def test_the_archive_sizes_the_docs_state_are_measured() -> None:
+    # GIVEN the handler archive as the component builds it, and the same modules as written
+    shipped = zipped_kb(archive.handler_sources())
+    as_written = zipped_kb({name: path.read_text(encoding="utf-8") for name, path in archive.handler_files().items()})
+
+    # THEN the sentence that states both is within a KB of each ("about N KB")
+    stated = re.search(r"The archive is about (\d+) KB zipped, against about (\d+) KB for the sources as written",
+                       prose(read(ARCHITECTURE)))
+    assert stated, f"{ARCHITECTURE}: no sentence 'The archive is about N KB zipped, against about M KB for the sources as written'"
+    for said, measured, what in ((stated.group(1), shipped, "the archive"), (stated.group(2), as_written, "the sources")):
+        assert abs(int(said) - measured) < 1, f"{ARCHITECTURE} says {what} is about {said} KB zipped; it is {measured:.1f} KB"
+
+    # AND no page states another size of it
+    for doc in ALL_DOCS:
+        for said in re.findall(r"(\d+(?:\.\d+)?) KB zipped", prose(read(doc))):
+            assert abs(float(said) - shipped) < 1, f"{doc} says the archive is {said} KB zipped; it is {shipped:.1f} KB"
+
+
+@pytest.mark.parametrize("doc", ALL_DOCS)
+def test_no_page_states_a_test_count(doc: str) -> None:
+    # the count changes with every test added; pytest reports it, the docs need not
+    counts = re.findall(r"\b\d[\d,]* tests\b", prose(read(doc)))
+    assert counts == [], f"{doc} states a test count: {counts}"
+
+
+def test_the_port_in_use_message_quoted_is_local_modes() -> None:
+    message = f"cannot start: {local_server.PortInUse('127.0.0.1', 8080)}"
+    for doc in (README, LOCAL_MODE):
+        assert message in prose(read(doc)), f"{doc} should quote local mode's message for a taken port: {message!r}"
+
+
+# --- the start-up transcript --------------------------------------------------------------------
+
+
+START_COMMAND = "$ python3 tasks.py local"
+READY_LINE = "Ctrl-C to stop."
+START_TIMEOUT = 120  # seconds: only so that a broken start fails instead of hanging
+
+
+def fenced_blocks(text: str) -> list[tuple[str, list[str]]]:
+    """Every fenced code block: its language and its lines."""
+    blocks, language, lines = [], None, []
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if language is None:
+                language, lines = line[3:].strip(), []
+            else:
+                blocks.append((language, lines))
+                language = None
+        elif language is not None:
+            lines.append(line)
+    return blocks
+
+
+def startup_transcript(doc: str) -> list[str]:
+    """The lines a doc shows local mode printing at start: a console block that
+    begins with ``$ python3 tasks.py local``, up to ``Ctrl-C to stop.``."""
+    for language, lines in fenced_blocks(read(doc)):
+        if language in ("console", "text") and lines[:1] == [START_COMMAND] and READY_LINE in lines:
+            return lines[1:lines.index(READY_LINE) + 1]
+    pytest.fail(f"{doc}: no console block starting with {START_COMMAND!r} that shows {READY_LINE!r}")
+
+
+def normalized(line: str) -> str:
+    """A start-up line without what differs between runs and machines: the time,
+    ports, the program's folder, the table's random suffix."""
+    line = re.sub(r"^\d\d:\d\d:\d\d ", "", line)
+    line = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", line)
+    line = re.sub(r"running \S*/__main__\.py", "running …/__main__.py", line)
+    line = re.sub(r"-connections-[0-9a-f]+\)", "-connections-…)", line)
+    return line.rstrip()
+
+
+@pytest.fixture(scope="module")
+def printed_at_start() -> list[str]:
+    """What ``python -m channel_server.local`` prints in this repository (this
+    folder's program, the dev stack) up to ``Ctrl-C to stop.``; it is stopped
+    with SIGTERM once that line is out."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "channel_server.local", "--port", "0"], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    output = b""
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while READY_LINE.encode() not in output:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"local mode did not print {READY_LINE!r} in time:\n{output.decode(errors='replace')}"
+            ready, _, _ = select.select([process.stdout], [], [], remaining)
+            if ready:
+                chunk = os.read(process.stdout.fileno(), 65536)
+                assert chunk, f"local mode exited before {READY_LINE!r}:\n{output.decode(errors='replace')}"
+                output += chunk
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=START_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    lines = output.decode(errors="replace").splitlines()
+    return lines[:lines.index(READY_LINE) + 1]
+
+
+@pytest.mark.parametrize("doc", (README, LOCAL_MODE))
+def test_the_start_up_transcript_is_what_local_mode_prints(doc: str, printed_at_start: list[str]) -> None:
+    shown = [normalized(line) for line in startup_transcript(doc)]
+    printed = [normalized(line) for line in printed_at_start]
+    assert shown == printed, f"{doc}'s start-up transcript differs from what local mode prints"
+
+
+# --- links ------------------------------------------------------------------------------------
+
+
+def github_anchor(heading: str) -> str:
+    """The ``#anchor`` GitHub gives a heading: lower case, Markdown's code and
+    emphasis marks and every character but letters, digits, ``-``, ``_`` and
+    spaces dropped, spaces turned into ``-``."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link: its text
+    text = re.sub(r"[^\w\- ]", "", text.replace("`", "").lower())
+    return text.replace(" ", "-")
+
+
+def anchors(doc: str) -> set[str]:
+    """Every heading's anchor in a Markdown file (a repeated heading gets -1, -2, …)."""
+    found: set[str] = set()
+    seen: Counter = Counter()
+    fenced = False
+    for line in read(doc).splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        heading = re.match(r"#{1,6} (.*)", line)
+        if heading and not fenced:
+            anchor = github_anchor(heading.group(1).strip())
+            found.add(anchor if not seen[anchor] else f"{anchor}-{seen[anchor]}")
+            seen[anchor] += 1
+    return found
+
+
+def relative_links(doc: str) -> list[str]:
+    """The targets of a file's Markdown links and images that are not URLs
+    (outside code blocks and code spans)."""
+    targets = []
+    fenced = False
+    for line in read(doc).splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced:
+            continue
+        line = re.sub(r"`[^`]*`", "", line)
+        targets.extend(re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", line))
+    return [target for target in targets if not re.match(r"[a-z][a-z0-9+.-]*:", target)]
+
+
+def test_the_link_reader_finds_links_and_anchors() -> None:
+    # a check that reads nothing would pass: the README has links of both kinds
+    assert "#try-it-locally" in relative_links(README)
+    assert "docs/local-mode.md" in relative_links(README)
+    assert github_anchor("From TypeScript, Go, C#, YAML or another Python program") == (
+        "from-typescript-go-c-yaml-or-another-python-program")
+    assert github_anchor("`$connect` authorization") == "connect-authorization"
+    assert github_anchor("4.1 Every reason string") == "41-every-reason-string"
+
+
+@pytest.mark.parametrize("doc", ALL_DOCS)
+def test_every_relative_link_and_anchor_resolves(doc: str) -> None:
+    broken = []
+    for target in relative_links(doc):
+        path, _, anchor = target.partition("#")
+        file = (ROOT / doc).parent / path if path else ROOT / doc
+        if not file.exists():
+            broken.append(f"{target}: no file {file.relative_to(ROOT) if file.is_relative_to(ROOT) else file}")
+        elif anchor and file.suffix == ".md" and anchor not in anchors(str(file.resolve().relative_to(ROOT))):
+            broken.append(f"{target}: no heading with the anchor #{anchor}")
+    assert broken == [], f"{doc} has links that do not resolve"
+
+
+# --- option tables stay tables -----------------------------------------------------------------
+
+
+#: The longest explanation a table cell may hold; longer ones go in prose below the table.
+MAX_CELL = 120
+
+
+def cell_text(cell: str) -> str:
+    """A cell as it reads: links as their text, a list of allowed values as "One of …"."""
+    text = re.sub(r"\]\([^)]*\)", "]", cell)
+    return re.sub(r"(One of [^:]*): [\d, ]+", r"\1: …", text)
+
+
+@pytest.mark.parametrize(("doc", "heading"), [(CONFIGURATION, "## Configuration reference"), (LOCAL_MODE, "## Options")])
+def test_option_table_cells_stay_short(doc: str, heading: str) -> None:
+    (table,) = tables(section(read(doc), heading))
+    long_cells = [f"{row[0]}: {len(cell_text(cell))} characters" for row in table for cell in row[1:]
+                  if len(cell_text(cell)) > MAX_CELL]
+    assert long_cells == [], f"{doc}, {heading!r}: cells over {MAX_CELL} characters; say more in prose below the table"
+

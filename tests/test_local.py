@@ -529,16 +529,21 @@ def test_management_api_refuses_requests_that_are_not_sigv4_signed(server, clien
     assert target.nothing_more()  # nothing was posted, and the connection is still open
 
 
-def test_the_management_api_answers_only_this_machine_unless_opened():
+def test_the_management_api_answers_only_loopback_unless_opened():
     from channel_server.local.gateway import management_refusal
 
     signed = {"Authorization": "AWS4-HMAC-SHA256 Credential=local/20261126/us-east-1/execute-api/aws4_request, "
                                "SignedHeaders=host;x-amz-date, Signature=" + "a" * 64, "X-Amz-Date": "20261126T000000Z"}
-    for here in ("127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"):
-        assert management_refusal(here, signed) is None, here
-    for elsewhere in ("10.0.0.7", "192.168.1.2", "2001:db8::1", None):
-        assert management_refusal(elsewhere, signed).startswith("the management API answers only this machine")
+    for loopback in ("127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"):
+        assert management_refusal(loopback, signed) is None, loopback
+    # this machine's own other addresses are refused too: the check is loopback-only
+    for elsewhere in ("10.0.0.7", "192.168.1.2", "2001:db8::1"):
+        assert management_refusal(elsewhere, signed) == (
+            f"the management API answers only loopback addresses, not {elsewhere} "
+            "(call it on 127.0.0.1, or start local mode with --management-from-anywhere)")
         assert management_refusal(elsewhere, signed, from_anywhere=True) is None
+    assert management_refusal(None, signed).startswith(
+        "the management API answers only loopback addresses, not an unknown address ")
 
 
 # --- API Gateway's limits ---------------------------------------------------------------------

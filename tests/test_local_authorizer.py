@@ -244,7 +244,7 @@ def test_authorizer_with_a_program_without_an_authorizer_is_refused(tmp_path):
     plain = project(tmp_path / "plain", NO_AUTHORIZER)
     server = LocalServer(port=0, program=plain, authorizer=str(auth))
     with pytest.raises(local_world.ProgramError, match=r"^--authorizer: the program's ChannelServer has no "
-                       r"authorizer on \$connect; set authorizerFunctionArn in its stack config"):
+                       r"authorizer on \$connect, and the config key authorizerFunctionArn does not turn it on"):
         server._check_world(local_world.from_project(plain))
 
 

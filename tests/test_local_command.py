@@ -306,29 +306,3 @@ def test_sigterm_delivers_disconnect_to_everyone(dynamodb):
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-@pytest.mark.parametrize("latency", ["1000", "2000", "-1"])
-def test_a_management_latency_the_handlers_cannot_survive_is_refused_with_the_reason(latency):
-    from channel_server.handlers.sender import READ_TIMEOUT
-
-    result = subprocess.run([*COMMAND, "--port", "0", "--management-latency-ms", latency],
-                            capture_output=True, text=True, timeout=TIMEOUT)
-
-    assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.strip().endswith(
-        f"argument --management-latency-ms: must be from 0 to below 1000; the handlers wait at most "
-        f"{READ_TIMEOUT:g} s for the management API's answer, so longer round trips would time out and deliver nothing"
-    )
-
-
-@pytest.mark.parametrize("value, reason", [("0", "0: a function runs at least 1 invocation at once"),
-                                           ("many", "'many' is not a whole number")])
-def test_a_function_concurrency_below_one_is_refused_with_the_reason(value, reason, capsys):
-    from channel_server.local.server import parse_args
-
-    with pytest.raises(SystemExit) as exited:
-        parse_args(["--function-concurrency", value])
-
-    assert exited.value.code == 2
-    assert capsys.readouterr().err.strip().endswith(f"argument --function-concurrency: {reason}")

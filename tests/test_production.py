@@ -175,7 +175,7 @@ def test_the_authorizer_defaults_to_the_token_query_parameter() -> None:
      "function (type REQUEST)"),
     ({"function_arn": AUTHORIZER, "type": "TOKEN"}, "use REQUEST"),
     ({"function_arn": AUTHORIZER, "result_ttl_seconds": 300},
-     "authorizer.result_ttl_seconds=300: API Gateway caches authorizer results only for HTTP APIs"),
+     "authorizer.result_ttl_seconds=300: of the v2 API types, API Gateway caches authorizer results only for HTTP APIs"),
     ({"function_arn": AUTHORIZER, "identity_sources": ["method.request.header.Auth"]}, "must be a non-empty list"),
     ({"function_arn": AUTHORIZER, "identity_sources": []}, "must be a non-empty list"),
     ({"function_arn": AUTHORIZER, "identity_sources": "route.request.querystring.token"}, "must be a non-empty list"),

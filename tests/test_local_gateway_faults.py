@@ -1,0 +1,274 @@
+"""Local mode's API Gateway when things go wrong around it: an authorizer that
+refuses (by raising, the documented way) or crashes, a management API sender
+that dies mid-post, local mode stopping with publishes under way, and frames
+at the edges of API Gateway's limits (invalid UTF-8, a message in thousands
+of compressed fragments).
+
+Every wait ends on a reply, a close, a log record or a marker line; TIMEOUT
+only bounds a broken build.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import re
+import socket
+import struct
+import uuid
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect as connect_sync
+
+from channel_server.handlers import spec
+from channel_server.local.server import running
+from support.local_mode import served_world
+from test_local import TIMEOUT, Client, newest_connection, wait_until
+
+#: An authorizer that refuses in each way one can: ``raise
+#: Exception("Unauthorized")`` (plainly, and while handling another error), a
+#: crash, and a deny policy for a token that first prints a marker line.
+AUTHORIZER = '''
+import sys
+
+
+def handler(event, context):
+    token = event["queryStringParameters"]["token"]
+    if token == "nobody":
+        raise Exception("Unauthorized")
+    if token == "unknown":
+        try:
+            {}[token]
+        except KeyError:
+            raise Exception("Unauthorized")
+    if token == "crash":
+        raise RuntimeError("the token service is down")
+    print(token, file=sys.stderr)  # a marker: everything printed before it has been relayed
+    return {"principalId": token, "policyDocument": {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Action": "execute-api:Invoke", "Resource": event["methodArn"]}]}}
+'''
+
+
+def refused_with(url: str) -> int:
+    with pytest.raises(InvalidStatus) as refused:
+        with connect_sync(url, open_timeout=TIMEOUT):
+            pass
+    return refused.value.response.status_code
+
+
+# --- an authorizer's refusals ---------------------------------------------------------------------
+
+
+def test_each_refused_handshake_is_one_log_line_and_the_authorizers_tracebacks_go_to_debug(
+        tmp_path, capsys, caplog):
+    caplog.set_level(logging.DEBUG, logger="channel_server.local")
+    (tmp_path / "auth.py").write_text(AUTHORIZER)
+    with running(port=0, authorizer=str(tmp_path / "auth.py")) as server:
+        capsys.readouterr()
+        caplog.clear()
+        assert refused_with(f"{server.url}?token=nobody") == 401
+        assert refused_with(f"{server.url}?token=unknown") == 401
+        assert refused_with(f"{server.url}?token=crash") == 500
+        marker = f"marker-{uuid.uuid4().hex}"
+        assert refused_with(f"{server.url}?token={marker}") == 403
+        # the authorizer printed the marker after every traceback of the refusals above
+        stderr: list[str] = []
+        wait_until(lambda: stderr.append(capsys.readouterr().err) or marker in "".join(stderr))
+
+    relayed = "".join(stderr)
+    assert relayed.splitlines() == [marker]  # no traceback, no chained one's lines
+    said = [re.sub(r"connect \S+ ", "connect ID ", r.getMessage()) for r in caplog.records
+            if r.levelno >= logging.INFO and "by the authorizer" in r.getMessage()]
+    arn = "arn:aws:execute-api:us-east-1:123456789012:local/dev/$connect"
+    assert said == [
+        "connect ID rejected 401 by the authorizer: the authorizer answered Unauthorized",
+        "connect ID rejected 401 by the authorizer: the authorizer answered Unauthorized",
+        "connect ID rejected 500 by the authorizer: the authorizer failed: local-authorizer: RuntimeError: "
+        "the token service is down",
+        f"connect ID rejected 403 by the authorizer: the authorizer's policy denies {arn}",
+    ]
+    tracebacks = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG and "Traceback" in r.getMessage()]
+    # one for each refusal by an error: the plain one, the chained one (with its cause), the crash
+    assert [t.splitlines()[-1] for t in tracebacks] == [
+        "Exception: Unauthorized", "Exception: Unauthorized", "RuntimeError: the token service is down",
+    ]
+    assert "KeyError: 'unknown'" in tracebacks[1]
+    assert all(t.startswith("[local-authorizer] ") for t in tracebacks)
+
+
+# --- the management API ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running(port=0, world=served_world()) as server:
+        yield server
+
+
+def test_a_management_post_whose_sender_resets_mid_body_is_one_log_line(server, caplog):
+    caplog.set_level(logging.INFO)
+    before = set(server.gateway.connections)
+    member = Client(server.url)
+    try:
+        connection_id = newest_connection(server, before)
+        body = json.dumps({"type": "message", "data": "x" * 5000}).encode()
+        head = (
+            f"POST /{server.stage}/@connections/{connection_id} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{server.port}\r\n"
+            "Authorization: AWS4-HMAC-SHA256 Credential=local/20261126/us-east-1/execute-api/aws4_request, "
+            f"SignedHeaders=host;x-amz-date, Signature={'a' * 64}\r\n"
+            "X-Amz-Date: 20261126T000000Z\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "Expect: 100-continue\r\n\r\n"  # its answer says the request reached its handler
+        ).encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sender:
+            sender.sendall(head)
+            assert sender.recv(100).startswith(b"HTTP/1.1 100 Continue")
+            sender.sendall(body[:100])
+            # reset, as the kernel does for a killed process with unread data: no FIN, an RST
+            sender.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        wait_until(lambda: [r for r in caplog.records if r.levelno >= logging.WARNING])
+
+        said = [(r.name, r.levelname, r.getMessage(), r.exc_info) for r in caplog.records
+                if r.levelno >= logging.WARNING]
+        assert said == [(
+            "channel_server.local", "WARNING",
+            f"management API: the POST to {connection_id} broke off before its body ended "
+            "(ConnectionResetError); nothing was sent",
+            None,
+        )]
+        assert member.nothing_more()  # nothing was posted, and the connection is open
+    finally:
+        member.close()
+
+
+# --- stopping ----------------------------------------------------------------------------------------
+
+
+MEMBERS = 6
+PUBLISHES = 3
+
+
+def posting_one_member_at_a_time():
+    """ChannelServer's world, its publishes posting to one member at a time:
+    with a management latency, a publish to a few members is under way long
+    enough for local mode to stop in its middle."""
+    world = served_world()
+    publish = world.routes["publish"]
+    routes = {**world.routes, "publish": dataclasses.replace(
+        publish, environment={**publish.environment, spec.ENV_POSTS_IN_FLIGHT: "1"})}
+    return dataclasses.replace(world, routes=routes)
+
+
+def frames_until_closed(client: Client) -> tuple[list[dict], int]:
+    """Every frame the client got, and the close code it got last."""
+    frames = []
+    while True:
+        try:
+            frames.append(json.loads(client.ws.recv(timeout=TIMEOUT)))
+        except ConnectionClosed as closed:
+            return frames, closed.rcvd.code if closed.rcvd else None
+
+
+def test_once_stopping_handshakes_are_refused_and_the_management_api_still_answers(caplog):
+    import boto3
+
+    caplog.set_level(logging.INFO, logger="channel_server.local")
+    with running(port=0, world=served_world()) as server:
+        before = set(server.gateway.connections)
+        member = Client(server.url)
+        try:
+            connection_id = newest_connection(server, before)
+            server.gateway.refuse_connections()  # what stop() does first
+
+            assert refused_with(server.url) == 503
+            assert "connect refused 503: local mode is stopping" in caplog.messages
+            client = boto3.client("apigatewaymanagementapi", endpoint_url=server.management_url,
+                                  region_name="us-east-1", aws_access_key_id="local", aws_secret_access_key="local")
+            client.post_to_connection(ConnectionId=connection_id, Data=b'{"type":"message","data":"still here"}')
+            assert member.recv() == {"type": "message", "data": "still here"}
+        finally:
+            member.close()
+
+
+def test_stopping_lets_the_publishes_under_way_reach_every_member(capsys):
+    # GIVEN members of a channel, three of whom publish, each publish posting
+    # to one member at a time through a management API with a round trip of 100 ms
+    with running(port=0, world=posting_one_member_at_a_time(), management_latency_ms=100) as server:
+        members = [Client(server.url) for _ in range(MEMBERS)]
+        for member in members:
+            member.join("room")
+        for number, publisher in enumerate(members[:PUBLISHES]):
+            publisher.send({"type": "publish", "channelId": "room", "data": f"news {number}"})
+        # WHEN local mode stops while the three publishes are being handled
+        wait_until(lambda: server.gateway.frames_in_flight == PUBLISHES)
+
+    # THEN each member got every other member's news before its connection closed (1001)
+    try:
+        for index, member in enumerate(members):
+            frames, code = frames_until_closed(member)
+            news = sorted(f["data"] for f in frames if f["type"] == "message")
+            assert news == [f"news {n}" for n in range(PUBLISHES) if n != index], index
+            if index < PUBLISHES:
+                assert [f["type"] for f in frames if f["type"].startswith("publish")] == ["publishSuccess"]
+            assert code == 1001
+        # and nothing failed on the way
+        assert "delivery failed" not in capsys.readouterr().err
+    finally:
+        for member in members:
+            member.close()
+
+
+# --- frames at API Gateway's limits ----------------------------------------------------------------
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, TIMEOUT))
+
+
+def test_invalid_utf8_in_a_text_frame_closes_the_connection_with_1007(server):
+    async def send_invalid_utf8() -> int:
+        async with connect(server.url) as ws:
+            await ws.send(b'{"type":"ping","data":"\xff"}', text=True)
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            return closed.value.rcvd.code
+
+    assert run(send_invalid_utf8()) == 1007
+
+
+def test_permessage_deflate_is_negotiated_as_api_gateway_does(server):
+    async def extensions() -> str:
+        async with connect(server.url, compression="deflate") as ws:
+            return ws.response.headers.get("Sec-WebSocket-Extensions", "")
+
+    assert run(extensions()).startswith("permessage-deflate")
+
+
+def test_a_message_of_20000_bytes_in_20000_compressed_fragments_is_counted_as_20000_bytes(server):
+    frame = json.dumps({"type": "ping", "data": "x" * (20_000 - 28)})
+    assert len(frame) == 20_000
+
+    async def ping_in_fragments() -> dict:
+        async with connect(server.url, compression="deflate") as ws:
+            await ws.send(iter(frame))  # one fragment a character, each compressed: 140,000 bytes in all
+            return json.loads(await ws.recv())
+
+    assert run(ping_in_fragments()) == {"type": "pong", "data": "x" * (20_000 - 28)}
+
+
+def test_a_compressed_message_over_128_kb_still_closes_the_connection_with_1009(server):
+    async def send_compressed() -> int:
+        async with connect(server.url, compression="deflate") as ws:
+            # about 400 bytes compressed, 128 KB and one byte once inflated
+            await ws.send(json.dumps({"type": "ping", "data": "x" * (128 * 1024 - 27)}))
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            return closed.value.rcvd.code
+
+    assert run(send_compressed()) == 1009
