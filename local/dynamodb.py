@@ -121,6 +121,34 @@ def _quicker_dispatch() -> None:
 _quicker_dispatch()
 
 
+class _Untracked(list):
+    """An instance tracker that keeps nothing."""
+
+    def append(self, instance: Any) -> None:
+        pass
+
+
+def _untracked_models() -> None:
+    """Keep moto's DynamoDB and SQS models out of its instance tracker.
+
+    moto keeps a reference to every model object it ever creates, for its
+    server's dashboard (``BaseModel.instances_tracked``), and DynamoDB makes an
+    ``Item`` for every row a query, scan or write returns: a long-running local
+    mode held every row every publish had read (and the thorough property run
+    grew by tens of KB an example). Nothing here uses the dashboard.
+    """
+    import moto.dynamodb.models  # noqa: F401 - defines the models, so they are in model_data
+    import moto.sqs.models  # noqa: F401
+    from moto.core.model_instances import model_data
+
+    for service in ("dynamodb", "sqs"):
+        for model in model_data.get(service, {}).values():
+            model.instances_tracked = _Untracked()
+
+
+_untracked_models()
+
+
 class _ByTarget:
     """moto's dispatcher, except that a request whose ``X-Amz-Target`` names
     DynamoDB's or SQS's JSON API goes straight to that service's app.
@@ -226,6 +254,7 @@ class EmbeddedDynamoDB:
         import urllib.request
 
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=5).read()
+        _untracked_models()  # moto's reset gives every model a new tracker
 
     def __enter__(self) -> "EmbeddedDynamoDB":
         return self.start()

@@ -68,6 +68,25 @@ def test_transactions_copy_no_table(dynamodb: Any, table: str) -> None:
     assert len(rows(dynamodb, table)) == 50
 
 
+def test_rows_read_and_written_are_not_kept_once_answered(dynamodb: Any, table: str) -> None:
+    """moto keeps every model object it makes for its dashboard: every row a
+    query, scan or write handled stayed alive, so a long-running local mode
+    held every row each publish had read."""
+    from moto.dynamodb.models import Item
+
+    def items_alive() -> int:
+        gc.collect()
+        return sum(isinstance(thing, Item) for thing in gc.get_objects())
+
+    for number in range(20):
+        dynamodb.put_item(TableName=table, Item=put(f"conn{number}", "lobby"))
+    stored = items_alive()
+    for _ in range(20):
+        assert len(rows(dynamodb, table)) == 20
+
+    assert items_alive() == stored
+
+
 def test_a_request_that_arrives_later_does_not_overtake_one_that_waits() -> None:
     """A plain lock let a thread that had just been served take the lock again
     ahead of requests already waiting (for seconds, under load, past the
