@@ -17,12 +17,10 @@ import importlib
 import json
 import re
 import sys
-import textwrap
 from pathlib import Path
 
-import pytest
-
 from support.doc_commands import ROOT, Command, Shell, documented, free_port, run, with_ports
+from test_docs import normalized, startup_transcript
 
 #: Why some commands are not run here: they need what this machine cannot have.
 NO_PULUMI_CLI = "not run: needs the Pulumi CLI and an AWS account (tests/test_program.py runs the program under mocks)"
@@ -122,6 +120,10 @@ def test_local_mode_serves_the_documented_clients() -> None:
     try:
         local.wait_for(r"^Ctrl-C to stop\.$")
         assert f"WebSocket URL:  ws://127.0.0.1:{port}/dev" in local.output
+        # what it printed is the start-up transcript the docs show
+        printed = [normalized(line) for line in local.lines]
+        for doc in ("README.md", "docs/local-mode.md"):
+            assert [normalized(line) for line in startup_transcript(doc)] == printed, doc
 
         # WHEN terminal A and terminal B talk in lobby with the terminal client
         client = with_ports(the(r"\.venv/bin/python -m channel_server\.client ws://127\.0\.0\.1:8080/dev "

@@ -18,7 +18,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from support.doc_commands import PATIENCE, Shell, documented, free_port, with_ports
+from support.doc_commands import PATIENCE, Shell, free_port, with_ports
 
 
 def the(pattern: str) -> str:

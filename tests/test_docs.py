@@ -27,13 +27,7 @@ from __future__ import annotations
 
 import inspect
 import io
-import os
 import re
-import select
-import signal
-import subprocess
-import sys
-import time
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -537,7 +531,6 @@ def test_the_port_in_use_message_quoted_is_local_modes() -> None:
 
 START_COMMAND = "$ python3 tasks.py local"
 READY_LINE = "Ctrl-C to stop."
-START_TIMEOUT = 120  # seconds: only so that a broken start fails instead of hanging
 
 
 def fenced_blocks(text: str) -> list[tuple[str, list[str]]]:
@@ -574,41 +567,8 @@ def normalized(line: str) -> str:
     return line.rstrip()
 
 
-@pytest.fixture(scope="module")
-def printed_at_start() -> list[str]:
-    """What ``python -m channel_server.local`` prints in this repository (this
-    folder's program, the dev stack) up to ``Ctrl-C to stop.``; it is stopped
-    with SIGTERM once that line is out."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "channel_server.local", "--port", "0"], cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    output = b""
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while READY_LINE.encode() not in output:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"local mode did not print {READY_LINE!r} in time:\n{output.decode(errors='replace')}"
-            ready, _, _ = select.select([process.stdout], [], [], remaining)
-            if ready:
-                chunk = os.read(process.stdout.fileno(), 65536)
-                assert chunk, f"local mode exited before {READY_LINE!r}:\n{output.decode(errors='replace')}"
-                output += chunk
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=START_TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    lines = output.decode(errors="replace").splitlines()
-    return lines[:lines.index(READY_LINE) + 1]
-
-
-@pytest.mark.parametrize("doc", (README, LOCAL_MODE))
-def test_the_start_up_transcript_is_what_local_mode_prints(doc: str, printed_at_start: list[str]) -> None:
-    shown = [normalized(line) for line in startup_transcript(doc)]
-    printed = [normalized(line) for line in printed_at_start]
-    assert shown == printed, f"{doc}'s start-up transcript differs from what local mode prints"
+# test_doc_commands.py runs the quickstart's command and compares what it
+# printed with these transcripts (startup_transcript, normalized).
 
 
 # --- links ------------------------------------------------------------------------------------

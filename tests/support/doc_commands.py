@@ -7,8 +7,7 @@ prose name commands and show their syntax; what a reader is meant to run is
 in a fenced block.
 
 The tests run each command as shown, through ``sh -c`` in the repository's
-folder, with these substitutions and no others (docs/local-mode.md says so
-too):
+folder, with these substitutions and no others (the README says so too):
 
 - every port a command names (``8080``, ``9000``) becomes a free port, the
   same one for every command of one test, so clients reach the server the
