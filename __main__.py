@@ -15,3 +15,6 @@ pulumi.export("managementEndpoint", server.management_endpoint)
 pulumi.export("tableName", server.table_name)
 pulumi.export("apiId", server.api_id)
 pulumi.export("stageName", server.stage_name)
+if server.publish_url is not None:  # serverPublish
+    pulumi.export("publishUrl", server.publish_url)
+    pulumi.export("publishPolicyArn", server.publish_policy_arn)

@@ -202,6 +202,14 @@ class ChannelServerArgs(TypedDict, total=False):
     """With ``access_logs``: set the region's API Gateway account setting to that
     role (default on). Turn off when another stack or team manages it."""
 
+    server_publish: bool
+    """An HTTPS endpoint backends publish into channels through (a Lambda
+    function URL that takes only SigV4-signed requests; who may call it is
+    IAM's decision: ``grant_publish`` or the ``publishPolicyArn`` output).
+    Members get the message from the senderId ``$server``; a request may
+    carry an idempotency key that publishes once within its window. Default
+    off."""
+
     metrics: bool
     """CloudWatch metrics from the handlers (Embedded Metric Format, namespace
     ``ChannelServer``): fan-out size, deliveries, gone and failed posts and
@@ -270,6 +278,7 @@ class Settings:
     access_logs: bool = False
     api_gateway_cloudwatch_role_arn: Any = None
     manage_api_gateway_account: bool = True
+    server_publish: bool = False
     metrics: bool = False
     alarm_topic_arn: Any = None
     tracing: bool = False
@@ -426,7 +435,8 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
     domain = _domain(s.domain)
     authorizer = _authorizer(s.authorizer)
     switches = {name: _bool(name, getattr(s, name)) for name in (
-        "access_logs", "manage_api_gateway_account", "metrics", "tracing", "retain_on_delete", "deletion_protection")}
+        "access_logs", "manage_api_gateway_account", "server_publish", "metrics", "tracing", "retain_on_delete",
+        "deletion_protection")}
     role_arn = None if s.api_gateway_cloudwatch_role_arn is None else checked(
         s.api_gateway_cloudwatch_role_arn, _check_cloudwatch_role)
     topic_arn = None if s.alarm_topic_arn is None else checked(s.alarm_topic_arn, _check_alarm_topic)
@@ -440,6 +450,8 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
             "metrics": (switches["metrics"], "the metrics come from the Lambda handlers; with an HTTP backend, "
                                              "emit them from the backend"),
             "tracing": (switches["tracing"], "X-Ray traces the Lambda handlers; with an HTTP backend there are none"),
+            "server_publish": (switches["server_publish"], "the publish endpoint runs the Lambda handlers' fan-out; "
+                                                           "with an HTTP backend, publish from the backend"),
             "authorizer": (authorizer, "the authorizer's context reaches Lambda events only (the backend's "
                                        "envelope does not carry it); authorize in the backend"),
         }

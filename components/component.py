@@ -42,7 +42,7 @@ import pulumi_aws as aws
 
 from . import archive
 from . import backend as backend_contract
-from .args import ChannelServerArgs, Settings, resolve
+from .args import ChannelServerArgs, ChannelServerArgsError, Settings, resolve
 from .handlers import spec
 
 #: The Pulumi package name (``plugin/``, ``pulumi package add``) and the component's type token.
@@ -103,6 +103,20 @@ XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
 ALARM_PERIOD_SECONDS = 300
 
 
+def publish_policy_document(function_arn: str) -> str:
+    """What a backend needs to publish: invoke the server publish function
+    through its IAM-authenticated URL, on that function only. Function URLs
+    created since October 2025 need ``lambda:InvokeFunction`` beside
+    ``lambda:InvokeFunctionUrl`` (Lambda's "Control access to Lambda function
+    URLs"); the function answers only function URL events, so invoking it
+    directly gives no other power."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {**_allow(["lambda:InvokeFunctionUrl"], [function_arn]),
+         "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}}},
+        _allow(["lambda:InvokeFunction"], [function_arn]),
+    ]})
+
+
 def lambda_invoke_uri(function_arn: str) -> str:
     """The URI API Gateway invokes a Lambda function by, from its ARN
     (``arn:{partition}:lambda:{region}:{account}:function:{name}``)."""
@@ -145,6 +159,21 @@ class Heartbeat:
     scheduler_role: aws.iam.Role
     """The role EventBridge Scheduler assumes: it may invoke only the function."""
     scheduler_policy: aws.iam.RolePolicy
+
+
+@dataclass(frozen=True)
+class ServerPublishing:
+    """What backends publish through (``server_publish``)."""
+
+    function: aws.lambda_.Function
+    role: aws.iam.Role
+    policy: aws.iam.RolePolicy
+    log_group: aws.cloudwatch.LogGroup
+    url: aws.lambda_.FunctionUrl
+    """The function's URL: only SigV4-signed requests of principals IAM allows reach it."""
+    callers_policy: aws.iam.Policy
+    """The managed policy that lets a principal publish: invoke the function
+    through its URL, and nothing else (attach it with ``grant_publish``)."""
 
 
 @dataclass(frozen=True)
@@ -209,6 +238,16 @@ class ChannelServer(pulumi.ComponentResource):
     """The WebSocket API."""
     stage: aws.apigatewayv2.Stage
     """The throttled stage clients connect to."""
+    publish_url: Optional[pulumi.Output[str]]
+    """With ``server_publish``: the HTTPS endpoint backends POST
+    ``{"channelId", "data", "idempotencyKey"?}`` to, signed with SigV4 for
+    the service ``lambda``."""
+    publish_function_arn: Optional[pulumi.Output[str]]
+    """With ``server_publish``: the ARN of the function behind that endpoint."""
+    publish_policy_arn: Optional[pulumi.Output[str]]
+    """With ``server_publish``: a managed IAM policy that allows publishing
+    through the endpoint and nothing else; attach it to the roles of the
+    backends that publish."""
 
     if TYPE_CHECKING:  # Python-only attributes: not outputs in other languages
         deployment: aws.apigatewayv2.Deployment
@@ -237,6 +276,8 @@ class ChannelServer(pulumi.ComponentResource):
         (None with an HTTP backend)."""
         heartbeat: Heartbeat | None
         """The heartbeat function and its schedule (None while heartbeats are off)."""
+        server_publishing: ServerPublishing | None
+        """The server publish endpoint, its function and callers' policy (None without ``server_publish``)."""
         domain: CustomDomain | None
         """The custom domain, its API mapping and DNS record (None without ``domain``)."""
         authorizer: aws.apigatewayv2.Authorizer | None
@@ -279,7 +320,7 @@ class ChannelServer(pulumi.ComponentResource):
         self.functions, self.roles, self.policies, self.log_groups = {}, {}, {}, {}
         self.integrations, self.routes, self.route_responses, self.permissions = {}, {}, {}, {}
         self.integration_responses, self.alarms = {}, {}
-        self.fanout = self.heartbeat = self.domain = self.access_logs = None
+        self.fanout = self.heartbeat = self.domain = self.access_logs = self.server_publishing = None
         self.authorizer = self.authorizer_permission = None
         if settings.authorizer is not None:
             self.authorizer, self.authorizer_permission = self._create_authorizer(settings.authorizer)
@@ -294,6 +335,8 @@ class ChannelServer(pulumi.ComponentResource):
             self.fanout = self._create_fanout(code)
             if settings.heartbeats:
                 self.heartbeat = self._create_heartbeat(code)
+            if settings.server_publish:
+                self.server_publishing = self._create_server_publishing(code)
         if settings.access_logs:
             self.access_logs = self._create_access_logs()
         self.deployment, self.stage = self._create_stage()
@@ -307,6 +350,10 @@ class ChannelServer(pulumi.ComponentResource):
         self.table_name = self.table.name
         self.api_id = self.api.id
         self.stage_name = self.stage.name
+        publishing = self.server_publishing
+        self.publish_url = publishing.url.function_url if publishing else None
+        self.publish_function_arn = publishing.function.arn if publishing else None
+        self.publish_policy_arn = publishing.callers_policy.arn if publishing else None
         self.register_outputs(
             {
                 "url": self.url,
@@ -316,6 +363,9 @@ class ChannelServer(pulumi.ComponentResource):
                 "api_id": self.api_id,
                 "stage_name": self.stage_name,
                 "domain_target": self.domain_target,
+                "publish_url": self.publish_url,
+                "publish_function_arn": self.publish_function_arn,
+                "publish_policy_arn": self.publish_policy_arn,
                 "table": self.table,
                 "api": self.api,
                 "stage": self.stage,
@@ -433,13 +483,51 @@ class ChannelServer(pulumi.ComponentResource):
         )
         return Heartbeat(function, role, policy, log_group, schedule, scheduler_role, scheduler_policy)
 
+    # --- server publish: backends publish through a function URL -----------------------
+
+    def _create_server_publishing(self, code: pulumi.AssetArchive) -> ServerPublishing:
+        slug = self._slug(spec.SERVER_PUBLISH)
+        function, role, policy, log_group = self._create_function(
+            spec.SERVER_PUBLISH, code, timeout=spec.SERVER_PUBLISH_TIMEOUT_SECONDS)
+        # AWS_IAM: Lambda takes only SigV4-signed requests, from principals
+        # whose own policies allow them (the callers' policy below); the
+        # function needs no resource policy for principals of its account
+        url = aws.lambda_.FunctionUrl(slug, function_name=function.name, authorization_type="AWS_IAM", opts=self._child)
+        callers_policy = aws.iam.Policy(
+            f"{slug}-callers",
+            description=f"Publish into the channels of channel-server {self._name} through its publish endpoint",
+            policy=function.arn.apply(publish_policy_document),
+            tags=self._tags,
+            opts=self._child,
+        )
+        return ServerPublishing(function, role, policy, log_group, url, callers_policy)
+
+    def grant_publish(self, role: aws.iam.Role) -> aws.iam.RolePolicyAttachment:
+        """Let ``role`` publish through the server publish endpoint, and do
+        nothing else here: attaches ``publish_policy_arn`` to it. Other
+        languages attach that output themselves."""
+        if self.server_publishing is None:
+            raise ChannelServerArgsError(f"ChannelServer {self._name}: grant_publish needs server_publish=True "
+                                         "(serverPublish in the stack's config)")
+        return aws.iam.RolePolicyAttachment(
+            f"{self._name}-publish-{role.pulumi_resource_name}",
+            role=role.name,
+            policy_arn=self.server_publishing.callers_policy.arn,
+            opts=self._child,
+        )
+
     # --- one function: role, policy, logs ----------------------------------------------
+
+    def _slug(self, definition: spec.Function) -> str:
+        """The names of a function's resources: ``{component}-{function}``, in
+        resource names' own spelling (``server_publish`` → ``server-publish``)."""
+        return f"{self._name}-{definition.function.replace('_', '-')}"
 
     def _create_function(
         self, definition: spec.Function, code: pulumi.AssetArchive, timeout: int | None = None
     ) -> tuple[aws.lambda_.Function, aws.iam.Role, aws.iam.RolePolicy, aws.cloudwatch.LogGroup]:
         s = self._settings
-        slug = f"{self._name}-{definition.function}"
+        slug = self._slug(definition)
         log_group = aws.cloudwatch.LogGroup(
             slug,
             name_prefix=f"/aws/lambda/{slug}-",
@@ -813,6 +901,8 @@ class ChannelServer(pulumi.ComponentResource):
             functions[spec.FANOUT.function] = self.fanout.function
         if self.heartbeat is not None:
             functions[spec.HEARTBEAT.function] = self.heartbeat.function
+        if self.server_publishing is not None:
+            functions[spec.SERVER_PUBLISH.function.replace("_", "-")] = self.server_publishing.function
         for key, function in functions.items():
             label = key.lstrip("$")
             for metric in ("Errors", "Throttles"):
@@ -843,5 +933,5 @@ def _allow(actions: Any, resources: list[str]) -> dict:
     return {"Effect": "Allow", "Action": sorted(actions), "Resource": resources}
 
 
-__all__ = ["AccessLogs", "ChannelServer", "ChannelServerArgs", "CustomDomain", "FanOut", "Heartbeat", "Settings",
-           "TYPE_TOKEN"]
+__all__ = ["AccessLogs", "ChannelServer", "ChannelServerArgs", "CustomDomain", "FanOut", "Heartbeat",
+           "ServerPublishing", "Settings", "TYPE_TOKEN"]

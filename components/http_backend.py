@@ -145,7 +145,6 @@ from __future__ import annotations
 import argparse
 import errno
 import inspect
-import ipaddress
 import json
 import logging
 import os
@@ -160,13 +159,13 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Union
-from urllib.parse import urlsplit
 
 from . import backend as contract
 from .handlers import aws, sigv4, spec
 from .handlers.app import ChannelApp
 from .handlers.events import WebSocketEvent
-from .local.placeholders import LOCAL_CREDENTIALS, REGION
+# where it is safe to sign with local mode's placeholders; shared with the publisher
+from .local.placeholders import is_loopback, local_placeholders  # noqa: F401 (is_loopback: kept importable here)
 
 log = logging.getLogger("channel_server.http_backend")
 
@@ -713,26 +712,6 @@ def channel_environ(options: argparse.Namespace, environ: Mapping[str, str]) -> 
 # --- endpoints on this machine ------------------------------------------------------
 
 
-def is_loopback(url: str) -> bool:
-    """Whether ``url``'s host is this machine's loopback: ``localhost``, an
-    address in 127.0.0.0/8, or ``::1`` (also as ``::ffff:127.x.y.z``)."""
-    try:
-        host = urlsplit(url).hostname  # lower case, without brackets
-    except ValueError:
-        return False
-    if not host:
-        return False
-    if host.rstrip(".") == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:  # any other name: wherever it resolves to
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
 def endpoints(options: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str | None]:
     """Where the app's clients will send their requests, by service, as they
     find it in ``environ`` (None: AWS's own endpoint): DynamoDB, the
@@ -760,24 +739,6 @@ def credentials_found(environ: Mapping[str, str]) -> bool:
     except ImportError:  # no botocore: the environment was the only place
         return False
     return True
-
-
-def local_placeholders(endpoints: Mapping[str, str | None], environ: Mapping[str, str],
-                       has_credentials: Callable[[], bool]) -> dict[str, str]:
-    """What to add to ``environ`` so that the clients can sign for local
-    endpoints: when every one of ``endpoints`` is on loopback (where nothing
-    checks a signature), local mode's region if ``environ`` names none and
-    its placeholder credentials if ``has_credentials()`` is false. Nothing
-    when any endpoint is elsewhere: AWS wants the real ones, and the checks
-    at start-up say which is missing."""
-    if not all(url is not None and is_loopback(url) for url in endpoints.values()):
-        return {}
-    added: dict[str, str] = {}
-    if not has_credentials():  # real ones are used where they are found, as ever
-        added.update(LOCAL_CREDENTIALS)
-    if aws.region(environ) is None:
-        added["AWS_REGION"] = REGION
-    return added
 
 
 def placeholders_line(added: Mapping[str, str]) -> str:

@@ -260,6 +260,18 @@ class AwsMocks(pulumi.runtime.Mocks):
         outputs["arn"] = f"arn:aws:cloudwatch:{self.region}:{self.account}:alarm:{name}"
         return name
 
+    def _function_url(self, args: Any, outputs: dict) -> str:
+        url_id = _suffix(args.name, 32)
+        outputs["urlId"] = url_id
+        outputs["functionUrl"] = f"https://{url_id}.lambda-url.{self.region}.on.aws/"
+        return str(outputs.get("functionName", ""))  # a function URL's id is its function's name
+
+    def _policy(self, args: Any, outputs: dict) -> str:
+        name = self._auto_name(args, outputs)
+        outputs["arn"] = f"arn:aws:iam::{self.account}:policy/{outputs.get('path') or ''}{name}".replace("//", "/")
+        outputs["policyId"] = "ANPA" + _suffix(args.name, 17).upper()
+        return outputs["arn"]  # a managed policy's id is its ARN
+
     def _record(self, args: Any, outputs: dict) -> str:
         outputs["fqdn"] = outputs.get("name", "")
         return f"{outputs.get('zoneId', '')}_{outputs.get('name', '')}_{outputs.get('type', '')}"
@@ -288,6 +300,8 @@ class AwsMocks(pulumi.runtime.Mocks):
         "aws:acm/certificate:Certificate": _certificate,
         "aws:sns/topic:Topic": _topic,
         "aws:route53/zone:Zone": _zone,
+        "aws:lambda/functionUrl:FunctionUrl": _function_url,
+        "aws:iam/policy:Policy": _policy,
     }
 
 
@@ -311,6 +325,8 @@ class Project:
     """The program file: ``__main__.py`` in the project's ``main`` folder."""
     defaults: Mapping[str, Any]
     """Config declared in ``Pulumi.yaml``, by fully qualified key (``project:key``)."""
+    declared: frozenset[str] = frozenset()
+    """Every key ``Pulumi.yaml`` declares, with or without a value, fully qualified."""
 
     @classmethod
     def load(cls, path: str | Path) -> "Project":
@@ -341,6 +357,7 @@ class Project:
         if not program.is_file():
             raise ProjectError(f"the program of project {name} is not there: {program}")
         defaults: dict[str, Any] = {}
+        keys = frozenset(_qualified(name, key) for key in (settings.get("config") or {}))
         for key, declared in (settings.get("config") or {}).items():
             if isinstance(declared, dict):
                 if "value" in declared:
@@ -350,7 +367,7 @@ class Project:
                 else:
                     continue  # declared without a value: the stack must set it
             defaults[_qualified(name, key)] = declared
-        return cls(name, directory, program, defaults)
+        return cls(name, directory, program, defaults, keys)
 
     def config(self, stack: str, *, required: bool = False) -> tuple[dict[str, Any], list[str]]:
         """The config a program of ``stack`` sees: ``Pulumi.yaml``'s values

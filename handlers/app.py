@@ -1,4 +1,5 @@
-"""Lambda entry points, one per API Gateway route (see ``spec.ROUTES``).
+"""Lambda entry points, one per API Gateway route (see ``spec.ROUTES``), and
+those of the fan-out, heartbeat and server publish functions.
 
 Each entry point wraps the raw event, hands it to the shared
 :class:`ChannelApp` and returns. The app is built on first use from the
@@ -228,6 +229,72 @@ class ChannelApp:
         logger.info("heartbeat sent", extra={**log, **summary})
         return summary
 
+    def server_publish(self, event: Mapping[str, Any], context: Any = None) -> dict:
+        """A backend's publish into a channel, through the server publish
+        endpoint: ``event`` is a Lambda function URL's (payload format 2.0),
+        which only SigV4-signed requests with IAM's permission reach. The
+        message goes to every member, from :data:`protocol.SERVER_SENDER_ID`,
+        by the publish route's fan-out. The answer is an HTTP response:
+        200 with the outcome, or a 4xx/500 with ``{"message": reason}``.
+
+        With an ``idempotencyKey``, the key is claimed first (one conditional
+        write): a request whose key was used in the window publishes nothing
+        and gets the first request's outcome back (``replayed``), 409 while
+        that one runs or if it stopped without an outcome, 422 if it was
+        another message. A publish that fails before its first post frees the
+        key again."""
+        import base64
+        import hashlib
+
+        deadline = _fanout_deadline(context)
+        method = ((event.get("requestContext") or {}).get("http") or {}).get("method")
+        if method != "POST":
+            return _http(405, {"message": "use POST"}, {"allow": "POST"})
+        body = event.get("body")
+        if body is not None and event.get("isBase64Encoded"):
+            try:
+                body = base64.b64decode(body).decode("utf-8")
+            except ValueError:
+                return _http(400, {"message": "body is not UTF-8 text"})
+        request = protocol.decode_server_publish(body, self.rules)
+        if isinstance(request, protocol.Refusal):
+            return _http(request.status, {"message": request.reason})
+        channel = request.channel_id
+        outgoing = protocol.prepare_message(channel, protocol.SERVER_SENDER_ID, request.data, self.rules)
+        if outgoing.failure is not None:
+            return _http(400, {"message": outgoing.failure["data"]})
+        context_log = {"channelId": channel, "function": spec.SERVER_PUBLISH.function}
+        key, fingerprint, claim = request.idempotency_key, hashlib.sha256(outgoing.payload).hexdigest(), None
+        try:
+            if key is not None:
+                claim = self.store.claim_publish(key, fingerprint)
+                if not claim.mine:
+                    return _replay(claim, fingerprint)
+            targets = sorted(set(self.store.members(channel)))
+        except Exception:
+            logger.exception("server publish failed before sending", extra=context_log)
+            self._release(key, claim)
+            return _http(500, {"message": INTERNAL_ERROR})
+        deliveries, queued, lost = self._fan_out(spec.SERVER_PUBLISH.function, targets, outgoing.payload, channel,
+                                                 deadline, context_log)
+        outcome = protocol.publish_outcome(deliveries.delivered, len(deliveries.failed) + lost, queued)
+        if claim is not None:
+            try:
+                self.store.record_publish(key, fingerprint, claim.started_at, outcome)
+            except Exception:
+                # a retry with this key gets 409 (outcome unknown), never a second copy
+                logger.exception("recording a server publish's outcome failed", extra=context_log)
+        return _http(200, outcome)
+
+    def _release(self, key: str | None, claim: Any) -> None:
+        """Free an idempotency key whose publish sent nothing."""
+        if claim is None or not claim.mine:
+            return
+        try:
+            self.store.release_publish(key)
+        except Exception:
+            logger.exception("freeing an idempotency key failed; retries get 409 until its window ends")
+
     # --- behaviour -----------------------------------------------------------------
 
     def _message(self, event: WebSocketEvent, behaviour: Callable[[WebSocketEvent, Any], dict]) -> dict:
@@ -383,6 +450,26 @@ def _channel_rule_refusal(event: WebSocketEvent, channel_id: str) -> dict | None
     return protocol.join_failure(protocol.CHANNEL_NOT_ALLOWED)
 
 
+def _http(status: int, body: dict, headers: Mapping[str, str] | None = None) -> dict:
+    """A function URL's answer: ``body`` as JSON."""
+    import json
+
+    return {"statusCode": status, "headers": {"content-type": "application/json", **(headers or {})},
+            "body": json.dumps(body, separators=(",", ":"))}
+
+
+def _replay(claim: Any, fingerprint: str) -> dict:
+    """The answer to a server publish whose idempotency key was claimed before."""
+    if claim.fingerprint != fingerprint:
+        return _http(422, {"message": protocol.KEY_REUSED})
+    if claim.outcome is None:
+        from .sender import POST_RESERVE_SECONDS
+
+        running = time.time() - claim.started_at < spec.SERVER_PUBLISH_TIMEOUT_SECONDS + POST_RESERVE_SECONDS
+        return _http(409, {"message": protocol.KEY_IN_PROGRESS if running else protocol.KEY_OUTCOME_UNKNOWN})
+    return _http(200, {**claim.outcome, "replayed": True})
+
+
 def _misrouted(event: WebSocketEvent, command: Any) -> dict:
     logger.warning("frame reached the wrong route", extra={"connectionId": event.connection_id, "routeKey": event.route_key})
     return protocol.error(f"this API has no route for {type(command).__name__.lower()} frames")
@@ -455,3 +542,8 @@ def default(event: dict, context: Any = None) -> dict:
 def heartbeat(event: dict, context: Any = None) -> dict:
     """The heartbeat function's entry point: the schedule's input."""
     return _default_app().heartbeat(event, context)
+
+
+def server_publish(event: dict, context: Any = None) -> dict:
+    """The server publish function's entry point: its function URL's requests."""
+    return _default_app().server_publish(event, context)

@@ -107,16 +107,9 @@ def decode(body: str | None, rules: Rules) -> Command:
     """
     if body is None or body == "":
         return Reply(error("empty frame; send a JSON object with a type"))
-    if _nests_deeper_than(body, MAX_NESTING):
-        return Reply(error(f"frame nests deeper than {MAX_NESTING} levels"))
-    try:
-        message = json.loads(body, parse_constant=_not_json, parse_float=_finite_float, parse_int=_double_int)
-    except _OutOfRange:
-        return Reply(error("frame has a number out of range"))
-    except (ValueError, RecursionError):
-        return Reply(error("frame is not valid JSON"))
-    if not isinstance(message, dict):
-        return Reply(error("frame must be a JSON object"))
+    message, problem = _json_object(body, "frame")
+    if problem is not None:
+        return Reply(error(problem))
     kind = message.get("type")
     if kind is None:
         return Reply(error("frame has no type"))
@@ -134,6 +127,23 @@ def decode(body: str | None, rules: Rules) -> Command:
     if not isinstance(kind, str):
         return Reply(error("type must be a string"))
     return Reply(error(f"unknown type {_shorten(kind)!r}; expected {JOIN}, {PUBLISH} or {PING}"))
+
+
+def _json_object(text: str, what: str) -> tuple[dict, str | None]:
+    """``text`` read as a JSON object, or why it is not one (``what``: the
+    frame, the body): too deep, a number out of a double's range, NaN or
+    Infinity, not JSON, or not an object."""
+    if _nests_deeper_than(text, MAX_NESTING):
+        return {}, f"{what} nests deeper than {MAX_NESTING} levels"
+    try:
+        value = json.loads(text, parse_constant=_not_json, parse_float=_finite_float, parse_int=_double_int)
+    except _OutOfRange:
+        return {}, f"{what} has a number out of range"
+    except (ValueError, RecursionError):
+        return {}, f"{what} is not valid JSON"
+    if not isinstance(value, dict):
+        return {}, f"{what} must be a JSON object"
+    return value, None
 
 
 class _OutOfRange(ValueError):
@@ -355,6 +365,69 @@ def prepare_message(channel_id: str, sender_id: str, data: Any, rules: Rules) ->
             ),
         )
     return Outgoing(payload, None)
+
+
+# --- server publish: a backend's publish through the IAM-signed endpoint ----------------
+
+#: The ``senderId`` of a message a backend published (not a member): a
+#: member's senderId is base64url, which has no ``$``, so none can be this.
+SERVER_SENDER_ID = "$server"
+#: What an idempotency key may be.
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+@dataclass(frozen=True)
+class ServerPublish:
+    """A backend's publish: ``data`` to every member of ``channel_id``, once
+    per ``idempotency_key`` within the window (when it has one)."""
+
+    channel_id: str
+    data: Any
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The HTTP status and reason a server publish is refused with; nothing is sent."""
+
+    status: int
+    reason: str
+
+
+#: A publish with this key is still running: its outcome is not known yet.
+KEY_IN_PROGRESS = "a publish with this idempotency key is in progress; retry later"
+#: The key's first publish ended without recording an outcome (its function
+#: stopped mid-way): some members may have the message, so it is not sent again.
+KEY_OUTCOME_UNKNOWN = ("the publish with this idempotency key did not finish and its outcome is unknown; it is "
+                       "not sent again with this key")
+KEY_REUSED = "this idempotency key was used for a different publish"
+
+
+def decode_server_publish(body: str | None, rules: Rules) -> ServerPublish | Refusal:
+    """A server publish request's body (``{"channelId", "data",
+    "idempotencyKey"?}``) as a :class:`ServerPublish`, or the 400
+    :class:`Refusal` it earns, for the same reasons a member's publish would.
+    Never raises."""
+    if body is None or body == "":
+        return Refusal(400, "empty body; send a JSON object with channelId and data")
+    request, problem = _json_object(body, "body")
+    if problem is not None:
+        return Refusal(400, problem)
+    problem = rules.channel_id_problem(request.get("channelId"))
+    if problem:
+        return Refusal(400, problem)
+    if "data" not in request:
+        return Refusal(400, "publish needs a data field")
+    key = request.get("idempotencyKey")
+    if key is not None and not (isinstance(key, str) and IDEMPOTENCY_KEY.fullmatch(key)):
+        return Refusal(400, "idempotencyKey must be 1 to 128 letters, digits, '_', '.', ':' or '-'")
+    return ServerPublish(request["channelId"], request["data"], key)
+
+
+def publish_outcome(delivered: int, failed: int, queued: int) -> dict:
+    """What a server publish answers: members posted to, members that could
+    not be reached after retries, members handed to the fan-out queue."""
+    return {"delivered": delivered, "failed": failed, "queued": queued}
 
 
 def recipients(members: list[str], sender_connection_id: str) -> list[str]:

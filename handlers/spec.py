@@ -127,6 +127,30 @@ HEARTBEAT_SHARDS = 10
 #: Attributes the heartbeat index projects besides its keys.
 HEARTBEAT_INDEX_PROJECTED = (EXPIRES_AT,)
 
+# --- server publish: backends publish through an IAM-signed endpoint ------------------
+
+#: Both keys of an idempotency key's row: this prefix and the key. Never a
+#: connection's or a channel's (they cannot start with $), and one partition
+#: key per key, so the rows spread over the table and the channel index.
+PUBLISH_KEY_PREFIX = "$publish#"
+#: The server publish function's timeout. A claim of a key older than this
+#: (and the posts' reserve) belongs to a publish that has stopped.
+SERVER_PUBLISH_TIMEOUT_SECONDS = 60
+#: How long an idempotency key publishes once: a request with a key seen this
+#: recently gets the first request's outcome back instead of publishing again.
+IDEMPOTENCY_WINDOW_SECONDS = 10 * 60
+#: On an idempotency row: a hash of the message it published (channel and
+#: data), so a key reused for another publish is refused, not answered with
+#: another publish's outcome.
+PUBLISH_FINGERPRINT = "fingerprint"
+#: On an idempotency row: when its publish started (epoch seconds), and its
+#: outcome once it finished (JSON: delivered, failed, queued).
+PUBLISH_STARTED_AT = "startedAt"
+PUBLISH_OUTCOME = "outcome"
+#: On an idempotency row: a random token of the claim, so a claim whose
+#: answer was lost and that was sent again finds its own row, not a rival's.
+PUBLISH_CLAIM = "claim"
+
 # --- $connect authorization and metrics ------------------------------------------------
 
 #: The key of a Lambda authorizer's ``context`` that limits what a connection
@@ -154,6 +178,10 @@ LIST_CONNECTIONS = ("dynamodb:Query",)  # Store.connections, on the heartbeat in
 #: mapping (with the fan-out function's role) receives and deletes them.
 SEND_CHUNKS = ("sqs:SendMessage",)  # SendMessageBatch is authorised as SendMessage
 TAKE_CHUNKS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+#: An idempotency key's row: claimed with a conditional PutItem, read back when
+#: the claim fails, its outcome written with PutItem, released with DeleteItem
+#: when nothing was sent (Store.claim_publish, record_publish, release_publish).
+KEEP_PUBLISH_KEYS = ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem")
 
 #: The only route response key a WebSocket API has, and the route response
 #: selection expression that picks it for every answer.
@@ -243,6 +271,14 @@ FANOUT = Function("fanout", table_actions=tuple(dict.fromkeys(CLAIM_CHUNK + REMO
 #: as a publish does) and closes those found gone.
 HEARTBEAT = Function("heartbeat", table_actions=CLOSE_CONNECTION, heartbeat_index_actions=LIST_CONNECTIONS,
                      queue_actions=SEND_CHUNKS, posts=True, fans_out=True)
+
+#: The function behind the server publish endpoint (a Lambda function URL that
+#: takes only SigV4-signed requests): a backend's publish into a channel, the
+#: publish route's fan-out with the server as sender. Its idempotency keys are
+#: rows of the table.
+SERVER_PUBLISH = Function("server_publish", table_actions=tuple(dict.fromkeys(KEEP_PUBLISH_KEYS + REMOVE_GONE)),
+                          index_actions=("dynamodb:Query",), queue_actions=SEND_CHUNKS, posts=True, fans_out=True)
+
 
 def management_endpoint(api_endpoint: str, stage: str) -> str:
     """The stage's management API (``https://{api}.execute-api.{region}.amazonaws.com/{stage}``)

@@ -15,6 +15,10 @@ Rows (partition key ``connectionId``, sort key ``channelId``):
   state row with a *tombstone* (``closedAt``, no channel, no version) and
   deletes the membership the old state row named: a join that raced it finds
   the tombstone, or fails its condition, and writes nothing.
+- an *idempotency* row per key of a server publish (both keys
+  ``$publish#<key>``): the message's fingerprint, when the publish started
+  and, once it finished, its outcome. A conditional PutItem claims the key;
+  a key whose row has not expired publishes nothing again.
 
 Every row carries ``expiresAt`` (TTL). DynamoDB deletes expired rows lazily
 (up to days later), so every read here also ignores rows that have expired.
@@ -55,6 +59,19 @@ class Membership:
     channel_id: str
     sender_id: str
     version: int
+
+
+@dataclass(frozen=True)
+class PublishKey:
+    """An idempotency key's claim: the fingerprint of the publish that made
+    it, when it started, and its outcome (None while it runs, or if it
+    stopped without one)."""
+
+    fingerprint: str
+    started_at: int
+    outcome: dict | None
+    mine: bool = False
+    """Whether this caller claimed it: it publishes, and records the outcome."""
 
 
 def state_key(connection_id: str) -> str:
@@ -264,6 +281,63 @@ class Store:
         except self._client.exceptions.ConditionalCheckFailedException:
             return False
         return True
+
+    def claim_publish(self, key: str, fingerprint: str) -> PublishKey:
+        """Claim the idempotency ``key`` for a publish of the message whose
+        hash is ``fingerprint``. The claim returned is ``mine`` when this
+        caller publishes (the key was free, or its row had expired); else it
+        is the claim that holds the key. One conditional PutItem, and a
+        consistent GetItem when the key is taken."""
+        import json
+        import secrets
+
+        row = spec.PUBLISH_KEY_PREFIX + key
+        token = secrets.token_hex(16)
+        for _ in range(2):  # the holder's row may expire between the two calls
+            now = self._now()
+            try:
+                self._client.put_item(
+                    TableName=self._table,
+                    Item={**_key(row, row), spec.PUBLISH_FINGERPRINT: {"S": fingerprint},
+                          spec.PUBLISH_STARTED_AT: {"N": str(now)}, spec.PUBLISH_CLAIM: {"S": token},
+                          spec.EXPIRES_AT: {"N": str(now + spec.IDEMPOTENCY_WINDOW_SECONDS)}},
+                    ConditionExpression="attribute_not_exists(#k) OR #e <= :now",
+                    ExpressionAttributeNames={"#k": spec.CONNECTION_ID, "#e": spec.EXPIRES_AT},
+                    ExpressionAttributeValues={":now": {"N": str(now)}},
+                )
+                return PublishKey(fingerprint, now, None, mine=True)
+            except self._client.exceptions.ConditionalCheckFailedException:
+                pass
+            item = self._client.get_item(TableName=self._table, Key=_key(row, row), ConsistentRead=True).get("Item")
+            if item and not _expired(item, self._now()):
+                outcome = item.get(spec.PUBLISH_OUTCOME)
+                return PublishKey(
+                    item[spec.PUBLISH_FINGERPRINT]["S"], int(item[spec.PUBLISH_STARTED_AT]["N"]),
+                    json.loads(outcome["S"]) if outcome else None,
+                    # ours when the put went through and only its answer was lost (it is sent again)
+                    mine=item.get(spec.PUBLISH_CLAIM, {}).get("S") == token,
+                )
+        raise StoreError(f"idempotency key {key!r} could be neither claimed nor read")
+
+    def record_publish(self, key: str, fingerprint: str, started_at: int, outcome: dict) -> None:
+        """Keep the outcome of the publish that claimed ``key`` (at
+        ``started_at``) for the rest of the key's window."""
+        import json
+
+        row = spec.PUBLISH_KEY_PREFIX + key
+        self._client.put_item(
+            TableName=self._table,
+            Item={**_key(row, row), spec.PUBLISH_FINGERPRINT: {"S": fingerprint},
+                  spec.PUBLISH_STARTED_AT: {"N": str(started_at)},
+                  spec.PUBLISH_OUTCOME: {"S": json.dumps(outcome, separators=(",", ":"))},
+                  spec.EXPIRES_AT: {"N": str(started_at + spec.IDEMPOTENCY_WINDOW_SECONDS)}},
+        )
+
+    def release_publish(self, key: str) -> None:
+        """Free ``key`` after a publish that sent nothing (it failed before its
+        first post), so that a retry with the key publishes."""
+        row = spec.PUBLISH_KEY_PREFIX + key
+        self._client.delete_item(TableName=self._table, Key=_key(row, row))
 
     # --- helpers -----------------------------------------------------------------
 

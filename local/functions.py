@@ -112,6 +112,8 @@ class _Process:
         if not isinstance(ready, dict) or "init_error" in ready:
             await self.kill()
             detail = ready.get("init_error") if isinstance(ready, dict) else ready
+            if isinstance(detail, dict):
+                detail = ": ".join(str(detail[k]) for k in ("errorType", "errorMessage") if detail.get(k))
             raise InvocationError(f"function {self.name} failed to start: {detail}")
         self._reader = asyncio.create_task(self._read_answers(self.process.stdout))
 

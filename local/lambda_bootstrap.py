@@ -70,7 +70,15 @@ def _load(task_dir: str, handler: str):
         module.__path__ = [top_dir]  # type: ignore[attr-defined]
         sys.modules[top] = module
     module_name, _, function_name = handler.rpartition(".")
-    return getattr(importlib.import_module(module_name), function_name)
+    module = importlib.import_module(module_name)
+    if not callable(getattr(module, function_name, None)):
+        # Lambda's Runtime.HandlerNotFound: nothing failed inside the code
+        raise _HandlerNotFound(f"module {module_name} has no function {function_name}")
+    return getattr(module, function_name)
+
+
+class _HandlerNotFound(Exception):
+    """The module imported, but has no such function (Runtime.HandlerNotFound)."""
 
 
 def main(argv: list[str]) -> int:
@@ -106,8 +114,9 @@ def main(argv: list[str]) -> int:
     try:
         handler = _load(task_dir, handler_name)
     except Exception as exc:  # Runtime.ImportModuleError in Lambda
-        traceback.print_exc(file=sys.stderr)
-        answer({"init_error": {"errorType": type(exc).__name__, "errorMessage": str(exc)}})
+        if not isinstance(exc, _HandlerNotFound):  # an error inside the code: where it happened
+            traceback.print_exc(file=sys.stderr)
+        answer({"init_error": {"errorType": type(exc).__name__.lstrip("_"), "errorMessage": str(exc)}})
         return 1
     answer({"ready": True})
 

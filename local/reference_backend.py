@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sys
 from typing import Mapping
 
@@ -74,7 +75,12 @@ class ReferenceBackend:
         await asyncio.gather(*self._relays, return_exceptions=True)
 
 
+#: The start of the reference backend's own log lines (time, level, logger),
+#: which local mode's log line has already.
+_OWN_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO [\w.]+: ")
+
+
 async def _relay(stream: asyncio.StreamReader) -> None:
     """Its lines, in local mode's log, marked as its own."""
     while line := await stream.readline():
-        log.info("reference backend: %s", line.decode(errors="replace").rstrip())
+        log.info("reference backend: %s", _OWN_PREFIX.sub("", line.decode(errors="replace").rstrip()))

@@ -140,11 +140,33 @@ EMBEDDED_DYNAMODB_READ_TIMEOUT = 15
 MAX_MANAGEMENT_LATENCY_MS = READ_TIMEOUT * 1000 / 2
 
 
+#: Why ``--server-publish`` and ``--backend`` do not go together (ChannelServer refuses them too).
+SERVER_PUBLISH_WITH_BACKEND = ("--server-publish with --backend: the publish endpoint runs the Lambda handlers' "
+                               "fan-out; with an HTTP backend, publish from the backend")
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not an http(s) URL local mode can reach, or None."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        return "give an http:// or https:// URL with a host"
+    return None
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` (0: a free port), not listening yet."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise OSError(f"cannot listen on --host {host}: {exc.strerror}") from None
     sock = socket.socket(family, kind, proto)
     try:
         # as asyncio's own servers do: a restart need not wait for TIME_WAIT;
@@ -206,6 +228,7 @@ class LocalServer:
         world: World | None = None,
         handler_log_level: str = "WARNING",
         config: Mapping[str, str] | None = None,
+        server_publish: bool = False,
     ):
         for flag, value in (("--port", port), ("--idle-timeout", idle_timeout), ("--max-lifetime", max_lifetime),
                             ("--function-concurrency", function_concurrency),
@@ -220,13 +243,14 @@ class LocalServer:
         if self._reference_backend:
             backend = REFERENCE_BACKEND_PLACEHOLDER
         elif backend is not None:
-            from ..args import ChannelServerArgsError, check_backend_url
-
-            try:
-                check_backend_url(backend)
-            except ChannelServerArgsError as exc:
-                raise ValueError(f"--backend {backend}: {str(exc).split(': ', 1)[1]} (or: reference)") from None
+            problem = url_problem(backend)
+            if problem:
+                raise ValueError(f"--backend {backend}: {problem}, or reference")
         self._backend = backend
+        if server_publish and backend is not None:
+            raise ValueError(SERVER_PUBLISH_WITH_BACKEND)
+        #: Whether ChannelServer is served with its server publish endpoint (``--server-publish``).
+        self._server_publish = server_publish
         if config and program is None:
             raise ValueError("--config: sets a Pulumi program's config; give --program PATH, or run from a folder "
                              "with a Pulumi.yaml")
@@ -266,6 +290,8 @@ class LocalServer:
         self.gateway: gateway_module.Gateway | None = None
         #: The $connect authorizer's function, when the world has an authorizer.
         self._authorizer_function: LocalFunction | None = None
+        #: The functions behind function URLs, by function name.
+        self._url_functions: dict[str, LocalFunction] = {}
         #: The reference HTTP backend's process, with ``--backend reference``.
         self._reference: Any = None
 
@@ -290,6 +316,19 @@ class LocalServer:
         return f"http://{self._authority}/{self.stage}"
 
     @property
+    def publish_url(self) -> str | None:
+        """The server publish endpoint, ``http://HOST:PORT/@lambda-url/{function}/``
+        (its function URL in AWS), when the world has one; else None."""
+        for url in self.world.function_urls if self.world is not None else ():
+            if url.function.handler == spec.SERVER_PUBLISH.handler:
+                return self.function_url(url.function.name)
+        return None
+
+    def function_url(self, function_name: str) -> str:
+        """Where local mode serves the function URL of ``function_name``."""
+        return f"http://{self._authority}{gateway_module.FUNCTION_URL_PREFIX}/{function_name}/"
+
+    @property
     def dynamodb_endpoint(self) -> str:
         return self._dynamodb_endpoint or self._embedded.endpoint
 
@@ -307,9 +346,7 @@ class LocalServer:
         runtime (about 50 MB) never stays in local mode's own memory."""
         if self.world is not None:
             return self.world
-        if self._program is not None:
-            log.info("running %s (stack %s) under Pulumi's mock engine", self._program, self._stack)
-        else:
+        if self._program is None:  # a program's run is logged by the child, with the program file it found
             log.info("building ChannelServer with its defaults under Pulumi's mock engine")
         request = [str(self._program) if self._program is not None else None, self._stack, self._component,
                    self._stack_required, self._stage_override,
@@ -338,6 +375,8 @@ class LocalServer:
             args["heartbeat_interval_minutes"] = spec.MIN_HEARTBEAT_MINUTES
         if self._backend is not None:
             args["backend"] = {"url": self._backend}
+        if self._server_publish:
+            args["server_publish"] = True
         if self._authorizer_file is not None:
             from ..args import DEFAULT_IDENTITY_SOURCES
 
@@ -360,6 +399,8 @@ class LocalServer:
                             str(spec.MIN_HEARTBEAT_MINUTES)))
         if self._backend is not None:
             turn_on.append(("--backend", object_config_keys("backend")["url"], self._backend))
+        if self._server_publish:
+            turn_on.append(("--server-publish", config_key("server_publish"), "true"))
         if self._authorizer_file is not None:
             turn_on.append(("--authorizer", object_config_keys("authorizer")["function_arn"],
                             authorizer_module.PLACEHOLDER_FUNCTION_ARN))
@@ -384,6 +425,8 @@ class LocalServer:
             raise refuse("--backend", "serves its routes from the Lambda handlers", "backend")
         if self._authorizer_file is not None and world.authorizer is None:
             raise refuse("--authorizer", "has no authorizer on $connect", "authorizer")
+        if self._server_publish and not world.function_urls:
+            raise refuse("--server-publish", "has no server publish endpoint", "server_publish")
         if self._inline_fanout_limit is not None and not world.subscriptions:
             raise ProgramError("--inline-fanout-limit: the program's ChannelServer has no fan-out queue (its routes "
                                "are served by an HTTP backend), so every publish posts to all members itself")
@@ -412,7 +455,8 @@ class LocalServer:
         from .dynamodb import EmbeddedDynamoDB
 
         # moto starts while the program runs
-        log.info("starting the embedded DynamoDB and SQS")
+        log.info("starting the embedded DynamoDB and SQS" if self._dynamodb_endpoint is None else
+                 f"starting the embedded SQS (DynamoDB: {self._dynamodb_endpoint})")
         # loopback only, whatever --host says: moto has no authentication
         embedded = asyncio.create_task(asyncio.to_thread(
             lambda: EmbeddedDynamoDB("127.0.0.1", middleware=self._sends).start()))
@@ -437,11 +481,13 @@ class LocalServer:
             management_latency_ms=self._latency,
             management_from_anywhere=self._management_from_anywhere,
             authorize=self._authorize if world.authorizer is not None else None,
+            invoke_url=self._invoke_url if world.function_urls else None,
         )
         self._runner = web.AppRunner(self.gateway.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
 
-        starting = len({d.name for d in world.routes.values()}) + (world.authorizer is not None)
+        starting = (len({d.name for d in [*world.routes.values(), *(u.function for u in world.function_urls)]})
+                    + (world.authorizer is not None))
         if starting:
             log.info("starting %d function%s", starting, "" if starting == 1 else "s")
         self._scratch = scratch_dir()
@@ -457,6 +503,15 @@ class LocalServer:
                     definition, self._scratch / definition.name, self._environment(definition.environment),
                     self._function_concurrency,
                 )
+        # function URLs' functions start now, as the routes' do: a backend's
+        # first request does not wait for a cold start
+        for url in world.function_urls:
+            definition = url.function
+            shared = next((f for f in self._functions.values() if f.definition.name == definition.name), None)
+            self._url_functions[definition.name] = shared or LocalFunction(
+                definition, self._scratch / definition.name, self._environment(definition.environment),
+                self._function_concurrency,
+            )
         if world.authorizer is not None:
             definition = self._authorizer_definition(world)
             self._authorizer_function = LocalFunction(
@@ -484,7 +539,8 @@ class LocalServer:
         # The authorizer's starts now, as the routes' do: the first handshake
         # does not wait for its cold start, and a file that cannot be imported
         # stops start-up here.
-        await asyncio.gather(*(f.start() for f in [*self._functions.values(), *self._authorizer_functions()]))
+        await asyncio.gather(*(f.start() for f in {id(f): f for f in [
+            *self._functions.values(), *self._url_functions.values(), *self._authorizer_functions()]}.values()))
         for subscription in world.subscriptions:
             poller = queues_module.Poller(
                 subscription, self._local_queues[subscription.queue.arn][0],
@@ -546,6 +602,11 @@ class LocalServer:
         queue, heartbeats, backend, authorizer."""
         assert self.world is not None
         lines = []
+        for url in self.world.function_urls:
+            if self.function_url(url.function.name) == self.publish_url:
+                lines.append(f"Publish URL:    {self.publish_url}")
+            else:
+                lines.append(f"Function URL:   {self.function_url(url.function.name)} (function {url.function.name})")
         if self.world.queues:
             lines.append(f"SQS:            {self.sqs_endpoint} (fan-out queue)")
         if self._inline_fanout_limit is not None:
@@ -582,10 +643,15 @@ class LocalServer:
             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
             aws_session_token=env.get("AWS_SESSION_TOKEN"),
         )
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
             create_table(client, self.world.table_name, self.world.table)
         except client.exceptions.ResourceInUseException:
             log.info("table %s exists; using it", self.world.table_name)
+        except (BotoCoreError, ClientError) as exc:
+            raise OSError(f"cannot create the table {self.world.table_name} in the DynamoDB at "
+                          f"{self.dynamodb_endpoint}: {exc}") from None
 
     def _sqs_client(self) -> Any:
         import boto3
@@ -605,6 +671,9 @@ class LocalServer:
         # AWS too); local mode waits for a slot instead, so closing many
         # connections at once, or stopping, cleans up every one of them.
         return await self._functions[route_key].invoke(event, request_id, wait_for_slot=route_key == "$disconnect")
+
+    async def _invoke_url(self, function_name: str, event: dict, request_id: str) -> Any:
+        return await self._url_functions[function_name].invoke(event, request_id)
 
     async def _authorize(self, event: dict, request_id: str) -> Any:
         assert self._authorizer_function is not None
@@ -651,9 +720,11 @@ class LocalServer:
                     if self._reference is not None:
                         await self._reference.stop()
                         self._reference = None
-                    functions = [*self._functions.values(), *self._workers.values(), *self._authorizer_functions()]
-                    await asyncio.gather(*(f.stop() for f in functions), return_exceptions=True)
+                    functions = {id(f): f for f in [*self._functions.values(), *self._workers.values(),
+                                                    *self._url_functions.values(), *self._authorizer_functions()]}
+                    await asyncio.gather(*(f.stop() for f in functions.values()), return_exceptions=True)
                     self._functions.clear()
+                    self._url_functions.clear()
                     self._workers.clear()
                     self._authorizer_function = None
                 finally:
@@ -731,6 +802,19 @@ def _checked(flag: str, kind: type, unit: str) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"{value}: {problem}")
         return number
     parse.__name__ = flag  # what argparse names in "invalid ... value"
+    return parse
+
+
+def _url(flag: str, also: str = "") -> Callable[[str], str]:
+    """An argparse type: an http(s) URL with a host (or one of ``also``'s words)."""
+    def parse(value: str) -> str:
+        if value == also:
+            return value
+        problem = url_problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{value!r}: {problem}" + (f", or {also}" if also else ""))
+        return value
+    parse.__name__ = flag
     return parse
 
 
@@ -822,7 +906,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="which ChannelServer to serve, by its name, when the program declares several")
     parser.add_argument("--stage", type=_stage_name, metavar="NAME",
                         help="serve under this stage name, the URL's path (default: the program's)")
-    parser.add_argument("--dynamodb-endpoint", metavar="URL",
+    parser.add_argument("--dynamodb-endpoint", metavar="URL", type=_url("--dynamodb-endpoint"),
                         help="use this DynamoDB (DynamoDB Local, or AWS) instead of the embedded one; the functions "
                         "get this shell's AWS credentials, and the table is created there unless it exists")
     parser.add_argument("--management-latency-ms", type=_checked("--management-latency-ms", float, "a number of "
@@ -830,8 +914,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add N ms to every management API call, like the round trip to AWS "
                         f"(below {MAX_MANAGEMENT_LATENCY_MS:g})")
     parser.add_argument("--management-from-anywhere", action="store_true",
-                        help="let other hosts use the management API (it checks a request's signature's shape, "
-                        "not its secret: only on a network you trust); default: loopback addresses only")
+                        help="let other hosts use the management API and the function URLs (they check a "
+                        "request's signature's shape, not its secret: only on a network you trust); default: "
+                        "loopback addresses only")
     parser.add_argument("--idle-timeout", type=_checked("--idle-timeout", float, "a number of seconds"),
                         default=gateway_module.IDLE_TIMEOUT_SECONDS, metavar="SECONDS",
                         help="close connections idle this long (default %(default)g, as AWS)")
@@ -850,10 +935,14 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="N",
                         help="turn heartbeats on and run them every N seconds instead of every "
                         "heartbeatIntervalMinutes (for trying them with a short --idle-timeout)")
-    parser.add_argument("--backend", metavar="URL",
+    parser.add_argument("--backend", metavar="URL", type=_url("--backend", also=REFERENCE_BACKEND),
                         help="serve every route from this HTTP backend, or from the reference backend "
                         "(python -m channel_server.http_backend) that local mode starts itself with "
                         "'--backend reference'; replaces the program's backendUrl, or turns it on")
+    parser.add_argument("--server-publish", action="store_true",
+                        help="serve the server publish endpoint (serverPublish), which backends POST SigV4-signed "
+                        "publishes to, at http://HOST:PORT/@lambda-url/FUNCTION/; turns it on when the program "
+                        "leaves it off")
     parser.add_argument("--authorizer", type=_authorizer_spec, metavar="PATH[:FUNCTION]",
                         help="run this Python file's FUNCTION (default handler) as the $connect authorizer's Lambda "
                         "function: turns the authorizer on, or gives the code of the one the program declares")
@@ -883,6 +972,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                  served=options.program is not None)
     if problem:
         parser.error(problem)
+    if options.server_publish and options.backend is not None:
+        parser.error(SERVER_PUBLISH_WITH_BACKEND)
     return options
 
 
@@ -909,6 +1000,7 @@ def server_from(options: argparse.Namespace) -> LocalServer:
         authorizer_identity_sources=options.authorizer_identity_sources,
         handler_log_level=options.handler_log_level,
         config=dict(options.config or ()),
+        server_publish=options.server_publish,
     )
 
 
@@ -955,7 +1047,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
     try:
         asyncio.run(serve(options))
-    except (OSError, InvocationError, ProgramError, WiringError) as exc:
+    except (OSError, ValueError, InvocationError, ProgramError, WiringError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

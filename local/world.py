@@ -11,7 +11,8 @@ response, which makes the route two-way; ``$connect``'s authorizer → its
 identity sources and the function it invokes (defined anywhere in the
 program); the Table's keys,
 indexes and TTL; the Stage's name; each SQS queue (with its redrive policy)
-and the event source mapping that feeds a function from it. Nothing about routes, handlers, environment
+and the event source mapping that feeds a function from it; each function
+URL → the function it names. Nothing about routes, handlers, environment
 or schema is written down a second time here, so local mode serves whatever
 the component declares, and proves its wiring every time it starts.
 """
@@ -55,6 +56,7 @@ MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
 INTEGRATION_RESPONSE = "aws:apigatewayv2/integrationResponse:IntegrationResponse"
 SCHEDULE = "aws:scheduler/schedule:Schedule"
 AUTHORIZER = "aws:apigatewayv2/authorizer:Authorizer"
+FUNCTION_URL = "aws:lambda/functionUrl:FunctionUrl"
 #: The route API Gateway authorizes, the only one a WebSocket API's authorizer may guard.
 CONNECT_ROUTE = "$connect"
 
@@ -158,6 +160,20 @@ class AuthorizerDef:
 
 
 @dataclass(frozen=True)
+class FunctionUrlDef:
+    """A Lambda function URL, as the component declared it: its function
+    answers HTTP requests (payload format 2.0) on an endpoint of its own."""
+
+    function: FunctionDef
+    url_id: str
+    """The URL's id (``requestContext.apiId`` and ``domainPrefix`` of its events)."""
+    url: str
+    """Its URL in AWS, ``https://{url_id}.lambda-url.{region}.on.aws/``."""
+    authorization_type: str
+    """``AWS_IAM`` (only SigV4-signed requests reach the function) or ``NONE``."""
+
+
+@dataclass(frozen=True)
 class World:
     """The channel server as registered: what local mode builds and serves."""
 
@@ -184,6 +200,8 @@ class World:
     authorizer: AuthorizerDef | None = None
     """The authorizer ``$connect`` runs, if any."""
     stage_variables: Mapping[str, str] = field(default_factory=dict)
+    function_urls: tuple[FunctionUrlDef, ...] = ()
+    """Each function URL of the component (the server publish endpoint)."""
     region: str = "us-east-1"
     """The API's region and account (from its execution ARN): the authorizer's method ARN is in them."""
     account: str = "123456789012"
@@ -243,6 +261,7 @@ def from_project(path: str | Path, stack: str = "dev", component: str | None = N
     except mocks.ProjectError as exc:
         raise ProgramError(str(exc)) from None
     log = logging.getLogger("channel_server.local")
+    log.info("running %s (stack %s) under Pulumi's mock engine", project.program, stack)
     if not (project.directory / f"Pulumi.{stack}.yaml").is_file():
         log.info("no Pulumi.%s.yaml in %s: the program gets Pulumi.yaml's config only", stack, project.directory)
     if secrets:
@@ -253,12 +272,16 @@ def from_project(path: str | Path, stack: str = "dev", component: str | None = N
     overrides = dict(config or {})
     if overrides:
         log.info("config from --config: %s", ", ".join(f"{key}={value}" for key, value in overrides.items()))
+    undeclared = [key for key in overrides if project.declared and mocks._qualified(project.name, key) not in project.declared]
+    if undeclared:
+        log.warning("--config %s: Pulumi.yaml declares no such key, so the program may not read it (it declares %s)",
+                    ", ".join(undeclared), ", ".join(sorted(k.split(":", 1)[1] for k in project.declared
+                                                           if k.startswith(f"{project.name}:"))))
     for flag, key, value in turn_on:
         if key in overrides or values.get(f"{project.name}:{key}") not in FEATURE_OFF:
             continue
         overrides[key] = value
-        log.info("%s: stack %s's config leaves %s off; serving the program with %s=%s for this run",
-                 flag, stack, key, key, value)
+        log.info("%s: stack %s's config leaves %s off; setting it for this run", flag, stack, key)
 
     try:
         deployment = _deploy_isolated(lambda: project.deploy(stack, required=stack_required, overrides=overrides))
@@ -372,6 +395,7 @@ def _read(deployment: mocks.Deployment, component: str | None, program: str) -> 
         http_routes=http_routes,
         schedules=_schedules(own),
         authorizer=_authorizer(own, deployment),
+        function_urls=_function_urls(own),
         stage_variables={key: str(value) for key, value in (stage.get("stageVariables") or {}).items()},
         region=region,
         account=account,
@@ -508,6 +532,31 @@ def _subscriptions(own: mocks.Deployment, queues: Mapping[str, QueueDef]) -> tup
         if function is None:
             raise WiringError(f"event source mapping {mapping.name}: it invokes no function of this component")
         found.append(Subscription(queue, _function_def(function), int(mapping.get("batchSize") or 10)))
+    return tuple(found)
+
+
+def _function_urls(own: mocks.Deployment) -> tuple[FunctionUrlDef, ...]:
+    """Each function URL → the function its ``functionName`` names (by name
+    or ARN, as Lambda takes either), as local mode can serve it."""
+    functions = {}
+    for function in own.of_type(FUNCTION):
+        functions[function["arn"]] = functions[function["name"]] = function
+    found = []
+    for url in own.of_type(FUNCTION_URL):
+        function = functions.get(url.get("functionName"))
+        if function is None:
+            raise WiringError(f"function URL {url.name}: it names no function of this component "
+                              f"({url.get('functionName')!r})")
+        kind = url.get("authorizationType")
+        if kind not in ("AWS_IAM", "NONE"):
+            raise WiringError(f"function URL {url.name}: its authorization type is AWS_IAM or NONE, not {kind!r}")
+        if url.get("invokeMode") not in (None, "", "BUFFERED"):
+            raise WiringError(f"function URL {url.name}: local mode serves BUFFERED function URLs, "
+                              f"not {url.get('invokeMode')}")
+        if url.get("qualifier"):
+            raise WiringError(f"function URL {url.name}: local mode serves a function's $LATEST, "
+                              f"not the qualifier {url.get('qualifier')!r}")
+        found.append(FunctionUrlDef(_function_def(function), url["urlId"], url["functionUrl"], kind))
     return tuple(found)
 
 

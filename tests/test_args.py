@@ -295,6 +295,7 @@ def test_from_config_reads_each_set_key_with_its_fields_type() -> None:
         "accessLogs": "get_bool",
         "apiGatewayCloudwatchRoleArn": "get",
         "manageApiGatewayAccount": "get_bool",
+        "serverPublish": "get_bool",
         "metrics": "get_bool",
         "alarmTopicArn": "get",
         "tracing": "get_bool",

@@ -56,6 +56,12 @@ RULES: dict[str, str] = {
         "test_doc_features::test_your_own_backend_recipe_serves_a_channel",
     r"\.venv/bin/python -m channel_server\.http_backend --port 9000 .*":
         "test_doc_features::test_your_own_backend_recipe_serves_a_channel",
+    r"python3 tasks\.py local --server-publish":
+        "test_doc_features::test_a_backend_publishes_with_the_documented_commands",
+    r"\.venv/bin/python -m channel_server\.publish \"<the Publish URL local mode prints>\" .*":
+        "test_doc_features::test_a_backend_publishes_with_the_documented_commands",
+    r"curl --aws-sigv4 .*":
+        "test_doc_features::test_a_backend_publishes_with_the_documented_commands",
     r"pulumi .*|A\$ .*|B\$ .*": NO_PULUMI_CLI,
     r"wscat .*": "not run: wscat is an npm tool, not installed here; the websockets command shows the same frames",
     r"pip install \"channel-server @ git\+https://<host>/.*\"": "not run: a git URL with placeholders, on a network",
@@ -172,7 +178,7 @@ def test_the_test_commands_collect_the_suite_they_name() -> None:
 #: The sizes each benchmark runs with here: the documented ones take minutes.
 SMALL = {"fanout.py": "--members 3 --publishes 1", "post_cpu.py": "--posts 50", "cold_start.py": "--runs 1",
          "local_capacity.py": "--clients 4 --in-flight 2", "decode.py": "--sizes 16 --repeat 1",
-         "metrics_import.py": "--runs 1"}
+         "metrics_import.py": "--runs 1", "server_publish.py": "--members 3 --publishes 1"}
 
 
 def with_flags(command: str, replaced: str) -> str:

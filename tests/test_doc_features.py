@@ -157,3 +157,25 @@ def test_a_consumer_program_is_served_with_its_stack(tmp_path: Path) -> None:
     command = command.replace("~/src/chat-infra", str(project)).replace("python ", f"{sys.executable} ", 1)
     with local_mode(command, {"8080": free_port()}) as local:
         assert re.search(r"^channel-server local mode, stage staging$", local.output, re.M), local.output
+
+
+def test_a_backend_publishes_with_the_documented_commands() -> None:
+    from support.doc_commands import run
+
+    ports = {"8080": free_port()}
+    with local_mode(the(r"python3 tasks\.py local --server-publish"), ports) as local:
+        publish_url = local.wait_for(r"^  Publish URL: +(http://127\.0\.0\.1:\d+/@lambda-url/\S+/)$").group(1)
+        with ExitStack() as stack:
+            (member,) = members(ports, stack, "lobby", 1)
+            # the command line, as shown
+            cli = run(the(r"\.venv/bin/python -m channel_server\.publish \"<the Publish URL local mode prints>\" .*")
+                      .replace("<the Publish URL local mode prints>", publish_url))
+            assert (cli.returncode, cli.stderr) == (0, ""), cli.stderr
+            assert json.loads(cli.stdout) == {"delivered": 1, "failed": 0, "queued": 0, "replayed": False}
+            assert json.loads(member.recv(timeout=PATIENCE)) == {
+                "type": "message", "channelId": "lobby", "senderId": "$server", "data": {"text": "order shipped"}}
+            # curl, as shown
+            curl = run(the(r"curl --aws-sigv4 .*").replace("<the Publish URL local mode prints>", publish_url))
+            assert curl.returncode == 0, curl.stderr
+            assert json.loads(curl.stdout) == {"delivered": 1, "failed": 0, "queued": 0}
+            assert json.loads(member.recv(timeout=PATIENCE))["data"] == "hi"

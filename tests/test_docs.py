@@ -299,6 +299,8 @@ def _figure(docs: str | tuple[str, ...], pattern: str, code: str, *value: object
 
 
 FIGURES = [
+    _figure(PROTOCOL, r"A key publishes once within (\d+) minutes of its first use",
+            "spec.IDEMPOTENCY_WINDOW_SECONDS", spec.IDEMPOTENCY_WINDOW_SECONDS // 60),
     _figure(DOCS, r"(\d+) s to connect and (\d+) s for an answer",
             "sender.CONNECT_TIMEOUT, sender.READ_TIMEOUT", sender.CONNECT_TIMEOUT, sender.READ_TIMEOUT),
     _figure(DOCS, r"[Cc]onnect(?:ion)? timeout (?:is |of )?(\d+) s", "sender.CONNECT_TIMEOUT", sender.CONNECT_TIMEOUT,

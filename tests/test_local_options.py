@@ -42,6 +42,9 @@ BAD_VALUES = [
      "answer, so longer round trips would time out and deliver nothing"),
     ("--management-latency-ms", "-1", "-1: must be from 0 to below 1000; the handlers wait at most "
      f"{READ_TIMEOUT:g} s for the management API's answer, so longer round trips would time out and deliver nothing"),
+    ("--backend", "nonsense", "'nonsense': give an http:// or https:// URL with a host, or reference"),
+    ("--backend", "ftp://x", "'ftp://x': give an http:// or https:// URL with a host, or reference"),
+    ("--dynamodb-endpoint", "garbage", "'garbage': give an http:// or https:// URL with a host"),
     ("--config", "heartbeats", "'heartbeats': give KEY=VALUE, as `pulumi config set KEY VALUE` would set (for "
      "example heartbeatIntervalMinutes=1)"),
 ]
@@ -156,3 +159,38 @@ def test_a_program_that_does_not_read_the_config_key_is_refused_with_what_to_cha
         "heartbeatIntervalMinutes does not turn it on (the program does not read it); turn it on in the program's "
         "ChannelServerArgs (heartbeat_interval_minutes), or set the config key the program reads for this run with "
         "--config KEY=VALUE")
+
+
+def test_the_constructor_refuses_a_backend_that_is_not_a_url_in_the_parsers_words():
+    with pytest.raises(ValueError) as refused:
+        LocalServer(backend="nonsense")
+    assert str(refused.value) == "--backend nonsense: give an http:// or https:// URL with a host, or reference"
+
+
+def test_a_host_that_cannot_be_resolved_is_named():
+    from channel_server.local.server import bind
+
+    with pytest.raises(OSError) as refused:
+        bind("999.1.1.1", 0)
+    assert str(refused.value).startswith("cannot listen on --host 999.1.1.1: ")
+
+
+def test_an_authorizer_file_without_the_function_named_is_one_line(tmp_path):
+    from channel_server.local.functions import InvocationError
+
+    (tmp_path / "auth.py").write_text("def handler(event, context):\n    raise Exception('Unauthorized')\n")
+    with pytest.raises(InvocationError) as refused:
+        with running(port=0, authorizer=f"{tmp_path / 'auth.py'}:nofunc"):
+            pass
+    assert str(refused.value) == (
+        "function local-authorizer failed to start: HandlerNotFound: module auth has no function nofunc")
+
+
+def test_a_config_key_pulumi_yaml_does_not_declare_is_warned_about(caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="channel_server.local")
+    repository_world(config={"maxMesageBytes": "100"})
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("--config maxMesageBytes: Pulumi.yaml declares no such key, so the program may not "
+                              "read it (it declares accessLogs, ")

@@ -30,7 +30,8 @@ SCHEMA_TYPES = {str: PropertyType.STRING, int: PropertyType.INTEGER, float: Prop
                 bool: PropertyType.BOOLEAN, list: PropertyType.ARRAY, dict: PropertyType.OBJECT}
 #: Outputs every language sees, and the Python type behind each.
 OUTPUTS = {"url": str, "executeApiUrl": str, "managementEndpoint": str, "tableName": str, "apiId": str,
-           "stageName": str, "domainTarget": str}
+           "stageName": str, "domainTarget": str, "publishUrl": str, "publishFunctionArn": str,
+           "publishPolicyArn": str}
 RESOURCE_OUTPUTS = {"table": "aws:dynamodb/table:Table", "api": "aws:apigatewayv2/api:Api",
                     "stage": "aws:apigatewayv2/stage:Stage"}
 
@@ -123,7 +124,8 @@ def test_outputs_are_the_urls_names_and_the_main_resources_each_described(compon
     for name, kind in OUTPUTS.items():
         prop = component.outputs[name]
         assert prop.type == SCHEMA_TYPES[kind] and prop.description, name
-    assert [name for name, prop in component.outputs.items() if prop.optional] == ["domainTarget"]
+    assert [name for name, prop in component.outputs.items() if prop.optional] == [
+        "domainTarget", "publishUrl", "publishFunctionArn", "publishPolicyArn"]
     for name, token in RESOURCE_OUTPUTS.items():
         prop = component.outputs[name]
         assert prop.ref.endswith("/schema.json#/resources/" + token.replace("/", "%2F")) and prop.description
@@ -199,6 +201,7 @@ def test_the_provider_constructs_the_component_from_engine_inputs() -> None:
         "authorizer": {"functionArn": "arn:aws:lambda:us-east-1:123456789012:function:auth",
                        "identitySources": ["route.request.header.Authorization"]},
         "accessLogs": True,
+        "serverPublish": True,
         "tags": {"team": "realtime"},
     }
     provider = ComponentProvider([ChannelServer], PACKAGE_NAME)

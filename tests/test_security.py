@@ -24,16 +24,18 @@ from typing import Any, Iterator
 from urllib.parse import quote
 
 import boto3
+import pulumi_aws as aws
 import pytest
 
 import channel_server.handlers
 from channel_server import ChannelServer
+from channel_server.component import trust_policy
 from channel_server.handlers import protocol, spec
 from channel_server.handlers.events import WebSocketEvent
 from channel_server.handlers.store import Store
 from channel_server.mocks import Deployment, deploy
 from support.aws import FAKE_CREDENTIALS, REGION, fake_aws_environment
-from support.events import event, new_connection_id
+from support.events import event, new_connection_id, url_event
 from support.lambda_world import OK, LambdaWorld, answered, lambda_world, product_management_client
 from support.management import FakeManagementApi
 
@@ -229,6 +231,26 @@ def drive_every_code_path(world: LambdaWorld, recorder: CallRecorder, take_chunk
         world.call("fanout", {"Records": [
             {"messageId": c["MessageId"], "receiptHandle": c["ReceiptHandle"], "body": c["Body"]} for c in chunks]})
     assert m.statuses(queued) == [410]  # the queued message found it gone (its join reply was no post)
+    # a backend's publish to newsroom: 2 posted (both found gone), 1 queued
+    newsroom = [new_connection_id() for _ in range(3)]
+    with recorder.entry("join"):
+        for connection_id in newsroom:
+            world.join(connection_id, "newsroom")
+    m.gone.update(newsroom)
+    request = url_event({"channelId": "newsroom", "data": 6, "idempotencyKey": "sec-1"})
+    with recorder.entry("server_publish"):
+        first = world.app.server_publish(request, world.context)  # claims the key, records the outcome
+        again = world.app.server_publish(request, world.context)  # reads the first outcome
+        with pytest.MonkeyPatch.context() as patch:  # fails before its first post: frees its key
+            patch.setattr(world.app.store, "members", lambda channel: 1 / 0)
+            failed = world.app.server_publish(url_event({"channelId": "newsroom", "data": 7, "idempotencyKey": "sec-2"}),
+                                              world.context)
+    assert [a["statusCode"] for a in (first, again, failed)] == [200, 200, 500]
+    assert json.loads(first["body"]) == {"delivered": 0, "failed": 0, "queued": 1}
+    assert len(take_chunks()) == 1  # the queued member's chunk, taken
+    with recorder.entry("disconnect"):
+        for connection_id in newsroom:
+            world.disconnect(connection_id)
     with recorder.entry("ping"):
         world.send(alice, '{"type":"ping"}')
         world.send(stranger, '{"type":"ping","data":{"t":1}}')
@@ -290,7 +312,8 @@ def observed(dynamodb: Any, table_definition: Any, embedded_dynamodb: Any) -> di
             table, index = world.environ[spec.ENV_TABLE_NAME], world.environ[spec.ENV_INDEX_NAME]
     finally:
         sqs.delete_queue(QueueUrl=queue_url)
-    needs: dict[str, set[tuple[str, str]]] = {f.function: set() for f in (*spec.ROUTES, spec.FANOUT, spec.HEARTBEAT)}
+    needs: dict[str, set[tuple[str, str]]] = {
+        f.function: set() for f in (*spec.ROUTES, spec.FANOUT, spec.HEARTBEAT, spec.SERVER_PUBLISH)}
     for entry, service, operation, params in recorder.calls:
         assert entry is not None, f"{operation} made outside any entry point"
         needs[entry] |= iam_needs(service, operation, params, table, index, queue_url)
@@ -299,7 +322,11 @@ def observed(dynamodb: Any, table_definition: Any, embedded_dynamodb: Any) -> di
 
 @pytest.fixture(scope="module")
 def deployed() -> Deployment:
-    return deploy(lambda: ChannelServer("sec", {"heartbeat_interval_minutes": HEARTBEAT_MINUTES}))
+    def program() -> None:
+        server = ChannelServer("sec", {"heartbeat_interval_minutes": HEARTBEAT_MINUTES, "server_publish": True})
+        server.grant_publish(aws.iam.Role("backend", assume_role_policy=trust_policy("ecs-tasks.amazonaws.com")))
+
+    return deploy(program)
 
 
 def _one(resources: list, what: str) -> Any:
@@ -361,6 +388,12 @@ def heartbeat_function(deployment: Deployment) -> Any:
     return _one([f for f in deployment.of_type(FUNCTION) if f["arn"] == target["arn"]], "function")
 
 
+def server_publish_function(deployment: Deployment) -> Any:
+    """The function the server publish endpoint (a function URL) invokes."""
+    (url,) = deployment.of_type("aws:lambda/functionUrl:FunctionUrl")
+    return _one([f for f in deployment.of_type(FUNCTION) if f["name"] == url["functionName"]], "function")
+
+
 def _as_list(value: Any) -> list:
     return [value] if isinstance(value, str) else list(value)
 
@@ -394,6 +427,29 @@ def test_the_heartbeat_function_is_granted_exactly_what_it_was_seen_to_call(
     assert granted_to(deployed, function) == observed["heartbeat"] | LOG_GRANTS
 
 
+def test_the_server_publish_function_is_granted_exactly_what_it_was_seen_to_call(
+    deployed: Deployment, observed: dict[str, set[tuple[str, str]]]
+) -> None:
+    (url,) = deployed.of_type("aws:lambda/functionUrl:FunctionUrl")
+    function = server_publish_function(deployed)
+    assert (function["handler"], url["authorizationType"]) == (spec.SERVER_PUBLISH.handler, "AWS_IAM")
+    assert granted_to(deployed, function) == observed["server_publish"] | LOG_GRANTS
+
+
+def test_granting_publish_attaches_a_policy_that_allows_only_invoking_that_function_through_its_url(
+        deployed: Deployment) -> None:
+    function = server_publish_function(deployed)
+    (callers,) = deployed.of_type("aws:iam/policy:Policy")
+    assert json.loads(callers["policy"])["Statement"] == [
+        {"Effect": "Allow", "Action": ["lambda:InvokeFunctionUrl"], "Resource": [function["arn"]],
+         "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}}},
+        {"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function["arn"]]},
+    ]
+    (attachment,) = deployed.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    backend = deployed.by_name("backend")
+    assert (attachment["role"], attachment["policyArn"]) == (backend["name"], callers["arn"])
+
+
 def test_the_scheduler_may_invoke_only_the_heartbeat_function_and_only_for_this_account(deployed: Deployment) -> None:
     schedule = deployed.one(SCHEDULE)
     function = heartbeat_function(deployed)
@@ -423,6 +479,11 @@ def test_the_observed_calls_are_the_ones_each_entry_point_needs(observed: dict[s
         # lists the live connections, posts, queues the rest, closes the gone
         "heartbeat": {("dynamodb:Query", ON_HEARTBEAT_INDEX), ("dynamodb:PutItem", ON_TABLE),
                       ("dynamodb:DeleteItem", ON_TABLE), ("sqs:SendMessage", ON_QUEUE)} | posts,
+        # claims a key, reads the first outcome, records one, frees a key; lists,
+        # posts, removes the gone, queues the rest
+        "server_publish": {("dynamodb:PutItem", ON_TABLE), ("dynamodb:GetItem", ON_TABLE),
+                           ("dynamodb:DeleteItem", ON_TABLE), ("dynamodb:Query", ON_INDEX),
+                           ("dynamodb:BatchWriteItem", ON_TABLE), ("sqs:SendMessage", ON_QUEUE)} | posts,
         # replies are route responses: only a publish's fan-out posts
         "ping": set(),
         "default": set(),
@@ -432,7 +493,7 @@ def test_the_observed_calls_are_the_ones_each_entry_point_needs(observed: dict[s
 def test_no_policy_statement_has_a_wildcard_or_names_anything_outside_its_own_function(deployed: Deployment) -> None:
     policies = deployed.of_type(POLICY)
     functions = {**{key: route_function(deployed, key) for key in ROUTE_KEYS}, "fanout": fanout_function(deployed),
-                 "heartbeat": heartbeat_function(deployed)}
+                 "heartbeat": heartbeat_function(deployed), "server_publish": server_publish_function(deployed)}
     assert len(policies) == len(functions) + 1  # and the scheduler's role's (tested above)
     for route_key, function in functions.items():
         statements, log_group = function_policy(deployed, function)
@@ -449,7 +510,10 @@ def test_no_policy_statement_has_a_wildcard_or_names_anything_outside_its_own_fu
 
 def test_roles_get_nothing_beyond_their_one_inline_policy(deployed: Deployment) -> None:
     iam_types = {r.type for r in deployed.resources if r.type.startswith("aws:iam/")}
-    assert iam_types == {ROLE, POLICY}
+    # besides: the callers' managed policy, and its one attachment, to the role grant_publish was given
+    assert iam_types == {ROLE, POLICY, "aws:iam/policy:Policy", "aws:iam/rolePolicyAttachment:RolePolicyAttachment"}
+    (attachment,) = deployed.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    assert attachment["role"] == deployed.by_name("backend")["name"]
     for role in deployed.of_type(ROLE):
         assert not role.inputs.get("managedPolicyArns"), role.name
         assert not role.inputs.get("inlinePolicies"), role.name
@@ -729,7 +793,16 @@ def test_no_handler_module_reads_a_host_stage_or_headers_from_the_event(path: Pa
     # sigv4 names the "host" header of the requests it signs; it is never given an event
     allowed = SIGNER_HEADER_NAMES if path.name == "sigv4.py" else set()
 
-    assert _string_constants(tree) & PLACES_IN_AN_EVENT == allowed
+    # the server publish function answers with a function URL response, whose
+    # "headers" it writes as a dict key; it never reads a request's
+    written = {key.value for node in ast.walk(tree) if isinstance(node, ast.Dict)
+               for key in node.keys if isinstance(key, ast.Constant)}
+    read = {node.slice.value for node in ast.walk(tree)
+            if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)}
+    read |= {node.args[0].value for node in ast.walk(tree) if isinstance(node, ast.Call) and node.args
+             and isinstance(node.args[0], ast.Constant) and getattr(node.func, "attr", "") in ("get", "pop")}
+    written_only = written - read if path.name == "app.py" else set()
+    assert (_string_constants(tree) & PLACES_IN_AN_EVENT) - written_only == allowed
     if allowed:
         assert not [node for node in ast.walk(tree) if isinstance(node, ast.arg) and "event" in node.arg]
         assert "events" not in path.read_text(encoding="utf-8")

@@ -68,3 +68,20 @@ def event(name: str, connection_id: str | None = None, body: Any = _UNSET) -> di
 def new_connection_id() -> str:
     """A connection id shaped like API Gateway's: 15 base64-like characters and '='."""
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(15)) + "="
+
+
+def url_event(body: Any, *, method: str = "POST", base64_body: bool = False) -> dict:
+    """A function URL's request event (payload format 2.0), as Lambda sends it."""
+    import base64
+
+    text = body if isinstance(body, str) or body is None else json.dumps(body)
+    if base64_body and text is not None:
+        text = base64.b64encode(text.encode("utf-8")).decode("ascii")
+    return {
+        "version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
+        "headers": {"content-type": "application/json", "host": "abc.lambda-url.us-east-1.on.aws"},
+        "requestContext": {"http": {"method": method, "path": "/", "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9",
+                                    "userAgent": "test"},
+                           "requestId": "r1", "routeKey": "$default", "stage": "$default", "timeEpoch": 0},
+        "body": text, "isBase64Encoded": base64_body,
+    }

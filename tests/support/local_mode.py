@@ -28,7 +28,7 @@ from typing import Any
 #: The options that change what is served without a program that this takes
 #: (a test that needs a program, a stack, a stage or an authorizer starts a
 #: server that reads its world itself).
-WORLD_OPTIONS = frozenset({"backend", "heartbeat_seconds"})
+WORLD_OPTIONS = frozenset({"backend", "heartbeat_seconds", "server_publish"})
 
 
 def served_world(**options: Any) -> Any:
