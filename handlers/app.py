@@ -312,11 +312,12 @@ class ChannelApp:
         except Exception:
             _log_failure(event, "handling the frame failed")
             frame = _failure_for(command, INTERNAL_ERROR)
+        frame = protocol.answering(command, frame)
         try:
             payload = protocol.encode_reply(frame)
         except Exception:
             _log_failure(event, "reply could not be encoded")
-            payload = protocol.encode(protocol.error(INTERNAL_ERROR))
+            payload = protocol.encode(protocol.answering(command, protocol.error(INTERNAL_ERROR)))
         return {**OK, "body": payload.decode("utf-8")}
 
     def _join(self, event: WebSocketEvent, command: Any) -> dict:

@@ -74,20 +74,29 @@ class Rules:
 # --- commands -------------------------------------------------------------------
 
 
+#: What a client's ``requestId`` may be: its reply carries it back (§3 of
+#: docs/protocol.md), so a client can keep several requests in flight.
+REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+BAD_REQUEST_ID = "requestId must be 1 to 64 letters, digits, '_', '.', ':' or '-'"
+
+
 @dataclass(frozen=True)
 class Join:
     channel_id: str
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
 class Publish:
     data: Any
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
 class Ping:
     data: Any
     has_data: bool
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,7 @@ class Reply:
     """Answer the sender with ``frame`` and do nothing else."""
 
     frame: dict
+    request_id: str | None = None
 
 
 Command = Union[Join, Publish, Ping, Reply]
@@ -110,23 +120,32 @@ def decode(body: str | None, rules: Rules) -> Command:
     message, problem = _json_object(body, "frame")
     if problem is not None:
         return Reply(error(problem))
+    rid = message.get("requestId")
+    if rid is not None and not (isinstance(rid, str) and REQUEST_ID.fullmatch(rid)):
+        return Reply(error(BAD_REQUEST_ID))  # no id to answer with: nothing else is done
     kind = message.get("type")
     if kind is None:
-        return Reply(error("frame has no type"))
+        return Reply(error("frame has no type"), rid)
     if kind == JOIN:
         problem = rules.channel_id_problem(message.get("channelId"))
         if problem:
-            return Reply(join_failure(problem))
-        return Join(message["channelId"])
+            return Reply(join_failure(problem), rid)
+        return Join(message["channelId"], rid)
     if kind == PUBLISH:
         if "data" not in message:
-            return Reply(publish_failure("publish needs a data field"))
-        return Publish(message["data"])
+            return Reply(publish_failure("publish needs a data field"), rid)
+        return Publish(message["data"], rid)
     if kind == PING:
-        return Ping(message.get("data"), "data" in message)
+        return Ping(message.get("data"), "data" in message, rid)
     if not isinstance(kind, str):
-        return Reply(error("type must be a string"))
-    return Reply(error(f"unknown type {_shorten(kind)!r}; expected {JOIN}, {PUBLISH} or {PING}"))
+        return Reply(error("type must be a string"), rid)
+    return Reply(error(f"unknown type {_shorten(kind)!r}; expected {JOIN}, {PUBLISH} or {PING}"), rid)
+
+
+def answering(command: Any, frame: dict) -> dict:
+    """``frame`` as the reply to ``command``: with the command's requestId, when it had one."""
+    request_id = getattr(command, "request_id", None)
+    return {**frame, "requestId": request_id} if request_id is not None else frame
 
 
 def _json_object(text: str, what: str) -> tuple[dict, str | None]:
@@ -334,10 +353,9 @@ def encode_reply(frame: dict) -> bytes:
     says so: a frame always gets an answer it can receive."""
     payload = encode(frame)
     if len(payload) > API_GATEWAY_MAX_MESSAGE_BYTES:
-        return encode(error(
-            f"reply too large: {frame.get('type')} would be {len(payload)} bytes encoded, "
-            f"the limit is {API_GATEWAY_MAX_MESSAGE_BYTES}"
-        ))
+        too_large = error(f"reply too large: {frame.get('type')} would be {len(payload)} bytes encoded, "
+                          f"the limit is {API_GATEWAY_MAX_MESSAGE_BYTES}")
+        return encode({**too_large, "requestId": frame["requestId"]} if "requestId" in frame else too_large)
     return payload
 
 
