@@ -275,8 +275,13 @@ class ChannelApp:
             logger.exception("server publish failed before sending", extra=context_log)
             self._release(key, claim)
             return _http(500, {"message": INTERNAL_ERROR})
-        deliveries, queued, lost = self._fan_out(spec.SERVER_PUBLISH.function, targets, outgoing.payload, channel,
-                                                 deadline, context_log)
+        try:
+            deliveries, queued, lost = self._fan_out(spec.SERVER_PUBLISH.function, targets, outgoing.payload, channel,
+                                                     deadline, context_log)
+        except Exception:
+            # some members may have it: the key stays claimed, without an outcome (409 to a retry)
+            logger.exception("server publish failed while sending", extra=context_log)
+            return _http(500, {"message": INTERNAL_ERROR})
         outcome = protocol.publish_outcome(deliveries.delivered, len(deliveries.failed) + lost, queued)
         if claim is not None:
             try:

@@ -184,3 +184,15 @@ def test_a_claim_whose_answer_was_lost_and_that_was_sent_again_is_still_the_call
 
     # WHEN it claims a key THEN the claim is its own
     assert store.claim_publish("k6", "f" * 64).mine
+
+
+def test_a_publish_that_fails_while_sending_keeps_its_key_so_a_retry_sends_no_second_copy(
+        world: Any, lobby: Any) -> None:
+    alice, _, _ = lobby
+    request = {"channelId": "lobby", "data": "maybe", "idempotencyKey": "k7"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(world.app.sender, "post_many", lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("cut")))
+        assert publish(world, request) == (500, {"message": "internal error; the request was not carried out"})
+
+    assert publish(world, request) == (409, {"message": protocol.KEY_IN_PROGRESS})
+    assert alice.frames() == []
