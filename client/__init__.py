@@ -10,16 +10,43 @@
 
 What every client of a channel server on API Gateway has to do, done once:
 
-- **One request at a time.** Replies carry no request id (protocol §5), so the
-  client sends a join, publish or ping only after the previous one was answered;
-  concurrent calls wait their turn, in order. Each call returns on its reply or
-  raises the exception that documents it (see :class:`ChannelClientError`).
+- **Requests in flight, paired by id.** Every join, publish and ping carries
+  a fresh ``requestId`` (protocol §3), and the server echoes it in the reply,
+  so up to ``max_in_flight`` requests (16 by default) are in flight at once and
+  each reply settles the request with its id, in whatever order replies come.
+  Concurrent calls are sent in the order they were made; beyond the cap they
+  wait for a slot. Each call returns on its reply or raises the exception that
+  documents it (see :class:`ChannelClientError`). The first request on each
+  connection goes alone: its reply says whether the server echoes ids. A
+  server that does not (one older than request ids) gets one request at a time
+  for the rest of that connection, its replies paired by order, as before.
+  A join goes alone (the requests before it answered, the ones after it
+  waiting for its reply), so that they happen in the channel it joins.
+  Publishes in flight together may reach the other members in any order
+  (protocol §5): to keep a sender's order, await each publish before the next.
+- **A reply that does not come.** The request raises :class:`ReplyTimeout`
+  after ``reply_timeout`` seconds, and the connection stays: a late reply with
+  that id is dropped. The client then checks the connection with a ``ping``
+  of its own; that ping unanswered within ``reply_timeout`` means the
+  connection is dead, and it is dropped and made again. (Before the
+  connection's first reply, and on a server that does not echo ids, a late
+  reply could not be told from the next request's, so there a
+  ``ReplyTimeout`` drops the connection at once, as before.)
+- **API Gateway's error frames** (protocol §9) carry no ``type`` and AWS's own
+  request id, so they do not say which request they answer. With one request
+  in flight it is that one (:class:`GatewayError`). With several, the client
+  waits: the others get their own replies (API Gateway answers every frame,
+  with the function's reply or its error frame), and the one left without a
+  reply gets the :class:`GatewayError`. If one of them times out meanwhile,
+  the frame's owner cannot be told: the others that get no reply raise
+  :class:`ReplyTimeout`.
 - **Keeping an idle connection open.** API Gateway closes a connection after
   10 idle minutes. The client sends a ``ping`` whenever ``ping_interval``
   seconds (4 minutes by default) pass without a frame in either direction, so
   the server's own ``heartbeat`` frames, when it sends them, make the pings
-  unnecessary and none are sent. A ping not answered within ``reply_timeout``
-  means the connection is dead: the client drops it and reconnects.
+  unnecessary and none are sent. Such a ping not answered within
+  ``reply_timeout`` means the connection is dead: the client drops it and
+  reconnects.
   ``heartbeat`` frames are never yielded as messages.
 - **Reconnecting.** API Gateway closes every connection after 2 hours, and on
   deploys. When a connection closes for any reason other than :meth:`close`,
@@ -27,7 +54,8 @@ What every client of a channel server on API Gateway has to do, done once:
   channel it was in again (a new membership, so a new ``sender_id``) and only
   then sends the requests that were made while it was disconnected. Those wait
   in a queue of at most ``max_queue`` requests; one more raises
-  :class:`QueueFull` at once.
+  :class:`QueueFull` at once. The requests in flight when a connection closes
+  raise :class:`ConnectionLost`.
 - **Frame limits.** A client message over 32 KB is sent as several frames of at
   most 32 KB each (API Gateway closes the connection on a bigger frame), and a
   message over 128 KB raises :class:`FrameTooLarge` before anything is sent
@@ -69,8 +97,14 @@ log = logging.getLogger("channel_server.client")
 DEFAULT_PING_INTERVAL = protocol.API_GATEWAY_IDLE_TIMEOUT_SECONDS * 0.4
 #: Seconds to wait for a reply. API Gateway answers within its 29-second
 #: integration timeout (with the function's reply or its own error frame), so
-#: a reply later than this will not come: the connection is dropped and made again.
+#: a reply later than this will not come.
 DEFAULT_REPLY_TIMEOUT = 35.0
+#: Requests in flight at once on a server that echoes request ids. Each one is
+#: a Lambda invocation running at the same time as the others (the account has
+#: 1,000 concurrent executions by default, for every client together), and
+#: publishes in flight together are delivered in no particular order; 16 is
+#: plenty to hide a round trip of tens of milliseconds.
+DEFAULT_MAX_IN_FLIGHT = 16
 MAX_MESSAGE_BYTES = protocol.API_GATEWAY_MAX_MESSAGE_BYTES
 MAX_FRAME_BYTES = protocol.API_GATEWAY_MAX_FRAME_BYTES
 
@@ -82,7 +116,18 @@ _REPLIES = {
     "publish": ("publishSuccess", "publishFailure", "error"),
     "ping": ("pong", "error"),
 }
+_REPLY_TYPES = frozenset(t for replies in _REPLIES.values() for t in replies)
 _NO_DATA = object()
+
+
+@dataclass
+class _Pending:
+    """A request sent on the current connection whose reply has not come."""
+
+    kind: str
+    reply: asyncio.Future
+    #: a ping that checks the connection: no reply in time means it is dead
+    liveness: bool = False
 
 
 # --- what the client yields and returns ------------------------------------------------
@@ -205,9 +250,13 @@ class ConnectionLost(ChannelClientError):
     The client reconnects by itself (unless ``reconnect=False``)."""
 
 
-class ReplyTimeout(ConnectionLost):
-    """No reply within ``reply_timeout``: the connection is taken for dead and
-    made again. The request's effect is unknown."""
+class ReplyTimeout(ChannelClientError):
+    """No reply within ``reply_timeout``; the request's effect is unknown. The
+    connection stays (a late reply is dropped) and the client checks it with a
+    ping of its own; only before the connection's first reply, or on a server
+    that does not echo request ids, is the connection dropped and made again at
+    once, as the message then says. Not a
+    :class:`ConnectionLost`: the connection is usually not lost."""
 
 
 class QueueFull(ChannelClientError):
@@ -276,6 +325,8 @@ class ChannelClient:
     ``backoff_initial``/``backoff_max`` the bounds of the exponential backoff (each
     wait is drawn uniformly below the bound) and ``max_reconnect_attempts`` the
     failed attempts in a row after which the client gives up (None: never).
+    ``max_in_flight``: requests sent and not yet answered, at most (on a
+    server that echoes request ids; one otherwise).
     ``max_queue``: requests that may wait while disconnected.
     ``max_incoming``: messages kept until read; beyond it the oldest is dropped.
     ``on_event``: called with a :class:`ClientEvent` for each change of state.
@@ -292,6 +343,7 @@ class ChannelClient:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         max_reconnect_attempts: Optional[int] = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         max_queue: int = 100,
         max_incoming: int = 10_000,
         open_timeout: float = 10.0,
@@ -305,7 +357,8 @@ class ChannelClient:
                             ("backoff_max", backoff_max), ("open_timeout", open_timeout)):
             if not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
-        for name, value in (("max_queue", max_queue), ("max_incoming", max_incoming)):
+        for name, value in (("max_in_flight", max_in_flight), ("max_queue", max_queue),
+                            ("max_incoming", max_incoming)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer of at least 1, not {value!r}")
         if max_reconnect_attempts is not None and max_reconnect_attempts < 1:
@@ -318,6 +371,7 @@ class ChannelClient:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.max_reconnect_attempts = max_reconnect_attempts
+        self.max_in_flight = max_in_flight
         self.max_queue = max_queue
         self.max_incoming = max_incoming
         self.open_timeout = open_timeout
@@ -333,9 +387,18 @@ class ChannelClient:
         self._reader: Optional[asyncio.Task] = None
         self._keepalive: Optional[asyncio.Task] = None
         self._reconnecting: Optional[asyncio.Task] = None
-        self._lock = asyncio.Lock()  # one request in flight: replies carry no request id
+        self._probe: Optional[asyncio.Task] = None  # the ping that checks the connection after a timeout
+        self._send_lock = asyncio.Lock()  # held by the next request to send: requests go in call order
         self._ready = asyncio.Event()  # set: requests may go (connected, or finished: they raise)
-        self._inflight: Optional[tuple[str, asyncio.Future]] = None
+        self._slots = asyncio.Event()  # set when a request in flight settles, or the connection changes
+        #: requests in flight on the current connection by requestId, in the order sent
+        self._pending: dict[str, _Pending] = {}
+        #: whether the current connection's server echoes requestId; None until its first reply says
+        self._echoes: Optional[bool] = None
+        #: API Gateway error frames that came while several requests were in
+        #: flight: the requests each may answer, and the frame
+        self._owed: list[tuple[set[str], dict]] = []
+        self._last_id = 0  # requestIds are this counter, never reused by this client
         self._waiting = 0  # requests not yet sent
         self._incoming: deque = deque()
         self._arrived = asyncio.Event()
@@ -370,7 +433,7 @@ class ChannelClient:
         if self._closing:
             return
         self._closing = True
-        for task in (self._keepalive, self._reconnecting):
+        for task in (self._keepalive, self._reconnecting, self._probe):
             if task is not None:
                 task.cancel()
         ws = self._ws
@@ -378,7 +441,7 @@ class ChannelClient:
             await ws.close()
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
-        for task in (self._keepalive, self._reconnecting):
+        for task in (self._keepalive, self._reconnecting, self._probe):
             if task is not None:
                 await asyncio.gather(task, return_exceptions=True)
         self._finish()
@@ -393,6 +456,12 @@ class ChannelClient:
     def connected(self) -> bool:
         """Whether requests are being sent now (connected, and rejoined after a reconnect)."""
         return self._ws is not None and self._ready.is_set() and not self._closing
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent on the current connection whose reply has not come (at
+        most ``max_in_flight``; one while the server's echo of request ids is unknown)."""
+        return len(self._pending)
 
     # --- requests ---------------------------------------------------------------------
 
@@ -416,31 +485,67 @@ class ChannelClient:
         frame = {"type": "ping"} if data is _NO_DATA else {"type": "ping", "data": data}
         return (await self._request("ping", frame)).get("data")
 
-    async def _request(self, kind: str, frame: Mapping[str, Any]) -> Mapping[str, Any]:
+    async def _request(self, kind: str, frame: Mapping[str, Any], *, liveness: bool = False) -> Mapping[str, Any]:
         self._check_usable()
-        text = encode(frame)
+        request_id = self._new_id()
+        text = encode({**frame, "requestId": request_id})
         if not self._ready.is_set() and self._waiting >= self.max_queue:
             raise QueueFull(f"disconnected, and {self._waiting} requests already wait to be sent "
                             f"(max_queue={self.max_queue}); {kind} was not sent")
         self._waiting += 1
         sent = False
         try:
-            async with self._lock:
-                # _ready is set while connected (and rejoined), or once the
-                # client is finished; it may have been cleared again by the
-                # time this task runs
-                while not self._ready.is_set():
-                    await self._ready.wait()
-                self._check_usable()
+            async with self._send_lock:  # fair: requests are sent in the order they were made
+                while True:
+                    # _ready is set while connected (and rejoined), or once the
+                    # client is finished; it may have been cleared again by the
+                    # time this task runs
+                    while not self._ready.is_set():
+                        await self._ready.wait()
+                    self._check_usable()
+                    if self._has_slot(kind):
+                        break
+                    self._slots.clear()
+                    await self._slots.wait()
                 ws = self._ws
                 assert ws is not None  # set whenever _ready is and the client is not finished
                 self._waiting -= 1
                 sent = True
-                reply = await self._exchange(ws, kind, text)
+                reply = await self._send(ws, kind, request_id, text, liveness)
+            # the reply is awaited without the lock: the next request goes meanwhile
+            answer = await self._reply_to(ws, kind, request_id, reply)
         finally:
             if not sent:
                 self._waiting -= 1
-        return self._outcome(kind, reply)
+        return self._outcome(kind, answer)
+
+    @property
+    def _capacity(self) -> int:
+        """Requests that may be in flight on the current connection: one until
+        its first reply says the server echoes requestId (and for good when it
+        does not, as replies are then paired by order)."""
+        return self.max_in_flight if self._echoes else 1
+
+    def _has_slot(self, kind: str) -> bool:
+        """Whether a ``kind`` request may be sent now. A join goes alone: after
+        the requests before it are answered, and the ones after it wait for its
+        reply. The server runs the frames in flight at the same time, so a
+        publish sent with a join could run before it, in the channel it leaves,
+        and two joins could both be stored."""
+        if any(pending.kind == "join" for pending in self._pending.values()):
+            return False
+        if kind == "join":
+            return not self._pending
+        return len(self._pending) < self._capacity
+
+    def _new_id(self) -> str:
+        self._last_id += 1
+        return str(self._last_id)
+
+    def _issued(self, request_id: Any) -> bool:
+        """Whether ``request_id`` is one this client sent."""
+        return (isinstance(request_id, str) and request_id.isascii() and request_id.isdigit()
+                and 0 < int(request_id) <= self._last_id)
 
     @staticmethod
     def _outcome(kind: str, reply: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -455,33 +560,81 @@ class ChannelClient:
             raise PublishFailed(reason, reply)
         raise ServerError(reason, reply)
 
-    async def _exchange(self, ws: "ClientConnection", kind: str, text: str) -> Mapping[str, Any]:
-        """Send one request on ``ws`` and wait for its reply (the caller holds the
-        one request slot)."""
+    async def _send(self, ws: "ClientConnection", kind: str, request_id: str, text: str,
+                    liveness: bool = False) -> asyncio.Future:
+        """Send one request on ``ws``; the future its reply settles."""
         from websockets.exceptions import ConnectionClosed
 
         reply: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._inflight = (kind, reply)
+        # in flight before it is sent: the reader may see the reply before this resumes
+        self._pending[request_id] = _Pending(kind, reply, liveness)
         try:
-            try:
-                await ws.send(text if len(text.encode("utf-8")) <= MAX_FRAME_BYTES else fragments(text))
-            except ConnectionClosed as exc:
-                raise ConnectionLost(f"the connection closed while sending {kind}; its effect is unknown") from exc
-            self._last_traffic = _now()
-            try:
-                return await asyncio.wait_for(reply, self.reply_timeout)
-            except asyncio.TimeoutError:
+            await ws.send(text if len(text.encode("utf-8")) <= MAX_FRAME_BYTES else fragments(text))
+        except ConnectionClosed as exc:
+            self._abandon(request_id, reply)
+            raise ConnectionLost(f"the connection closed while sending {kind}; its effect is unknown") from exc
+        except BaseException:
+            self._abandon(request_id, reply)
+            raise
+        self._last_traffic = _now()
+        return reply
+
+    async def _reply_to(self, ws: "ClientConnection", kind: str, request_id: str,
+                        reply: asyncio.Future) -> Mapping[str, Any]:
+        """Wait for the reply to the request ``request_id`` sent on ``ws``."""
+        try:
+            return await asyncio.wait_for(reply, self.reply_timeout)
+        except asyncio.TimeoutError:
+            pending = self._pending.get(request_id)
+            self._abandon(request_id, reply)
+            if (pending is not None and pending.liveness) or not self._echoes:
+                # a ping unanswered: the connection is gone. Or the server does
+                # not echo requestId, and a late reply would be taken for the
+                # next request's: either way the connection cannot be kept
                 log.warning("no reply to %s within %s s: dropping the connection", kind, self.reply_timeout)
                 ws.transport.abort()
                 # at once, so that no request goes out on it in the meantime
                 self._ended(ws, 1006, f"no reply within {self.reply_timeout} s")
                 raise ReplyTimeout(f"no reply to {kind} within {self.reply_timeout} s; its effect is unknown, "
                                    "and the connection was dropped") from None
+            log.info("no reply to %s (requestId %s) within %s s: checking the connection",
+                     kind, request_id, self.reply_timeout)
+            self._check_connection(ws)
+            raise ReplyTimeout(f"no reply to {kind} within {self.reply_timeout} s; its effect is unknown "
+                               "(the connection stays, and a late reply is dropped)") from None
         finally:
-            if self._inflight is not None and self._inflight[1] is reply:
-                self._inflight = None
-            if reply.done() and not reply.cancelled():
-                reply.exception()  # settled while this raised something else: retrieved, not logged
+            self._abandon(request_id, reply)  # if cancelled: the slot is free
+
+    def _abandon(self, request_id: str, reply: asyncio.Future) -> None:
+        """The request ``request_id`` waits no more (timed out, cancelled or
+        failed to send): free its slot. An API Gateway error frame that it may
+        be the one answered can no longer be attributed."""
+        if reply.done() and not reply.cancelled():
+            reply.exception()  # settled (say by a close) while the caller raised: retrieved, not logged
+        pending = self._pending.get(request_id)
+        if pending is None or pending.reply is not reply:
+            return
+        del self._pending[request_id]
+        if not reply.done():
+            reply.cancel()
+        self._owed = [(ids, frame) for ids, frame in self._owed if request_id not in ids]
+        self._slots.set()
+
+    def _check_connection(self, ws: "ClientConnection") -> None:
+        """After a reply timed out: ping (once at a time) to tell a slow reply
+        from a dead connection, which a busy client's keep-alive never would
+        (its own requests are traffic)."""
+        if ws is not self._ws or (self._probe is not None and not self._probe.done()):
+            return
+
+        async def probe() -> None:
+            self._emit("ping", reason="a reply timed out")
+            try:
+                await self._request("ping", {"type": "ping"}, liveness=True)
+            except ChannelClientError as exc:
+                log.info("connection check failed: %s", exc)
+
+        self._probe = asyncio.get_running_loop().create_task(probe())
 
     # --- messages ---------------------------------------------------------------------
 
@@ -539,6 +692,7 @@ class ChannelClient:
         self._ws = ws
         self.connections += 1
         self._last_traffic = _now()
+        self._echoes = None  # until the connection's first reply says
         self._reader = asyncio.get_running_loop().create_task(self._read(ws))
         self._emit("connected", attempt=self.connections)
 
@@ -572,28 +726,83 @@ class ChannelClient:
         elif frame_type == "heartbeat":
             self._emit("heartbeat")
         elif frame_type is None and isinstance(frame.get("message"), str):
-            # API Gateway's own error frame takes the place of the reply (§9)
-            if not self._answer(None, GatewayError(frame["message"], frame)):
-                log.warning("API Gateway error frame with no request waiting: %s", frame["message"])
-        elif isinstance(frame_type, str) and any(frame_type in replies for replies in _REPLIES.values()):
-            if not self._answer(frame_type, frame):
-                log.warning("ignoring a %s frame: no request it answers is waiting", frame_type)
+            # API Gateway's own error frame takes the place of a reply (§9);
+            # its requestId is AWS's, not one of this client's
+            self._gateway_error(frame)
+        elif isinstance(frame_type, str) and frame_type in _REPLY_TYPES:
+            self._reply(frame_type, frame)
         else:
             log.debug("ignoring a frame of unknown type %r", frame_type)  # protocol §10
 
-    def _answer(self, frame_type: Optional[str], outcome: Any) -> bool:
-        """Settle the request in flight with ``outcome`` if ``frame_type`` can
-        answer it (None: any request); whether one was settled."""
-        if self._inflight is None:
-            return False
-        kind, reply = self._inflight
-        if reply.done() or (frame_type is not None and frame_type not in _REPLIES[kind]):
-            return False
-        if isinstance(outcome, BaseException):
-            reply.set_exception(outcome)
-        else:
-            reply.set_result(outcome)
-        return True
+    def _reply(self, frame_type: str, frame: dict) -> None:
+        """Settle the request ``frame`` answers: the one with its requestId, or
+        (from a server that does not echo requestId) the one in flight."""
+        if "requestId" in frame:
+            request_id = frame["requestId"]
+            pending = self._pending.get(request_id) if isinstance(request_id, str) else None
+            if pending is None:
+                if self._issued(request_id):
+                    log.debug("dropping a %s to request %s: it timed out, or was answered already",
+                              frame_type, request_id)
+                else:
+                    log.warning("ignoring a %s frame with requestId %.80r: this client sent no such request",
+                                frame_type, request_id)
+                return
+            if frame_type not in _REPLIES[pending.kind]:
+                log.warning("ignoring a %s frame with requestId %s: that request is a %s",
+                            frame_type, request_id, pending.kind)
+                return
+            if self._echoes is None:
+                self._echoes = True
+                self._slots.set()  # more requests may go now
+            self._settle(request_id, frame)
+            return
+        if self._echoes:
+            log.warning("ignoring a %s frame without requestId: this server echoes requestId", frame_type)
+            return
+        # an older server: one request in flight (its first reply said so, or
+        # this is that first reply), and this answers it
+        first = next(iter(self._pending.items()), None)
+        if first is None or frame_type not in _REPLIES[first[1].kind]:
+            log.warning("ignoring a %s frame: no request it answers is waiting", frame_type)
+            return
+        if self._echoes is None:
+            self._echoes = False
+            log.info("the server does not echo requestId: one request at a time on this connection")
+        self._settle(first[0], frame)
+
+    def _gateway_error(self, frame: dict) -> None:
+        """API Gateway's error frame answers one of the requests in flight: the
+        only one, or with several, the one left without a reply of its own."""
+        if not self._pending:
+            log.warning("API Gateway error frame with no request waiting: %s", frame["message"])
+            return
+        if len(self._pending) == 1:
+            self._settle(next(iter(self._pending)), GatewayError(frame["message"], frame))
+            return
+        log.info("API Gateway error frame %r with %d requests in flight: it answers the one that gets "
+                 "no reply of its own", frame["message"], len(self._pending))
+        self._owed.append((set(self._pending), frame))
+
+    def _settle(self, request_id: str, outcome: Any) -> None:
+        """The request ``request_id`` is answered with ``outcome`` (a reply
+        frame, or the exception to raise); attribute what that tells."""
+        pending = self._pending.pop(request_id)
+        if not pending.reply.done():
+            if isinstance(outcome, BaseException):
+                pending.reply.set_exception(outcome)
+            else:
+                pending.reply.set_result(outcome)
+        self._slots.set()
+        for owed in list(self._owed):
+            ids, frame = owed
+            ids.discard(request_id)
+            if owed not in self._owed:  # attributed meanwhile, by a call below
+                continue
+            if len(ids) <= 1:
+                self._owed.remove(owed)
+            if len(ids) == 1:  # every other request it may answer got its own reply
+                self._settle(ids.pop(), GatewayError(frame["message"], frame))
 
     def _deliver(self, item: Any) -> None:
         if len(self._incoming) >= self.max_incoming:
@@ -611,11 +820,13 @@ class ChannelClient:
         if code is None:
             code, reason = ws.close_code, ws.close_reason
         closed = f"the connection closed ({code} {reason or ''}".rstrip() + ")"
-        if self._inflight is not None:
-            kind, reply = self._inflight
-            if not reply.done():
+        pending, self._pending, self._owed, self._echoes = self._pending, {}, [], None
+        for request in pending.values():
+            if not request.reply.done():
                 error = ClientClosed if self._closing else ConnectionLost
-                reply.set_exception(error(f"{closed} before the reply to {kind}; its effect is unknown"))
+                request.reply.set_exception(error(f"{closed} before the reply to {request.kind}; "
+                                                  "its effect is unknown"))
+        self._slots.set()
         self._emit("disconnected", code=code, reason=reason)
         if self._closing or self._reconnecting is not None:
             return
@@ -672,8 +883,12 @@ class ChannelClient:
         if self.channel is None:
             return None
         try:
-            text = encode({"type": "join", "channelId": self.channel})
-            frame = self._outcome("join", await self._exchange(ws, "join", text))
+            request_id = self._new_id()
+            text = encode({"type": "join", "channelId": self.channel, "requestId": request_id})
+            # the connection's first request, alone in flight: its reply says
+            # whether the server echoes requestId
+            reply = await self._send(ws, "join", request_id, text)
+            frame = self._outcome("join", await self._reply_to(ws, "join", request_id, reply))
         except JoinFailed as exc:
             if exc.reason in _TRANSIENT_REASONS:
                 return ConnectionLost(f"could not rejoin {self.channel}: {exc.reason}")
@@ -682,7 +897,7 @@ class ChannelClient:
             self.channel = self.sender_id = None
             self._deliver(exc)
             return None
-        except (ConnectionLost, GatewayError, ServerError) as exc:
+        except (ConnectionLost, GatewayError, ServerError, ReplyTimeout) as exc:
             return ConnectionLost(f"could not rejoin {self.channel}: {exc}")
         self.sender_id = frame["senderId"]
         self._emit("rejoined", channel_id=self.channel, sender_id=self.sender_id)
@@ -700,13 +915,15 @@ class ChannelClient:
             if not self.connected:  # a reconnect is under way; a new connection counts as traffic
                 await self._ready.wait()
                 continue
-            if self._lock.locked():  # a request is under way, and its reply is traffic
+            if self._pending or self._send_lock.locked():  # requests are under way; their replies are traffic
                 await asyncio.sleep(interval)
                 continue
-            self._emit("ping")
+            self._emit("ping", reason="idle")
             try:
-                await self.ping()
-            except (ConnectionLost, GatewayError, ServerError, QueueFull) as exc:
+                # unanswered, it drops the connection: an idle connection's
+                # ping has nothing to wait behind
+                await self._request("ping", {"type": "ping"}, liveness=True)
+            except (ConnectionLost, GatewayError, ServerError, QueueFull, ReplyTimeout) as exc:
                 log.info("keep-alive ping failed: %s", exc)
             except ClientClosed:
                 return
@@ -718,6 +935,7 @@ class ChannelClient:
 
     def _finish(self) -> None:
         self._ready.set()  # waiting requests wake up and raise
+        self._slots.set()
         self._arrived.set()
         if self._keepalive is not None and self._keepalive is not asyncio.current_task():
             self._keepalive.cancel()

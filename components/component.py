@@ -108,12 +108,14 @@ def publish_policy_document(function_arn: str) -> str:
     through its IAM-authenticated URL, on that function only. Function URLs
     created since October 2025 need ``lambda:InvokeFunction`` beside
     ``lambda:InvokeFunctionUrl`` (Lambda's "Control access to Lambda function
-    URLs"); the function answers only function URL events, so invoking it
-    directly gives no other power."""
+    URLs"); the condition key ``lambda:InvokedViaFunctionUrl`` (the Service
+    Authorization Reference lists it for InvokeFunction) keeps it to
+    invocations through the URL, so the function cannot be invoked directly."""
     return json.dumps({"Version": "2012-10-17", "Statement": [
         {**_allow(["lambda:InvokeFunctionUrl"], [function_arn]),
          "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}}},
-        _allow(["lambda:InvokeFunction"], [function_arn]),
+        {**_allow(["lambda:InvokeFunction"], [function_arn]),
+         "Condition": {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}},
     ]})
 
 
@@ -321,6 +323,7 @@ class ChannelServer(pulumi.ComponentResource):
         self.integrations, self.routes, self.route_responses, self.permissions = {}, {}, {}, {}
         self.integration_responses, self.alarms = {}, {}
         self.fanout = self.heartbeat = self.domain = self.access_logs = self.server_publishing = None
+        self._publish_grants: dict[int, aws.iam.RolePolicyAttachment] = {}
         self.authorizer = self.authorizer_permission = None
         if settings.authorizer is not None:
             self.authorizer, self.authorizer_permission = self._create_authorizer(settings.authorizer)
@@ -503,18 +506,27 @@ class ChannelServer(pulumi.ComponentResource):
         return ServerPublishing(function, role, policy, log_group, url, callers_policy)
 
     def grant_publish(self, role: aws.iam.Role) -> aws.iam.RolePolicyAttachment:
-        """Let ``role`` publish through the server publish endpoint, and do
-        nothing else here: attaches ``publish_policy_arn`` to it. Other
-        languages attach that output themselves."""
+        """Let ``role`` (an ``aws.iam.Role`` of the program) publish through
+        the server publish endpoint, and do nothing else here: attaches
+        ``publish_policy_arn`` to it. Granting the same role again returns
+        the same attachment. Other languages attach that output themselves."""
         if self.server_publishing is None:
             raise ChannelServerArgsError(f"ChannelServer {self._name}: grant_publish needs server_publish=True "
                                          "(serverPublish in the stack's config)")
-        return aws.iam.RolePolicyAttachment(
-            f"{self._name}-publish-{role.pulumi_resource_name}",
-            role=role.name,
-            policy_arn=self.server_publishing.callers_policy.arn,
-            opts=self._child,
-        )
+        if not isinstance(role, aws.iam.Role):
+            raise TypeError(f"ChannelServer {self._name}: grant_publish takes an aws.iam.Role, not "
+                            f"{type(role).__name__}; for a role defined elsewhere, attach publish_policy_arn to it "
+                            "with aws.iam.RolePolicyAttachment")
+        granted = self._publish_grants.get(id(role))
+        if granted is None:
+            # named after the component and the role's Pulumi name, a child of the component
+            granted = self._publish_grants[id(role)] = aws.iam.RolePolicyAttachment(
+                f"{self._name}-publish-{role.pulumi_resource_name}",
+                role=role.name,
+                policy_arn=self.server_publishing.callers_policy.arn,
+                opts=self._child,
+            )
+        return granted
 
     # --- one function: role, policy, logs ----------------------------------------------
 

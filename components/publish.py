@@ -55,17 +55,19 @@ publish is a :class:`PublishError`:
   that is not ``http(s)://``, no credentials or no region for a URL off this
   machine, a profile that does not exist. Raised by the constructor; nothing
   was sent.
-- :class:`PublishRejected`: a 4xx other than 429 (``.status``, ``.reason``
-  from the answer's ``message``, or AWS's ``Message``). The request was
-  refused and not retried: 400 a malformed request (a bad channel id, a
-  message over the size limit: the protocol's reasons), 403 unsigned or not
-  allowed (AWS answers ``Forbidden``), 409 an earlier publish with the key is
-  still running (or stopped without recording its outcome; it may have been
-  delivered), 422 the key was used for another message.
+- :class:`PublishRejected`: a 4xx other than 409 and 429 (``.status``,
+  ``.reason`` from the answer's ``message``, or AWS's ``Message``). The
+  request was refused and not retried, and nothing was published: 400 a
+  malformed request (a bad channel id, a message over the size limit: the
+  protocol's reasons), 403 unsigned or not allowed (AWS answers
+  ``Forbidden``), 422 the key was used for another message.
 - :class:`PublishFailed`: no answer, a 5xx or a 429 (``.status``, None when
-  there was no answer; ``.attempts``), after the retries a key allows; or an
-  answer that is not a publish outcome (not retried). Whether the message
-  was delivered is unknown.
+  there was no answer; ``.attempts``), after the retries a key allows; an
+  answer that is not a publish outcome (not retried); or a 409 for the key:
+  its first publish stopped without an outcome, or is still running after
+  the function's time (a retry that meets it running waits for its outcome
+  first: that is the lost-answer case). Whether the message was delivered is
+  unknown.
 
 Invalid arguments (``data`` that is not a JSON value, an idempotency key
 that is not 1 to 128 letters, digits, ``_``, ``.``, ``:`` or ``-``) raise
@@ -121,6 +123,10 @@ FUNCTION_URL_HOST = re.compile(r"[a-z0-9]+\.lambda-url\.([a-z]{2}(?:-[a-z0-9]+)+
 DEFAULT_TIMEOUT = spec.SERVER_PUBLISH_TIMEOUT_SECONDS + 10.0
 #: Attempts of a publish with an idempotency key, as botocore's standard retry mode.
 DEFAULT_MAX_ATTEMPTS = 3
+#: How long past the function's timeout a retry waits for the key's first
+#: publish to finish (409 "in progress"), and how often it asks again.
+IN_PROGRESS_MARGIN_SECONDS = 10.0
+IN_PROGRESS_POLL_SECONDS = 2.0
 #: How much of an answer that is not JSON a reason quotes.
 MAX_REASON_CHARS = 200
 #: What an idempotency key may be, as the endpoint says it.
@@ -153,7 +159,7 @@ class PublisherSetupError(PublishError):
 
 
 class PublishRejected(PublishError):
-    """The endpoint refused the publish (a 4xx other than 429): nothing was published."""
+    """The endpoint refused the publish (a 4xx other than 409 and 429): nothing was published."""
 
     def __init__(self, status: int, reason: str, hint: str = ""):
         self.status = status
@@ -162,8 +168,10 @@ class PublishRejected(PublishError):
 
 
 class PublishFailed(PublishError):
-    """No usable answer: a 5xx, a 429, no answer at all (``status`` None), or
-    one that is not a publish outcome. Whether it was published is unknown."""
+    """No usable answer: a 5xx, a 429, no answer at all (``status`` None), one
+    that is not a publish outcome, or a 409 for an idempotency key whose first
+    publish is still running (after waiting for it) or stopped without an
+    outcome. Whether it was published is unknown."""
 
     def __init__(self, status: int | None, reason: str, attempts: int = 1, *, retryable: bool = True):
         super().__init__(status, reason)
@@ -295,10 +303,16 @@ class Publisher:
         body = _body(channel_id, data, idempotency_key)
         attempts = self._max_attempts if idempotency_key is not None else 1
         attempt = 1
+        # a retry may meet the first attempt still running (its answer was
+        # lost, not its publish): wait for that one, as long as it can run
+        running_until = time.monotonic() + spec.SERVER_PUBLISH_TIMEOUT_SECONDS + IN_PROGRESS_MARGIN_SECONDS
         while True:
             try:
                 return self._send(body)
             except PublishFailed as failure:
+                if failure.reason == protocol.KEY_IN_PROGRESS and time.monotonic() < running_until:
+                    time.sleep(min(aws.backoff_delay(attempt), IN_PROGRESS_POLL_SECONDS))
+                    continue
                 if attempt >= attempts or not failure.retryable:
                     failure.attempts = attempt
                     raise
@@ -330,6 +344,8 @@ class Publisher:
         reason = _reason(status, content)
         if status == 429 or status >= 500:
             raise PublishFailed(status, reason)
+        if status == 409:  # the key's first publish runs, or stopped mid-way: this one's fate is its
+            raise PublishFailed(status, reason, retryable=False)
         if 400 <= status < 500:
             hint = ""
             if status == 403 and self._on_aws:  # AWS says no more than "Forbidden"

@@ -359,6 +359,7 @@ FIGURES = [
             "ChannelClient(backoff_initial=…, backoff_max=…)",
             f"{CLIENT_DEFAULTS['backoff_initial']:g}", f"{CLIENT_DEFAULTS['backoff_max']:g}"),
     _figure(CLIENT, r"`max_queue` \((\d+)\)", "ChannelClient(max_queue=…)", CLIENT_DEFAULTS["max_queue"]),
+    _figure(CLIENT, r"`max_in_flight` \((\d+)\)", "ChannelClient(max_in_flight=…)", CLIENT_DEFAULTS["max_in_flight"]),
     _figure(CLIENT, r"`max_incoming`, (\d{1,3}(?:,\d{3})*)", "ChannelClient(max_incoming=…)",
             f"{CLIENT_DEFAULTS['max_incoming']:,}"),
     # Pulumi.yaml's runtime, and the virtualenv tasks.py makes (the same one)

@@ -32,7 +32,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from channel_server.handlers import aws
+from channel_server.handlers import aws, protocol
 from channel_server.local.placeholders import LOCAL_CREDENTIALS, REGION
 from channel_server.publish import (
     Published, PublishError, Publisher, PublisherSetupError, PublishFailed, PublishRejected,
@@ -433,9 +433,6 @@ def test_a_url_that_is_not_http_is_refused(credentials: None, url: str, message:
     (403, {"message": "not signed: send an Authorization header with an AWS SigV4 signature"},
      "not signed: send an Authorization header with an AWS SigV4 signature",
      "publish rejected (403): not signed: send an Authorization header with an AWS SigV4 signature"),
-    (409, {"message": "a publish with this idempotency key is in progress; retry later"},
-     "a publish with this idempotency key is in progress; retry later",
-     "publish rejected (409): a publish with this idempotency key is in progress; retry later"),
     (422, {"message": "this idempotency key was used for a different publish"},
      "this idempotency key was used for a different publish",
      "publish rejected (422): this idempotency key was used for a different publish"),
@@ -455,6 +452,45 @@ def test_a_rejection_is_raised_with_its_status_and_reason_and_never_retried(
     assert (raised.value.status, raised.value.reason, str(raised.value)) == (status, reason, message)
     assert isinstance(raised.value, PublishError)
     assert len(endpoint.requests) == 1 and backoffs == []
+
+
+def test_a_retry_that_meets_the_keys_first_publish_running_waits_for_its_outcome(
+        endpoint: Endpoint, credentials: None, backoffs: list[int]) -> None:
+    # GIVEN the first attempt's answer lost (a 502 here), and its publish still running at the first retry
+    endpoint.answer((502, {"Message": "Bad Gateway"}),
+                    (409, {"message": protocol.KEY_IN_PROGRESS}), (409, {"message": protocol.KEY_IN_PROGRESS}),
+                    (200, {"delivered": 3, "failed": 0, "queued": 0, "replayed": True}))
+
+    # WHEN the publish is retried with its key THEN it waits for the first one and gets its outcome
+    outcome = Publisher(endpoint.url, region="eu-west-1").publish("lobby", 1, idempotency_key="k1")
+
+    assert outcome == Published(delivered=3, failed=0, queued=0, replayed=True)
+    assert len(endpoint.requests) == 4
+
+
+def test_a_key_whose_first_publish_stopped_without_an_outcome_fails_with_its_fate_unknown(
+        endpoint: Endpoint, credentials: None, backoffs: list[int]) -> None:
+    endpoint.answer((409, {"message": protocol.KEY_OUTCOME_UNKNOWN}))
+
+    with pytest.raises(PublishFailed) as failed:
+        Publisher(endpoint.url, region="eu-west-1").publish("lobby", 1, idempotency_key="k1")
+
+    assert str(failed.value) == f"publish failed (409): {protocol.KEY_OUTCOME_UNKNOWN}"
+    assert len(endpoint.requests) == 1
+
+
+def test_a_first_publish_that_runs_longer_than_the_function_can_is_not_waited_for_again(
+        endpoint: Endpoint, credentials: None, backoffs: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    import channel_server.publish as publish_module
+
+    monkeypatch.setattr(publish_module, "IN_PROGRESS_MARGIN_SECONDS", -3600.0)  # its time is up already
+    endpoint.answer((409, {"message": protocol.KEY_IN_PROGRESS}))
+
+    with pytest.raises(PublishFailed) as failed:
+        Publisher(endpoint.url, region="eu-west-1").publish("lobby", 1, idempotency_key="k1")
+
+    assert (failed.value.status, failed.value.reason) == (409, protocol.KEY_IN_PROGRESS)
+    assert len(endpoint.requests) == 1
 
 
 @pytest.mark.parametrize("answer, message", [

@@ -443,7 +443,8 @@ def test_granting_publish_attaches_a_policy_that_allows_only_invoking_that_funct
     assert json.loads(callers["policy"])["Statement"] == [
         {"Effect": "Allow", "Action": ["lambda:InvokeFunctionUrl"], "Resource": [function["arn"]],
          "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}}},
-        {"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function["arn"]]},
+        {"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function["arn"]],
+         "Condition": {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}},
     ]
     (attachment,) = deployed.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
     backend = deployed.by_name("backend")

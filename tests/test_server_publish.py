@@ -196,3 +196,41 @@ def test_a_publish_that_fails_while_sending_keeps_its_key_so_a_retry_sends_no_se
 
     assert publish(world, request) == (409, {"message": protocol.KEY_IN_PROGRESS})
     assert alice.frames() == []
+
+
+# --- grant_publish (under Pulumi's mocks) ------------------------------------------------------
+
+
+def test_granting_the_same_role_twice_attaches_the_policy_once() -> None:
+    import pulumi_aws as aws
+
+    from channel_server import ChannelServer
+    from channel_server.mocks import deploy
+
+    def program() -> None:
+        server = ChannelServer("chat", {"server_publish": True})
+        role = aws.iam.Role("backend", assume_role_policy="{}")
+        assert server.grant_publish(role) is server.grant_publish(role)
+
+    assert len(deploy(program).of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")) == 1
+
+
+@pytest.mark.parametrize("args, role, error", [
+    ({"server_publish": True}, "my-role-name",
+     "TypeError: ChannelServer chat: grant_publish takes an aws.iam.Role, not str; for a role defined elsewhere, "
+     "attach publish_policy_arn to it with aws.iam.RolePolicyAttachment"),
+    ({}, None, "ChannelServerArgsError: ChannelServer chat: grant_publish needs server_publish=True "
+               "(serverPublish in the stack's config)"),
+])
+def test_grant_publish_refuses_what_it_cannot_grant_saying_what_to_do(args: dict, role: Any, error: str) -> None:
+    import pulumi_aws as aws
+
+    from channel_server import ChannelServer
+    from support.failing import deploy_failing
+
+    def program() -> None:
+        server = ChannelServer("chat", args)
+        server.grant_publish(role if role is not None else aws.iam.Role("backend", assume_role_policy="{}"))
+
+    refused = deploy_failing(program)
+    assert f"{type(refused).__name__}: {refused}" == error
