@@ -610,7 +610,8 @@ class LocalServer:
         if self.world.queues:
             lines.append(f"SQS:            {self.sqs_endpoint} (fan-out queue)")
         if self._inline_fanout_limit is not None:
-            lines.append(f"Fan-out:        a publish posts to {self._inline_fanout_limit} members itself and queues "
+            members = "member" if self._inline_fanout_limit == 1 else "members"
+            lines.append(f"Fan-out:        a publish posts to {self._inline_fanout_limit} {members} itself and queues "
                          "the rest (--inline-fanout-limit)")
         if self._authorizer_function is not None:
             assert self.world is not None and self.world.authorizer is not None
