@@ -519,10 +519,17 @@ def _queues(own: mocks.Deployment) -> tuple[QueueDef, ...]:
     return tuple(sorted(found, key=lambda queue: queue.dead_letter_arn is not None))
 
 
-def _subscriptions(own: mocks.Deployment, queues: Mapping[str, QueueDef]) -> tuple[Subscription, ...]:
+def _functions_by_arn_and_name(own: mocks.Deployment) -> dict[str, mocks.Registered]:
+    """The component's functions, by ARN and by name: Lambda takes either
+    wherever a function is named (an event source mapping, a function URL)."""
     functions = {}
     for function in own.of_type(FUNCTION):
         functions[function["arn"]] = functions[function["name"]] = function
+    return functions
+
+
+def _subscriptions(own: mocks.Deployment, queues: Mapping[str, QueueDef]) -> tuple[Subscription, ...]:
+    functions = _functions_by_arn_and_name(own)
     found = []
     for mapping in own.of_type(MAPPING):
         queue = queues.get(mapping.get("eventSourceArn"))
@@ -538,9 +545,7 @@ def _subscriptions(own: mocks.Deployment, queues: Mapping[str, QueueDef]) -> tup
 def _function_urls(own: mocks.Deployment) -> tuple[FunctionUrlDef, ...]:
     """Each function URL → the function its ``functionName`` names (by name
     or ARN, as Lambda takes either), as local mode can serve it."""
-    functions = {}
-    for function in own.of_type(FUNCTION):
-        functions[function["arn"]] = functions[function["name"]] = function
+    functions = _functions_by_arn_and_name(own)
     found = []
     for url in own.of_type(FUNCTION_URL):
         function = functions.get(url.get("functionName"))
