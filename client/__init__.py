@@ -5,7 +5,7 @@
     async with ChannelClient("wss://abc123.execute-api.eu-west-1.amazonaws.com/prod") as client:
         joined = await client.join("lobby")       # returns on joinSuccess
         await client.publish({"text": "hello"})   # returns on publishSuccess
-        async for message in client:              # Message(channel_id, sender_id, data)
+        async for message in client:              # Message(channel_id, sender_id, data, message_id)
             print(message.sender_id, message.data)
 
 What every client of a channel server on API Gateway has to do, done once:
@@ -135,11 +135,14 @@ class _Pending:
 
 @dataclass(frozen=True)
 class Message:
-    """A ``message`` frame: ``data`` published by ``sender_id`` in ``channel_id``."""
+    """A ``message`` frame: ``data`` published by ``sender_id`` in
+    ``channel_id``; ``message_id`` is the publish's own, time-ordered id
+    (None from a server that sends none)."""
 
     channel_id: str
     sender_id: str
     data: Any
+    message_id: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -722,7 +725,8 @@ class ChannelClient:
             return
         frame_type = frame.get("type")
         if frame_type == "message":
-            self._deliver(Message(frame.get("channelId"), frame.get("senderId"), frame.get("data")))
+            self._deliver(Message(frame.get("channelId"), frame.get("senderId"), frame.get("data"),
+                                  frame.get("messageId")))
         elif frame_type == "heartbeat":
             self._emit("heartbeat")
         elif frame_type is None and isinstance(frame.get("message"), str):

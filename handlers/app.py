@@ -244,7 +244,6 @@ class ChannelApp:
         another message. A publish that fails before its first post frees the
         key again."""
         import base64
-        import hashlib
 
         deadline = _fanout_deadline(context)
         method = ((event.get("requestContext") or {}).get("http") or {}).get("method")
@@ -264,7 +263,7 @@ class ChannelApp:
         if outgoing.failure is not None:
             return _http(400, {"message": outgoing.failure["data"]})
         context_log = {"channelId": channel, "function": spec.SERVER_PUBLISH.function}
-        key, fingerprint, claim = request.idempotency_key, hashlib.sha256(outgoing.payload).hexdigest(), None
+        key, fingerprint, claim = request.idempotency_key, protocol.publish_fingerprint(channel, request.data), None
         try:
             if key is not None:
                 claim = self.store.claim_publish(key, fingerprint)

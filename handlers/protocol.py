@@ -15,6 +15,7 @@ import json
 import math
 import re
 import secrets
+import time
 from functools import lru_cache
 from itertools import accumulate
 from dataclasses import dataclass
@@ -240,8 +241,22 @@ def join_failure(reason: str) -> dict:
     return {"type": "joinFailure", "data": reason}
 
 
-def message(channel_id: str, sender_id: str, data: Any) -> dict:
-    return {"type": "message", "channelId": channel_id, "senderId": sender_id, "data": data}
+#: A message id: 12 hex digits of the publish's time in epoch milliseconds,
+#: then 16 random hex digits (docs/protocol.md §6.1).
+MESSAGE_ID = re.compile(r"[0-9a-f]{12}-[0-9a-f]{16}")
+
+
+def new_message_id(now: float | None = None) -> str:
+    """A fresh message id, time-ordered: ids of one channel sort as their
+    publishes were stamped, to the millisecond of the publishing function's
+    clock; within one millisecond, by their random part. Costs no request:
+    no counter is kept anywhere."""
+    milliseconds = time.time_ns() // 1_000_000 if now is None else round(now * 1000)
+    return f"{milliseconds:012x}-{secrets.token_hex(8)}"
+
+
+def message(channel_id: str, sender_id: str, data: Any, message_id: str) -> dict:
+    return {"type": "message", "channelId": channel_id, "senderId": sender_id, "messageId": message_id, "data": data}
 
 
 def publish_success(queued: int = 0) -> dict:
@@ -361,18 +376,22 @@ def encode_reply(frame: dict) -> bytes:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A publish, decided: the encoded message for every recipient, or the
-    failure to send back instead."""
+    """A publish, decided: the encoded message for every recipient (with its
+    ``message_id``), or the failure to send back instead."""
 
     payload: bytes | None
     failure: dict | None
+    message_id: str | None = None
 
 
-def prepare_message(channel_id: str, sender_id: str, data: Any, rules: Rules) -> Outgoing:
-    """Encode the message once for every recipient, or refuse it whole when it
-    would exceed the message size limit (nothing is half-sent)."""
+def prepare_message(channel_id: str, sender_id: str, data: Any, rules: Rules,
+                    message_id: str | None = None) -> Outgoing:
+    """Encode the message once for every recipient, with a new message id
+    (or ``message_id``), or refuse it whole when it would exceed the message
+    size limit (nothing is half-sent)."""
+    message_id = message_id or new_message_id()
     try:
-        payload = encode(message(channel_id, sender_id, data))
+        payload = encode(message(channel_id, sender_id, data, message_id))
     except (ValueError, RecursionError):
         return Outgoing(None, publish_failure("data cannot be encoded as JSON"))
     if len(payload) > rules.max_message_bytes:
@@ -382,7 +401,7 @@ def prepare_message(channel_id: str, sender_id: str, data: Any, rules: Rules) ->
                 f"message too large: {len(payload)} bytes encoded, the limit is {rules.max_message_bytes}"
             ),
         )
-    return Outgoing(payload, None)
+    return Outgoing(payload, None, message_id)
 
 
 # --- server publish: a backend's publish through the IAM-signed endpoint ----------------
@@ -440,6 +459,14 @@ def decode_server_publish(body: str | None, rules: Rules) -> ServerPublish | Ref
     if key is not None and not (isinstance(key, str) and IDEMPOTENCY_KEY.fullmatch(key)):
         return Refusal(400, "idempotencyKey must be 1 to 128 letters, digits, '_', '.', ':' or '-'")
     return ServerPublish(request["channelId"], request["data"], key)
+
+
+def publish_fingerprint(channel_id: str, data: Any) -> str:
+    """What an idempotency key stands for: a hash of the channel and the data
+    (not of the message, whose id is new on every request)."""
+    import hashlib
+
+    return hashlib.sha256(encode({"channelId": channel_id, "data": data})).hexdigest()
 
 
 def publish_outcome(delivered: int, failed: int, queued: int) -> dict:

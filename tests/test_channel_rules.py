@@ -17,6 +17,7 @@ import pytest
 from channel_server.handlers import protocol, spec
 from channel_server.handlers.events import WebSocketEvent
 from support.table import rows
+from support.frames import ANY_MESSAGE_ID
 
 NOT_ALLOWED = {"type": "joinFailure", "data": "this connection may not join this channel"}
 #: What API Gateway passes for a REQUEST authorizer: its principalId, its
@@ -80,7 +81,7 @@ def test_a_refused_join_leaves_the_current_membership_as_it_was(
     # THEN her rows are untouched and she still talks in team-7
     assert rows(dynamodb, table) == before
     alice.send({"type": "publish", "data": "still here"})
-    assert bob.frames()[-1] == {"type": "message", "channelId": "team-7", "senderId": alice_sender, "data": "still here"}
+    assert bob.frames()[-1] == {"type": "message", "channelId": "team-7", "senderId": alice_sender, "messageId": ANY_MESSAGE_ID, "data": "still here"}
 
 
 @pytest.mark.parametrize("channel_id", ["team-70", "team-7.chat2", "xteam-7", "team-7.", "team"])

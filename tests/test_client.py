@@ -27,6 +27,7 @@ from channel_server.client import (
     JoinFailed, Joined, Message, PublishFailed, Published, QueueFull, ReplyTimeout, ServerError, encode, fragments,
 )
 from channel_server.handlers import protocol
+from support.frames import ANY_MESSAGE_ID
 
 TIMEOUT = 30
 
@@ -84,11 +85,12 @@ def test_join_publish_and_messages_between_two_clients(local_url: str) -> None:
             await bob.join("room-1")
             # THEN Bob's publish returns on publishSuccess, and Alice gets a typed message
             assert await bob.publish({"text": "hi", "n": [1, 2.5, None]}) == Published(queued=0)
-            assert await alice.__anext__() == Message("room-1", bob.sender_id, {"text": "hi", "n": [1, 2.5, None]})
+            assert await alice.__anext__() == Message("room-1", bob.sender_id, {"text": "hi", "n": [1, 2.5, None]},
+                                                      ANY_MESSAGE_ID)
             # AND the publisher gets no copy of its own message
             await alice.publish("back")
             async for message in bob:
-                assert message == Message("room-1", alice.sender_id, "back")
+                assert message == Message("room-1", alice.sender_id, "back", ANY_MESSAGE_ID)
                 break
             assert not bob._incoming
 
@@ -595,9 +597,9 @@ def test_the_terminal_client_publishes_typed_lines_and_prints_messages(local_url
                 await peer.join("term")
                 # typed lines are published as text, /json as a JSON value, //… as text
                 cli.stdin.write(b"hello there\n/json {\"n\": 1}\n//slash\n")
-                assert await peer.__anext__() == Message("term", cli_sender, "hello there")
-                assert await peer.__anext__() == Message("term", cli_sender, {"n": 1})
-                assert await peer.__anext__() == Message("term", cli_sender, "/slash")
+                assert await peer.__anext__() == Message("term", cli_sender, "hello there", ANY_MESSAGE_ID)
+                assert await peer.__anext__() == Message("term", cli_sender, {"n": 1}, ANY_MESSAGE_ID)
+                assert await peer.__anext__() == Message("term", cli_sender, "/slash", ANY_MESSAGE_ID)
                 # messages print on stdout with their senderId
                 await peer.publish("two\nlines")
                 assert await line_from(cli.stdout, peer.sender_id) == f"{peer.sender_id}: two\\nlines"

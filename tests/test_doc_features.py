@@ -19,6 +19,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from support.doc_commands import PATIENCE, Shell, free_port, with_ports
+from support.frames import ANY_MESSAGE_ID
 
 
 def the(pattern: str) -> str:
@@ -173,7 +174,7 @@ def test_a_backend_publishes_with_the_documented_commands() -> None:
             assert (cli.returncode, cli.stderr) == (0, ""), cli.stderr
             assert json.loads(cli.stdout) == {"delivered": 1, "failed": 0, "queued": 0, "replayed": False}
             assert json.loads(member.recv(timeout=PATIENCE)) == {
-                "type": "message", "channelId": "lobby", "senderId": "$server", "data": {"text": "order shipped"}}
+                "type": "message", "channelId": "lobby", "senderId": "$server", "messageId": ANY_MESSAGE_ID, "data": {"text": "order shipped"}}
             # curl, as shown
             curl = run(the(r"curl --aws-sigv4 .*").replace("<the Publish URL local mode prints>", publish_url))
             assert curl.returncode == 0, curl.stderr

@@ -298,7 +298,15 @@ def _figure(docs: str | tuple[str, ...], pattern: str, code: str, *value: object
     return Figure(docs if isinstance(docs, tuple) else (docs,), pattern, code, tuple(str(v) for v in value), required)
 
 
+#: The bytes of a message frame around its data, with an empty channel id: a
+#: senderId's 22 characters and a message id's 29 (every one is as long).
+FRAME_AROUND_DATA = len(protocol.encode(protocol.message("", "s" * 22, None, protocol.new_message_id(0)))) - len("null")
+
 FIGURES = [
+    _figure(PROTOCOL, r"The frame around `data` takes (\d+) bytes plus the channelId's UTF-8 length, so with the "
+            r"default limit and a 5-character channel the compact encoding of `data` may be up to (\d+) bytes",
+            "protocol.message", FRAME_AROUND_DATA,
+            protocol.API_GATEWAY_MAX_MESSAGE_BYTES - FRAME_AROUND_DATA - 5),
     _figure(PROTOCOL, r"A key publishes once within (\d+) minutes of its first use",
             "spec.IDEMPOTENCY_WINDOW_SECONDS", spec.IDEMPOTENCY_WINDOW_SECONDS // 60),
     _figure(DOCS, r"(\d+) s to connect and (\d+) s for an answer",

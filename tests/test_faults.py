@@ -26,12 +26,13 @@ from channel_server.handlers.store import Store
 from support.events import new_connection_id
 from support.lambda_world import OK, answered
 from support.table import closed, rows, rows_of
+from support.frames import ANY_MESSAGE_ID
 
 INTERNAL_ERROR = "internal error; the request was not carried out"
 
 
 def message(channel_id: str, sender_id: str, data: Any) -> dict:
-    return {"type": "message", "channelId": channel_id, "senderId": sender_id, "data": data}
+    return {"type": "message", "channelId": channel_id, "senderId": sender_id, "messageId": ANY_MESSAGE_ID, "data": data}
 
 
 def partial_failure(delivered: int, failed: int) -> dict:

@@ -7,6 +7,7 @@ these tests see exactly what API Gateway would be asked to deliver.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -17,6 +18,7 @@ from channel_server.handlers import protocol, spec
 from support.events import event, new_connection_id
 from support.lambda_world import answered
 from support.table import closed, member_items, open_rows, rows, rows_of, write_member
+from support.frames import ANY_MESSAGE_ID, SAMPLE_MESSAGE_ID, message
 
 NOT_IN_CHANNEL = protocol.NOT_IN_CHANNEL
 
@@ -114,7 +116,7 @@ def test_an_invalid_join_leaves_the_current_channel_as_it_was(
 
     assert bob.frames()[-2:] == [
         {"type": "joinFailure", "data": reason},
-        {"type": "message", "channelId": "lobby", "senderId": alice.frames()[0]["senderId"], "data": "still there?"},
+        {"type": "message", "channelId": "lobby", "senderId": alice.frames()[0]["senderId"], "messageId": ANY_MESSAGE_ID, "data": "still there?"},
     ]
     assert rows(dynamodb, table) == before
 
@@ -182,7 +184,7 @@ def test_after_rejoining_a_connection_talks_and_listens_in_the_new_channel_only(
     alice.send({"type": "publish", "data": "moved"})
     lobby_member.send({"type": "publish", "data": "anyone left?"})
 
-    assert kitchen_member.frames() == [{"type": "message", "channelId": "kitchen", "senderId": sender_id, "data": "moved"}]
+    assert kitchen_member.frames() == [{"type": "message", "channelId": "kitchen", "senderId": sender_id, "messageId": ANY_MESSAGE_ID, "data": "moved"}]
     assert lobby_member.frames() == [{"type": "publishSuccess"}]
     assert alice.frames() == [{"type": "publishSuccess"}]
 
@@ -219,14 +221,15 @@ def test_publish_fans_out_to_the_other_members_only_with_data_exactly_as_sent(
     assert alice.send({"type": "publish", "data": data}) == answered({"type": "publishSuccess"})
 
     # THEN bob and carol get the message, dave nothing, alice publishSuccess after
-    message = {"type": "message", "channelId": "lobby", "senderId": sender_id, "data": data}
+    message = {"type": "message", "channelId": "lobby", "senderId": sender_id, "messageId": ANY_MESSAGE_ID, "data": data}
     assert bob.frames() == [message]
     assert carol.frames() == [message]
     assert dave.frames() == []
     assert alice.frames() == [{"type": "publishSuccess"}]
     # one post per other member, none for the reply (a route response)
     assert sorted(management.recipients()) == sorted([bob.connection_id, carol.connection_id])
-    assert management.all_bodies()[0] == protocol.encode(message)
+    sent = management.all_bodies()[0]
+    assert sent == protocol.encode({**message, "messageId": json.loads(sent)["messageId"]})
 
 
 def test_publish_forwards_the_data_as_compact_utf8_json(client: Any, management: Any) -> None:
@@ -237,8 +240,11 @@ def test_publish_forwards_the_data_as_compact_utf8_json(client: Any, management:
 
     alice.send('{"type":"publish","data":{"z":1,"a":"ü\\u00fc","n":1.50}}')
 
-    assert management.all_bodies()[0] == (
-        '{"type":"message","channelId":"lobby","senderId":"' + sender_id + '","data":{"z":1,"a":"üü","n":1.5}}'
+    (body,) = management.all_bodies()
+    message_id = json.loads(body)["messageId"]
+    assert body == (
+        '{"type":"message","channelId":"lobby","senderId":"' + sender_id + '","messageId":"' + message_id +
+        '","data":{"z":1,"a":"üü","n":1.5}}'
     ).encode("utf-8")
 
 
@@ -293,7 +299,7 @@ def test_publish_removes_gone_subscribers_and_still_succeeds(
     # THEN the post to bob got a 410, he is closed (his membership gone), the others are served
     assert (bob.connection_id, 410) in management.attempts
     assert closed(dynamodb, table, bob.connection_id)
-    assert carol.frames() == [{"type": "message", "channelId": "lobby", "senderId": sender_id, "data": "hi"}]
+    assert carol.frames() == [{"type": "message", "channelId": "lobby", "senderId": sender_id, "messageId": ANY_MESSAGE_ID, "data": "hi"}]
     assert alice.frames() == [{"type": "publishSuccess"}]
     assert len(rows_of(dynamodb, table, alice.connection_id)) == 2
     assert len(rows_of(dynamodb, table, carol.connection_id)) == 2
@@ -326,7 +332,7 @@ def test_a_subscriber_that_refuses_a_post_keeps_its_rows_and_the_sender_is_told(
 
     assert (bob.connection_id, 403) in management.attempts
     assert len(rows_of(dynamodb, table, bob.connection_id)) == 2
-    assert carol.frames() == [{"type": "message", "channelId": "lobby", "senderId": sender_id, "data": "hi"}]
+    assert carol.frames() == [{"type": "message", "channelId": "lobby", "senderId": sender_id, "messageId": ANY_MESSAGE_ID, "data": "hi"}]
     assert alice.frames() == [{
         "type": "publishFailure",
         "data": "could not deliver to 1 of 2 members; the others received the message",
@@ -357,7 +363,7 @@ def test_an_expired_membership_is_not_delivered_to(
 
     assert bob.frames() == []
     assert bob.connection_id not in {cid for cid, _ in management.attempts}
-    assert carol.frames() == [{"type": "message", "channelId": "lobby", "senderId": sender_id, "data": "hi"}]
+    assert carol.frames() == [{"type": "message", "channelId": "lobby", "senderId": sender_id, "messageId": ANY_MESSAGE_ID, "data": "hi"}]
 
 
 def test_publishing_from_an_expired_membership_replies_publish_failure(
@@ -382,7 +388,7 @@ def test_publish_over_the_configured_size_limit_replies_publish_failure_and_post
     alice, bob = client(), client()
     sender_id = alice.join("lobby")
     bob.join("lobby")
-    empty = len(protocol.encode(protocol.message("lobby", sender_id, "")))
+    empty = len(protocol.encode(protocol.message("lobby", sender_id, "", SAMPLE_MESSAGE_ID)))
     management.clear()
 
     alice.send({"type": "publish", "data": "x" * (limit - empty + 1)})
@@ -402,13 +408,13 @@ def test_publish_exactly_at_the_configured_size_limit_is_delivered(
     alice, bob = client(), client()
     sender_id = alice.join("lobby")
     bob.join("lobby")
-    data = "é" * ((limit - len(protocol.encode(protocol.message("lobby", sender_id, "")))) // 2)
+    data = "é" * ((limit - len(protocol.encode(protocol.message("lobby", sender_id, "", SAMPLE_MESSAGE_ID)))) // 2)
     management.clear()
 
     alice.send({"type": "publish", "data": data})
 
     assert [len(body) for body in management.all_bodies()][:1] == [limit]
-    assert bob.frames() == [{"type": "message", "channelId": "lobby", "senderId": sender_id, "data": data}]
+    assert bob.frames() == [{"type": "message", "channelId": "lobby", "senderId": sender_id, "messageId": ANY_MESSAGE_ID, "data": data}]
     assert alice.frames() == [{"type": "publishSuccess"}]
 
 
@@ -465,7 +471,8 @@ def test_every_member_of_a_channel_spanning_many_pages_receives_the_message(
 
     # THEN all 119 others receive it once; the index was read page by page
     assert sorted(management.recipients()) == sorted(members)
-    assert set(management.all_bodies()) == {protocol.encode(protocol.message("crowd", sender_id, "to all"))}
+    (body,) = set(management.all_bodies())  # one message, one id, for all of them
+    assert json.loads(body) == message("crowd", sender_id, "to all")
     assert paged.index_queries >= 5  # 120 memberships, 25 a page
 
 

@@ -43,6 +43,7 @@ from support.events import ENTRY_POINTS, event, new_connection_id
 from support.local_mode import served_world
 from support.management import FakeManagementApi
 from support.table import closed, rows_of
+from support.frames import message
 
 TIMEOUT = 30
 COMMAND = [sys.executable, "-m", "channel_server.http_backend"]
@@ -176,7 +177,7 @@ def test_a_publish_reaches_the_other_member_and_the_sender_gets_publish_success(
     assert reply.status == 200
     assert reply.json() == protocol.publish_success()
     assert management.frames(bob) == [
-        protocol.message("lobby", alice_joined["senderId"], {"text": "hello"})
+        message("lobby", alice_joined["senderId"], {"text": "hello"})
     ]
     # the sender's reply travels as the HTTP answer (the route response), never as a post
     assert management.frames(alice) == []
@@ -256,7 +257,7 @@ def test_many_requests_at_once_are_all_served(channel_environ, management):
         reply = send(backend, members[0], {"type": "publish", "data": "to all"})
 
     assert reply.json() == protocol.publish_success()
-    expected = protocol.message("busy", joined[members[0]]["senderId"], "to all")
+    expected = message("busy", joined[members[0]]["senderId"], "to all")
     assert {member: management.frames(member) for member in members[1:]} == {
         member: [expected] for member in members[1:]
     }
@@ -716,7 +717,7 @@ def test_the_command_serves_the_channel_and_stops_cleanly_on_a_signal(
         process.stdout.close()
 
     assert published == protocol.publish_success()
-    assert management.frames(bob) == [protocol.message("command", alice_joined["senderId"], "hi")]
+    assert management.frames(bob) == [message("command", alice_joined["senderId"], "hi")]
     assert too_large["type"] == "publishFailure"
     assert pong == {"type": "pong", "data": 7}
     assert process.stdout.closed
@@ -846,7 +847,7 @@ def test_against_local_mode_the_command_serves_a_shell_with_no_aws_credentials_o
     assert ready_line and ready_line.group(1) == url, ready
     assert alice_joined["type"] == "joinSuccess" and bob_joined["type"] == "joinSuccess", (alice_joined, bob_joined)
     assert published == protocol.publish_success()
-    assert delivered == protocol.message("no-aws", alice_joined["senderId"], "hello")
+    assert delivered == message("no-aws", alice_joined["senderId"], "hello")
     assert status == 0
     # AND said once, at start, what it took from local mode
     logged = log_file.read_text()

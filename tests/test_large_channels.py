@@ -25,6 +25,7 @@ from channel_server.local.server import build_parser, running
 from support.aws import FAKE_CREDENTIALS, REGION
 from support.local_mode import served_world
 from support.table import closed
+from support.frames import ANY_MESSAGE_ID
 
 LIMIT = 2
 
@@ -72,7 +73,7 @@ def run_fanout(world: Any, messages: list[dict]) -> list[Any]:
 
 
 def message(channel: str, sender_id: str, data: Any) -> dict:
-    return {"type": "message", "channelId": channel, "senderId": sender_id, "data": data}
+    return {"type": "message", "channelId": channel, "senderId": sender_id, "messageId": ANY_MESSAGE_ID, "data": data}
 
 
 def big_channel(world: Any, members: int) -> tuple[Any, list[Any], str]:

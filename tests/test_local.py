@@ -25,6 +25,7 @@ from websockets.sync.client import connect
 from channel_server.handlers import spec
 from channel_server.local import world as local_world
 from channel_server.local.server import running
+from support.frames import ANY_MESSAGE_ID
 from support.local_mode import served_world
 from support.processes import running_from
 
@@ -294,7 +295,7 @@ def test_publish_reaches_every_other_member_and_not_the_sender(clients):
     data = {"text": "héllo ✓", "n": [1, 2.5, None, True], "nested": {"deep": ["x"]}}
     alice.send({"type": "publish", "data": data})
 
-    expected = {"type": "message", "channelId": "fanout", "senderId": alice_id, "data": data}
+    expected = {"type": "message", "channelId": "fanout", "senderId": alice_id, "messageId": ANY_MESSAGE_ID, "data": data}
     assert bob.recv() == expected
     assert carol.recv() == expected
     assert alice.recv() == {"type": "publishSuccess"}
@@ -315,7 +316,7 @@ def test_sender_id_is_stable_within_a_join_and_new_on_rejoin(clients):
     second = alice.join("ids")["senderId"]
     alice.send({"type": "publish", "data": 3})
     assert second != first
-    assert bob.recv() == {"type": "message", "channelId": "ids", "senderId": second, "data": 3}
+    assert bob.recv() == {"type": "message", "channelId": "ids", "senderId": second, "messageId": ANY_MESSAGE_ID, "data": 3}
 
 
 def test_ping_answers_pong_with_and_without_data_joined_or_not(clients):

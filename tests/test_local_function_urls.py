@@ -31,6 +31,7 @@ from channel_server.local.functions import InvocationError, Throttled
 from channel_server.local.gateway import FUNCTION_URL_PREFIX, Gateway, management_refusal
 from channel_server.local.server import LocalServer, parse_args, running
 from channel_server.local.world import ProgramError
+from support.frames import ANY_MESSAGE_ID
 
 #: How long a read waits before the test fails: a bound for a broken build,
 #: never a measure of speed (every wait ends on a frame or a reply).
@@ -141,7 +142,7 @@ def test_a_signed_publish_reaches_every_member_of_the_channel_and_no_one_else(se
     status, answer = publish(server, {"channelId": lobby, "data": "hi"})
 
     assert (status, answer) == (200, {"delivered": 2, "failed": 0, "queued": 0})
-    frame = {"type": "message", "channelId": lobby, "senderId": "$server", "data": "hi"}
+    frame = {"type": "message", "channelId": lobby, "senderId": "$server", "messageId": ANY_MESSAGE_ID, "data": "hi"}
     assert first.recv() == frame
     assert second.recv() == frame
     assert elsewhere.nothing_more()
@@ -161,7 +162,7 @@ def test_a_large_channels_server_publish_goes_through_the_fan_out_queue(publishi
             assert (status, answer) == (200, {"delivered": 2, "failed": 0, "queued": 2})
             for member in joined:
                 assert member.recv() == {"type": "message", "channelId": crowd, "senderId": "$server",
-                                         "data": "to all"}
+                                         "messageId": ANY_MESSAGE_ID, "data": "to all"}
         finally:
             for member in joined:
                 member.close()
@@ -219,7 +220,7 @@ def test_the_same_idempotency_key_twice_publishes_once_and_replays_the_first_out
     assert publish(server, message) == (200, {"delivered": 2, "failed": 0, "queued": 0})
     assert publish(server, message) == (200, {"delivered": 2, "failed": 0, "queued": 0, "replayed": True})
 
-    frame = {"type": "message", "channelId": lobby, "senderId": "$server", "data": {"order": 7}}
+    frame = {"type": "message", "channelId": lobby, "senderId": "$server", "messageId": ANY_MESSAGE_ID, "data": {"order": 7}}
     assert first.recv() == frame and second.recv() == frame
     assert first.nothing_more() and second.nothing_more()  # one message each, not two
 

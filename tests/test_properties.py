@@ -38,6 +38,7 @@ from channel_server.handlers import protocol, spec
 from channel_server.handlers.protocol import Join, Outgoing, Ping, Publish, Reply, Rules
 from support.events import FRAME_ROUTES, MESSAGE_ROUTES, new_connection_id, route_for
 from support.lambda_world import answered, lambda_world
+from support.frames import ANY_MESSAGE_ID, SAMPLE_MESSAGE_ID, message
 
 # --- profiles -------------------------------------------------------------------------
 
@@ -341,7 +342,7 @@ def test_every_frame_the_server_can_send_is_utf8_json_that_reads_back_equal(
         if outgoing.failure is not None:
             sent.append(outgoing.failure)
         else:
-            assert read_wire(outgoing.payload) == protocol.message(channel_id, SENDER_ID, command.data)
+            assert read_wire(outgoing.payload) == message(channel_id, SENDER_ID, command.data)
 
     for frame in sent:
         assert_round_trips(frame)
@@ -350,13 +351,14 @@ def test_every_frame_the_server_can_send_is_utf8_json_that_reads_back_equal(
 @examples(PURE)
 @given(data=st.one_of(json_values, big_values), limit=st.integers(60, 4000), channel_id=valid_channel_ids)
 def test_a_message_goes_out_exactly_when_its_encoding_fits_the_limit(data: Any, limit: int, channel_id: str) -> None:
-    wire = documented_encoding(protocol.message(channel_id, SENDER_ID, data))
+    wire = documented_encoding(protocol.message(channel_id, SENDER_ID, data, SAMPLE_MESSAGE_ID))
     note(f"{len(wire)} bytes against a limit of {limit}")
 
-    outgoing = protocol.prepare_message(channel_id, SENDER_ID, data, Rules(max_message_bytes=limit))
+    outgoing = protocol.prepare_message(channel_id, SENDER_ID, data, Rules(max_message_bytes=limit),
+                                        message_id=SAMPLE_MESSAGE_ID)
 
     if len(wire) <= limit:
-        assert outgoing == Outgoing(wire, None)
+        assert outgoing == Outgoing(wire, None, SAMPLE_MESSAGE_ID)
     else:
         assert outgoing == Outgoing(
             None, {"type": "publishFailure", "data": f"message too large: {len(wire)} bytes encoded, the limit is {limit}"}
@@ -568,8 +570,10 @@ def test_published_data_reaches_the_other_member_exactly_or_nobody_when_too_larg
     world: Any, data: Any, ascii_only: bool
 ) -> None:
     start_afresh(world)
-    message = {"type": "message", "channelId": CHANNEL, "senderId": world.speaker_id, "data": data}
-    size = len(documented_encoding(message))
+    message = {"type": "message", "channelId": CHANNEL, "senderId": world.speaker_id, "messageId": SAMPLE_MESSAGE_ID,
+               "data": data}
+    size = len(documented_encoding(message))  # every message id is as long
+    message["messageId"] = ANY_MESSAGE_ID
     note(f"message of {size} bytes, limit {SMALL_LIMIT}")
 
     result = world.send(world.speaker, json.dumps({"type": "publish", "data": data}, ensure_ascii=ascii_only))
@@ -592,7 +596,8 @@ def test_published_data_reaches_the_other_member_exactly_or_nobody_when_too_larg
 def test_a_publish_is_delivered_up_to_128_kib_and_refused_whole_beyond(roomy_world: Any, piece: str, offset: int) -> None:
     world = roomy_world
     limit = protocol.API_GATEWAY_MAX_MESSAGE_BYTES
-    empty = {"type": "message", "channelId": CHANNEL, "senderId": world.speaker_id, "data": ""}
+    empty = {"type": "message", "channelId": CHANNEL, "senderId": world.speaker_id, "messageId": SAMPLE_MESSAGE_ID,
+             "data": ""}
     per_piece = len(documented_encoding({**empty, "data": piece * 2})) - len(documented_encoding({**empty, "data": piece}))
     data = piece * ((limit - len(documented_encoding(empty))) // per_piece + offset)
     size = len(documented_encoding({**empty, "data": data}))
@@ -645,7 +650,8 @@ def test_nested_data_round_trips_and_nesting_beyond_the_recursion_limit_is_refus
         else:
             assert reply == {"type": "publishSuccess"}
             assert world.management.frames(world.listener) == [
-                {"type": "message", "channelId": CHANNEL, "senderId": world.speaker_id, "data": data}
+                {"type": "message", "channelId": CHANNEL, "senderId": world.speaker_id, "messageId": ANY_MESSAGE_ID,
+                 "data": data}
             ]
     else:
         assert reply == NESTED_TOO_DEEP

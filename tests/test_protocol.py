@@ -11,6 +11,7 @@ import pytest
 
 from channel_server.handlers import protocol
 from channel_server.handlers.protocol import Join, Ping, Publish, Reply, Rules
+from support.frames import SAMPLE_MESSAGE_ID
 
 RULES = Rules()
 
@@ -189,8 +190,10 @@ def test_pong_echoes_ping_data_and_has_no_data_key_when_none_was_sent(body: str,
     [
         (protocol.join_success("lobby", "s1"), {"type": "joinSuccess", "channelId": "lobby", "senderId": "s1"}),
         (protocol.join_failure("why"), {"type": "joinFailure", "data": "why"}),
-        (protocol.message("c", "s1", [1]), {"type": "message", "channelId": "c", "senderId": "s1", "data": [1]}),
-        (protocol.message("c", "s1", None), {"type": "message", "channelId": "c", "senderId": "s1", "data": None}),
+        (protocol.message("c", "s1", [1], "m1"),
+         {"type": "message", "channelId": "c", "senderId": "s1", "messageId": "m1", "data": [1]}),
+        (protocol.message("c", "s1", None, "m1"),
+         {"type": "message", "channelId": "c", "senderId": "s1", "messageId": "m1", "data": None}),
         (protocol.publish_success(), {"type": "publishSuccess"}),
         (protocol.publish_failure("why"), {"type": "publishFailure", "data": "why"}),
         (
@@ -210,10 +213,11 @@ def test_not_in_a_channel_reason_is_exact() -> None:
 
 
 def test_encode_is_compact_utf8_json_in_frame_order() -> None:
-    frame = protocol.message("c", "s1", {"text": "héllo ✓ 😀", "n": [1, 2.5, None, True]})
+    frame = protocol.message("c", "s1", {"text": "héllo ✓ 😀", "n": [1, 2.5, None, True]}, "m1")
 
     assert protocol.encode(frame) == (
-        '{"type":"message","channelId":"c","senderId":"s1","data":{"text":"héllo ✓ 😀","n":[1,2.5,null,true]}}'.encode("utf-8")
+        '{"type":"message","channelId":"c","senderId":"s1","messageId":"m1","data":{"text":"héllo ✓ 😀",'
+        '"n":[1,2.5,null,true]}}'.encode("utf-8")
     )
 
 
@@ -221,7 +225,7 @@ def test_encode_is_compact_utf8_json_in_frame_order() -> None:
 
 SENDER = "q8V0cE8cX3dKz1uQy5m2Rw"
 CHANNEL = "lobby"
-EMPTY_MESSAGE_BYTES = len(protocol.encode(protocol.message(CHANNEL, SENDER, "")))
+EMPTY_MESSAGE_BYTES = len(protocol.encode(protocol.message(CHANNEL, SENDER, "", SAMPLE_MESSAGE_ID)))
 
 
 @pytest.mark.parametrize("data", [float("nan"), float("inf"), float("-inf"), [1e400]])
@@ -232,9 +236,19 @@ def test_prepare_message_refuses_numbers_json_cannot_carry(data: object) -> None
 
 
 def test_prepare_message_encodes_the_message_once() -> None:
-    outgoing = protocol.prepare_message(CHANNEL, SENDER, {"a": "ü"}, RULES)
+    outgoing = protocol.prepare_message(CHANNEL, SENDER, {"a": "ü"}, RULES, message_id=SAMPLE_MESSAGE_ID)
 
-    assert outgoing == protocol.Outgoing(protocol.encode(protocol.message(CHANNEL, SENDER, {"a": "ü"})), None)
+    assert outgoing == protocol.Outgoing(
+        protocol.encode(protocol.message(CHANNEL, SENDER, {"a": "ü"}, SAMPLE_MESSAGE_ID)), None, SAMPLE_MESSAGE_ID)
+
+
+def test_each_publish_gets_a_time_ordered_message_id_of_its_own() -> None:
+    first = protocol.prepare_message(CHANNEL, SENDER, 1, RULES).message_id
+    second = protocol.prepare_message(CHANNEL, SENDER, 1, RULES).message_id
+
+    assert protocol.MESSAGE_ID.fullmatch(first) and protocol.MESSAGE_ID.fullmatch(second) and first != second
+    assert protocol.new_message_id(1.0) < protocol.new_message_id(1.5) < protocol.new_message_id(2.0)
+    assert protocol.new_message_id(1_733_600_000.123).startswith(f"{1_733_600_000_123:012x}-")
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from channel_server.handlers.store import JOIN_ATTEMPTS, Store
 from support.events import event, new_connection_id
 from support.lambda_world import OK, Client, answered
 from support.table import closed, rows, rows_of, write_member
+from support.frames import ANY_MESSAGE_ID
 
 NOT_IN_CHANNEL = protocol.NOT_IN_CHANNEL
 #: Bound on every wait for another thread: a broken interleaving fails, never hangs.
@@ -313,7 +314,7 @@ def test_a_member_that_disconnects_during_a_publish_is_removed_and_the_others_st
     assert management.statuses(bob.connection_id) == [410]
     assert closed(dynamodb, table, bob.connection_id)
     # carol has the message and alice is told it worked
-    assert carol.frames()[-1] == {"type": "message", "channelId": "lobby", "senderId": sender_id, "data": "hi"}
+    assert carol.frames()[-1] == {"type": "message", "channelId": "lobby", "senderId": sender_id, "messageId": ANY_MESSAGE_ID, "data": "hi"}
     assert alice.frames() == [{"type": "publishSuccess"}]
     # and a late $disconnect finds nothing to do
     if disconnect_arrives == "after-the-publish":
@@ -451,7 +452,7 @@ def test_a_member_whose_disconnect_was_lost_is_not_delivered_to_once_its_rows_ex
     alice.send({"type": "publish", "data": "hi"})
 
     # THEN bob is posted to only while his rows have not expired
-    hi = {"type": "message", "channelId": "lobby", "senderId": sender_id, "data": "hi"}
+    hi = {"type": "message", "channelId": "lobby", "senderId": sender_id, "messageId": ANY_MESSAGE_ID, "data": "hi"}
     assert bob.frames() == ([hi] if delivered else [])
     assert (bob.connection_id in management.recipients()) is delivered
     assert carol.frames()[-1] == hi

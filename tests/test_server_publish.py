@@ -14,6 +14,7 @@ import pytest
 from channel_server.handlers import protocol, spec
 from channel_server.handlers.store import Store
 from support.events import url_event
+from support.frames import SAMPLE_MESSAGE_ID, message
 
 SERVER = protocol.SERVER_SENDER_ID
 
@@ -56,7 +57,7 @@ def test_a_server_publish_reaches_every_member_from_the_server_and_no_one_else(w
     status, outcome = publish(world, {"channelId": "lobby", "data": {"text": "order shipped"}})
 
     assert (status, outcome) == (200, {"delivered": 2, "failed": 0, "queued": 0})
-    expected = protocol.message("lobby", SERVER, {"text": "order shipped"})
+    expected = message("lobby", SERVER, {"text": "order shipped"})
     assert alice.frames() == [expected] and bob.frames() == [expected]
     assert carol.frames() == []
 
@@ -64,7 +65,7 @@ def test_a_server_publish_reaches_every_member_from_the_server_and_no_one_else(w
 def test_a_base64_body_is_read_as_the_text_it_encodes(world: Any, lobby: Any) -> None:
     alice, _, _ = lobby
     assert publish(world, {"channelId": "lobby", "data": 1}, base64_body=True)[0] == 200
-    assert alice.frames() == [protocol.message("lobby", SERVER, 1)]
+    assert alice.frames() == [message("lobby", SERVER, 1)]
 
 
 @pytest.mark.parametrize("body, reason", [
@@ -77,7 +78,8 @@ def test_a_base64_body_is_read_as_the_text_it_encodes(world: Any, lobby: Any) ->
     ({"channelId": "lobby", "data": 1, "idempotencyKey": "has space"},
      "idempotencyKey must be 1 to 128 letters, digits, '_', '.', ':' or '-'"),
     ({"channelId": "lobby", "data": "x" * protocol.API_GATEWAY_MAX_MESSAGE_BYTES},
-     f"message too large: {protocol.API_GATEWAY_MAX_MESSAGE_BYTES + 69} bytes encoded, the limit is "
+     f"message too large: {protocol.API_GATEWAY_MAX_MESSAGE_BYTES + 69 + len(SAMPLE_MESSAGE_ID) + 15} bytes encoded, "
+     "the limit is "
      f"{protocol.API_GATEWAY_MAX_MESSAGE_BYTES}"),
 ])
 def test_a_request_that_cannot_be_published_gets_400_with_the_reason_and_sends_nothing(
@@ -105,7 +107,7 @@ def test_a_retry_with_the_same_key_publishes_once_and_gets_the_first_outcome(wor
 
     assert first == (200, {"delivered": 2, "failed": 0, "queued": 0})
     assert again == (200, {"delivered": 2, "failed": 0, "queued": 0, "replayed": True})
-    assert alice.frames() == [protocol.message("lobby", SERVER, "once")] and len(bob.frames()) == 1
+    assert alice.frames() == [message("lobby", SERVER, "once")] and len(bob.frames()) == 1
 
 
 def test_a_key_used_for_another_publish_gets_422_and_sends_nothing(world: Any, lobby: Any) -> None:
@@ -120,12 +122,10 @@ def test_a_key_used_for_another_publish_gets_422_and_sends_nothing(world: Any, l
 
 def claim(world: Any, key: str, data: Any, *, started_ago: float = 0) -> None:
     """Claim ``key`` as a publish of ``data`` to lobby would, ``started_ago`` seconds ago, with no outcome."""
-    import hashlib
     import time
 
-    payload = protocol.encode(protocol.message("lobby", SERVER, data))
     store = Store(world.dynamodb, world.table, spec.CHANNEL_INDEX, clock=lambda: time.time() - started_ago)
-    assert store.claim_publish(key, hashlib.sha256(payload).hexdigest()).mine
+    assert store.claim_publish(key, protocol.publish_fingerprint("lobby", data)).mine
 
 
 def test_a_key_whose_publish_is_running_gets_409_and_sends_nothing(world: Any, lobby: Any) -> None:
@@ -151,7 +151,7 @@ def test_a_key_whose_window_has_passed_publishes_again(world: Any, lobby: Any) -
     claim(world, "k4", "data", started_ago=spec.IDEMPOTENCY_WINDOW_SECONDS + 1)
 
     assert publish(world, {"channelId": "lobby", "data": "data", "idempotencyKey": "k4"})[0] == 200
-    assert alice.frames() == [protocol.message("lobby", SERVER, "data")]
+    assert alice.frames() == [message("lobby", SERVER, "data")]
 
 
 def test_a_publish_that_fails_before_sending_frees_its_key(world: Any, lobby: Any, monkeypatch) -> None:
@@ -164,7 +164,7 @@ def test_a_publish_that_fails_before_sending_frees_its_key(world: Any, lobby: An
     assert publish(world, request) == (500, {"message": "internal error; the request was not carried out"})
     monkeypatch.setattr(store, "members", members)
     assert publish(world, request) == (200, {"delivered": 2, "failed": 0, "queued": 0})
-    assert alice.frames() == [protocol.message("lobby", SERVER, "later")]
+    assert alice.frames() == [message("lobby", SERVER, "later")]
 
 
 def test_a_claim_whose_answer_was_lost_and_that_was_sent_again_is_still_the_callers(world: Any) -> None:
