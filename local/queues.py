@@ -120,6 +120,7 @@ class Poller:
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task | None = None
+        self._stopping = False
         self._invocations: set[asyncio.Task] = set()
 
     def wake(self) -> None:
@@ -134,6 +135,9 @@ class Poller:
 
     async def stop(self) -> None:
         """Stop taking messages; wait for the invocations under way."""
+        # the flag too: wait_for (Python 3.11) can swallow a cancel that
+        # meets a wake-up, and the loop would poll on forever
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -141,7 +145,7 @@ class Poller:
 
     async def _run(self) -> None:
         size = self._subscription.batch_size
-        while True:
+        while not self._stopping:
             self._wake.clear()
             await self._slots.acquire()  # one free slot at least, before taking anything
             self._slots.release()

@@ -53,6 +53,7 @@ class Scheduler:
         self._invoke = invoke
         self._arn = arn
         self._task: asyncio.Task | None = None
+        self._stopping = False
         #: Runs finished (whatever their outcome).
         self.runs = 0
 
@@ -61,7 +62,7 @@ class Scheduler:
 
     async def _run(self) -> None:
         due = time.monotonic() + self.interval
-        while True:
+        while not self._stopping:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             event = scheduler_input(self.schedule, self._arn, time.time())
             try:
@@ -72,6 +73,10 @@ class Scheduler:
             due = max(due + self.interval, time.monotonic())
 
     async def stop(self) -> None:
+        # The flag as well as the cancel: Python 3.11's wait_for (under the
+        # invocation) can swallow a cancel that meets its answer, and the
+        # loop then ran on, every interval, with stop waiting for it forever.
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

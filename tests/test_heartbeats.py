@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import time
 from typing import Any
@@ -283,6 +285,52 @@ def test_the_scheduler_fills_in_its_context_attributes(heartbeat_world: Any) -> 
     (schedule,) = heartbeat_world.schedules
     event = scheduler_input(schedule, "arn:aws:scheduler:us-east-1:123456789012:schedule/default/hb", 1764158400.0)
     assert event == {"source": "channel-server.heartbeat", "scheduledTime": "2025-11-26T12:00:00Z"}
+
+
+def test_a_stop_ends_the_schedule_even_when_the_running_invocation_swallows_the_cancel(heartbeat_world: Any) -> None:
+    """Python 3.11's ``wait_for`` (under every local invocation) returns the
+    answer and drops a cancel that meets it; the schedule then ran on and
+    Ctrl-C waited for it forever (1 in about 40 stops of the README's
+    heartbeat command)."""
+    from channel_server.local.schedules import Scheduler
+
+    (schedule,) = heartbeat_world.schedules
+
+    async def scenario() -> tuple[bool, int]:
+        entered, ran_again, answer = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        calls = 0
+
+        async def invoke(event: dict, request_id: str) -> None:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                ran_again.set()
+                await answer.wait()
+                return
+            entered.set()
+            try:
+                await answer.wait()
+            except asyncio.CancelledError:
+                return  # as wait_for does when the answer and the cancel meet
+
+        scheduler = Scheduler(schedule, invoke, interval=0.001)
+        scheduler.start()
+        await entered.wait()
+        stopping = asyncio.ensure_future(scheduler.stop())
+        again = asyncio.ensure_future(ran_again.wait())
+        await asyncio.wait([stopping, again], return_when=asyncio.FIRST_COMPLETED)
+        stopped_first = stopping.done() and not ran_again.is_set()
+        again.cancel()
+        if not stopped_first:  # the schedule ran on: end it for good, then report
+            while not stopping.done():
+                scheduler._task.cancel()
+                await asyncio.wait([stopping], timeout=0.01)
+        answer.set()
+        await stopping
+        return stopped_first, calls
+
+    stopped_first, calls = asyncio.run(scenario())
+    assert stopped_first and calls == 1
 
 
 def test_an_idle_client_gets_heartbeats_and_outlives_the_idle_timeout(heartbeat_world: Any) -> None:

@@ -1047,3 +1047,48 @@ def test_a_server_with_a_management_latency_past_the_handlers_timeout_is_refused
 
     with pytest.raises(ValueError, match="must be from 0 to below 1000"):
         LocalServer(port=0, management_latency_ms=1500)
+
+
+def test_a_stop_ends_the_queue_poller_even_when_its_wait_swallows_the_cancel(monkeypatch):
+    """The poller's idle wait is a ``wait_for``, which (Python 3.11) can drop a
+    cancel that meets a wake-up: the poller must stop anyway."""
+    from types import SimpleNamespace
+
+    from channel_server.local import queues
+
+    class Client:
+        def receive_message(self, **_: object) -> dict:
+            return {}
+
+    waits, swallowed = [], []
+
+    async def swallowing_wait_for(awaitable, timeout):
+        waits.append(1)
+        task = asyncio.ensure_future(awaitable)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            task.cancel()
+            if swallowed:
+                raise
+            swallowed.append(1)
+            return None  # the cancel met the answer: the answer wins (once)
+
+    async def scenario() -> bool:
+        monkeypatch.setattr(queues.asyncio, "wait_for", swallowing_wait_for)
+        subscription = SimpleNamespace(batch_size=10, queue=SimpleNamespace(name="q"), function=SimpleNamespace(name="f"))
+        poller = queues.Poller(subscription, "http://127.0.0.1/q", None, Client(), "us-east-1", concurrency=2)
+        poller.start()
+        while not waits:  # it found the queue empty, and now waits
+            await asyncio.sleep(0)
+        stopping = asyncio.ensure_future(poller.stop())
+        for _ in range(1000):  # far more turns of the loop than a stop takes
+            if stopping.done():
+                return True
+            await asyncio.sleep(0)
+        while not stopping.done():  # it ran on: end it for good, then report
+            poller._task.cancel()
+            await asyncio.sleep(0.01)
+        return False
+
+    assert asyncio.run(scenario())

@@ -173,8 +173,12 @@ class Shell:
 
     def finish(self) -> int:
         """Wait for it to exit, having read all it printed; its exit status."""
-        while (line := self._new.get(timeout=PATIENCE)) is not None:
-            self.lines.append(line)
+        try:
+            while (line := self._new.get(timeout=PATIENCE)) is not None:
+                self.lines.append(line)
+        except queue.Empty:
+            raise AssertionError(f"`{self.command}` neither printed nor exited for {PATIENCE} s:\n"
+                                 f"{self.output}") from None
         self._new.put(None)
         return self.process.wait(timeout=PATIENCE)
 
