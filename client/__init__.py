@@ -61,8 +61,20 @@ What every client of a channel server on API Gateway has to do, done once:
   message over 128 KB raises :class:`FrameTooLarge` before anything is sent
   (API Gateway would close the connection).
 
-Messages published while the client is disconnected are not delivered to it:
-the server keeps no history (protocol §5).
+- **Nothing lost across a reconnect, nothing twice.** On a server with
+  history on (``historySeconds``), every ``joinSuccess`` carries the join's
+  ``position``; the client keeps the newest of it and of the ids of the
+  messages it received, and its rejoin after a reconnect sends it as
+  ``since`` (protocol §4.3): the server sends what the client missed, then
+  live messages. Messages that arrive before the rejoin's reply are held,
+  sorted by ``messageId`` and yielded when it comes. Every message's id is
+  remembered (the last ``max_remembered``): a second copy (a replayed message
+  also delivered live, or a queued chunk posted again after a crash) is
+  dropped, and so are this client's own messages that a replay brings back.
+  A resume that could not send everything (history off, ``since`` older than
+  the history kept, more than the server replays at once) emits ``resumed``
+  with ``complete`` False. Without history, messages published while the
+  client is disconnected are not delivered to it (protocol §5).
 
 The library needs ``websockets`` (``pip install 'channel-server[client]'``);
 importing this module does not, so its names can be imported anywhere.
@@ -178,11 +190,16 @@ class ClientEvent:
     - ``rejoined``: the channel was joined again after a reconnect (``channel_id``, ``sender_id``);
     - ``rejoin_failed``: that join was refused for good (``reason``); the client
       is in no channel, and iterating raises the :class:`JoinFailed`;
+    - ``resumed``: the rejoin resumed from the last message seen
+      (``replayed``: the missed messages the server sent; ``complete``:
+      whether that was all of them, False when some are lost);
     - ``ready``: requests flow again after a reconnect (and the rejoin);
     - ``heartbeat``: a ``heartbeat`` frame from the server arrived;
     - ``ping``: the client pinged to keep an idle connection open;
     - ``dropped``: an incoming message was dropped because ``max_incoming``
-      messages were waiting to be read.
+      messages were waiting to be read;
+    - ``duplicate``: a message whose ``messageId`` was seen already was
+      dropped (``message``).
     """
 
     kind: str
@@ -332,6 +349,7 @@ class ChannelClient:
     server that echoes request ids; one otherwise).
     ``max_queue``: requests that may wait while disconnected.
     ``max_incoming``: messages kept until read; beyond it the oldest is dropped.
+    ``max_remembered``: message ids remembered to drop second copies.
     ``on_event``: called with a :class:`ClientEvent` for each change of state.
     """
 
@@ -349,6 +367,7 @@ class ChannelClient:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         max_queue: int = 100,
         max_incoming: int = 10_000,
+        max_remembered: int = 10_000,
         open_timeout: float = 10.0,
         on_event: Optional[Callable[[ClientEvent], None]] = None,
     ):
@@ -361,7 +380,7 @@ class ChannelClient:
             if not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         for name, value in (("max_in_flight", max_in_flight), ("max_queue", max_queue),
-                            ("max_incoming", max_incoming)):
+                            ("max_incoming", max_incoming), ("max_remembered", max_remembered)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer of at least 1, not {value!r}")
         if max_reconnect_attempts is not None and max_reconnect_attempts < 1:
@@ -377,6 +396,7 @@ class ChannelClient:
         self.max_in_flight = max_in_flight
         self.max_queue = max_queue
         self.max_incoming = max_incoming
+        self.max_remembered = max_remembered
         self.open_timeout = open_timeout
         self.on_event = on_event
         #: The channel this client is in (or is rejoining after a reconnect), or None.
@@ -385,6 +405,16 @@ class ChannelClient:
         self.sender_id: Optional[str] = None
         #: Connections made so far; ``connections - 1`` reconnects.
         self.connections = 0
+        #: Where a rejoin resumes in the channel: the newest of the last
+        #: join's ``position`` and the messages received since (None: the
+        #: server keeps no history, or no join yet).
+        self.position: Optional[str] = None
+        #: Second copies of messages dropped (protocol §4.3).
+        self.duplicates = 0
+        self._seen: set[str] = set()  # ids of the last max_remembered messages of the channel
+        self._seen_order: deque = deque()
+        self._own_senders: set[str] = set()  # this client's senderIds in the channel
+        self._held: Optional[list] = None  # messages that came during a resuming rejoin
 
         self._ws: Optional[ClientConnection] = None
         self._reader: Optional[asyncio.Task] = None
@@ -473,7 +503,13 @@ class ChannelClient:
         ``joinSuccess``, raises :class:`JoinFailed` on ``joinFailure``."""
         frame = await self._request("join", {"type": "join", "channelId": channel_id})
         joined = Joined(frame.get("channelId", channel_id), frame.get("senderId"))
+        if channel_id != self.channel:
+            self._seen.clear()
+            self._seen_order.clear()
+            self._own_senders.clear()
         self.channel, self.sender_id = channel_id, joined.sender_id
+        self._own_senders.add(joined.sender_id)
+        self.position = _newest(frame.get("position"), self.position) if "position" in frame else None
         return joined
 
     async def publish(self, data: Any) -> Published:
@@ -725,7 +761,7 @@ class ChannelClient:
             return
         frame_type = frame.get("type")
         if frame_type == "message":
-            self._deliver(Message(frame.get("channelId"), frame.get("senderId"), frame.get("data"),
+            self._message(Message(frame.get("channelId"), frame.get("senderId"), frame.get("data"),
                                   frame.get("messageId")))
         elif frame_type == "heartbeat":
             self._emit("heartbeat")
@@ -808,6 +844,38 @@ class ChannelClient:
             if len(ids) == 1:  # every other request it may answer got its own reply
                 self._settle(ids.pop(), GatewayError(frame["message"], frame))
 
+    def _message(self, message: Message) -> None:
+        """A message of the channel: held during a resuming rejoin, dropped
+        when it is a second copy (or this client's own, brought back by a
+        replay), else delivered; its id moves the position on."""
+        message_id = message.message_id
+        if message.channel_id != self.channel or not isinstance(message_id, str):
+            self._deliver(message)
+            return
+        if self._held is not None:
+            self._held.append(message)
+            return
+        if message_id in self._seen or message.sender_id in self._own_senders:
+            self.duplicates += message_id in self._seen
+            self._emit("duplicate", message=message)
+            return
+        self._remember(message_id)
+        if self.position is not None:
+            self.position = _newest(message_id, self.position)
+        self._deliver(message)
+
+    def _remember(self, message_id: str) -> None:
+        self._seen.add(message_id)
+        self._seen_order.append(message_id)
+        while len(self._seen_order) > self.max_remembered:
+            self._seen.discard(self._seen_order.popleft())
+
+    def _release_held(self) -> None:
+        """The messages held during a rejoin, in id order (each once)."""
+        held, self._held = self._held or [], None
+        for message in sorted(held, key=lambda m: m.message_id):
+            self._message(message)
+
     def _deliver(self, item: Any) -> None:
         if len(self._incoming) >= self.max_incoming:
             dropped = self._incoming.popleft()
@@ -886,14 +954,17 @@ class ChannelClient:
         tried again on another connection."""
         if self.channel is None:
             return None
+        resume = {"since": self.position} if self.position is not None else {}
         try:
             request_id = self._new_id()
-            text = encode({"type": "join", "channelId": self.channel, "requestId": request_id})
+            text = encode({"type": "join", "channelId": self.channel, "requestId": request_id, **resume})
             # the connection's first request, alone in flight: its reply says
             # whether the server echoes requestId
+            self._held = [] if resume else None  # what the replay and live posts bring, until the reply
             reply = await self._send(ws, "join", request_id, text)
             frame = self._outcome("join", await self._reply_to(ws, "join", request_id, reply))
         except JoinFailed as exc:
+            self._release_held()
             if exc.reason in _TRANSIENT_REASONS:
                 return ConnectionLost(f"could not rejoin {self.channel}: {exc.reason}")
             log.error("could not rejoin %s: %s", self.channel, exc.reason)
@@ -902,9 +973,20 @@ class ChannelClient:
             self._deliver(exc)
             return None
         except (ConnectionLost, GatewayError, ServerError, ReplyTimeout) as exc:
+            self._release_held()
             return ConnectionLost(f"could not rejoin {self.channel}: {exc}")
         self.sender_id = frame["senderId"]
+        self._own_senders.add(self.sender_id)
         self._emit("rejoined", channel_id=self.channel, sender_id=self.sender_id)
+        if "position" not in frame:
+            self.position = None  # this server keeps no history (any more)
+        self._release_held()
+        if "resumed" in frame:
+            complete = frame.get("resumed") is True
+            if not complete:
+                log.warning("rejoined %s, but messages published while disconnected may be lost "
+                            "(the server could not send them all)", self.channel)
+            self._emit("resumed", replayed=frame.get("replayed"), complete=complete)
         return None
 
     async def _keep_alive(self) -> None:
@@ -963,6 +1045,12 @@ class ChannelClient:
                 self.on_event(ClientEvent(kind, detail))
             except Exception:  # a broken callback must not break the connection
                 log.exception("on_event raised on %s", kind)
+
+
+def _newest(*ids: Any) -> Optional[str]:
+    """The newest of some message ids (or positions): they sort as they were stamped."""
+    valid = [i for i in ids if isinstance(i, str) and protocol.MESSAGE_ID.fullmatch(i)]
+    return max(valid) if valid else None
 
 
 def _now() -> float:

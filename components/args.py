@@ -171,6 +171,13 @@ class ChannelServerArgs(TypedDict, total=False):
     limit without pinging. 0 or unset: off (default). Costs one API Gateway
     message per connection per interval (docs/architecture.md, "Heartbeats")."""
 
+    history_seconds: int
+    """History: every message published is kept this many seconds, 1 to
+    86400 (a day), and a join may resume after the last message its client
+    saw (``"since"``): it is sent what it missed, then live messages. 0 or
+    unset: off (default). Costs one DynamoDB write per publish, of the
+    message's size (docs/architecture.md, "History and resume")."""
+
     backend: HttpBackendArgs
     """Serve the routes from an HTTP server instead of the Lambda handlers:
     ``{"url": "https://…", "timeout_ms": 29000}``. Every route gets an HTTP
@@ -269,6 +276,7 @@ class Settings:
     posts_in_flight: int = spec.DEFAULT_POSTS_IN_FLIGHT
     inline_fanout_limit: int = spec.DEFAULT_INLINE_FANOUT_LIMIT
     heartbeat_interval_minutes: int = 0
+    history_seconds: int = 0
     backend: Mapping[str, Any] | None = None
     """None: the Lambda handlers; else {"url": str or Output, "timeout_ms": int}."""
     domain: Mapping[str, Any] | None = None
@@ -431,6 +439,8 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
     inline_fanout_limit = _int("inline_fanout_limit", s.inline_fanout_limit, 1, spec.MAX_INLINE_FANOUT_LIMIT)
     heartbeat = _int("heartbeat_interval_minutes", s.heartbeat_interval_minutes, 0, spec.MAX_HEARTBEAT_MINUTES,
                      " minutes (0 is off; API Gateway closes idle connections after 10)")
+    history = _int("history_seconds", s.history_seconds, 0, spec.MAX_HISTORY_SECONDS,
+                   " seconds (0 is off; at most a day)")
     http_backend = _backend(s.backend)
     domain = _domain(s.domain)
     authorizer = _authorizer(s.authorizer)
@@ -452,6 +462,8 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
             "tracing": (switches["tracing"], "X-Ray traces the Lambda handlers; with an HTTP backend there are none"),
             "server_publish": (switches["server_publish"], "the publish endpoint runs the Lambda handlers' fan-out; "
                                                            "with an HTTP backend, publish from the backend"),
+            "history_seconds": (history, "history is kept and replayed by the Lambda handlers; with an HTTP "
+                                         "backend, keep it in the backend"),
             "authorizer": (authorizer, "the authorizer's context reaches Lambda events only (the backend's "
                                        "envelope does not carry it); authorize in the backend"),
         }
@@ -480,6 +492,7 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
         posts_in_flight=posts_in_flight,
         inline_fanout_limit=inline_fanout_limit,
         heartbeat_interval_minutes=heartbeat,
+        history_seconds=history,
         backend=http_backend,
         domain=domain,
         authorizer=authorizer,

@@ -670,6 +670,7 @@ class ChannelServer(pulumi.ComponentResource):
             spec.ENV_INLINE_FANOUT_LIMIT: str(s.inline_fanout_limit),
             spec.ENV_FANOUT_QUEUE_URL: self._queues[0].url,
             **({spec.ENV_HEARTBEATS: "1"} if s.heartbeats else {}),
+            **({spec.ENV_HISTORY_SECONDS: str(s.history_seconds)} if s.history_seconds else {}),
             **({spec.ENV_METRICS: "1", spec.ENV_SERVER_NAME: self._name} if s.metrics else {}),
         }
 
@@ -680,11 +681,13 @@ class ChannelServer(pulumi.ComponentResource):
         wildcard actions, no wildcard resources."""
         stage = self._settings.stage_name
         heartbeats = self._settings.heartbeats
+        history = self._settings.history_seconds > 0
         tracing = self._settings.tracing
 
         def document(table_arn: str, execution_arn: str, log_group_arn: str, queue_arn: str) -> str:
             statements = []
-            table_actions = {*function.table_actions, *(function.heartbeat_table_actions if heartbeats else ())}
+            table_actions = {*function.table_actions, *(function.heartbeat_table_actions if heartbeats else ()),
+                             *(function.history_table_actions if history else ())}
             if table_actions:
                 statements.append(_allow(table_actions, [table_arn]))
             if function.index_actions:
@@ -694,7 +697,7 @@ class ChannelServer(pulumi.ComponentResource):
                     _allow(function.heartbeat_index_actions, [f"{table_arn}/index/{spec.HEARTBEAT_INDEX}"]))
             if function.queue_actions:
                 statements.append(_allow(function.queue_actions, [queue_arn]))
-            if function.posts:
+            if function.posts or (history and function.history_posts):
                 statements.append(
                     _allow(["execute-api:ManageConnections"], [f"{execution_arn}/{stage}/POST/@connections/*"])
                 )

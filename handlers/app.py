@@ -134,6 +134,11 @@ class ChannelApp:
         return self._environ.get(spec.ENV_HEARTBEATS) == "1"
 
     @property
+    def history_seconds(self) -> int:
+        """How long a publish keeps its message for resuming joins; 0: off."""
+        return int(self._environ.get(spec.ENV_HISTORY_SECONDS) or 0)
+
+    @property
     def inline_limit(self) -> int | None:
         """Members a publish posts to itself; None: all of them (no queue)."""
         if not self._environ.get(spec.ENV_FANOUT_QUEUE_URL):
@@ -162,11 +167,13 @@ class ChannelApp:
             _log_failure(event, "closing the connection's rows failed")
         return OK
 
-    def join(self, event: WebSocketEvent) -> dict:
+    def join(self, event: WebSocketEvent, context: Any = None) -> dict:
+        """``context`` is Lambda's: its remaining time bounds a resume's posts."""
         # A join that races the connection's $disconnect cannot write after
         # it: $disconnect leaves a tombstone state row that the join's
         # transaction condition fails on (see Store.close_connection).
-        return self._message(event, self._join)
+        deadline = _fanout_deadline(context)
+        return self._message(event, lambda e, command: self._join(e, command, deadline))
 
     def publish(self, event: WebSocketEvent, context: Any = None) -> dict:
         """``context`` is Lambda's: its remaining time bounds the fan-out."""
@@ -180,9 +187,12 @@ class ChannelApp:
         """Post each queued chunk (an SQS event's records) to its members.
 
         SQS delivers a message at least once, and again when a function died
-        with it: each chunk is first claimed in the table, once for good
-        (:meth:`Store.claim_chunk`), and one already claimed is skipped, so
-        no member gets a message twice. A claim that cannot be written fails
+        with it: each chunk is first claimed in the table
+        (:meth:`Store.claim_chunk`), and its claim finished once posted. A
+        chunk whose claim finished is skipped; one claimed but never finished
+        (its function died mid-chunk) is posted again, to every member: at
+        least once, each copy with the message's id, which ChannelClient
+        drops when it has it. A claim that cannot be written fails
         the invocation before anything is posted (SQS hands the chunk over
         again). Nothing else fails it: an unreadable chunk never becomes
         readable, and failed posts are logged, as a publish logs them."""
@@ -198,7 +208,7 @@ class ChannelApp:
                 logger.exception("unreadable fan-out chunk dropped", extra=log)
                 continue
             if not self.store.claim_chunk(message_id):
-                logger.warning("fan-out chunk already taken: not posted again", extra=log)
+                logger.warning("fan-out chunk already posted: not posted again", extra=log)
                 continue
             started = time.monotonic()
             try:
@@ -208,6 +218,11 @@ class ChannelApp:
                 logger.exception("fan-out chunk failed", extra=log)
                 continue
             self._record_fan_out(spec.FANOUT.function, started, len(chunk.connection_ids), deliveries)
+            try:
+                self.store.finish_chunk(message_id)
+            except Exception:
+                # a second delivery of the chunk posts it again: a copy more, never one less
+                logger.exception("marking a fan-out chunk posted failed", extra=log)
         return {}
 
     def default(self, event: WebSocketEvent) -> dict:
@@ -269,6 +284,7 @@ class ChannelApp:
                 claim = self.store.claim_publish(key, fingerprint)
                 if not claim.mine:
                     return _replay(claim, fingerprint)
+            self._keep(channel, outgoing)
             targets = sorted(set(self.store.members(channel)))
         except Exception:
             logger.exception("server publish failed before sending", extra=context_log)
@@ -324,12 +340,15 @@ class ChannelApp:
             payload = protocol.encode(protocol.answering(command, protocol.error(INTERNAL_ERROR)))
         return {**OK, "body": payload.decode("utf-8")}
 
-    def _join(self, event: WebSocketEvent, command: Any) -> dict:
+    def _join(self, event: WebSocketEvent, command: Any, deadline: float | None = None) -> dict:
         if not isinstance(command, protocol.Join):
             return _misrouted(event, command)
         refusal = _channel_rule_refusal(event, command.channel_id)
         if refusal is not None:
             return refusal
+        # before the membership is written: every message stamped from here
+        # on comes after the position (docs/protocol.md §4.3)
+        position = protocol.position()
         try:
             joined = self.store.join(event.connection_id, command.channel_id, protocol.new_sender_id())
         except ConnectionClosed:
@@ -337,7 +356,45 @@ class ChannelApp:
         except StoreError as exc:
             _log_failure(event, f"join failed: {type(exc).__name__}")
             return protocol.join_failure("could not join right now; try again")
-        return protocol.join_success(joined.channel_id, joined.sender_id)
+        history: dict[str, Any] = {"position": position} if self.history_seconds else {}
+        if command.since is not None:
+            replayed, resumed = self._resume(event, joined.channel_id, command.since, deadline)
+            history.update(replayed=replayed, resumed=resumed)
+        return protocol.join_success(joined.channel_id, joined.sender_id, **history)
+
+    def _resume(self, event: WebSocketEvent, channel: str, since: str, deadline: float | None) -> tuple[int, bool]:
+        """Send the joined connection the channel's kept messages after
+        ``since``, oldest first, one post after another (the membership is
+        written: a message kept after the read below reaches the connection
+        live). Returns how many were sent and whether that was all it
+        missed: False when history is off, ``since`` is older than what is
+        kept, there were more than MAX_REPLAY_MESSAGES, or a read or post
+        failed (logged)."""
+        if not self.history_seconds:
+            return 0, False
+        complete = protocol.message_time(since) + self.history_seconds > time.time()
+        try:
+            kept = self.store.messages_since(channel, since, spec.MAX_REPLAY_MESSAGES + 1)
+        except Exception:
+            _log_failure(event, "reading the channel's history failed")
+            return 0, False
+        complete = complete and len(kept) <= spec.MAX_REPLAY_MESSAGES
+        sent = 0
+        for payload in kept[:spec.MAX_REPLAY_MESSAGES]:
+            try:
+                self.sender.post(event.connection_id, payload, deadline)
+            except Exception:
+                _log_failure(event, "sending a missed message failed")
+                return sent, False
+            sent += 1
+        return sent, complete
+
+    def _keep(self, channel: str, outgoing: Any) -> None:
+        """With history on, keep the message before any copy is sent: a join
+        that reads the history after this finds it (docs/architecture.md,
+        "History and resume")."""
+        if self.history_seconds:
+            self.store.keep_message(channel, outgoing.message_id, outgoing.payload, self.history_seconds)
 
     def _publish(self, event: WebSocketEvent, command: Any, deadline: float | None = None) -> dict:
         if not isinstance(command, protocol.Publish):
@@ -350,6 +407,7 @@ class ChannelApp:
             return outgoing.failure
         channel = membership.channel_id
         context = {"connectionId": event.connection_id, "routeKey": event.route_key}
+        self._keep(channel, outgoing)  # a failure here sends nothing: the error reply says so
         # every page is read before anything is sent: a failed read sends nothing
         targets = protocol.recipients(self.store.members(channel), event.connection_id)
         deliveries, queued, lost = self._fan_out(spec.PUBLISH, targets, outgoing.payload, channel, deadline, context)
@@ -524,7 +582,7 @@ def disconnect(event: dict, context: Any = None) -> dict:
 
 
 def join(event: dict, context: Any = None) -> dict:
-    return _default_app().join(WebSocketEvent(event))
+    return _default_app().join(WebSocketEvent(event), context)
 
 
 def publish(event: dict, context: Any = None) -> dict:

@@ -85,6 +85,8 @@ BAD_REQUEST_ID = "requestId must be 1 to 64 letters, digits, '_', '.', ':' or '-
 class Join:
     channel_id: str
     request_id: str | None = None
+    since: str | None = None
+    """Resume after this message id (history): the messages kept since are sent first."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,10 @@ def decode(body: str | None, rules: Rules) -> Command:
         problem = rules.channel_id_problem(message.get("channelId"))
         if problem:
             return Reply(join_failure(problem), rid)
-        return Join(message["channelId"], rid)
+        since = message.get("since")
+        if since is not None and not (isinstance(since, str) and MESSAGE_ID.fullmatch(since)):
+            return Reply(join_failure(BAD_SINCE), rid)
+        return Join(message["channelId"], rid, since)
     if kind == PUBLISH:
         if "data" not in message:
             return Reply(publish_failure("publish needs a data field"), rid)
@@ -233,8 +238,10 @@ def new_sender_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def join_success(channel_id: str, sender_id: str) -> dict:
-    return {"type": "joinSuccess", "channelId": channel_id, "senderId": sender_id}
+def join_success(channel_id: str, sender_id: str, **history: Any) -> dict:
+    """``history``: with history on, ``position``, and for a join that
+    resumed, ``replayed`` and ``resumed`` (docs/protocol.md §4.3)."""
+    return {"type": "joinSuccess", "channelId": channel_id, "senderId": sender_id, **history}
 
 
 def join_failure(reason: str) -> dict:
@@ -253,6 +260,22 @@ def new_message_id(now: float | None = None) -> str:
     no counter is kept anywhere."""
     milliseconds = time.time_ns() // 1_000_000 if now is None else round(now * 1000)
     return f"{milliseconds:012x}-{secrets.token_hex(8)}"
+
+
+BAD_SINCE = "since must be a messageId (12 hex digits, '-', 16 hex digits)"
+
+
+def position(now: float | None = None) -> str:
+    """A join's place in its channel's history: an id below every message
+    stamped from ``now`` on (the random part all zeros). A client that
+    resumes from it is sent what was published after its join."""
+    milliseconds = time.time_ns() // 1_000_000 if now is None else round(now * 1000)
+    return f"{milliseconds:012x}-{0:016x}"
+
+
+def message_time(message_id: str) -> float:
+    """When the message ``message_id`` was stamped, in epoch seconds."""
+    return int(message_id[:12], 16) / 1000
 
 
 def message(channel_id: str, sender_id: str, data: Any, message_id: str) -> dict:

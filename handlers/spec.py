@@ -30,6 +30,9 @@ ENV_HEARTBEATS = "CHANNEL_HEARTBEATS"
 ENV_METRICS = "CHANNEL_METRICS"
 #: The component's name: the ``Server`` dimension of every metric.
 ENV_SERVER_NAME = "CHANNEL_SERVER_NAME"
+#: Seconds a channel's messages are kept for resuming joins (the component's
+#: ``historySeconds``); absent or "0": no history (see "history" below).
+ENV_HISTORY_SECONDS = "CHANNEL_HISTORY_SECONDS"
 #: Not set by the component: local mode sets it for its embedded DynamoDB
 #: (moto, one request at a time), whose query of a channel takes about 0.5 ms
 #: per member, 2 s at 5,000. Seconds; default READ_TIMEOUT.
@@ -151,6 +154,28 @@ PUBLISH_OUTCOME = "outcome"
 #: answer was lost and that was sent again finds its own row, not a rival's.
 PUBLISH_CLAIM = "claim"
 
+# --- history: a channel's recent messages, for joins that resume ----------------------
+
+#: The range of ``historySeconds`` (0 is off): at most a day. A connection
+#: lasts at most MAX_CONNECTION_SECONDS, and a resume follows a reconnect.
+MAX_HISTORY_SECONDS = 24 * 60 * 60
+#: Partition key of a channel's kept messages: this prefix and the channel id;
+#: sort key: HISTORY_MESSAGE_PREFIX and the message id, so a Query reads a
+#: channel's messages in id order. Neither key can be a connection's or a
+#: channel's (those cannot start with $).
+HISTORY_PREFIX = "$history#"
+HISTORY_MESSAGE_PREFIX = "$message#"
+#: On a kept message's row: the message frame as sent to members.
+HISTORY_PAYLOAD = "payload"
+#: Messages one resuming join sends, at most, one post after another: about
+#: 2 s of posts at 10 ms. A resume that missed more is answered as
+#: incomplete (docs/protocol.md §4.3).
+MAX_REPLAY_MESSAGES = 200
+#: On a fan-out chunk's claim row: set once its posts are done. A chunk handed
+#: over again whose claim lacks it was being posted by a function that died:
+#: it is posted again (docs/failure-semantics.md).
+CHUNK_FINISHED_AT = "finishedAt"
+
 # --- $connect authorization and metrics ------------------------------------------------
 
 #: The key of a Lambda authorizer's ``context`` that limits what a connection
@@ -171,7 +196,7 @@ READ_STATE = ("dynamodb:GetItem",)  # Store.membership, Store.join
 MOVE_MEMBERSHIP = ("dynamodb:PutItem", "dynamodb:DeleteItem")  # Store.join's transaction
 CLOSE_CONNECTION = ("dynamodb:PutItem", "dynamodb:DeleteItem")  # Store.close_connection
 REMOVE_GONE = ("dynamodb:BatchWriteItem",)  # Store.remove_gone
-CLAIM_CHUNK = ("dynamodb:PutItem",)  # Store.claim_chunk
+CLAIM_CHUNK = ("dynamodb:PutItem", "dynamodb:GetItem")  # Store.claim_chunk, finish_chunk
 REGISTER_CONNECTION = ("dynamodb:PutItem",)  # Store.register (heartbeats on)
 LIST_CONNECTIONS = ("dynamodb:Query",)  # Store.connections, on the heartbeat index
 #: SQS actions on the fan-out queue: publish sends chunks, the event source
@@ -182,6 +207,10 @@ TAKE_CHUNKS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttribute
 #: the claim fails, its outcome written with PutItem, released with DeleteItem
 #: when nothing was sent (Store.claim_publish, record_publish, release_publish).
 KEEP_PUBLISH_KEYS = ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem")
+#: History on: a publish keeps its message (PutItem), a resuming join reads a
+#: channel's kept messages (Query on the table, not the index).
+KEEP_MESSAGE = ("dynamodb:PutItem",)  # Store.keep_message
+READ_HISTORY = ("dynamodb:Query",)  # Store.messages_since
 
 #: The only route response key a WebSocket API has, and the route response
 #: selection expression that picks it for every answer.
@@ -198,7 +227,9 @@ class Function:
     ``index_actions`` those on the channel index, ``heartbeat_index_actions``
     those on the heartbeat index, ``queue_actions`` those on the fan-out
     queue, and ``posts`` whether it posts to connections through the
-    management API. The component grants exactly these and nothing more.
+    management API; ``history_table_actions`` and ``history_posts`` are
+    granted only when history is on. The component grants exactly these and
+    nothing more.
     ``fans_out`` marks a function whose work grows with a channel's size (one
     post per member): it gets the fan-out memory setting, since Lambda's CPU
     grows with memory.
@@ -212,6 +243,8 @@ class Function:
     queue_actions: tuple[str, ...] = ()
     posts: bool = False
     fans_out: bool = False
+    history_table_actions: tuple[str, ...] = ()
+    history_posts: bool = False
 
     @property
     def handler(self) -> str:
@@ -243,7 +276,9 @@ ROUTES: tuple[Route, ...] = (
     Route(key=CONNECT_ROUTE, function="connect", heartbeat_table_actions=REGISTER_CONNECTION),
     # closes the connection for good in the table (a tombstone state row)
     Route(key="$disconnect", function="disconnect", table_actions=CLOSE_CONNECTION),
-    Route(key=JOIN, function="join", table_actions=READ_STATE + MOVE_MEMBERSHIP, two_way=True),
+    # with history on, a resuming join reads the channel's kept messages and posts them
+    Route(key=JOIN, function="join", table_actions=READ_STATE + MOVE_MEMBERSHIP, two_way=True,
+          history_table_actions=READ_HISTORY, history_posts=True),
     Route(
         key=PUBLISH,
         function="publish",
@@ -255,6 +290,7 @@ ROUTES: tuple[Route, ...] = (
         posts=True,
         fans_out=True,
         two_way=True,
+        history_table_actions=KEEP_MESSAGE,  # keeps the message before the fan-out
     ),
     Route(key=PING, function="ping", two_way=True),
     Route(key="$default", function="default", two_way=True),
@@ -277,7 +313,8 @@ HEARTBEAT = Function("heartbeat", table_actions=CLOSE_CONNECTION, heartbeat_inde
 #: publish route's fan-out with the server as sender. Its idempotency keys are
 #: rows of the table.
 SERVER_PUBLISH = Function("server_publish", table_actions=tuple(dict.fromkeys(KEEP_PUBLISH_KEYS + REMOVE_GONE)),
-                          index_actions=("dynamodb:Query",), queue_actions=SEND_CHUNKS, posts=True, fans_out=True)
+                          index_actions=("dynamodb:Query",), queue_actions=SEND_CHUNKS, posts=True, fans_out=True,
+                          history_table_actions=KEEP_MESSAGE)
 
 
 def management_endpoint(api_endpoint: str, stage: str) -> str:

@@ -15,6 +15,11 @@ Rows (partition key ``connectionId``, sort key ``channelId``):
   state row with a *tombstone* (``closedAt``, no channel, no version) and
   deletes the membership the old state row named: a join that raced it finds
   the tombstone, or fails its condition, and writes nothing.
+- a *kept message* row per message published while history is on (partition
+  key ``$history#<channel>``, sort key ``$message#<messageId>``): the message
+  frame as sent, expiring ``historySeconds`` after the publish. A channel's
+  kept messages are one partition, read in id order by a strongly consistent
+  Query.
 - an *idempotency* row per key of a server publish (both keys
   ``$publish#<key>``): the message's fingerprint, when the publish started
   and, once it finished, its outcome. A conditional PutItem claims the key;
@@ -266,10 +271,14 @@ class Store:
             self._write_batch(requests[start:start + BATCH_LIMIT])
 
     def claim_chunk(self, message_id: str) -> bool:
-        """Record that the fan-out chunk ``message_id`` (its SQS message id)
-        is being posted: True the first time, False ever after (until the
-        row expires, after the queue could hand the chunk over again). One
-        conditional PutItem; other failures raise."""
+        """Whether the fan-out chunk ``message_id`` (its SQS message id) is to
+        be posted: True the first time (the claim is written), and again when
+        an earlier claim was never finished (:meth:`finish_chunk`): the
+        function posting it died, and the queue handed the chunk over after
+        its visibility timeout. False once a claim finished (the queue's
+        at-least-once delivery handed a posted chunk over twice). One
+        conditional PutItem, and a consistent GetItem when the claim exists;
+        other failures raise."""
         key = spec.CHUNK_CLAIM_PREFIX + message_id
         try:
             self._client.put_item(
@@ -279,8 +288,60 @@ class Store:
                 ExpressionAttributeNames={"#k": spec.CONNECTION_ID},
             )
         except self._client.exceptions.ConditionalCheckFailedException:
-            return False
+            item = self._client.get_item(TableName=self._table, Key=_key(key, key), ConsistentRead=True).get("Item")
+            return not (item and spec.CHUNK_FINISHED_AT in item)
         return True
+
+    def finish_chunk(self, message_id: str) -> None:
+        """Mark the claim of chunk ``message_id`` finished: its posts are
+        done, and a second delivery of the chunk posts nothing. One PutItem."""
+        key = spec.CHUNK_CLAIM_PREFIX + message_id
+        now = self._now()
+        self._client.put_item(
+            TableName=self._table,
+            Item={**_key(key, key), spec.CHUNK_FINISHED_AT: {"N": str(now)},
+                  spec.EXPIRES_AT: {"N": str(now + spec.FANOUT_RETENTION_SECONDS)}},
+        )
+
+    # --- history -----------------------------------------------------------------
+
+    def keep_message(self, channel_id: str, message_id: str, payload: bytes, seconds: int) -> None:
+        """Keep the message frame ``payload`` of ``channel_id`` for ``seconds``
+        (its row expires then). One PutItem, of the frame's size."""
+        self._client.put_item(
+            TableName=self._table,
+            Item={**_key(spec.HISTORY_PREFIX + channel_id, spec.HISTORY_MESSAGE_PREFIX + message_id),
+                  spec.HISTORY_PAYLOAD: {"S": payload.decode("utf-8")},
+                  spec.EXPIRES_AT: {"N": str(self._now() + seconds)}},
+        )
+
+    def messages_since(self, channel_id: str, since: str, limit: int) -> list[bytes]:
+        """The kept messages of ``channel_id`` whose id comes after ``since``,
+        oldest first, at most ``limit`` (a caller asks for one more than it
+        sends to learn whether there were more). Strongly consistent: a
+        message kept before this call began is in the answer. Leaves out
+        rows that have expired."""
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#h = :h AND #s > :s",
+            "FilterExpression": "#e > :now",
+            "ProjectionExpression": "#p",
+            "ConsistentRead": True,
+            "ExpressionAttributeNames": {"#h": spec.CONNECTION_ID, "#s": spec.CHANNEL_ID, "#e": spec.EXPIRES_AT,
+                                         "#p": spec.HISTORY_PAYLOAD},
+            "ExpressionAttributeValues": {":h": {"S": spec.HISTORY_PREFIX + channel_id},
+                                          ":s": {"S": spec.HISTORY_MESSAGE_PREFIX + since},
+                                          ":now": {"N": str(self._now())}},
+            "Limit": limit,
+        }
+        found: list[bytes] = []
+        while len(found) < limit:
+            page = self._client.query(**query)
+            found.extend(item[spec.HISTORY_PAYLOAD]["S"].encode("utf-8") for item in page.get("Items", ()))
+            if "LastEvaluatedKey" not in page:
+                break
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return found[:limit]
 
     def claim_publish(self, key: str, fingerprint: str) -> PublishKey:
         """Claim the idempotency ``key`` for a publish of the message whose

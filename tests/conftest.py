@@ -62,7 +62,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 #: a 17-second module of 11 tests for last while the other worker sat idle.)
 #: Only the order depends on it: a module missing here runs after these.
 LONGEST_MODULES = (
-    "test_local.py", "test_doc_features.py", "test_doc_commands.py", "test_local_command.py",
+    "test_local.py", "test_history.py", "test_doc_features.py", "test_doc_commands.py", "test_local_command.py",
     "test_local_authorizer.py", "test_client_limits.py", "test_local_gateway_faults.py", "test_terminal_client.py",
     "test_http_backend.py", "test_heartbeats.py", "test_properties.py", "test_faults.py", "test_page.py",
     "test_production.py", "test_handlers.py", "test_security.py", "test_races.py", "test_wheel.py",

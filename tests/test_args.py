@@ -282,6 +282,7 @@ def test_from_config_reads_each_set_key_with_its_fields_type() -> None:
         "postsInFlight": "get_int",
         "inlineFanoutLimit": "get_int",
         "heartbeatIntervalMinutes": "get_int",
+        "historySeconds": "get_int",
         "backendUrl": "get",
         "backendTimeoutMs": "get_int",
         "domainName": "get",

@@ -141,8 +141,9 @@ def test_the_routes_are_the_specs_and_each_is_a_channel_app_method():
     for method in http_backend.ROUTE_METHODS.values():
         assert callable(getattr(ChannelApp, method))
     assert http_backend.DEFAULT_ROUTE in http_backend.ROUTE_METHODS
-    # only what takes Lambda's context gets one: the publish, whose fan-out it bounds
-    assert http_backend.TAKES_CONTEXT == {"publish"}
+    # only what takes Lambda's context gets one: the publish, whose fan-out it
+    # bounds, and the join, whose resume it bounds
+    assert http_backend.TAKES_CONTEXT == {"publish", "join"}
 
 
 def test_connect_is_accepted_with_an_empty_200(backend):

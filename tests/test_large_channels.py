@@ -114,11 +114,11 @@ def test_a_publish_beyond_the_limit_posts_to_some_and_queues_the_rest_for_the_fa
     assert alice.frames() == [{"type": "publishSuccess", "queued": len(others) - LIMIT}]
 
 
-def test_a_chunk_handed_over_again_is_not_posted_again(
+def test_a_posted_chunk_handed_over_again_is_not_posted_again(
     large: Any, world: Any, sqs: Any, queue_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """SQS delivers at least once (and again after a function died with a
-    chunk): the chunk's claim in the table keeps every member at one copy."""
+    """SQS delivers at least once: the chunk's finished claim in the table
+    keeps every member at one copy."""
     others, sender_id, chunks = published_chunks(world, sqs, queue_url, 5, "once")
 
     run_fanout(world, chunks)
@@ -126,10 +126,50 @@ def test_a_chunk_handed_over_again_is_not_posted_again(
 
     for member in others:
         assert [f for f in member.frames() if f["type"] == "message"] == [message("big", sender_id, "once")]
-    assert [r for r in caplog.records if r.getMessage() == "fan-out chunk already taken: not posted again"]
+    assert [r for r in caplog.records if r.getMessage() == "fan-out chunk already posted: not posted again"]
     claim = spec.CHUNK_CLAIM_PREFIX + chunks[0]["MessageId"]
     (row,) = [r for r in world.rows() if r["connectionId"] == claim]
     assert row["channelId"] == claim and row["expiresAt"] > 0  # it expires, after the queue's retention
+    assert row[spec.CHUNK_FINISHED_AT] > 0
+
+
+class Killed(BaseException):
+    """The function's process ending mid-chunk (no handler sees it)."""
+
+
+def test_a_chunk_whose_function_died_mid_delivery_is_posted_again_to_every_member_with_the_same_id(
+    large: Any, world: Any, sqs: Any, queue_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At least once per member, each copy with the message's id: the members
+    posted before the death get a second copy, which ChannelClient drops."""
+    others, sender_id, chunks = published_chunks(world, sqs, queue_url, 8, "again")
+    (chunk,) = [handoff.decode(m["Body"]) for m in chunks]
+    queued_members = [member for member in others if member.connection_id in chunk.connection_ids]
+    assert len(queued_members) == len(others) - LIMIT
+    sender = world.app.sender
+    post_many = type(sender).post_many
+
+    def dies_after_two(self: Any, connection_ids: Any, payload: bytes, deadline: Any = None) -> Any:
+        post_many(self, list(connection_ids)[:2], payload, deadline)
+        raise Killed()
+
+    monkeypatch.setattr(type(sender), "post_many", dies_after_two)
+    with pytest.raises(Killed):
+        run_fanout(world, chunks)
+    def messages(member: Any) -> list[dict]:
+        return [f for f in member.frames() if f["type"] == "message"]
+
+    assert sum(1 for member in queued_members if messages(member)) == 2  # the rest never got it
+    monkeypatch.setattr(type(sender), "post_many", post_many)
+
+    run_fanout(world, chunks)  # SQS hands it over after the visibility timeout
+
+    copies = [messages(member) for member in queued_members]
+    assert sorted(len(c) for c in copies) == [1] * (len(queued_members) - 2) + [2, 2]
+    ids = {f["messageId"] for c in copies for f in c}
+    assert len(ids) == 1 and all(f == message("big", sender_id, "again") for c in copies for f in c)
+    run_fanout(world, chunks)  # finished now: a third delivery posts nothing
+    assert sum(len(messages(member)) for member in queued_members) == len(queued_members) + 2
 
 
 def test_a_chunk_that_cannot_be_claimed_fails_before_any_post_so_sqs_hands_it_over_again(

@@ -68,6 +68,7 @@ SCHEDULE = "aws:scheduler/schedule:Schedule"
 #: The deployment these tests read has heartbeats on, so every function that
 #: can be built is: $connect then registers connections.
 HEARTBEAT_MINUTES = 5
+HISTORY_SECONDS = 60
 LOG_GRANTS = {("logs:CreateLogStream", ON_OWN_LOGS), ("logs:PutLogEvents", ON_OWN_LOGS)}
 #: What Lambda's event source mapping does with the fan-out function's role
 #: (the handler never calls these itself).
@@ -217,6 +218,10 @@ def drive_every_code_path(world: LambdaWorld, recorder: CallRecorder, take_chunk
     assert m.frames(bob)[-1]["failed"] == 1
     assert types(carol) == ["joinSuccess", "message"] and m.statuses(carol)[-1] == 410
     assert [r["channelId"] for r in world.rows() if r["connectionId"] == carol] == [spec.STATE_ROW_PREFIX + carol]
+    resumer = new_connection_id()
+    with recorder.entry("join"):  # resumes from before the channel's first message: its kept ones come first
+        world.send(resumer, '{"type":"join","channelId":"lobby","since":"000000000000-0000000000000000"}')
+    assert types(resumer) == ["message", "message", "joinSuccess"]
     crowd = [new_connection_id() for _ in range(4)]
     with recorder.entry("join"):
         for connection_id in crowd:
@@ -231,6 +236,10 @@ def drive_every_code_path(world: LambdaWorld, recorder: CallRecorder, take_chunk
         world.call("fanout", {"Records": [
             {"messageId": c["MessageId"], "receiptHandle": c["ReceiptHandle"], "body": c["Body"]} for c in chunks]})
     assert m.statuses(queued) == [410]  # the queued message found it gone (its join reply was no post)
+    with recorder.entry("fanout"):  # SQS hands the posted chunks over again: nothing is posted twice
+        world.call("fanout", {"Records": [
+            {"messageId": c["MessageId"], "receiptHandle": c["ReceiptHandle"], "body": c["Body"]} for c in chunks]})
+    assert m.statuses(queued) == [410]
     # a backend's publish to newsroom: 2 posted (both found gone), 1 queued
     newsroom = [new_connection_id() for _ in range(3)]
     with recorder.entry("join"):
@@ -264,18 +273,18 @@ def drive_every_code_path(world: LambdaWorld, recorder: CallRecorder, take_chunk
         world.disconnect(stranger)  # never joined
         world.disconnect(alice)  # a second time
     assert [r["channelId"] for r in world.rows() if r["connectionId"] == alice] == [spec.STATE_ROW_PREFIX + alice]
-    # heartbeats: the live connections are bob, dave and the crowd but the one
-    # its queued message found gone; 2 are posted inline, 3 queued, and all of
+    # heartbeats: the live connections are bob, dave, the resumer and the crowd
+    # but the one its queued message found gone; 2 are posted inline, 4 queued, and all of
     # them are found gone, so closed
     live = [r["connectionId"] for r in world.rows()
             if r["channelId"].startswith(spec.STATE_ROW_PREFIX) and spec.CLOSED_AT not in r]
-    assert sorted(live) == sorted({bob, dave, *crowd} - {queued})
+    assert sorted(live) == sorted({bob, dave, resumer, *crowd} - {queued})
     m.gone.update(live)
     with recorder.entry("heartbeat"):
         summary = world.call("heartbeat", {"source": "channel-server.heartbeat", "scheduledTime": "2026-11-26T12:00:00Z"})
-    assert summary == {"connections": 5, "delivered": 0, "gone": 2, "failed": 0, "queued": 3}, summary
+    assert summary == {"connections": 6, "delivered": 0, "gone": 2, "failed": 0, "queued": 4}, summary
     chunks = take_chunks()
-    assert len(json.loads(chunks[0]["Body"].partition("\n")[0])["connectionIds"]) == 3
+    assert len(json.loads(chunks[0]["Body"].partition("\n")[0])["connectionIds"]) == 4
     with recorder.entry("fanout"):
         world.call("fanout", {"Records": [
             {"messageId": c["MessageId"], "receiptHandle": c["ReceiptHandle"], "body": c["Body"]} for c in chunks]})
@@ -303,7 +312,8 @@ def observed(dynamodb: Any, table_definition: Any, embedded_dynamodb: Any) -> di
         with lambda_world(
             dynamodb,
             table_definition,
-            env={spec.ENV_FANOUT_QUEUE_URL: queue_url, spec.ENV_INLINE_FANOUT_LIMIT: "2", spec.ENV_HEARTBEATS: "1"},
+            env={spec.ENV_FANOUT_QUEUE_URL: queue_url, spec.ENV_INLINE_FANOUT_LIMIT: "2", spec.ENV_HEARTBEATS: "1",
+                 spec.ENV_HISTORY_SECONDS: str(HISTORY_SECONDS)},
             app_dynamodb=recording_dynamodb(embedded_dynamodb.endpoint, recorder),
             app_management=lambda endpoint: recorder.attach_management(product_management_client(endpoint)),
             app_queue=queue,
@@ -323,7 +333,8 @@ def observed(dynamodb: Any, table_definition: Any, embedded_dynamodb: Any) -> di
 @pytest.fixture(scope="module")
 def deployed() -> Deployment:
     def program() -> None:
-        server = ChannelServer("sec", {"heartbeat_interval_minutes": HEARTBEAT_MINUTES, "server_publish": True})
+        server = ChannelServer("sec", {"heartbeat_interval_minutes": HEARTBEAT_MINUTES, "server_publish": True,
+                                       "history_seconds": HISTORY_SECONDS})
         server.grant_publish(aws.iam.Role("backend", assume_role_policy=trust_policy("ecs-tasks.amazonaws.com")))
 
     return deploy(program)
@@ -470,12 +481,16 @@ def test_the_observed_calls_are_the_ones_each_entry_point_needs(observed: dict[s
         # with heartbeats on, $connect registers the connection (without: nothing)
         "connect": {("dynamodb:PutItem", ON_TABLE)},
         "disconnect": {("dynamodb:PutItem", ON_TABLE), ("dynamodb:DeleteItem", ON_TABLE)},
-        "join": {("dynamodb:GetItem", ON_TABLE), ("dynamodb:PutItem", ON_TABLE), ("dynamodb:DeleteItem", ON_TABLE)},
-        "publish": {("dynamodb:GetItem", ON_TABLE), ("dynamodb:Query", ON_INDEX),
+        # with history on, a resuming join reads the kept messages (a Query on the table) and posts them
+        "join": {("dynamodb:GetItem", ON_TABLE), ("dynamodb:PutItem", ON_TABLE), ("dynamodb:DeleteItem", ON_TABLE),
+                 ("dynamodb:Query", ON_TABLE)} | posts,
+        # with history on, a publish keeps its message (PutItem) before the fan-out
+        "publish": {("dynamodb:GetItem", ON_TABLE), ("dynamodb:PutItem", ON_TABLE), ("dynamodb:Query", ON_INDEX),
                     ("dynamodb:BatchWriteItem", ON_TABLE), ("sqs:SendMessage", ON_QUEUE)} | posts,
-        # a queued chunk: claimed once for good, posted, the members found gone removed
+        # a queued chunk: claimed, posted, the members found gone removed, the claim
+        # finished; one handed over again reads its claim (GetItem) and is skipped
         # (a heartbeat's chunk names no channel: its gone members are closed, PutItem and DeleteItem)
-        "fanout": {("dynamodb:PutItem", ON_TABLE), ("dynamodb:BatchWriteItem", ON_TABLE),
+        "fanout": {("dynamodb:PutItem", ON_TABLE), ("dynamodb:GetItem", ON_TABLE), ("dynamodb:BatchWriteItem", ON_TABLE),
                    ("dynamodb:DeleteItem", ON_TABLE)} | posts,
         # lists the live connections, posts, queues the rest, closes the gone
         "heartbeat": {("dynamodb:Query", ON_HEARTBEAT_INDEX), ("dynamodb:PutItem", ON_TABLE),
