@@ -210,6 +210,19 @@ class ChannelServerArgs(TypedDict, total=False):
     carry an idempotency key that publishes once within its window. Default
     off."""
 
+    presence: bool
+    """Presence: every join is listed in its channel (up to
+    ``presence_max_members``), a ``{"type": "members"}`` request lists a
+    channel's members, and a join with ``"presence": true`` is told of
+    members joining and leaving (``memberJoined``, ``memberLeft``). Default
+    off (docs/protocol.md, "Presence")."""
+
+    presence_max_members: int
+    """With ``presence``: members listed and announced per channel, 1 to 1000.
+    Default 100. Members who join a full channel are neither listed nor
+    announced, and do not watch: each listed join and leave costs one post
+    per watching member."""
+
     metrics: bool
     """CloudWatch metrics from the handlers (Embedded Metric Format, namespace
     ``ChannelServer``): fan-out size, deliveries, gone and failed posts and
@@ -279,6 +292,8 @@ class Settings:
     api_gateway_cloudwatch_role_arn: Any = None
     manage_api_gateway_account: bool = True
     server_publish: bool = False
+    presence: bool = False
+    presence_max_members: int = spec.DEFAULT_PRESENCE_MAX_MEMBERS
     metrics: bool = False
     alarm_topic_arn: Any = None
     tracing: bool = False
@@ -431,6 +446,10 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
     inline_fanout_limit = _int("inline_fanout_limit", s.inline_fanout_limit, 1, spec.MAX_INLINE_FANOUT_LIMIT)
     heartbeat = _int("heartbeat_interval_minutes", s.heartbeat_interval_minutes, 0, spec.MAX_HEARTBEAT_MINUTES,
                      " minutes (0 is off; API Gateway closes idle connections after 10)")
+    presence = _bool("presence", s.presence)
+    presence_max_members = _int("presence_max_members", s.presence_max_members, spec.MIN_PRESENCE_MAX_MEMBERS,
+                                spec.MAX_PRESENCE_MAX_MEMBERS, " (each listed join and leave is posted to every "
+                                "watching member: a channel filling at once costs up to its square in posts)")
     http_backend = _backend(s.backend)
     domain = _domain(s.domain)
     authorizer = _authorizer(s.authorizer)
@@ -452,6 +471,8 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
             "tracing": (switches["tracing"], "X-Ray traces the Lambda handlers; with an HTTP backend there are none"),
             "server_publish": (switches["server_publish"], "the publish endpoint runs the Lambda handlers' fan-out; "
                                                            "with an HTTP backend, publish from the backend"),
+            "presence": (presence, "presence is kept and announced by the Lambda handlers; with an HTTP "
+                                   "backend, keep it in the backend"),
             "authorizer": (authorizer, "the authorizer's context reaches Lambda events only (the backend's "
                                        "envelope does not carry it); authorize in the backend"),
         }
@@ -486,6 +507,8 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
         api_gateway_cloudwatch_role_arn=role_arn,
         alarm_topic_arn=topic_arn,
         tags=tags,
+        presence=presence,
+        presence_max_members=presence_max_members,
         **switches,
     )
 

@@ -671,6 +671,7 @@ class ChannelServer(pulumi.ComponentResource):
             spec.ENV_FANOUT_QUEUE_URL: self._queues[0].url,
             **({spec.ENV_HEARTBEATS: "1"} if s.heartbeats else {}),
             **({spec.ENV_METRICS: "1", spec.ENV_SERVER_NAME: self._name} if s.metrics else {}),
+            **({spec.ENV_PRESENCE_MAX_MEMBERS: str(s.presence_max_members)} if s.presence else {}),
         }
 
     def _policy_document(self, function: spec.Function, log_group: aws.cloudwatch.LogGroup) -> pulumi.Output[str]:
@@ -681,10 +682,12 @@ class ChannelServer(pulumi.ComponentResource):
         stage = self._settings.stage_name
         heartbeats = self._settings.heartbeats
         tracing = self._settings.tracing
+        presence = self._settings.presence
 
         def document(table_arn: str, execution_arn: str, log_group_arn: str, queue_arn: str) -> str:
             statements = []
             table_actions = {*function.table_actions, *(function.heartbeat_table_actions if heartbeats else ())}
+            table_actions |= set(function.presence.table_actions if presence else ())
             if table_actions:
                 statements.append(_allow(table_actions, [table_arn]))
             if function.index_actions:
@@ -694,7 +697,7 @@ class ChannelServer(pulumi.ComponentResource):
                     _allow(function.heartbeat_index_actions, [f"{table_arn}/index/{spec.HEARTBEAT_INDEX}"]))
             if function.queue_actions:
                 statements.append(_allow(function.queue_actions, [queue_arn]))
-            if function.posts:
+            if function.posts or (presence and function.presence.posts):
                 statements.append(
                     _allow(["execute-api:ManageConnections"], [f"{execution_arn}/{stage}/POST/@connections/*"])
                 )

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable, Mapping
 
-from . import metrics, protocol, spec
+from . import metrics, presence, protocol, spec
 from .events import WebSocketEvent
 from .store import ConnectionClosed, Store, StoreError
 
@@ -68,6 +68,7 @@ class ChannelApp:
                 self._environ.get(spec.ENV_MAX_MESSAGE_BYTES) or protocol.API_GATEWAY_MAX_MESSAGE_BYTES
             ),
         )
+        self.rules = presence.rules(self.rules, self._environ)  # presence's cap, when on
 
     def _once(self, attribute: str, build: Callable[[], Any]) -> Any:
         """``self.<attribute>``, built by ``build`` on first use, once even
@@ -98,7 +99,7 @@ class ChannelApp:
                 read_timeout=float(self._environ.get(spec.ENV_DYNAMODB_READ_TIMEOUT) or spec.READ_TIMEOUT),
             )
         return Store(self._dynamodb, self._environ[spec.ENV_TABLE_NAME], self._environ[spec.ENV_INDEX_NAME],
-                     heartbeats=self.heartbeats)
+                     heartbeats=self.heartbeats, presence=bool(self.rules.presence_max_members))
 
     @property
     def sender(self) -> Any:
@@ -156,7 +157,7 @@ class ChannelApp:
     def disconnect(self, event: WebSocketEvent) -> dict:
         _log_event(event)
         try:
-            self.store.close_connection(event.connection_id)
+            presence.close(self, event.connection_id)  # close_connection, and presence's leave
         except Exception:
             # Nothing to tell a client that has left; the rows expire by TTL.
             _log_failure(event, "closing the connection's rows failed")
@@ -330,14 +331,16 @@ class ChannelApp:
         refusal = _channel_rule_refusal(event, command.channel_id)
         if refusal is not None:
             return refusal
+        plan = presence.plan_join(self, event, command)  # presence: None when off
         try:
-            joined = self.store.join(event.connection_id, command.channel_id, protocol.new_sender_id())
+            joined = self.store.join(event.connection_id, command.channel_id, protocol.new_sender_id(),
+                                     presence.entry(plan))
         except ConnectionClosed:
             return protocol.join_failure("this connection has disconnected")
         except StoreError as exc:
             _log_failure(event, f"join failed: {type(exc).__name__}")
             return protocol.join_failure("could not join right now; try again")
-        return protocol.join_success(joined.channel_id, joined.sender_id)
+        return presence.joined(self, event, plan, joined, protocol.join_success(joined.channel_id, joined.sender_id))
 
     def _publish(self, event: WebSocketEvent, command: Any, deadline: float | None = None) -> dict:
         if not isinstance(command, protocol.Publish):
@@ -402,9 +405,9 @@ class ChannelApp:
             try:
                 if channel == NO_CHANNEL:
                     for connection_id in deliveries.gone:
-                        self.store.close_connection(connection_id)
+                        presence.close(self, connection_id, deadline)
                 else:
-                    self.store.remove_gone(deliveries.gone, channel)
+                    presence.remove_gone(self, deliveries.gone, channel, deadline)
             except Exception:
                 logger.exception("removing gone connections failed", extra=context)
         for failure in deliveries.failed:
@@ -419,6 +422,8 @@ class ChannelApp:
     def _default(self, event: WebSocketEvent, command: Any) -> dict:
         # API Gateway routes join/publish/ping frames to their own routes; a
         # valid one can only land here when the API lacks that route.
+        if isinstance(command, protocol.Members):  # presence: no route of its own (docs/architecture.md)
+            return presence.members(self, event, command)
         return _misrouted(event, command)
 
 
