@@ -9,6 +9,7 @@
     channel: $("channel"), join: $("join"), text: $("text"), publish: $("publish"), ping: $("ping"),
     state: $("state"), membership: $("membership"), channelId: $("channel-id"), senderId: $("sender-id"),
     log: $("log"), heartbeats: $("heartbeats"), clear: $("clear"),
+    presence: $("presence"), members: $("members"),
   };
 
   const CLOSE_CODES = {
@@ -19,7 +20,7 @@
   // Which request each reply answers. Replies carry no request id, so the page
   // keeps one request in flight at a time and waits for its reply (§5).
   const ANSWERS = { joinSuccess: "join", joinFailure: "join", publishSuccess: "publish",
-                    publishFailure: "publish", pong: "ping", error: "any" };
+                    publishFailure: "publish", pong: "ping", error: "any", members: "members" };
   const MAX_ENTRIES = 500;
   const MAX_SHOWN = 2000;
 
@@ -27,6 +28,7 @@
   let joined = null;    // {channelId, senderId} of the current membership
   let pending = null;   // the request waiting for its reply: "join", "publish" or "ping"
   let heartbeats = 0;
+  const members = new Map();  // presence (§12): senderId -> principalId of the channel's listed members
   let following = true;  // keep the log scrolled to its newest entry, until the reader scrolls up
   let pings = 0;
   const pingsSent = new Map();  // ping number -> performance.now() when sent
@@ -105,6 +107,35 @@
     ui.membership.hidden = joined === null;
     setText(ui.channelId, joined ? joined.channelId : "");
     setText(ui.senderId, joined ? joined.senderId : "");
+    renderMembers();
+  }
+
+  function renderMembers() {  // presence: the list, shown while watching
+    ui.presence.hidden = !(joined && joined.watching);
+    ui.members.replaceChildren(...[...members].map(([senderId, principalId]) => {
+      const item = document.createElement("li");
+      item.textContent = principalId ? `${senderId} (${principalId})` : senderId;
+      return item;
+    }));
+  }
+
+  function presenceFrame(frame, text) {  // memberJoined, memberLeft, members (docs/protocol.md §12)
+    const senderId = asText(frame.senderId);
+    const who = frame.principalId === undefined ? [[senderId, "sender"]] : [[senderId, "sender"], ` (${asText(frame.principalId)})`];
+    if (frame.type === "members") {
+      for (const member of Array.isArray(frame.members) ? frame.members : []) {
+        members.set(asText(member.senderId), member.principalId === undefined ? "" : asText(member.principalId));
+      }
+      log("received", frame.type, "good", [`${members.size} members listed`], text);
+      pending = null;
+      if (typeof frame.cursor === "string") send("members", { type: "members", cursor: frame.cursor });
+    } else if (frame.type === "memberJoined") {
+      members.set(senderId, frame.principalId === undefined ? "" : asText(frame.principalId));
+      log("received", frame.type, "good", [...who, " joined"], text);
+    } else {
+      members.delete(senderId);
+      log("received", frame.type, "plain", [...who, " left"], text);
+    }
   }
 
   function send(kind, frame) {
@@ -149,9 +180,11 @@
     if (Object.hasOwn(ANSWERS, frame.type)) pending = null;
     switch (frame.type) {
       case "joinSuccess":
-        joined = { channelId: asText(frame.channelId), senderId: asText(frame.senderId) };
+        joined = { channelId: asText(frame.channelId), senderId: asText(frame.senderId), watching: frame.presence === true };
         log("received", frame.type, "good",
             [`joined ${joined.channelId} as `, [joined.senderId, "sender"]], text);
+        members.clear();
+        if (joined.watching) { render(); send("members", { type: "members" }); return; }
         break;
       case "joinFailure":
         log("received", frame.type, "bad", [asText(frame.data)], text);
@@ -182,6 +215,9 @@
       }
       case "error":
         log("received", frame.type, "bad", [asText(frame.data)], text);
+        break;
+      case "memberJoined": case "memberLeft": case "members":
+        presenceFrame(frame, text);
         break;
       default:  // a type this page does not know (§10)
         log("received", asText(frame.type), "plain", ["a frame of a type this page does not know"], text);
@@ -242,7 +278,7 @@
   $("join-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const channelId = ui.channel.value;
-    send("join", { type: "join", channelId });
+    send("join", { type: "join", channelId, presence: true });  // ignored by a server without presence
   });
   $("publish-form").addEventListener("submit", (event) => {
     event.preventDefault();
