@@ -217,6 +217,19 @@ class ChannelServerArgs(TypedDict, total=False):
     carry an idempotency key that publishes once within its window. Default
     off."""
 
+    presence: bool
+    """Presence: every join is listed in its channel (up to
+    ``presence_max_members``), a ``{"type": "members"}`` request lists a
+    channel's members, and a join with ``"presence": true`` is told of
+    members joining and leaving (``memberJoined``, ``memberLeft``). Default
+    off (docs/protocol.md, "Presence")."""
+
+    presence_max_members: int
+    """With ``presence``: members listed and announced per channel, 1 to 1000.
+    Default 100. Members who join a full channel are neither listed nor
+    announced, and do not watch: each listed join and leave costs one post
+    per watching member."""
+
     metrics: bool
     """CloudWatch metrics from the handlers (Embedded Metric Format, namespace
     ``ChannelServer``): fan-out size, deliveries, gone and failed posts and
@@ -287,6 +300,8 @@ class Settings:
     api_gateway_cloudwatch_role_arn: Any = None
     manage_api_gateway_account: bool = True
     server_publish: bool = False
+    presence: bool = False
+    presence_max_members: int = spec.DEFAULT_PRESENCE_MAX_MEMBERS
     metrics: bool = False
     alarm_topic_arn: Any = None
     tracing: bool = False
@@ -441,6 +456,10 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
                      " minutes (0 is off; API Gateway closes idle connections after 10)")
     history = _int("history_seconds", s.history_seconds, 0, spec.MAX_HISTORY_SECONDS,
                    " seconds (0 is off; at most a day)")
+    presence = _bool("presence", s.presence)
+    presence_max_members = _int("presence_max_members", s.presence_max_members, spec.MIN_PRESENCE_MAX_MEMBERS,
+                                spec.MAX_PRESENCE_MAX_MEMBERS, " (each listed join and leave is posted to every "
+                                "watching member: a channel filling at once costs up to its square in posts)")
     http_backend = _backend(s.backend)
     domain = _domain(s.domain)
     authorizer = _authorizer(s.authorizer)
@@ -464,6 +483,8 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
                                                            "with an HTTP backend, publish from the backend"),
             "history_seconds": (history, "history is kept and replayed by the Lambda handlers; with an HTTP "
                                          "backend, keep it in the backend"),
+            "presence": (presence, "presence is kept and announced by the Lambda handlers; with an HTTP "
+                                   "backend, keep it in the backend"),
             "authorizer": (authorizer, "the authorizer's context reaches Lambda events only (the backend's "
                                        "envelope does not carry it); authorize in the backend"),
         }
@@ -499,6 +520,8 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
         api_gateway_cloudwatch_role_arn=role_arn,
         alarm_topic_arn=topic_arn,
         tags=tags,
+        presence=presence,
+        presence_max_members=presence_max_members,
         **switches,
     )
 

@@ -672,6 +672,7 @@ class ChannelServer(pulumi.ComponentResource):
             **({spec.ENV_HEARTBEATS: "1"} if s.heartbeats else {}),
             **({spec.ENV_HISTORY_SECONDS: str(s.history_seconds)} if s.history_seconds else {}),
             **({spec.ENV_METRICS: "1", spec.ENV_SERVER_NAME: self._name} if s.metrics else {}),
+            **({spec.ENV_PRESENCE_MAX_MEMBERS: str(s.presence_max_members)} if s.presence else {}),
         }
 
     def _policy_document(self, function: spec.Function, log_group: aws.cloudwatch.LogGroup) -> pulumi.Output[str]:
@@ -683,11 +684,13 @@ class ChannelServer(pulumi.ComponentResource):
         heartbeats = self._settings.heartbeats
         history = self._settings.history_seconds > 0
         tracing = self._settings.tracing
+        presence = self._settings.presence
 
         def document(table_arn: str, execution_arn: str, log_group_arn: str, queue_arn: str) -> str:
             statements = []
             table_actions = {*function.table_actions, *(function.heartbeat_table_actions if heartbeats else ()),
                              *(function.history_table_actions if history else ())}
+            table_actions |= set(function.presence.table_actions if presence else ())
             if table_actions:
                 statements.append(_allow(table_actions, [table_arn]))
             if function.index_actions:
@@ -697,7 +700,7 @@ class ChannelServer(pulumi.ComponentResource):
                     _allow(function.heartbeat_index_actions, [f"{table_arn}/index/{spec.HEARTBEAT_INDEX}"]))
             if function.queue_actions:
                 statements.append(_allow(function.queue_actions, [queue_arn]))
-            if function.posts or (history and function.history_posts):
+            if function.posts or (history and function.history_posts) or (presence and function.presence.posts):
                 statements.append(
                     _allow(["execute-api:ManageConnections"], [f"{execution_arn}/{stage}/POST/@connections/*"])
                 )

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable, Mapping
 
-from . import metrics, protocol, spec
+from . import metrics, presence, protocol, spec
 from .events import WebSocketEvent
 from .store import ConnectionClosed, Store, StoreError
 
@@ -68,6 +68,7 @@ class ChannelApp:
                 self._environ.get(spec.ENV_MAX_MESSAGE_BYTES) or protocol.API_GATEWAY_MAX_MESSAGE_BYTES
             ),
         )
+        self.rules = presence.rules(self.rules, self._environ)  # presence's cap, when on
 
     def _once(self, attribute: str, build: Callable[[], Any]) -> Any:
         """``self.<attribute>``, built by ``build`` on first use, once even
@@ -98,7 +99,7 @@ class ChannelApp:
                 read_timeout=float(self._environ.get(spec.ENV_DYNAMODB_READ_TIMEOUT) or spec.READ_TIMEOUT),
             )
         return Store(self._dynamodb, self._environ[spec.ENV_TABLE_NAME], self._environ[spec.ENV_INDEX_NAME],
-                     heartbeats=self.heartbeats)
+                     heartbeats=self.heartbeats, presence=bool(self.rules.presence_max_members))
 
     @property
     def sender(self) -> Any:
@@ -161,7 +162,7 @@ class ChannelApp:
     def disconnect(self, event: WebSocketEvent) -> dict:
         _log_event(event)
         try:
-            self.store.close_connection(event.connection_id)
+            presence.close(self, event.connection_id)  # close_connection, and presence's leave
         except Exception:
             # Nothing to tell a client that has left; the rows expire by TTL.
             _log_failure(event, "closing the connection's rows failed")
@@ -349,8 +350,10 @@ class ChannelApp:
         # before the membership is written: every message stamped from here
         # on comes after the position (docs/protocol.md §4.3)
         position = protocol.position()
+        plan = presence.plan_join(self, event, command)  # presence: None when off
         try:
-            joined = self.store.join(event.connection_id, command.channel_id, protocol.new_sender_id())
+            joined = self.store.join(event.connection_id, command.channel_id, protocol.new_sender_id(),
+                                     presence.entry(plan))
         except ConnectionClosed:
             return protocol.join_failure("this connection has disconnected")
         except StoreError as exc:
@@ -360,7 +363,8 @@ class ChannelApp:
         if command.since is not None:
             replayed, resumed = self._resume(event, joined.channel_id, command.since, deadline)
             history.update(replayed=replayed, resumed=resumed)
-        return protocol.join_success(joined.channel_id, joined.sender_id, **history)
+        return presence.joined(self, event, plan, joined,
+                               protocol.join_success(joined.channel_id, joined.sender_id, **history))
 
     def _resume(self, event: WebSocketEvent, channel: str, since: str, deadline: float | None) -> tuple[int, bool]:
         """Send the joined connection the channel's kept messages after
@@ -460,9 +464,9 @@ class ChannelApp:
             try:
                 if channel == NO_CHANNEL:
                     for connection_id in deliveries.gone:
-                        self.store.close_connection(connection_id)
+                        presence.close(self, connection_id, deadline)
                 else:
-                    self.store.remove_gone(deliveries.gone, channel)
+                    presence.remove_gone(self, deliveries.gone, channel, deadline)
             except Exception:
                 logger.exception("removing gone connections failed", extra=context)
         for failure in deliveries.failed:
@@ -477,6 +481,8 @@ class ChannelApp:
     def _default(self, event: WebSocketEvent, command: Any) -> dict:
         # API Gateway routes join/publish/ping frames to their own routes; a
         # valid one can only land here when the API lacks that route.
+        if isinstance(command, protocol.Members):  # presence: no route of its own (docs/architecture.md)
+            return presence.members(self, event, command)
         return _misrouted(event, command)
 
 

@@ -49,6 +49,8 @@ class Rules:
 
     channel_id_pattern: str = DEFAULT_CHANNEL_ID_PATTERN
     max_message_bytes: int = API_GATEWAY_MAX_MESSAGE_BYTES
+    #: presence (§12 of docs/protocol.md): members listed per channel; 0 is off
+    presence_max_members: int = 0
 
     def __post_init__(self) -> None:
         # Compile once; a bad pattern is caught by the component at deploy time,
@@ -87,6 +89,7 @@ class Join:
     request_id: str | None = None
     since: str | None = None
     """Resume after this message id (history): the messages kept since are sent first."""
+    presence: bool = False  # asked to watch the channel's members (presence on)
 
 
 @dataclass(frozen=True)
@@ -136,13 +139,18 @@ def decode(body: str | None, rules: Rules) -> Command:
         since = message.get("since")
         if since is not None and not (isinstance(since, str) and MESSAGE_ID.fullmatch(since)):
             return Reply(join_failure(BAD_SINCE), rid)
-        return Join(message["channelId"], rid, since)
+        if rules.presence_max_members and not isinstance(message.get("presence", False), bool):  # presence
+            return Reply(join_failure(BAD_PRESENCE), rid)
+        return Join(message["channelId"], rid, since,
+                    presence=bool(rules.presence_max_members) and message.get("presence") is True)
     if kind == PUBLISH:
         if "data" not in message:
             return Reply(publish_failure("publish needs a data field"), rid)
         return Publish(message["data"], rid)
     if kind == PING:
         return Ping(message.get("data"), "data" in message, rid)
+    if kind == MEMBERS and rules.presence_max_members:  # presence: answered by $default (§12)
+        return decode_members(message, rid)
     if not isinstance(kind, str):
         return Reply(error("type must be a string"), rid)
     return Reply(error(f"unknown type {_shorten(kind)!r}; expected {JOIN}, {PUBLISH} or {PING}"), rid)
@@ -501,3 +509,95 @@ def publish_outcome(delivered: int, failed: int, queued: int) -> dict:
 def recipients(members: list[str], sender_connection_id: str) -> list[str]:
     """Everyone in the channel but the sender, each once, in a stable order."""
     return sorted(set(members) - {sender_connection_id})
+
+
+# --- presence (docs/protocol.md §12): who is in a channel ----------------------------------
+
+#: The request for a channel's members. It has no route of its own: route
+#: selection sends it to $default, whose function answers it.
+MEMBERS = "members"
+BAD_PRESENCE = "presence must be true or false"
+#: What a members reply's cursor is: the senderId of the last member it
+#: listed (members are listed in senderId order), so the next page starts
+#: after it whoever joined or left meanwhile. Opaque to clients.
+CURSOR = re.compile(r"[A-Za-z0-9_-]{1,64}")
+BAD_CURSOR = "cursor must be the cursor of a members reply"
+#: What a members request gets while the sender is in no channel.
+MEMBERS_NOT_IN_CHANNEL = NOT_IN_CHANNEL
+
+
+@dataclass(frozen=True)
+class Members:
+    """A request for the sender's channel's members, after ``cursor``."""
+
+    cursor: str | None = None
+    request_id: str | None = None
+
+
+def decode_members(message: dict, rid: str | None) -> Members | Reply:
+    """A members request (``{"type":"members","cursor"?}``), or the error it
+    earns. Other fields are ignored, as in every client frame; a cursor is
+    checked by its length before the pattern, so any input costs little."""
+    cursor = message.get("cursor")
+    if cursor is not None and not (isinstance(cursor, str) and len(cursor) <= 64 and CURSOR.fullmatch(cursor)):
+        return Reply(error(BAD_CURSOR), rid)
+    return Members(cursor, rid)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One listed member of a channel, as other members see it."""
+
+    sender_id: str
+    principal_id: str | None = None
+
+    def shown(self) -> dict:
+        return {"senderId": self.sender_id, **({"principalId": self.principal_id} if self.principal_id else {})}
+
+
+def shown_principal_id(authorizer: Any) -> str | None:
+    """The principalId of a connection's $connect authorizer (its
+    ``requestContext.authorizer``), as members see it: a string of 1 to
+    ``spec.MAX_PRINCIPAL_ID_LENGTH`` characters; anything else is not shown."""
+    value = authorizer.get(spec.PRINCIPAL_ID_CONTEXT_KEY) if hasattr(authorizer, "get") else None
+    if isinstance(value, str) and 0 < len(value) <= spec.MAX_PRINCIPAL_ID_LENGTH:
+        return value
+    return None
+
+
+def member_joined(channel_id: str, member: Member) -> dict:
+    return {"type": "memberJoined", "channelId": channel_id, **member.shown()}
+
+
+def member_left(channel_id: str, member: Member) -> dict:
+    return {"type": "memberLeft", "channelId": channel_id, **member.shown()}
+
+
+def presence_join_success(channel_id: str, sender_id: str, listed: bool) -> dict:
+    """The joinSuccess of a join that asked for presence: ``presence`` says
+    whether it is listed and watching (false: the channel's list was full)."""
+    return {**join_success(channel_id, sender_id), "presence": listed}
+
+
+def members_page(channel_id: str, members: list[Member], after: str | None, request_id: str | None = None,
+                 limit: int = API_GATEWAY_MAX_FRAME_BYTES) -> dict:
+    """One page of a members reply: the members (sorted here by senderId)
+    after the cursor ``after``, as many as fit in ``limit`` bytes encoded
+    with the reply's requestId and a cursor; the cursor is there when more
+    follow. Linear in the members given."""
+    frame: dict = {"type": "members", "channelId": channel_id, "members": []}
+    # the frame's size with the longest cursor and the requestId, and two bytes to spare for '[]'
+    budget = limit - len(encode({**frame, "cursor": "x" * 64, **({"requestId": request_id} if request_id else {})}))
+    ordered = sorted((m for m in members if after is None or m.sender_id > after), key=lambda m: m.sender_id)
+    listed: list[dict] = []
+    for member in ordered:
+        shown = member.shown()
+        cost = len(encode(shown)) + (1 if listed else 0)
+        if cost > budget:
+            break
+        budget -= cost
+        listed.append(shown)
+    frame["members"] = listed
+    if len(listed) < len(ordered) and listed:
+        frame["cursor"] = listed[-1]["senderId"]
+    return frame

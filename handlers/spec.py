@@ -251,6 +251,11 @@ class Function:
         """The Lambda handler string of the entry point."""
         return f"{HANDLER_MODULE}.{self.function}"
 
+    @property
+    def presence(self) -> "PresenceGrant":
+        """What it may do besides, only when presence is on (``PRESENCE_GRANTS``)."""
+        return PRESENCE_GRANTS.get(self.function, NO_PRESENCE_GRANT)
+
 
 @dataclass(frozen=True)
 class Route(Function):
@@ -325,3 +330,60 @@ def management_endpoint(api_endpoint: str, stage: str) -> str:
 
 #: The route selection expression: the frame's ``type`` field picks the route.
 ROUTE_SELECTION_EXPRESSION = "$request.body.type"
+
+
+# --- presence: who is in a channel, announced to the members watching ----------------
+
+#: Set (to presenceMaxMembers) only when the component's ``presence`` option is
+#: on: every join then writes a presence row, up to this many per channel, and
+#: joins that ask for it are told of members joining and leaving.
+ENV_PRESENCE_MAX_MEMBERS = "CHANNEL_PRESENCE_MAX_MEMBERS"
+#: presenceMaxMembers: by default (Pusher's presence channels' limit) and its
+#: range. Each listed join and leave costs one post per watching member, so a
+#: channel filling at once costs up to cap² posts (bench/presence_join_storm.py).
+DEFAULT_PRESENCE_MAX_MEMBERS = 100
+MIN_PRESENCE_MAX_MEMBERS, MAX_PRESENCE_MAX_MEMBERS = 1, 1000
+#: A channel's presence rows: partition key this prefix and the channel id, sort
+#: key MEMBER_ROW_PREFIX and the connection id. Channel ids never start with $,
+#: so neither key is ever a connection's, a channel's or a membership's; one
+#: consistent Query of the table (not an index) lists a channel's members.
+PRESENCE_ROW_PREFIX = "$presence#"
+MEMBER_ROW_PREFIX = "$member#"
+#: On a presence row: whether the member asked to be told of joins and leaves.
+WATCHING = "watching"
+#: On a presence row: the principalId the connection's $connect authorizer
+#: returned (only a string of at most MAX_PRINCIPAL_ID_LENGTH characters).
+PRINCIPAL_ID = "principalId"
+PRINCIPAL_ID_CONTEXT_KEY = "principalId"
+MAX_PRINCIPAL_ID_LENGTH = 128
+#: Listing a channel's presence rows: a Query of the table itself.
+LIST_PRESENCE = ("dynamodb:Query",)
+
+
+@dataclass(frozen=True)
+class PresenceGrant:
+    """What a function may do only when presence is on: ``table_actions`` on
+    the table, and ``posts`` (announcements to the watching members)."""
+
+    table_actions: tuple[str, ...] = ()
+    posts: bool = False
+
+
+NO_PRESENCE_GRANT = PresenceGrant()
+#: By function (kept apart from ROUTES so presence changes no route's entry).
+#: Presence rows are written and deleted in the requests the functions make
+#: anyway (the join transaction, close_connection's DeleteItem, remove_gone's
+#: batch), so most need only the listing and, to announce, posting.
+PRESENCE_GRANTS: dict[str, PresenceGrant] = {
+    # lists the channel (the cap, who watches), announces the join and the leave
+    "join": PresenceGrant(LIST_PRESENCE, posts=True),
+    # deletes the presence row (DeleteItem, granted), lists who watches, announces
+    "disconnect": PresenceGrant(LIST_PRESENCE, posts=True),
+    # $default answers {"type":"members"}: the sender's channel, its members
+    "default": PresenceGrant(READ_STATE + LIST_PRESENCE),
+    # remove members found gone and announce it: they post already
+    "publish": PresenceGrant(LIST_PRESENCE),
+    "fanout": PresenceGrant(LIST_PRESENCE),
+    "heartbeat": PresenceGrant(LIST_PRESENCE),
+    "server_publish": PresenceGrant(LIST_PRESENCE),
+}

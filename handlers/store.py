@@ -79,6 +79,39 @@ class PublishKey:
     """Whether this caller claimed it: it publishes, and records the outcome."""
 
 
+@dataclass(frozen=True)
+class PresenceEntry:
+    """What a join lists about its member (presence on): the principalId
+    shown to others, and whether it watches the channel's joins and leaves."""
+
+    principal_id: str | None
+    watching: bool
+
+
+@dataclass(frozen=True)
+class PresenceRow:
+    """A listed member of a channel: its presence row."""
+
+    connection_id: str
+    sender_id: str
+    principal_id: str | None
+    watching: bool
+
+
+def presence_key(channel_id: str, connection_id: str) -> dict:
+    """The keys of a connection's presence row in a channel."""
+    return _key(spec.PRESENCE_ROW_PREFIX + channel_id, spec.MEMBER_ROW_PREFIX + connection_id)
+
+
+def _presence_row(item: dict) -> PresenceRow:
+    return PresenceRow(
+        connection_id=item[spec.CHANNEL_ID]["S"].removeprefix(spec.MEMBER_ROW_PREFIX),
+        sender_id=item[spec.SENDER_ID]["S"],
+        principal_id=item.get(spec.PRINCIPAL_ID, {}).get("S"),
+        watching=bool(item.get(spec.WATCHING, {}).get("BOOL")),
+    )
+
+
 def state_key(connection_id: str) -> str:
     """The sort key of a connection's state row."""
     return spec.STATE_ROW_PREFIX + connection_id
@@ -95,12 +128,13 @@ class Store:
     ``heartbeatShard``)."""
 
     def __init__(self, client: Any, table_name: str, index_name: str, clock: Callable[[], float] = time.time,
-                 *, heartbeats: bool = False):
+                 *, heartbeats: bool = False, presence: bool = False):
         self._client = client
         self._table = table_name
         self._index = index_name
         self._clock = clock
         self._heartbeats = heartbeats
+        self._presence = presence  # presence rows kept (see the presence section)
 
     def _shard(self, connection_id: str) -> dict:
         """The heartbeat index attribute of a live state row (none when off)."""
@@ -162,8 +196,11 @@ class Store:
 
     # --- writes ------------------------------------------------------------------
 
-    def join(self, connection_id: str, channel_id: str, sender_id: str) -> Membership:
+    def join(self, connection_id: str, channel_id: str, sender_id: str,
+             presence: PresenceEntry | None = None) -> Membership:
         """Move the connection into ``channel_id`` (out of any other), atomically.
+        With presence on, the same transaction lists it there (``presence``,
+        None when the channel's list is full) and unlists it where it was.
 
         Raises :class:`JoinConflict` when the transaction keeps being cancelled
         (concurrent joins of the same connection changing its state between read
@@ -202,6 +239,7 @@ class Store:
             previous = current[spec.CURRENT_CHANNEL]["S"] if joined else None
             if previous is not None and previous != channel_id:
                 items.append({"Delete": {"TableName": self._table, "Key": _key(connection_id, previous)}})
+            items.extend(self._presence_items(connection_id, channel_id, sender_id, previous, presence, expires))
             try:
                 self._client.transact_write_items(TransactItems=items)
             except self._client.exceptions.TransactionCanceledException as exc:
@@ -267,6 +305,8 @@ class Store:
                 spec.EXPIRES_AT: {"N": expires},
             }}})
             requests.append({"DeleteRequest": {"Key": _key(connection_id, channel_id)}})
+            if self._presence:
+                requests.append({"DeleteRequest": {"Key": presence_key(channel_id, connection_id)}})
         for start in range(0, len(requests), BATCH_LIMIT):
             self._write_batch(requests[start:start + BATCH_LIMIT])
 
@@ -399,6 +439,56 @@ class Store:
         first post), so that a retry with the key publishes."""
         row = spec.PUBLISH_KEY_PREFIX + key
         self._client.delete_item(TableName=self._table, Key=_key(row, row))
+
+    # --- presence ----------------------------------------------------------------
+
+    def presence_rows(self, channel_id: str) -> list[PresenceRow]:
+        """The channel's listed members: one strongly consistent Query of the
+        table (at most presenceMaxMembers rows, give or take concurrent joins),
+        every page, leaving out rows that have expired."""
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#h = :h",
+            "FilterExpression": "#e > :now",
+            "ConsistentRead": True,
+            "ExpressionAttributeNames": {"#h": spec.CONNECTION_ID, "#e": spec.EXPIRES_AT},
+            "ExpressionAttributeValues": {":h": {"S": spec.PRESENCE_ROW_PREFIX + channel_id},
+                                          ":now": {"N": str(self._now())}},
+        }
+        found: list[PresenceRow] = []
+        while True:
+            page = self._client.query(**query)
+            found.extend(_presence_row(item) for item in page.get("Items", ()))
+            if "LastEvaluatedKey" not in page:
+                return found
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def drop_presence(self, connection_id: str, channel_id: str) -> PresenceRow | None:
+        """Unlist the connection from ``channel_id`` (one DeleteItem); the row
+        it had, if it was listed, says who to announce as gone."""
+        old = self._client.delete_item(TableName=self._table, Key=presence_key(channel_id, connection_id),
+                                       ReturnValues="ALL_OLD").get("Attributes")
+        return _presence_row(old) if old and not _expired(old, self._now()) else None
+
+    def _presence_items(self, connection_id: str, channel_id: str, sender_id: str, previous: str | None,
+                        entry: PresenceEntry | None, expires: str) -> list[dict]:
+        """A join's presence parts: put its row in ``channel_id`` (when listed)
+        and delete the one in the channel it leaves (or its old row here, when
+        a rejoin is no longer listed). None with presence off."""
+        if not self._presence:
+            return []
+        items: list[dict] = []
+        if entry is not None:
+            items.append({"Put": {"TableName": self._table, "Item": {
+                **presence_key(channel_id, connection_id),
+                spec.SENDER_ID: {"S": sender_id},
+                spec.WATCHING: {"BOOL": entry.watching},
+                **({spec.PRINCIPAL_ID: {"S": entry.principal_id}} if entry.principal_id else {}),
+                spec.EXPIRES_AT: {"N": expires},
+            }}})
+        if previous is not None and (previous != channel_id or entry is None):
+            items.append({"Delete": {"TableName": self._table, "Key": presence_key(previous, connection_id)}})
+        return items
 
     # --- helpers -----------------------------------------------------------------
 

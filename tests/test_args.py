@@ -297,6 +297,8 @@ def test_from_config_reads_each_set_key_with_its_fields_type() -> None:
         "apiGatewayCloudwatchRoleArn": "get",
         "manageApiGatewayAccount": "get_bool",
         "serverPublish": "get_bool",
+        "presence": "get_bool",
+        "presenceMaxMembers": "get_int",
         "metrics": "get_bool",
         "alarmTopicArn": "get",
         "tracing": "get_bool",

@@ -179,7 +179,8 @@ def test_the_test_commands_collect_the_suite_they_name() -> None:
 SMALL = {"fanout.py": "--members 3 --publishes 1", "post_cpu.py": "--posts 50", "cold_start.py": "--runs 1",
          "local_capacity.py": "--clients 4 --in-flight 2", "decode.py": "--sizes 16 --repeat 1",
          "metrics_import.py": "--runs 1", "server_publish.py": "--members 3 --publishes 1",
-         "client_in_flight.py": "--publishes 3", "history_cost.py": "--members 3 --publishes 3 --missed 2"}
+         "client_in_flight.py": "--publishes 3", "history_cost.py": "--members 3 --publishes 3 --missed 2",
+         "presence_join_storm.py": "--members 3"}
 
 
 def with_flags(command: str, replaced: str) -> str:

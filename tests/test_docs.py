@@ -526,6 +526,11 @@ def test_the_archive_sizes_the_docs_state_are_measured() -> None:
     for said, measured, what in ((stated.group(1), shipped, "the archive"), (stated.group(2), as_written, "the sources")):
         assert abs(int(said) - measured) < 1, f"{ARCHITECTURE} says {what} is about {said} KB zipped; it is {measured:.1f} KB"
 
+    # AND the budget it states is the one tests/test_archive.py holds it to
+    from test_archive import ARCHIVE_BUDGET_KB
+
+    assert f"its budget is {ARCHIVE_BUDGET_KB} KB" in prose(read(ARCHITECTURE))
+
     # AND no page states another size of it
     for doc in ALL_DOCS:
         for said in re.findall(r"(\d+(?:\.\d+)?) KB zipped", prose(read(doc))):

@@ -143,13 +143,22 @@ def behind_the_reference_http_backend():
 
 #: One protocol suite, two ways to serve it: the tests that take ``server``
 #: run against the Lambda handlers and against the reference HTTP backend.
-SERVED_BY = ["lambda handlers", "HTTP backend"]
+#: Served by the Lambda handlers with every option this protocol's clients
+#: never ask for turned on: a client that knows only the seed's frames must
+#: see no difference (issue 22).
+EVERY_OPTION = {"history_seconds": 60, "presence": True, "server_publish": True}
+SERVED_BY = ["lambda handlers", "HTTP backend", "lambda handlers, every option on"]
 
 
 @pytest.fixture(scope="module", params=SERVED_BY)
 def server(request):
     if request.param == "HTTP backend":
         with behind_the_reference_http_backend() as server:
+            yield server
+    elif request.param == "lambda handlers, every option on":
+        from channel_server.local.world import from_component
+
+        with running(port=0, world=from_component("dev", args=EVERY_OPTION)) as server:
             yield server
     else:
         with running(port=0, world=served_world()) as server:

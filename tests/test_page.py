@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 from html.parser import HTMLParser
 from pathlib import Path
@@ -208,10 +209,16 @@ class Page:
         self.element(id).click()
 
     def log(self) -> list[dict]:
-        """The log's entries: kind (sent, received, event), type and summary."""
+        """The log's entries: kind (sent, received, event), type, summary, the
+        raw frame (or None) and the messageId shown (its element's full id,
+        short text and title, or None)."""
         return self.focus().driver.execute_script(
-            "return Array.from(document.querySelectorAll('#log > li'), li => ({"
-            "kind: li.dataset.kind, type: li.dataset.type, summary: li.querySelector('.summary').textContent}))"
+            "return Array.from(document.querySelectorAll('#log > li'), li => {"
+            "  const raw = li.querySelector('.raw'), id = li.querySelector('.message-id');"
+            "  return {kind: li.dataset.kind, type: li.dataset.type, summary: li.querySelector('.summary').textContent,"
+            "          raw: raw ? raw.textContent : null,"
+            "          messageId: id ? {id: id.dataset.messageId, text: id.textContent, title: id.title} : null};"
+            "})"
         )
 
     def entries(self, type: str, kind: str = "received") -> list[str]:
@@ -305,6 +312,26 @@ def test_two_pages_talk_through_a_channel(server, pages):
     assert alice.entries("message") == [f"{bob_id} in lobby: hi from B"]
     assert bob.entries("message") == [f"{alice_id} in lobby: hello B"]
 
+    # AND each message shows its messageId, compactly, next to its line
+    for page in (alice, bob):
+        (entry,) = [e for e in page.log() if e["type"] == "message"]
+        message_id = json.loads(entry["raw"])["messageId"]
+        assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]{16}", message_id)
+        assert entry["messageId"] == {"id": message_id, "text": f"#…{message_id[-8:]}",
+                                      "title": f"messageId {message_id}"}
+        assert message_id not in entry["summary"]
+
+    # AND every request carried its own requestId, which its reply echoed
+    for page in (alice, bob):
+        sent = [(e["type"], json.loads(e["summary"])) for e in page.log() if e["kind"] == "sent"]
+        ids = [frame["requestId"] for _, frame in sent]
+        assert all(re.fullmatch(r"p[0-9]+", i) for i in ids) and len(set(ids)) == len(ids), ids
+        assert {t for t, _ in sent} >= ({"join", "publish", "ping"} if page is bob else {"join", "publish"})
+        replies = [json.loads(e["raw"]) for e in page.log() if e["kind"] == "received"
+                   and e["type"] in ("joinSuccess", "publishSuccess", "pong")]
+        assert [reply["requestId"] for reply in replies] == ids
+        assert page.entries("unpaired reply", kind="event") == []
+
     screenshot = os.environ.get(SCREENSHOT_ENV)
     if screenshot:
         save_side_by_side([alice, bob], Path(screenshot))
@@ -348,7 +375,8 @@ def test_what_the_server_pushes_is_shown_as_text_and_heartbeats_are_only_counted
         {"type": "heartbeat"},
         {"type": "publishFailure", "data": "could not deliver to 1 of 3 members; the others received the message",
          "delivered": 2, "failed": 1},
-        {"type": "message", "channelId": "<i>lobby</i>", "senderId": markup, "data": markup},
+        {"type": "message", "channelId": "<i>lobby</i>", "senderId": markup, "messageId": "<u>id</u>", "data": markup},
+        {"type": "pong", "requestId": "nobody-asked"},
     ]:
         management.post_to_connection(ConnectionId=connection_id, Data=json.dumps(frame).encode())
 
@@ -357,7 +385,15 @@ def test_what_the_server_pushes_is_shown_as_text_and_heartbeats_are_only_counted
     assert page.entries("API Gateway error") == ["Internal server error"]
     assert page.entries("publishFailure") == [
         "could not deliver to 1 of 3 members; the others received the message (delivered 2, failed 1)"]
-    assert page.driver.find_elements(By.CSS_SELECTOR, "#log img, #log b, #log i") == []
+    assert page.driver.find_elements(By.CSS_SELECTOR, "#log img, #log b, #log i, #log u") == []
+    # AND the messageId too, as text
+    (entry,) = [e for e in page.log() if e["type"] == "message"]
+    assert entry["messageId"] == {"id": "<u>id</u>", "text": "#<u>id</u>", "title": "messageId <u>id</u>"}
+    # AND a reply to no request of this page's is logged as such, and the page goes on
+    assert page.wait_for("unpaired reply", "nobody-asked", kind="event") == (
+        "a pong with requestId nobody-asked, which answers no request in flight")
+    assert page.entries("pong") == ["pong"]
+    assert page.enabled("join")
     # AND the heartbeats are counted, not logged
     assert page.text("heartbeats") == "2"
     assert page.entries("heartbeat") == []

@@ -9,6 +9,7 @@
     channel: $("channel"), join: $("join"), text: $("text"), publish: $("publish"), ping: $("ping"),
     state: $("state"), membership: $("membership"), channelId: $("channel-id"), senderId: $("sender-id"),
     log: $("log"), heartbeats: $("heartbeats"), clear: $("clear"),
+    presence: $("presence"), members: $("members"),
   };
 
   const CLOSE_CODES = {
@@ -16,17 +17,21 @@
     1005: "no status code", 1006: "closed abnormally, without a close frame", 1008: "policy violation",
     1009: "message too big", 1011: "server error",
   };
-  // Which request each reply answers. Replies carry no request id, so the page
-  // keeps one request in flight at a time and waits for its reply (§5).
+  // The replies, each to the request of its kind. Every request carries a
+  // requestId ("p1", "p2", …) that its reply echoes (§3): a reply is paired by
+  // it, and only a reply without one (an older server) is paired by order. The
+  // page still keeps one request in flight at a time, so its buttons wait.
   const ANSWERS = { joinSuccess: "join", joinFailure: "join", publishSuccess: "publish",
-                    publishFailure: "publish", pong: "ping", error: "any" };
+                    publishFailure: "publish", pong: "ping", error: "any", members: "members" };
   const MAX_ENTRIES = 500;
   const MAX_SHOWN = 2000;
 
   let ws = null;        // the current WebSocket, until its close event
   let joined = null;    // {channelId, senderId} of the current membership
-  let pending = null;   // the request waiting for its reply: "join", "publish" or "ping"
+  let pending = null;   // the request waiting for its reply: {kind, requestId}, kind "join", "publish", "ping" or "members"
+  let requests = 0;     // requestIds sent on this page: "p1", "p2", …
   let heartbeats = 0;
+  const members = new Map();  // presence (§12): senderId -> principalId of the channel's listed members
   let following = true;  // keep the log scrolled to its newest entry, until the reader scrolls up
   let pings = 0;
   const pingsSent = new Map();  // ping number -> performance.now() when sent
@@ -50,8 +55,9 @@
   }
 
   // One log line: time, a badge, a summary made of text parts (a part [text,
-  // "sender"] gets its own element), and the raw frame when there is one.
-  function log(kind, type, tone, parts, raw) {
+  // "sender"] gets its own element), a message's id when there is one, and the
+  // raw frame when there is one.
+  function log(kind, type, tone, parts, raw, messageId) {
     const entry = document.createElement("li");
     entry.className = `entry ${kind} ${tone}`;
     entry.dataset.kind = kind;
@@ -76,6 +82,14 @@
       }
     }
     entry.append(time, badge, summary);
+    if (messageId !== undefined) {  // compact: its last characters, the whole id on hover
+      const id = document.createElement("span");
+      id.className = "message-id";
+      id.dataset.messageId = messageId;
+      id.title = `messageId ${messageId}`;
+      id.textContent = messageId.length > 12 ? `#…${messageId.slice(-8)}` : `#${messageId}`;
+      entry.append(id);
+    }
     if (raw !== undefined) {
       const code = document.createElement("code");
       code.className = "raw";
@@ -105,16 +119,61 @@
     ui.membership.hidden = joined === null;
     setText(ui.channelId, joined ? joined.channelId : "");
     setText(ui.senderId, joined ? joined.senderId : "");
+    renderMembers();
+  }
+
+  function renderMembers() {  // presence: the list, shown while watching
+    ui.presence.hidden = !(joined && joined.watching);
+    ui.members.replaceChildren(...[...members].map(([senderId, principalId]) => {
+      const item = document.createElement("li");
+      item.textContent = principalId ? `${senderId} (${principalId})` : senderId;
+      return item;
+    }));
+  }
+
+  function presenceFrame(frame, text) {  // memberJoined, memberLeft, members (docs/protocol.md §12)
+    const senderId = asText(frame.senderId);
+    const who = frame.principalId === undefined ? [[senderId, "sender"]] : [[senderId, "sender"], ` (${asText(frame.principalId)})`];
+    if (frame.type === "members") {
+      for (const member of Array.isArray(frame.members) ? frame.members : []) {
+        members.set(asText(member.senderId), member.principalId === undefined ? "" : asText(member.principalId));
+      }
+      log("received", frame.type, "good", [`${members.size} members listed`], text);
+      if (typeof frame.cursor === "string") send("members", { type: "members", cursor: frame.cursor });
+    } else if (frame.type === "memberJoined") {
+      members.set(senderId, frame.principalId === undefined ? "" : asText(frame.principalId));
+      log("received", frame.type, "good", [...who, " joined"], text);
+    } else {
+      members.delete(senderId);
+      log("received", frame.type, "plain", [...who, " left"], text);
+    }
   }
 
   function send(kind, frame) {
     if (!ws || ws.readyState !== WebSocket.OPEN || pending !== null) return false;
-    const text = JSON.stringify(frame);
+    requests += 1;
+    const requestId = `p${requests}`;
+    const text = JSON.stringify({ ...frame, requestId });
     ws.send(text);
-    pending = kind;
+    pending = { kind, requestId };
     log("sent", frame.type, "plain", [text]);
     render();
     return true;
+  }
+
+  // A reply: it answers the request in flight when it echoes that request's
+  // requestId, or carries none (a server without request ids, or an error that
+  // could not name one). A requestId the page is not waiting for is logged, and
+  // the request in flight keeps waiting.
+  function paired(frame) {
+    const requestId = frame.requestId;
+    if (requestId === undefined || (pending !== null && requestId === pending.requestId)) {
+      pending = null;
+      return;
+    }
+    const waiting = pending ? `; waiting for ${pending.requestId}` : "";
+    log("event", "unpaired reply", "bad",
+        [`a ${asText(frame.type)} with requestId ${asText(requestId)}, which answers no request in flight${waiting}`]);
   }
 
   function receive(text) {
@@ -135,7 +194,7 @@
     }
     if (frame.type === undefined) {
       // API Gateway's own error frame (§9): it takes the place of the reply
-      const instead = pending ? ` (in place of the reply to your ${pending})` : "";
+      const instead = pending ? ` (in place of the reply to your ${pending.kind} ${pending.requestId})` : "";
       pending = null;
       log("received", "API Gateway error", "bad", [`${asText(frame.message)}${instead}`], text);
       render();
@@ -146,12 +205,14 @@
       ui.heartbeats.textContent = String(heartbeats);
       return;
     }
-    if (Object.hasOwn(ANSWERS, frame.type)) pending = null;
+    if (Object.hasOwn(ANSWERS, frame.type)) paired(frame);
     switch (frame.type) {
       case "joinSuccess":
-        joined = { channelId: asText(frame.channelId), senderId: asText(frame.senderId) };
+        joined = { channelId: asText(frame.channelId), senderId: asText(frame.senderId), watching: frame.presence === true };
         log("received", frame.type, "good",
             [`joined ${joined.channelId} as `, [joined.senderId, "sender"]], text);
+        members.clear();
+        if (joined.watching) { render(); send("members", { type: "members" }); return; }
         break;
       case "joinFailure":
         log("received", frame.type, "bad", [asText(frame.data)], text);
@@ -170,7 +231,7 @@
       case "message":
         log("received", frame.type, "message",
             [[asText(frame.senderId), "sender"], ` in ${asText(frame.channelId)}: `, [asText(frame.data), "data"]],
-            text);
+            text, frame.messageId === undefined ? undefined : asText(frame.messageId));
         break;
       case "pong": {
         const sent = pingsSent.get(frame.data);
@@ -182,6 +243,9 @@
       }
       case "error":
         log("received", frame.type, "bad", [asText(frame.data)], text);
+        break;
+      case "memberJoined": case "memberLeft": case "members":
+        presenceFrame(frame, text);
         break;
       default:  // a type this page does not know (§10)
         log("received", asText(frame.type), "plain", ["a frame of a type this page does not know"], text);
@@ -242,7 +306,7 @@
   $("join-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const channelId = ui.channel.value;
-    send("join", { type: "join", channelId });
+    send("join", { type: "join", channelId, presence: true });  // ignored by a server without presence
   });
   $("publish-form").addEventListener("submit", (event) => {
     event.preventDefault();
