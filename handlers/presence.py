@@ -93,7 +93,7 @@ def joined(app: Any, event: Any, plan: JoinPlan | None, membership: Any, reply: 
     except Exception:
         logger.exception("announcing a join failed", extra={"connectionId": me})
     if plan.asked:
-        return protocol.presence_join_success(membership.channel_id, membership.sender_id, plan.entry is not None)
+        return {**reply, "presence": plan.entry is not None}  # with its history fields, if any
     return reply
 
 

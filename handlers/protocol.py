@@ -573,12 +573,6 @@ def member_left(channel_id: str, member: Member) -> dict:
     return {"type": "memberLeft", "channelId": channel_id, **member.shown()}
 
 
-def presence_join_success(channel_id: str, sender_id: str, listed: bool) -> dict:
-    """The joinSuccess of a join that asked for presence: ``presence`` says
-    whether it is listed and watching (false: the channel's list was full)."""
-    return {**join_success(channel_id, sender_id), "presence": listed}
-
-
 def members_page(channel_id: str, members: list[Member], after: str | None, request_id: str | None = None,
                  limit: int = API_GATEWAY_MAX_FRAME_BYTES) -> dict:
     """One page of a members reply: the members (sorted here by senderId)

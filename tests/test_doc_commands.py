@@ -50,6 +50,8 @@ RULES: dict[str, str] = {
         "test_doc_features::test_the_authorizer_command_admits_a_token_to_its_own_channels",
     r"\.venv/bin/python -m channel_server\.client \"ws://127\.0\.0\.1:8080/dev\?token=\w+\" --channel [\w.]+":
         "test_doc_features::test_the_authorizer_command_admits_a_token_to_its_own_channels",
+    r"python3 tasks\.py local --config historySeconds=\d+ --config presence=true":
+        "test_doc_features::test_the_history_and_presence_command_resumes_a_join_and_announces_members",
     r"python3 tasks\.py local --inline-fanout-limit \d+":
         "test_doc_features::test_the_inline_fanout_command_hands_the_rest_to_the_queue",
     r"python3 tasks\.py local --backend http://127\.0\.0\.1:9000/ &":

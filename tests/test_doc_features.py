@@ -72,6 +72,25 @@ def test_the_heartbeat_command_sends_heartbeats_to_an_idle_client() -> None:
             assert json.loads(idle.recv(timeout=PATIENCE)) == {"type": "heartbeat"}
 
 
+def test_the_history_and_presence_command_resumes_a_join_and_announces_members() -> None:
+    ports = {"8080": free_port()}
+    with local_mode(the(r"python3 tasks\.py local --config historySeconds=\d+ --config presence=true"), ports):
+        with ExitStack() as stack:
+            watcher = stack.enter_context(connect(url(ports)))
+            joined = request(watcher, {"type": "join", "channelId": "lobby", "presence": True})
+            assert joined["presence"] is True
+            (alice,) = members(ports, stack, "lobby", 1)
+            assert json.loads(watcher.recv(timeout=PATIENCE))["type"] == "memberJoined"
+            assert request(alice, {"type": "publish", "data": "while you were away"})["type"] == "publishSuccess"
+            # a later connection resumes from the watcher's join: the message comes first
+            later = stack.enter_context(connect(url(ports)))
+            later.send(json.dumps({"type": "join", "channelId": "lobby", "since": joined["position"]}))
+            missed = json.loads(later.recv(timeout=PATIENCE))
+            assert (missed["type"], missed["data"]) == ("message", "while you were away")
+            reply = json.loads(later.recv(timeout=PATIENCE))
+            assert (reply["type"], reply["replayed"], reply["resumed"]) == ("joinSuccess", 1, True)
+
+
 def test_the_reference_backend_command_serves_a_channel() -> None:
     ports = {"8080": free_port()}
     with local_mode(the(r"python3 tasks\.py local --backend reference"), ports) as local:
