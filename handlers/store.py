@@ -31,10 +31,11 @@ Every row carries ``expiresAt`` (TTL). DynamoDB deletes expired rows lazily
 
 from __future__ import annotations
 
+import itertools
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import spec
 
@@ -186,12 +187,16 @@ class Store:
             "ExpressionAttributeNames": {"#h": key, "#e": spec.EXPIRES_AT, "#k": spec.CONNECTION_ID},
             "ExpressionAttributeValues": {":h": value, ":now": {"N": str(self._now())}},
         }
-        found: list[str] = []
+        return [item[spec.CONNECTION_ID]["S"] for item in self._query(query)]
+
+    def _query(self, query: dict[str, Any]) -> Iterator[dict]:
+        """The items of ``query``, page after page, read as they are needed."""
+        query = dict(query)
         while True:
             page = self._client.query(**query)
-            found.extend(item[spec.CONNECTION_ID]["S"] for item in page.get("Items", ()))
+            yield from page.get("Items", ())
             if "LastEvaluatedKey" not in page:
-                return found
+                return
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # --- writes ------------------------------------------------------------------
@@ -374,14 +379,8 @@ class Store:
                                           ":now": {"N": str(self._now())}},
             "Limit": limit,
         }
-        found: list[bytes] = []
-        while len(found) < limit:
-            page = self._client.query(**query)
-            found.extend(item[spec.HISTORY_PAYLOAD]["S"].encode("utf-8") for item in page.get("Items", ()))
-            if "LastEvaluatedKey" not in page:
-                break
-            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return found[:limit]
+        items = itertools.islice(self._query(query), limit)  # no page read beyond the limit
+        return [item[spec.HISTORY_PAYLOAD]["S"].encode("utf-8") for item in items]
 
     def claim_publish(self, key: str, fingerprint: str) -> PublishKey:
         """Claim the idempotency ``key`` for a publish of the message whose
@@ -455,13 +454,7 @@ class Store:
             "ExpressionAttributeValues": {":h": {"S": spec.PRESENCE_ROW_PREFIX + channel_id},
                                           ":now": {"N": str(self._now())}},
         }
-        found: list[PresenceRow] = []
-        while True:
-            page = self._client.query(**query)
-            found.extend(_presence_row(item) for item in page.get("Items", ()))
-            if "LastEvaluatedKey" not in page:
-                return found
-            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [_presence_row(item) for item in self._query(query)]
 
     def drop_presence(self, connection_id: str, channel_id: str) -> PresenceRow | None:
         """Unlist the connection from ``channel_id`` (one DeleteItem); the row
