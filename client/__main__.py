@@ -157,7 +157,8 @@ def _not_a_constant(name: str) -> Any:
 
 async def run(args: argparse.Namespace) -> int:
     from . import (ChannelClient, ChannelClientError, ClientClosed, ClientEvent, ConnectFailed, ConnectionLost,
-                   JoinFailed, PublishFailed, _refused_for_good)
+                   JoinFailed, PublishFailed)
+    from .channel_client import _refused_for_good
 
     def on_event(event: ClientEvent) -> None:
         detail = event.detail

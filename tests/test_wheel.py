@@ -80,6 +80,7 @@ def test_a_consumer_of_the_wheel_gets_every_option(tmp_path: Path) -> None:
     # AND the wheel carries the client, and local mode's page, which a consumer runs from it
     names = zipfile.ZipFile(wheel).namelist()
     assert {"channel_server/client/__init__.py", "channel_server/client/__main__.py",
+            "channel_server/client/channel_client.py", "channel_server/client/resume.py",
             "channel_server/local/page/index.html", "channel_server/local/page/page.js",
             "channel_server/local/page/page.css"} <= set(names)
     usage = subprocess.run([sys.executable, "-m", "channel_server.client", "--help"], cwd=tmp_path,
