@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any, Optional
 import pulumi
 import pulumi_aws as aws
 
-from . import archive
+from . import archive, policies
+from .policies import publish_policy_document, trust_policy
 from . import backend as backend_contract
 from .args import ChannelServerArgs, ChannelServerArgsError, Settings, resolve
 from .handlers import spec
@@ -60,16 +61,6 @@ DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 60 * 60
 #: advice for event source mappings: at least the timeout, better six times).
 VISIBILITY_TIMEOUTS = 6
 
-
-
-def trust_policy(service: str, account: str | None = None) -> str:
-    """The assume-role policy that lets ``service`` (``lambda.amazonaws.com``)
-    take a role; with ``account``, only on behalf of that account (the
-    confused-deputy guard AWS documents)."""
-    statement: dict[str, Any] = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
-    if account is not None:
-        statement["Condition"] = {"StringEquals": {"aws:SourceAccount": account}}
-    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
 
 
 #: What the schedule passes the heartbeat function: its event. EventBridge
@@ -97,26 +88,8 @@ ACCESS_LOG_FORMAT = json.dumps({
 #: The AWS-managed policy API Gateway's CloudWatch role needs (AWS documents
 #: it for this role: create and write log groups of any API).
 APIGATEWAY_LOGS_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
-#: What a function needs to send traces with X-Ray active tracing.
-XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
 #: Alarms look at sums over this many seconds.
 ALARM_PERIOD_SECONDS = 300
-
-
-def publish_policy_document(function_arn: str) -> str:
-    """What a backend needs to publish: invoke the server publish function
-    through its IAM-authenticated URL, on that function only. Function URLs
-    created since October 2025 need ``lambda:InvokeFunction`` beside
-    ``lambda:InvokeFunctionUrl`` (Lambda's "Control access to Lambda function
-    URLs"); the condition key ``lambda:InvokedViaFunctionUrl`` (the Service
-    Authorization Reference lists it for InvokeFunction) keeps it to
-    invocations through the URL, so the function cannot be invoked directly."""
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {**_allow(["lambda:InvokeFunctionUrl"], [function_arn]),
-         "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}}},
-        {**_allow(["lambda:InvokeFunction"], [function_arn]),
-         "Condition": {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}},
-    ]})
 
 
 def lambda_invoke_uri(function_arn: str) -> str:
@@ -465,8 +438,7 @@ class ChannelServer(pulumi.ComponentResource):
         scheduler_policy = aws.iam.RolePolicy(
             f"{slug}-schedule",
             role=scheduler_role.id,
-            policy=function.arn.apply(lambda arn: json.dumps(
-                {"Version": "2012-10-17", "Statement": [_allow(["lambda:InvokeFunction"], [arn])]})),
+            policy=function.arn.apply(policies.invoke_policy),
             opts=self._child,
         )
         schedule = aws.scheduler.Schedule(
@@ -676,42 +648,13 @@ class ChannelServer(pulumi.ComponentResource):
         }
 
     def _policy_document(self, function: spec.Function, log_group: aws.cloudwatch.LogGroup) -> pulumi.Output[str]:
-        """Least privilege for one function: the DynamoDB actions its handler
-        calls on this table and index, the SQS actions on the fan-out queue,
-        posting to this stage's connections, writing to its own log group. No
-        wildcard actions, no wildcard resources."""
-        stage = self._settings.stage_name
-        heartbeats = self._settings.heartbeats
-        history = self._settings.history_seconds > 0
-        tracing = self._settings.tracing
-        presence = self._settings.presence
-
-        def document(table_arn: str, execution_arn: str, log_group_arn: str, queue_arn: str) -> str:
-            statements = []
-            table_actions = {*function.table_actions, *(function.heartbeat_table_actions if heartbeats else ()),
-                             *(function.history_table_actions if history else ())}
-            table_actions |= set(function.presence.table_actions if presence else ())
-            if table_actions:
-                statements.append(_allow(table_actions, [table_arn]))
-            if function.index_actions:
-                statements.append(_allow(function.index_actions, [f"{table_arn}/index/{spec.CHANNEL_INDEX}"]))
-            if function.heartbeat_index_actions:
-                statements.append(
-                    _allow(function.heartbeat_index_actions, [f"{table_arn}/index/{spec.HEARTBEAT_INDEX}"]))
-            if function.queue_actions:
-                statements.append(_allow(function.queue_actions, [queue_arn]))
-            if function.posts or (history and function.history_posts) or (presence and function.presence.posts):
-                statements.append(
-                    _allow(["execute-api:ManageConnections"], [f"{execution_arn}/{stage}/POST/@connections/*"])
-                )
-            statements.append(_allow(["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group_arn}:*"]))
-            if tracing:
-                # X-Ray has no resource-level permissions: "*" is the only resource
-                statements.append(_allow(XRAY_ACTIONS, ["*"]))
-            return json.dumps({"Version": "2012-10-17", "Statement": statements})
-
+        """Least privilege for one function (:func:`policies.function_policy`)."""
+        s = self._settings
+        options = {"stage": s.stage_name, "heartbeats": s.heartbeats, "history": s.history_seconds > 0,
+                   "presence": s.presence, "tracing": s.tracing}
         return pulumi.Output.all(self.table.arn, self.api.execution_arn, log_group.arn, self._queues[0].arn).apply(
-            lambda arns: document(*arns)
+            lambda arns: policies.function_policy(function, table_arn=arns[0], execution_arn=arns[1],
+                                                  log_group_arn=arns[2], queue_arn=arns[3], **options)
         )
 
     # --- deployment and stage ----------------------------------------------------------
@@ -945,10 +888,6 @@ def _index(name: str, hash_key: str, projected: tuple[str, ...]) -> aws.dynamodb
         projection_type="INCLUDE",
         non_key_attributes=list(projected),
     )
-
-
-def _allow(actions: Any, resources: list[str]) -> dict:
-    return {"Effect": "Allow", "Action": sorted(actions), "Resource": resources}
 
 
 __all__ = ["AccessLogs", "ChannelServer", "ChannelServerArgs", "CustomDomain", "FanOut", "Heartbeat",

@@ -13,7 +13,8 @@ import pytest
 
 from channel_server import ChannelServer, ChannelServerArgsError
 from channel_server.args import resolve
-from channel_server.component import ACCESS_LOG_FORMAT, APIGATEWAY_LOGS_POLICY, XRAY_ACTIONS
+from channel_server.component import ACCESS_LOG_FORMAT, APIGATEWAY_LOGS_POLICY
+from channel_server.policies import XRAY_ACTIONS
 from channel_server.handlers import spec
 from channel_server.mocks import ACCOUNT, Deployment, deploy
 from support.failing import deploy_failing

@@ -272,3 +272,19 @@ def test_prod_logs_traces_and_measures_and_throttles_higher(dev, prod) -> None:
     assert {f["environment"]["variables"].get("CHANNEL_METRICS") for f in dev.of_type("aws:lambda/function:Function")} == {None}
     assert {g["retentionInDays"] for g in prod.of_type("aws:cloudwatch/logGroup:LogGroup")} == {90}
     assert {r.inputs.get("tags", {}).get("environment") for r in prod.of_type("aws:lambda/function:Function")} == {"prod"}
+
+
+# --- the resources' identities ----------------------------------------------------------------
+
+URNS = ROOT / "tests" / "data"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_programs_resources_keep_their_urns(stack: str, dev: Deployment, prod: Deployment) -> None:
+    """A resource whose URN changes is replaced (or orphaned) by the next
+    `pulumi up`: refactoring the component must leave every name, type and
+    parent as it was. tests/data/urns-<stack>.txt is the set pinned; a change
+    that means to add or rename a resource updates it, and says so."""
+    deployment = {"dev": dev, "prod": prod}[stack]
+    pinned = (URNS / f"urns-{stack}.txt").read_text().split()
+    assert sorted(r.urn for r in deployment.resources) == pinned

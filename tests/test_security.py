@@ -29,7 +29,7 @@ import pytest
 
 import channel_server.handlers
 from channel_server import ChannelServer
-from channel_server.component import trust_policy
+from channel_server.policies import trust_policy
 from channel_server.handlers import protocol, spec
 from channel_server.handlers.events import WebSocketEvent
 from channel_server.handlers.store import Store
