@@ -143,14 +143,12 @@ later with :meth:`HttpBackend.set_app`. ``start()`` serves on a thread,
 from __future__ import annotations
 
 import argparse
-import errno
 import inspect
 import json
 import logging
 import os
 import signal
 import socket
-import socketserver
 import sys
 import threading
 import time
@@ -166,6 +164,8 @@ from .handlers.app import ChannelApp
 from .handlers.events import WebSocketEvent
 # where it is safe to sign with local mode's placeholders; shared with the publisher
 from .local.placeholders import is_loopback, local_placeholders  # noqa: F401 (is_loopback: kept importable here)
+# the port it listens on, bound as local mode binds its own (PortInUse: importable here)
+from .local.ports import BACKEND_ADVICE, PortInUse, bind, port_in_use_reported  # noqa: F401
 
 log = logging.getLogger("channel_server.http_backend")
 
@@ -197,17 +197,6 @@ TAKES_CONTEXT = frozenset(
 #: What :class:`HttpBackend` serves: a ChannelApp, an environment to build one
 #: from (on the first request), or a function that builds one.
 AppSource = Union[ChannelApp, Mapping[str, str], Callable[[], ChannelApp]]
-
-
-class PortInUse(OSError):
-    """The address the backend was asked to listen on is taken."""
-
-    def __init__(self, host: str, port: int):
-        super().__init__(errno.EADDRINUSE, f"{host}:{port} is already in use; choose another --port, or --port 0 "
-                                           "for a free one")
-
-    def __str__(self) -> str:
-        return self.strerror
 
 
 class RequestContext:
@@ -436,26 +425,21 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, host: str, port: int, backend: HttpBackend):
         self.backend = backend
+        # bound as local mode binds (local.ports), not by HTTPServer's own
+        # server_bind, which looks the host's name up (getfqdn) and can hang without DNS
+        bound = bind(host, port, host_named=repr(host), advice=BACKEND_ADVICE, empty_is_any=True, blocking=True)
+        self.address_family = bound.family
         try:
-            family, _, _, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                                          flags=socket.AI_PASSIVE)[0]
-        except socket.gaierror as exc:
-            raise OSError(f"cannot listen on {host!r}: {exc.strerror}") from None
-        self.address_family = family
-        try:
-            super().__init__(address[:2], _Handler)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(host, port) from None
+            super().__init__(bound.getsockname()[:2], _Handler, bind_and_activate=False)
+            self.socket.close()  # the one TCPServer made, unbound
+            self.socket = bound
+            self.server_address = bound.getsockname()
+            self.server_name, self.server_port = self.server_address[:2]
+            with port_in_use_reported(host, port, BACKEND_ADVICE):
+                self.server_activate()
+        except BaseException:
+            bound.close()
             raise
-
-    def server_bind(self) -> None:
-        # HTTPServer's own looks the host's name up (getfqdn), which can hang
-        # without DNS; nothing here needs it
-        if self.address_family == socket.AF_INET6:
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception("request from %s failed", client_address[0] if client_address else "?")

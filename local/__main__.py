@@ -1,4 +1,4 @@
-"""``python -m channel_server.local``: see ``channel_server.local.server``."""
+"""``python -m channel_server.local``: see ``channel_server.local.cli``."""
 
 import sys
 
@@ -7,6 +7,6 @@ from ..extras import require
 if __name__ == "__main__":
     require("local", "local mode")
 
-    from .server import main
+    from .cli import main
 
     sys.exit(main())

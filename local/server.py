@@ -1,11 +1,12 @@
-"""Local mode: ``python -m channel_server.local``.
+"""Local mode's server: :class:`LocalServer`, and :func:`running` to run one on a thread.
 
 Builds, in one process, the world a Pulumi program's ``ChannelServer`` declares
 (``world``): an embedded DynamoDB with the component's table, each of the
 component's functions running its own archive in a process of its own
 (``functions``), and a local API Gateway in front of them (``gateway``). The
 handlers reach DynamoDB and the management API with endpoints from their
-environment, exactly as in AWS.
+environment, exactly as in AWS. The command line, ``python -m
+channel_server.local``, is ``local.cli``; the options' rules are ``local.options``.
 
 Start-up binds the port first (a port in use is reported before anything else
 is done) and listens on it last, once every function has started: whoever
@@ -14,36 +15,33 @@ connects the moment the port accepts finds the whole server ready.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
-import errno
-import gc
 import json
 import logging
 import os
 import pickle
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from aiohttp import web
 
 from ..handlers import spec
-from ..handlers.sender import READ_TIMEOUT
 from . import authorizer as authorizer_module
 from . import gateway as gateway_module
 from . import queues as queues_module
 from . import schedules as schedules_module
-from .functions import DEFAULT_CONCURRENCY, InvocationError, LocalFunction
+from .functions import DEFAULT_CONCURRENCY, LocalFunction
+from .options import REFERENCE_BACKEND, SERVER_PUBLISH_WITH_BACKEND, authorizer_problem, check_option, url_problem
 from .placeholders import LOCAL_CREDENTIALS, REGION
-from .world import LOG_DATE_FORMAT, LOG_FORMAT, FunctionDef, ProgramError, WiringError, World, scratch_dir
+from .ports import PortInUse, bind, port_in_use_reported  # noqa: F401 - PortInUse: importable here as before
+from .world import FunctionDef, ProgramError, World, scratch_dir
 from .world import load_world  # noqa: F401 - what the child of LocalServer._load_world runs; importable here as before
 
 log = logging.getLogger("channel_server.local")
@@ -58,130 +56,14 @@ PASSED_THROUGH = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOK
                   "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "HOME")
 
 
-class PortInUse(OSError):
-    """The address local mode was asked to listen on is taken."""
-
-    def __init__(self, host: str, port: int):
-        super().__init__(
-            errno.EADDRINUSE,
-            f"{host}:{port} is already in use (another local mode?); "
-            "choose another port with --port N, or --port 0 for a free one",
-        )
-
-    def __str__(self) -> str:
-        return self.strerror
-
-
-def management_latency_problem(latency_ms: float) -> str | None:
-    """Why a simulated management API round trip of ``latency_ms`` cannot be
-    served, or None. The handlers give up on a post after the sender's read
-    timeout: a latency near it delivers nothing, so it must stay below half of
-    it, which leaves the other half for the post's own work on a busy machine."""
-    limit_ms = MAX_MANAGEMENT_LATENCY_MS
-    if not 0 <= latency_ms < limit_ms:
-        return (
-            f"must be from 0 to below {limit_ms:g}; the handlers "
-            f"wait at most {READ_TIMEOUT:g} s for the management API's answer, so longer round trips "
-            "would time out and deliver nothing"
-        )
-    return None
-
-
-#: What ``--backend reference`` asks for: local mode starts the reference HTTP
-#: backend (``python -m channel_server.http_backend``) against its own table,
-#: DynamoDB and management API, and serves the routes from it.
-REFERENCE_BACKEND = "reference"
-#: The backend URL a served world is built with when local mode starts the
-#: reference backend: replaced by the backend's own once it listens.
-REFERENCE_BACKEND_PLACEHOLDER = "http://127.0.0.1/reference-backend"
-
-
-def _range_check(low: float, high: float, what: str, *, above: bool = False) -> Callable[[float], str | None]:
-    """A check that a number lies from ``low`` (or above it) to ``high``; ``what`` says why those bounds."""
-    def check(value: float) -> str | None:
-        if (value > low if above else value >= low) and value <= high:
-            return None
-        start = f"above {low:g}" if above else f"from {low:g}"
-        return f"must be {start} {'and at most' if above else 'to'} {high:g}{what}"
-    return check
-
-
-#: Each numeric option's check, by flag: the command line's parser and
-#: LocalServer's constructor both use these, so a value has one rule and one
-#: message wherever it comes from.
-OPTION_CHECKS: dict[str, Callable[[float], str | None]] = {
-    "--port": _range_check(0, 65535, " (0 picks a free port)"),
-    "--idle-timeout": _range_check(0, gateway_module.IDLE_TIMEOUT_SECONDS, " seconds (API Gateway's idle timeout)",
-                                   above=True),
-    "--max-lifetime": _range_check(0, gateway_module.MAX_LIFETIME_SECONDS,
-                                   " seconds (API Gateway's connection lifetime)", above=True),
-    "--function-concurrency": _range_check(1, 1000, " invocations at once (Lambda's default account concurrency)"),
-    "--inline-fanout-limit": _range_check(1, spec.MAX_INLINE_FANOUT_LIMIT, " members"),
-    "--heartbeat-seconds": _range_check(0, spec.MAX_HEARTBEAT_MINUTES * 60, " seconds", above=True),
-    "--management-latency-ms": lambda value: management_latency_problem(value),
-}
-
-
-def check_option(flag: str, value: float | None) -> None:
-    """Raise ValueError naming ``flag`` when ``value`` breaks its rule (None: not given)."""
-    if value is None:
-        return
-    problem = OPTION_CHECKS[flag](value)
-    if problem:
-        raise ValueError(f"{flag} {value:g}: {problem}")
-
-
 #: The handlers' DynamoDB read timeout when DynamoDB is the embedded one, whose
 #: query of a channel takes about 0.5 ms per member (2 s, the timeout sized for
 #: AWS, at 5,000 members).
 EMBEDDED_DYNAMODB_READ_TIMEOUT = 15
 
-#: The largest simulated management round trip local mode accepts (exclusive).
-MAX_MANAGEMENT_LATENCY_MS = READ_TIMEOUT * 1000 / 2
-
-
-#: Why ``--server-publish`` and ``--backend`` do not go together (ChannelServer refuses them too).
-SERVER_PUBLISH_WITH_BACKEND = ("--server-publish with --backend: the publish endpoint runs the Lambda handlers' "
-                               "fan-out; with an HTTP backend, publish from the backend")
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` is not an http(s) URL local mode can reach, or None."""
-    import urllib.parse
-
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises for a port that is not a number
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
-        return "give an http:// or https:// URL with a host"
-    return None
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` (0: a free port), not listening yet."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        raise OSError(f"cannot listen on --host {host}: {exc.strerror}") from None
-    sock = socket.socket(family, kind, proto)
-    try:
-        # as asyncio's own servers do: a restart need not wait for TIME_WAIT;
-        # a port another process listens on still cannot be bound
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(host, port) from None
-        raise
-    sock.setblocking(False)
-    return sock
+#: The backend URL a served world is built with when local mode starts the
+#: reference backend: replaced by the backend's own once it listens.
+REFERENCE_BACKEND_PLACEHOLDER = "http://127.0.0.1/reference-backend"
 
 
 class LocalServer:
@@ -452,6 +334,31 @@ class LocalServer:
         # a port in use is the first thing to know, before seconds of start-up
         self._socket = bind(self.host, self.port)
         self.port = self._socket.getsockname()[1]
+        world = await self._read_world()
+        # moto serves the queues, and DynamoDB unless --dynamodb-endpoint names another
+        await asyncio.to_thread(self._ensure_table)
+        await asyncio.to_thread(self._ensure_queues)
+        await self._set_up_gateway(world)
+        self._create_functions(world)
+        await self._connect_backend(world)
+        # The fan-out and heartbeat functions start with their first chunk or
+        # run (a cold start, as in Lambda): most sessions never have a channel
+        # that large, and their processes would be memory spent for nothing.
+        # The authorizer's starts now, as the routes' do: the first handshake
+        # does not wait for its cold start, and a file that cannot be imported
+        # stops start-up here.
+        await asyncio.gather(*(f.start() for f in {id(f): f for f in [
+            *self._functions.values(), *self._url_functions.values(), *self._authorizer_functions()]}.values()))
+        self._start_pollers(world)
+        self._start_schedulers(world)
+        # only now: every connection finds every function ready
+        self._site = web.SockSite(self._runner, self._socket)
+        with port_in_use_reported(self.host, self.port):  # another process bound it too and listened first
+            await self._site.start()
+
+    async def _read_world(self) -> World:
+        """Start the embedded DynamoDB and SQS while the world is read; check
+        the world against the flags, and serve it."""
         from .dynamodb import EmbeddedDynamoDB
 
         # moto starts while the program runs
@@ -468,11 +375,10 @@ class LocalServer:
             world = dataclasses.replace(world, stage=self._stage_override)
         self._check_world(world)
         self.world, self.stage = world, world.stage
+        return world
 
-        # moto serves the queues, and DynamoDB unless --dynamodb-endpoint names another
-        await asyncio.to_thread(self._ensure_table)
-        await asyncio.to_thread(self._ensure_queues)
-
+    async def _set_up_gateway(self, world: World) -> None:
+        """The local API Gateway in front of the world's functions, its app set up (not listening yet)."""
         self.gateway = gateway_module.Gateway(
             world,
             self._invoke,
@@ -486,6 +392,9 @@ class LocalServer:
         self._runner = web.AppRunner(self.gateway.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
 
+    def _create_functions(self, world: World) -> None:
+        """A LocalFunction for each of the world's functions (routes, event
+        source mappings and schedules, function URLs, the authorizer), none started yet."""
         starting = (len({d.name for d in [*world.routes.values(), *(u.function for u in world.function_urls)]})
                     + (world.authorizer is not None))
         if starting:
@@ -518,6 +427,10 @@ class LocalServer:
                 definition, self._scratch / f"authorizer-{definition.name}", self._environment(definition.environment),
                 self._function_concurrency,
             )
+
+    async def _connect_backend(self, world: World) -> None:
+        """With ``--backend reference``, start the reference HTTP backend; with
+        HTTP routes, the client that posts them to their backend."""
         if self._reference_backend:
             from .reference_backend import ReferenceBackend
 
@@ -533,14 +446,9 @@ class LocalServer:
             self._http = HttpBackendClient(world.http_routes, self._backend)
             log.info("routes %s post to the HTTP backend %s", ", ".join(sorted(world.http_routes)),
                      ", ".join(sorted({self._http.url_of(key) for key in world.http_routes})))
-        # The fan-out and heartbeat functions start with their first chunk or
-        # run (a cold start, as in Lambda): most sessions never have a channel
-        # that large, and their processes would be memory spent for nothing.
-        # The authorizer's starts now, as the routes' do: the first handshake
-        # does not wait for its cold start, and a file that cannot be imported
-        # stops start-up here.
-        await asyncio.gather(*(f.start() for f in {id(f): f for f in [
-            *self._functions.values(), *self._url_functions.values(), *self._authorizer_functions()]}.values()))
+
+    def _start_pollers(self, world: World) -> None:
+        """Poll each event source mapping's local queue for its function."""
         for subscription in world.subscriptions:
             poller = queues_module.Poller(
                 subscription, self._local_queues[subscription.queue.arn][0],
@@ -549,6 +457,9 @@ class LocalServer:
             self._sends.listen(poller.wake)
             poller.start()
             self._pollers.append(poller)
+
+    def _start_schedulers(self, world: World) -> None:
+        """Run each schedule's function at its interval (``--heartbeat-seconds`` shortens it)."""
         for schedule in world.schedules:
             worker = self._workers[schedule.function.name]
 
@@ -558,15 +469,6 @@ class LocalServer:
             scheduler = schedules_module.Scheduler(schedule, run, self._heartbeat_seconds)
             scheduler.start()
             self._schedulers.append(scheduler)
-
-        # only now: every connection finds every function ready
-        self._site = web.SockSite(self._runner, self._socket)
-        try:
-            await self._site.start()
-        except OSError as exc:  # another process bound it too and listened first
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(self.host, self.port) from None
-            raise
 
     def _environment(self, declared: Mapping[str, str]) -> dict[str, str]:
         """The function's environment as declared, pointed at this machine."""
@@ -773,282 +675,3 @@ def running(**options: Any) -> Iterator[LocalServer]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
         loop.close()
-
-
-def default_program(directory: Path | None = None) -> Path | None:
-    """The program local mode serves when none is named: the Pulumi project in
-    ``directory`` (the current one), when it has a Pulumi.yaml and a program."""
-    directory = directory or Path.cwd()
-    if not (directory / "Pulumi.yaml").is_file():
-        return None
-    try:
-        from ..mocks import Project, ProjectError
-
-        return Project.load(directory).program
-    except ProjectError:
-        return None
-
-
-def _checked(flag: str, kind: type, unit: str) -> Callable[[str], float]:
-    """An argparse type: ``kind`` (int or float) of ``unit``, within ``flag``'s check (:data:`OPTION_CHECKS`)."""
-    def parse(value: str) -> float:
-        try:
-            number = kind(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not {unit}") from None
-        if kind is float and number != number:  # nan passes every comparison's negation
-            raise argparse.ArgumentTypeError(f"{value!r} is not {unit}")
-        problem = OPTION_CHECKS[flag](number)
-        if problem:
-            raise argparse.ArgumentTypeError(f"{value}: {problem}")
-        return number
-    parse.__name__ = flag  # what argparse names in "invalid ... value"
-    return parse
-
-
-def _url(flag: str, also: str = "") -> Callable[[str], str]:
-    """An argparse type: an http(s) URL with a host (or one of ``also``'s words)."""
-    def parse(value: str) -> str:
-        if value == also:
-            return value
-        problem = url_problem(value)
-        if problem:
-            raise argparse.ArgumentTypeError(f"{value!r}: {problem}" + (f", or {also}" if also else ""))
-        return value
-    parse.__name__ = flag
-    return parse
-
-
-def _config_setting(value: str) -> tuple[str, str]:
-    key, equals, setting = value.partition("=")
-    if not equals or not key.strip():
-        raise argparse.ArgumentTypeError(f"{value!r}: give KEY=VALUE, as `pulumi config set KEY VALUE` would set "
-                                         "(for example heartbeatIntervalMinutes=1)")
-    return key.strip(), setting
-
-
-def authorizer_problem(authorizer: str | None, identity_sources: Any, backend: str | None, *,
-                       served: bool) -> str | None:
-    """Why ``--authorizer`` / ``--authorizer-identity-source`` cannot be
-    served as given, or None (``served``: a program or world decides what is served)."""
-    if identity_sources and authorizer is None:
-        return "--authorizer-identity-source: give the authorizer's code with --authorizer PATH[:FUNCTION]"
-    if authorizer is None:
-        return None
-    if backend is not None:
-        return ("--authorizer with --backend: the authorizer's context reaches Lambda events only (an HTTP "
-                "backend's envelope does not carry it); authorize in the backend")
-    if identity_sources and served:
-        return ("--authorizer-identity-source: the program declares its authorizer's identity sources; "
-                "change them there (authorizerIdentitySources)")
-    for source in identity_sources or ():
-        problem = _identity_source_problem(source)
-        if problem:
-            return f"--authorizer-identity-source {source}: {problem}"
-    try:
-        authorizer_module.parse_spec(authorizer)
-    except ValueError as exc:
-        return f"--authorizer {exc}"
-    return None
-
-
-def _identity_source_problem(source: str) -> str | None:
-    from ..args import IDENTITY_SOURCE
-
-    if not IDENTITY_SOURCE.fullmatch(source):
-        return ("must be route.request.querystring.NAME, route.request.header.NAME, stageVariables.NAME "
-                "or context.NAME")
-    return None
-
-
-def _authorizer_spec(value: str) -> str:
-    try:
-        authorizer_module.parse_spec(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return value
-
-
-def _identity_source(value: str) -> str:
-    problem = _identity_source_problem(value)
-    if problem:
-        raise argparse.ArgumentTypeError(f"{value!r}: {problem}")
-    return value
-
-
-def _stage_name(value: str) -> str:
-    from ..args import ChannelServerArgsError, resolve
-
-    try:
-        return resolve({"stage_name": value}).stage_name
-    except ChannelServerArgsError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m channel_server.local``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m channel_server.local",
-        description="Run the channel server on this machine: the routes and handlers a Pulumi "
-        "program's ChannelServer declares, behind a local API Gateway, with an embedded DynamoDB and SQS.",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    parser.add_argument("--port", type=_checked("--port", int, "a port number"), default=8080,
-                        help="port for WebSocket and management API; 0 picks a free one (default %(default)s)")
-    parser.add_argument("--program", metavar="PATH", type=Path,
-                        help="the Pulumi program to serve: a project folder or its program file (default: the "
-                        "project in the current folder when it has a Pulumi.yaml, else ChannelServer with its defaults)")
-    parser.add_argument("--stack", metavar="NAME",
-                        help="read the program's config from Pulumi.NAME.yaml (default: dev, when that file exists)")
-    parser.add_argument("--config", type=_config_setting, action="append", metavar="KEY=VALUE",
-                        help="set a config key of the program for this run, over the stack's, as `pulumi config set "
-                        "KEY VALUE` would (repeatable; a key without a namespace is the project's)")
-    parser.add_argument("--component", metavar="NAME",
-                        help="which ChannelServer to serve, by its name, when the program declares several")
-    parser.add_argument("--stage", type=_stage_name, metavar="NAME",
-                        help="serve under this stage name, the URL's path (default: the program's)")
-    parser.add_argument("--dynamodb-endpoint", metavar="URL", type=_url("--dynamodb-endpoint"),
-                        help="use this DynamoDB (DynamoDB Local, or AWS) instead of the embedded one; the functions "
-                        "get this shell's AWS credentials, and the table is created there unless it exists")
-    parser.add_argument("--management-latency-ms", type=_checked("--management-latency-ms", float, "a number of "
-                        "milliseconds"), default=0.0, metavar="N",
-                        help="add N ms to every management API call, like the round trip to AWS "
-                        f"(below {MAX_MANAGEMENT_LATENCY_MS:g})")
-    parser.add_argument("--management-from-anywhere", action="store_true",
-                        help="let other hosts use the management API and the function URLs (they check a "
-                        "request's signature's shape, not its secret: only on a network you trust); default: "
-                        "loopback addresses only")
-    parser.add_argument("--idle-timeout", type=_checked("--idle-timeout", float, "a number of seconds"),
-                        default=gateway_module.IDLE_TIMEOUT_SECONDS, metavar="SECONDS",
-                        help="close connections idle this long (default %(default)g, as AWS)")
-    parser.add_argument("--max-lifetime", type=_checked("--max-lifetime", float, "a number of seconds"),
-                        default=gateway_module.MAX_LIFETIME_SECONDS, metavar="SECONDS",
-                        help="close connections this old (default %(default)g, as AWS)")
-    parser.add_argument("--function-concurrency", type=_checked("--function-concurrency", int, "a whole number"),
-                        default=DEFAULT_CONCURRENCY, metavar="N",
-                        help="invocations each function runs at once; beyond that a frame is throttled at once, as by "
-                        "Lambda, and answered \"Internal server error\" (default %(default)s)")
-    parser.add_argument("--inline-fanout-limit", type=_checked("--inline-fanout-limit", int, "a whole number"),
-                        metavar="N",
-                        help="members one publish posts to itself before it queues the others for the fan-out "
-                        "function (default: the program's inlineFanoutLimit)")
-    parser.add_argument("--heartbeat-seconds", type=_checked("--heartbeat-seconds", float, "a number of seconds"),
-                        metavar="N",
-                        help="turn heartbeats on and run them every N seconds instead of every "
-                        "heartbeatIntervalMinutes (for trying them with a short --idle-timeout)")
-    parser.add_argument("--backend", metavar="URL", type=_url("--backend", also=REFERENCE_BACKEND),
-                        help="serve every route from this HTTP backend, or from the reference backend "
-                        "(python -m channel_server.http_backend) that local mode starts itself with "
-                        "'--backend reference'; replaces the program's backendUrl, or turns it on")
-    parser.add_argument("--server-publish", action="store_true",
-                        help="serve the server publish endpoint (serverPublish), which backends POST SigV4-signed "
-                        "publishes to, at http://HOST:PORT/@lambda-url/FUNCTION/; turns it on when the program "
-                        "leaves it off")
-    parser.add_argument("--authorizer", type=_authorizer_spec, metavar="PATH[:FUNCTION]",
-                        help="run this Python file's FUNCTION (default handler) as the $connect authorizer's Lambda "
-                        "function: turns the authorizer on, or gives the code of the one the program declares")
-    parser.add_argument("--authorizer-identity-source", type=_identity_source, action="append", metavar="SOURCE",
-                        dest="authorizer_identity_sources",
-                        help="without a program, where the authorizer reads the identity (repeatable): "
-                        "route.request.querystring.NAME, route.request.header.NAME, stageVariables.NAME or "
-                        "context.NAME (default route.request.querystring.token)")
-    parser.add_argument("--handler-log-level", default="WARNING", type=str.upper, metavar="LEVEL",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-                        help="log level of the handlers' own logging: DEBUG, INFO, WARNING, ERROR or CRITICAL "
-                        "(default %(default)s)")
-    return parser
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser()
-    options = parser.parse_args(argv)
-    if options.program is not None and not options.program.exists():
-        parser.error(f"--program {options.program}: no such file or folder")
-    if options.program is None:
-        options.program = default_program()
-    if options.program is None and (options.stack or options.component or options.config):
-        parser.error("--stack, --component and --config need a Pulumi program: give --program PATH, "
-                     "or run from a folder with a Pulumi.yaml")
-    problem = authorizer_problem(options.authorizer, options.authorizer_identity_sources, options.backend,
-                                 served=options.program is not None)
-    if problem:
-        parser.error(problem)
-    if options.server_publish and options.backend is not None:
-        parser.error(SERVER_PUBLISH_WITH_BACKEND)
-    return options
-
-
-def server_from(options: argparse.Namespace) -> LocalServer:
-    """The LocalServer the command line asks for."""
-    return LocalServer(
-        host=options.host,
-        port=options.port,
-        stage=options.stage,
-        program=options.program,
-        stack=options.stack or "dev",
-        stack_required=options.stack is not None,
-        component=options.component,
-        dynamodb_endpoint=options.dynamodb_endpoint,
-        management_latency_ms=options.management_latency_ms,
-        management_from_anywhere=options.management_from_anywhere,
-        idle_timeout=options.idle_timeout,
-        max_lifetime=options.max_lifetime,
-        function_concurrency=options.function_concurrency,
-        inline_fanout_limit=options.inline_fanout_limit,
-        heartbeat_seconds=options.heartbeat_seconds,
-        backend=options.backend,
-        authorizer=options.authorizer,
-        authorizer_identity_sources=options.authorizer_identity_sources,
-        handler_log_level=options.handler_log_level,
-        config=dict(options.config or ()),
-        server_publish=options.server_publish,
-    )
-
-
-async def serve(options: argparse.Namespace) -> None:
-    server = server_from(options)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if not stop.is_set():
-            stop.set()
-            return
-        # a second Ctrl-C: the user will not wait for the $disconnects. The
-        # function processes end by themselves once their stdin closes.
-        print("stopping at once", flush=True)
-        os._exit(130)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal)
-    try:
-        await server.start()
-        # What start-up built (moto, aiohttp, the world) lives as long as the
-        # process: out of the collector's sight, and fewer collections, so a
-        # full collection no longer walks it in the middle of a request.
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
-        print(f"channel-server local mode, stage {server.stage}", flush=True)
-        print(f"  WebSocket URL:  {server.url}", flush=True)
-        print(f"  Browser page:   {server.page_url} (join a channel, publish, ping)", flush=True)
-        print(f"  Management API: {server.management_url}/@connections/{{connectionId}}", flush=True)
-        print(f"  DynamoDB:       {server.dynamodb_endpoint} (table {server.table_name})", flush=True)
-        for line in server.extra_lines():
-            print(f"  {line}", flush=True)
-        print("Ctrl-C to stop.", flush=True)
-        await stop.wait()
-        print("stopping: closing connections (Ctrl-C again to stop at once)", flush=True)
-    finally:
-        await server.stop()
-    print("stopped", flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    options = parse_args(argv)
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
-    try:
-        asyncio.run(serve(options))
-    except (OSError, ValueError, InvocationError, ProgramError, WiringError) as exc:
-        print(f"cannot start: {exc}", file=sys.stderr)
-        return 1
-    return 0

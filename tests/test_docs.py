@@ -468,7 +468,7 @@ def test_architecture_example_rows_expire_after_the_row_ttl() -> None:
 
 
 def test_the_local_mode_page_lists_every_option_with_its_default():
-    from channel_server.local.server import build_parser
+    from channel_server.local.cli import build_parser
 
     flags = {
         action.option_strings[0]: action

@@ -20,8 +20,9 @@ import boto3
 import pytest
 
 from channel_server.handlers import awsjson, handoff, spec
+from channel_server.local.cli import build_parser
 from channel_server.local.queues import sqs_event
-from channel_server.local.server import build_parser, running
+from channel_server.local.server import running
 from support.aws import FAKE_CREDENTIALS, REGION
 from support.local_mode import served_world
 from support.table import closed

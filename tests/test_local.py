@@ -1022,7 +1022,7 @@ def test_a_program_local_mode_cannot_serve_gets_a_clear_error(tmp_path, program,
 
 
 def test_the_command_serves_the_project_in_its_folder_by_default(tmp_path):
-    from channel_server.local.server import default_program, parse_args
+    from channel_server.local.cli import default_program, parse_args
 
     project = consumer_project(tmp_path / "here")
     assert default_program(project) == project / "__main__.py"

@@ -34,8 +34,9 @@ from websockets.sync.client import connect
 from channel_server.handlers import spec
 from channel_server.local import authorizer as local_authorizer
 from channel_server.local import world as local_world
+from channel_server.local.cli import parse_args
 from channel_server.local.functions import FunctionError, InvocationError, Throttled
-from channel_server.local.server import LocalServer, load_world, parse_args, running
+from channel_server.local.server import LocalServer, load_world, running
 from test_local import newest_connection
 
 TIMEOUT = 20
@@ -332,7 +333,7 @@ def gateway_serving(world: local_world.World, invoke, authorize) -> Iterator[str
     from aiohttp import web
 
     from channel_server.local.gateway import Gateway
-    from channel_server.local.server import bind
+    from channel_server.local.ports import bind
 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="gateway", daemon=True)

@@ -27,9 +27,10 @@ from botocore.credentials import Credentials
 from websockets.sync.client import connect
 
 from channel_server.local import world as local_world
+from channel_server.local.cli import parse_args
 from channel_server.local.functions import InvocationError, Throttled
 from channel_server.local.gateway import FUNCTION_URL_PREFIX, Gateway, management_refusal
-from channel_server.local.server import LocalServer, parse_args, running
+from channel_server.local.server import LocalServer, running
 from channel_server.local.world import ProgramError
 from support.frames import ANY_MESSAGE_ID
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from channel_server.handlers.sender import READ_TIMEOUT
-from channel_server.local.server import LocalServer, parse_args, running
+from channel_server.local.cli import parse_args
+from channel_server.local.server import LocalServer, running
 from channel_server.local.world import ProgramError, load_world
 from channel_server.mocks import Project, ProjectError
 
@@ -168,7 +169,7 @@ def test_the_constructor_refuses_a_backend_that_is_not_a_url_in_the_parsers_word
 
 
 def test_a_host_that_cannot_be_resolved_is_named():
-    from channel_server.local.server import bind
+    from channel_server.local.ports import bind
 
     with pytest.raises(OSError) as refused:
         bind("999.1.1.1", 0)
