@@ -38,7 +38,7 @@ DEFAULT_REPLY_TIMEOUT = 35.0
 DEFAULT_MAX_IN_FLIGHT = 16
 
 #: joinFailure reasons that a later attempt may not get (docs/protocol.md §4.1).
-_TRANSIENT_REASONS = ("could not join right now; try again", "internal error; the request was not carried out")
+_TRANSIENT_REASONS = (protocol.JOIN_BUSY, protocol.INTERNAL_ERROR)
 #: The replies each request kind can get.
 _REPLIES = {
     "join": ("joinSuccess", "joinFailure", "error"),

@@ -259,7 +259,7 @@ class ChannelServerArgs(TypedDict, total=False):
 #: CloudWatch Logs' accepted retention periods, in days.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 #: API Gateway's integration timeout: a handler may not run longer.
-INTEGRATION_TIMEOUT_SECONDS = 29
+INTEGRATION_TIMEOUT_SECONDS = spec.INTEGRATION_TIMEOUT_SECONDS
 ARCHITECTURES = ("arm64", "x86_64")
 
 
@@ -431,7 +431,7 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
     publish_memory = _int("publish_memory_mb", s.publish_memory_mb, 128, 10240, " MB")
     timeout = _int(
         "lambda_timeout_seconds", s.lambda_timeout_seconds, 1, INTEGRATION_TIMEOUT_SECONDS,
-        " seconds (API Gateway's integration timeout is 29 s)",
+        f" seconds (API Gateway's integration timeout is {INTEGRATION_TIMEOUT_SECONDS} s)",
     )
     retention = _int("log_retention_days", s.log_retention_days, 1, 3653, " days")
     if retention not in LOG_RETENTION_DAYS:

@@ -31,6 +31,8 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from .handlers import spec
+
 #: The integration request template's key, and the integration's template
 #: selection expression that always picks it (escaped: ``$default`` unescaped
 #: would be read as a selection expression).
@@ -42,7 +44,7 @@ INTEGRATION_RESPONSE_KEY = "/2\\d\\d/"
 #: backend only ever receives envelopes.
 PASSTHROUGH_BEHAVIOR = "NEVER"
 #: API Gateway's limits on a WebSocket integration's timeout, and our default.
-MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 50, 29_000
+MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 50, spec.INTEGRATION_TIMEOUT_SECONDS * 1000
 DEFAULT_TIMEOUT_MS = MAX_TIMEOUT_MS
 #: The envelope is JSON; API Gateway sends the header given here.
 REQUEST_PARAMETERS = {"integration.request.header.Content-Type": "'application/json'"}

@@ -21,13 +21,17 @@ from .events import WebSocketEvent
 from .store import ConnectionClosed, Store, StoreError
 
 # The sender (asyncio, ssl) and the DynamoDB client are imported where they
-# are first needed: $connect, ping and $default never load them, so their cold
-# starts stay small. No handler imports boto3 (see dynamodb.py for why).
+# are first needed, never here: ping never loads them; $connect loads the
+# DynamoDB client only with heartbeats on, $default only for a members frame
+# (presence); $disconnect, join and publish load what they use. No handler
+# imports boto3 (see dynamodb.py for why).
 
 logger = logging.getLogger("channel_server")
 logger.setLevel(logging.INFO)
 
-OK = {"statusCode": 200}
+#: The template of a body-less 200 response: never returned itself (a caller
+#: could change it for every later invocation), only copies (:func:`_ok`).
+_OK = {"statusCode": 200}
 #: Total attempts per DynamoDB call, first try included (as botocore's standard retry mode).
 DYNAMODB_MAX_ATTEMPTS = 5
 #: The DynamoDB client's connection pool.
@@ -35,8 +39,8 @@ DYNAMODB_POOL_CONNECTIONS = 32
 #: The channel of a heartbeat's posts (and of its queued chunks): none, so a
 #: connection found gone is closed wherever it is (no channel id is empty).
 NO_CHANNEL = ""
-#: What the sender sees when something broke on our side.
-INTERNAL_ERROR = "internal error; the request was not carried out"
+#: What the sender sees when something broke on our side (its home is protocol).
+INTERNAL_ERROR = protocol.INTERNAL_ERROR
 
 
 class ChannelApp:
@@ -157,7 +161,7 @@ class ChannelApp:
                 # The connection works without heartbeats (a joined one is
                 # listed from its join on): not a reason to refuse it.
                 _log_failure(event, "registering the connection for heartbeats failed")
-        return OK
+        return _ok()
 
     def disconnect(self, event: WebSocketEvent) -> dict:
         _log_event(event)
@@ -166,7 +170,7 @@ class ChannelApp:
         except Exception:
             # Nothing to tell a client that has left; the rows expire by TTL.
             _log_failure(event, "closing the connection's rows failed")
-        return OK
+        return _ok()
 
     def join(self, event: WebSocketEvent, context: Any = None) -> dict:
         """``context`` is Lambda's: its remaining time bounds a resume's posts."""
@@ -339,7 +343,7 @@ class ChannelApp:
         except Exception:
             _log_failure(event, "reply could not be encoded")
             payload = protocol.encode(protocol.answering(command, protocol.error(INTERNAL_ERROR)))
-        return {**OK, "body": payload.decode("utf-8")}
+        return {**_OK, "body": payload.decode("utf-8")}
 
     def _join(self, event: WebSocketEvent, command: Any, deadline: float | None = None) -> dict:
         if not isinstance(command, protocol.Join):
@@ -358,7 +362,7 @@ class ChannelApp:
             return protocol.join_failure("this connection has disconnected")
         except StoreError as exc:
             _log_failure(event, f"join failed: {type(exc).__name__}")
-            return protocol.join_failure("could not join right now; try again")
+            return protocol.join_failure(protocol.JOIN_BUSY)
         history: dict[str, Any] = {"position": position} if self.history_seconds else {}
         if command.since is not None:
             replayed, resumed = self._resume(event, joined.channel_id, command.since, deadline)
@@ -542,6 +546,11 @@ def _replay(claim: Any, fingerprint: str) -> dict:
 def _misrouted(event: WebSocketEvent, command: Any) -> dict:
     logger.warning("frame reached the wrong route", extra={"connectionId": event.connection_id, "routeKey": event.route_key})
     return protocol.error(f"this API has no route for {type(command).__name__.lower()} frames")
+
+
+def _ok() -> dict:
+    """A fresh body-less 200 response."""
+    return dict(_OK)
 
 
 def _failure_for(command: Any, reason: str) -> dict:

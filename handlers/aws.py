@@ -23,7 +23,14 @@ MAX_BACKOFF_SECONDS = 20.0
 
 def backoff_delay(attempt: int) -> float:
     """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-    return min(random.uniform(0, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)), MAX_BACKOFF_SECONDS)
+    return full_jitter(attempt, BACKOFF_BASE_SECONDS, MAX_BACKOFF_SECONDS)
+
+
+def full_jitter(attempt: int, base: float, cap: float) -> float:
+    """The handlers' one backoff policy, with its bounds as arguments:
+    drawn uniformly from 0 to ``base * 2**(attempt-1)``, at most ``cap``
+    seconds, after failed attempt number ``attempt`` (1-based)."""
+    return min(random.uniform(0, base * 2 ** (attempt - 1)), cap)
 
 
 @dataclass(frozen=True)

@@ -22,19 +22,17 @@ class WebSocketEvent:
 
     @property
     def connection_id(self) -> str:
-        return self._context.get("connectionId", "")
+        """API Gateway sets it on every WebSocket event: one without it is
+        malformed (a hand-written test event) and raises KeyError, as
+        Powertools' event classes do, rather than passing ``""`` along."""
+        connection_id = self._context.get("connectionId")
+        if not connection_id or not isinstance(connection_id, str):
+            raise KeyError("the event has no requestContext.connectionId: not an API Gateway WebSocket event")
+        return connection_id
 
     @property
     def route_key(self) -> str:
         return self._context.get("routeKey", "")
-
-    @property
-    def event_type(self) -> str:
-        return self._context.get("eventType", "")
-
-    @property
-    def request_id(self) -> str:
-        return self._context.get("requestId", "")
 
     @property
     def body(self) -> str | None:
@@ -46,10 +44,6 @@ class WebSocketEvent:
             except (binascii.Error, ValueError):
                 return None
         return body
-
-    @property
-    def disconnect_status_code(self) -> int | None:
-        return self._context.get("disconnectStatusCode")
 
     @property
     def authorizer(self) -> Mapping[str, Any]:

@@ -42,13 +42,12 @@ def request(method: str, path: str, host: str, headers: dict[str, str], body: by
 
 class ResponseParser:
     """Feed it bytes as they arrive; :meth:`feed` returns the response once
-    it is complete (None until then). ``head_request`` for responses to HEAD,
-    which have no body. :meth:`eof` says the peer closed: it completes a
-    response delimited by the close, or raises :class:`ProtocolError`."""
+    it is complete (None until then). :meth:`eof` says the peer closed: it
+    completes a response delimited by the close, or raises
+    :class:`ProtocolError`."""
 
-    def __init__(self, head_request: bool = False):
+    def __init__(self) -> None:
         self._buffer = bytearray()
-        self._head_request = head_request
         self._response: Response | None = None
         self._remaining = 0  # body bytes still expected (content-length)
         self._mode = "head"  # head, length, chunk-size, chunk-data, chunk-trailer, close
@@ -139,7 +138,7 @@ class ResponseParser:
         else:
             keep_alive = "close" not in connection
         self._response = Response(status, headers, b"", keep_alive)
-        if self._head_request or status in (204, 304):
+        if status in (204, 304):
             self._remaining = 0  # no body, whatever the headers say
             self._mode = "length"
             return True

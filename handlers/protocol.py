@@ -331,6 +331,11 @@ def heartbeat() -> dict:
 
 
 NOT_IN_CHANNEL = "not in a channel; send a join first"
+#: A join whose transaction kept being cancelled (racing joins, throttling):
+#: a later attempt may succeed.
+JOIN_BUSY = "could not join right now; try again"
+#: What the sender sees when something broke on our side.
+INTERNAL_ERROR = "internal error; the request was not carried out"
 #: A join of a channel the connection's authorizer context does not allow
 #: (see :func:`channel_allowed`).
 CHANNEL_NOT_ALLOWED = "this connection may not join this channel"

@@ -44,6 +44,11 @@ ENV_DYNAMODB_READ_TIMEOUT = "CHANNEL_DYNAMODB_READ_TIMEOUT"
 CONNECT_TIMEOUT = 2
 READ_TIMEOUT = 2
 
+#: API Gateway's integration timeout (its most, and its default): it stops
+#: waiting for a route's integration, Lambda or HTTP, after this many
+#: seconds, so no handler may run longer.
+INTEGRATION_TIMEOUT_SECONDS = 29
+
 #: Posts a publish keeps in flight at once, by default and at most (its
 #: ``postsInFlight`` setting). The default was chosen with bench/fanout.py
 #: (see the README's Performance section).

@@ -45,6 +45,11 @@ BATCH_LIMIT = 25
 JOIN_ATTEMPTS = 5
 #: How often unprocessed batch items are sent again before giving up.
 BATCH_ATTEMPTS = 5
+#: The store's own retries (see :func:`_back_off`) wait at most this long
+#: after their first failed attempt, doubling each time ...
+BACK_OFF_BASE_SECONDS = 0.05
+#: ... up to this.
+MAX_BACK_OFF_SECONDS = 1.0
 
 
 class StoreError(Exception):
@@ -505,8 +510,12 @@ class Store:
 
 def _back_off(attempt: int) -> None:
     """Wait before retrying what botocore does not retry for us (cancelled
-    transactions, unprocessed batch items): 50 ms, doubling, at most 1 s."""
-    time.sleep(min(0.05 * 2**attempt, 1.0))
+    transactions, unprocessed batch items), with the handlers' backoff
+    policy (:func:`aws.full_jitter`): a random wait of at most 50 ms after the
+    first failed attempt (``attempt`` 0), doubling, never more than 1 s."""
+    from . import aws  # here: every route imports the store, ping included
+
+    time.sleep(aws.full_jitter(attempt + 1, BACK_OFF_BASE_SECONDS, MAX_BACK_OFF_SECONDS))
 
 
 def _key(connection_id: str, channel_id: str) -> dict:

@@ -475,7 +475,7 @@ def _http_integration(own: mocks.Deployment, key: str, integration: mocks.Regist
         parameters[name] = value
     return HttpIntegration(
         url=integration["integrationUri"],
-        timeout_ms=int(integration.get("timeoutMilliseconds") or 29_000),
+        timeout_ms=int(integration.get("timeoutMilliseconds") or spec.INTEGRATION_TIMEOUT_SECONDS * 1000),
         request_templates=templates,
         template_selection_expression=integration.get("templateSelectionExpression") or "",
         request_parameters=parameters,
