@@ -20,6 +20,7 @@ from pulumi.provider.experimental.component import ComponentProvider
 from channel_server import ChannelServer, args as args_module
 from channel_server.args import OBJECT_FIELDS, ChannelServerArgs, field_kinds
 from channel_server.component import PACKAGE_NAME, TYPE_TOKEN
+from channel_server.handlers import spec
 from channel_server.mocks import deploy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,6 +203,9 @@ def test_the_provider_constructs_the_component_from_engine_inputs() -> None:
                        "identitySources": ["route.request.header.Authorization"]},
         "accessLogs": True,
         "serverPublish": True,
+        "historySeconds": 600.0,
+        "presence": True,
+        "presenceMaxMembers": 50.0,
         "tags": {"team": "realtime"},
     }
     provider = ComponentProvider([ChannelServer], PACKAGE_NAME)
@@ -223,5 +227,7 @@ def test_the_provider_constructs_the_component_from_engine_inputs() -> None:
         "route.request.header.Authorization"]
     assert deployment.one("aws:apigatewayv2/stage:Stage")["accessLogSettings"]["format"]
     assert deployment.one("aws:scheduler/schedule:Schedule")["scheduleExpression"] == "rate(5 minutes)"
+    environments = [f["environment"]["variables"] for f in deployment.of_type("aws:lambda/function:Function")]
+    assert all(e[spec.ENV_HISTORY_SECONDS] == "600" and e[spec.ENV_PRESENCE_MAX_MEMBERS] == "50" for e in environments)
     # AND the state it returns to the engine has every output
     assert set(state) == set(OUTPUTS) | set(RESOURCE_OUTPUTS)
