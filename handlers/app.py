@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable, Mapping
 
-from . import metrics, presence, protocol, spec
+from . import history, metrics, presence, protocol, spec
 from .events import WebSocketEvent
 from .store import ConnectionClosed, Store, StoreError
 
@@ -289,7 +289,7 @@ class ChannelApp:
                 claim = self.store.claim_publish(key, fingerprint)
                 if not claim.mine:
                     return _replay(claim, fingerprint)
-            self._keep(channel, outgoing)
+            history.keep(self, channel, outgoing)
             targets = sorted(set(self.store.members(channel)))
         except Exception:
             logger.exception("server publish failed before sending", extra=context_log)
@@ -363,46 +363,9 @@ class ChannelApp:
         except StoreError as exc:
             _log_failure(event, f"join failed: {type(exc).__name__}")
             return protocol.join_failure(protocol.JOIN_BUSY)
-        history: dict[str, Any] = {"position": position} if self.history_seconds else {}
-        if command.since is not None:
-            replayed, resumed = self._resume(event, joined.channel_id, command.since, deadline)
-            history.update(replayed=replayed, resumed=resumed)
+        resumed = history.resume(self, event, joined.channel_id, command.since, position, deadline)
         return presence.joined(self, event, plan, joined,
-                               protocol.join_success(joined.channel_id, joined.sender_id, **history))
-
-    def _resume(self, event: WebSocketEvent, channel: str, since: str, deadline: float | None) -> tuple[int, bool]:
-        """Send the joined connection the channel's kept messages after
-        ``since``, oldest first, one post after another (the membership is
-        written: a message kept after the read below reaches the connection
-        live). Returns how many were sent and whether that was all it
-        missed: False when history is off, ``since`` is older than what is
-        kept, there were more than MAX_REPLAY_MESSAGES, or a read or post
-        failed (logged)."""
-        if not self.history_seconds:
-            return 0, False
-        complete = protocol.message_time(since) + self.history_seconds > time.time()
-        try:
-            kept = self.store.messages_since(channel, since, spec.MAX_REPLAY_MESSAGES + 1)
-        except Exception:
-            _log_failure(event, "reading the channel's history failed")
-            return 0, False
-        complete = complete and len(kept) <= spec.MAX_REPLAY_MESSAGES
-        sent = 0
-        for payload in kept[:spec.MAX_REPLAY_MESSAGES]:
-            try:
-                self.sender.post(event.connection_id, payload, deadline)
-            except Exception:
-                _log_failure(event, "sending a missed message failed")
-                return sent, False
-            sent += 1
-        return sent, complete
-
-    def _keep(self, channel: str, outgoing: Any) -> None:
-        """With history on, keep the message before any copy is sent: a join
-        that reads the history after this finds it (docs/architecture.md,
-        "History and resume")."""
-        if self.history_seconds:
-            self.store.keep_message(channel, outgoing.message_id, outgoing.payload, self.history_seconds)
+                               protocol.join_success(joined.channel_id, joined.sender_id, **resumed))
 
     def _publish(self, event: WebSocketEvent, command: Any, deadline: float | None = None) -> dict:
         if not isinstance(command, protocol.Publish):
@@ -415,7 +378,7 @@ class ChannelApp:
             return outgoing.failure
         channel = membership.channel_id
         context = {"connectionId": event.connection_id, "routeKey": event.route_key}
-        self._keep(channel, outgoing)  # a failure here sends nothing: the error reply says so
+        history.keep(self, channel, outgoing)  # a failure here sends nothing: the error reply says so
         # every page is read before anything is sent: a failed read sends nothing
         targets = protocol.recipients(self.store.members(channel), event.connection_id)
         deliveries, queued, lost = self._fan_out(spec.PUBLISH, targets, outgoing.payload, channel, deadline, context)
