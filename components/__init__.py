@@ -11,7 +11,8 @@ the component can build their archive wherever it is installed.
 
 from typing import TYPE_CHECKING, Any
 
-from .args import ChannelServerArgs, ChannelServerArgsError, from_config
+from .args import ChannelServerArgs, ChannelServerArgsError
+from .config import from_config
 
 if TYPE_CHECKING:
     from .component import TYPE_TOKEN, ChannelServer

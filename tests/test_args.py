@@ -7,14 +7,8 @@ from typing import Any
 
 import pytest
 
-from channel_server.args import (
-    ChannelServerArgs,
-    ChannelServerArgsError,
-    Settings,
-    config_key,
-    from_config,
-    resolve,
-)
+from channel_server.args import ChannelServerArgs, ChannelServerArgsError, Settings, resolve
+from channel_server.config import config_key, from_config
 
 RETENTIONS = (
     "(1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)"

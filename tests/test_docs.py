@@ -38,7 +38,9 @@ import yaml
 
 from channel_server import archive
 from channel_server import args as args_module
-from channel_server.args import ChannelServerArgsError, Settings, config_key, resolve
+from channel_server import config as config_module
+from channel_server.args import ChannelServerArgsError, Settings, resolve
+from channel_server.config import config_key
 from channel_server.client import ChannelClient
 from channel_server import component
 from channel_server.handlers import app, protocol, sender, spec, store
@@ -58,7 +60,7 @@ ALL_DOCS = (README, *sorted(str(path.relative_to(ROOT)) for path in (ROOT / "doc
 PROJECT = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
 PROJECT_CONFIG = PROJECT["config"]
 RUNTIME_OPTIONS = PROJECT["runtime"]["options"]
-FIELD_TYPES = args_module.field_kinds()  # field name -> str, int, float, bool, list or dict
+FIELD_TYPES = config_module.field_kinds()  # field name -> str, int, float, bool, list or dict
 #: ChannelClient's keyword arguments and their defaults.
 CLIENT_DEFAULTS = {name: p.default for name, p in inspect.signature(ChannelClient).parameters.items()}
 
@@ -181,7 +183,7 @@ def test_configuration_table_has_exactly_one_row_per_args_field() -> None:
 @pytest.mark.parametrize("field", ARGS_FIELDS)
 def test_configuration_row_key_is_the_fields_config_key(field: str) -> None:
     row = row_of(field)
-    expected = (list(args_module.object_config_keys(field).values()) if field in args_module.OBJECT_FIELDS
+    expected = (list(config_module.object_config_keys(field).values()) if field in config_module.OBJECT_FIELDS
                 else [config_key(field)])
     assert row_keys(row) == expected, f"{CONFIGURATION} row for {field}: keys {row_keys(row)}, but config_key gives {expected}"
 

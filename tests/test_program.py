@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from channel_server import TYPE_TOKEN, backend
-from channel_server.args import OBJECT_FIELDS, Settings, config_key, field_kinds, object_config_keys
+from channel_server.args import Settings
+from channel_server.config import OBJECT_FIELDS, config_key, field_kinds, object_config_keys
 from channel_server.mocks import Deployment, deploy
 
 ROOT = Path(__file__).resolve().parents[1]

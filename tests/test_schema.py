@@ -18,7 +18,8 @@ from pulumi.provider.experimental.analyzer import Analyzer, PropertyType
 from pulumi.provider.experimental.component import ComponentProvider
 
 from channel_server import ChannelServer, args as args_module
-from channel_server.args import OBJECT_FIELDS, ChannelServerArgs, field_kinds
+from channel_server.args import ChannelServerArgs
+from channel_server.config import OBJECT_FIELDS, field_kinds
 from channel_server.component import PACKAGE_NAME, TYPE_TOKEN
 from channel_server.handlers import spec
 from channel_server.mocks import deploy
