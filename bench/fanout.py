@@ -145,7 +145,8 @@ async def run(sizes: list[int], publishes: int, latency_ms: float, in_flight: in
             baseline = per_post * size
             query = await asyncio.get_running_loop().run_in_executor(None, query_time, log, "bench")
             print(f"members={size:5d}: reply p50 {percentile(replies, .5) * 1000:6.0f} ms p95 "
-                  f"{percentile(replies, .95) * 1000:6.0f} ms; last delivery p50 {percentile(lasts, .5) * 1000:6.0f} ms "
+                  f"{percentile(replies, .95) * 1000:6.0f} ms; "
+                  f"last delivery p50 {percentile(lasts, .5) * 1000:6.0f} ms "
                   f"p95 {percentile(lasts, .95) * 1000:6.0f} ms; one by one {baseline * 1000:7.0f} ms "
                   f"({per_post * 1000:.1f} ms/post): {baseline / statistics.median(lasts):5.1f}x"
                   + (f"; {queued} through the fan-out queue" if queued else "")

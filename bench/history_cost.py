@@ -186,7 +186,8 @@ def run(members: int, publishes: int, latency_ms: float, missed: int) -> None:
         environ = {**os.environ, "AWS_ENDPOINT_URL_DYNAMODB": server.endpoint}
         import boto3
 
-        create_table(boto3.client("dynamodb", endpoint_url=server.endpoint, region_name=os.environ["AWS_REGION"]), table["name"], dict(table.inputs))
+        tables = boto3.client("dynamodb", endpoint_url=server.endpoint, region_name=os.environ["AWS_REGION"])
+        create_table(tables, table["name"], dict(table.inputs))
         base = {spec.ENV_TABLE_NAME: table["name"], spec.ENV_INDEX_NAME: spec.CHANNEL_INDEX,
                 spec.ENV_MANAGEMENT_ENDPOINT: management.endpoint}
         apps = {}

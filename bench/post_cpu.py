@@ -49,7 +49,8 @@ class _Sink(asyncio.Protocol):
                 return
             head = self.buffer[:end].lower()
             start = head.find(b"content-length:")
-            length = int(head[start + 15:head.find(b"\r\n", start) if head.find(b"\r\n", start) > 0 else None]) if start >= 0 else 0
+            line_end = head.find(b"\r\n", start)
+            length = int(head[start + 15:line_end if line_end > 0 else None]) if start >= 0 else 0
             if len(self.buffer) < end + 4 + length:
                 return
             self.buffer = self.buffer[end + 4 + length:]

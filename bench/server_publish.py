@@ -70,7 +70,8 @@ async def run(members: int, publishes: int, latency_ms: float) -> None:
             times["server"][1].append(await arrived)
         for kind, (answers, lasts) in times.items():
             print(f"{kind:6s} publish: answer p50 {percentile(answers, .5) * 1000:6.0f} ms p95 "
-                  f"{percentile(answers, .95) * 1000:6.0f} ms; last delivery p50 {percentile(lasts, .5) * 1000:6.0f} ms "
+                  f"{percentile(answers, .95) * 1000:6.0f} ms; "
+                  f"last delivery p50 {percentile(lasts, .5) * 1000:6.0f} ms "
                   f"p95 {percentile(lasts, .95) * 1000:6.0f} ms")
         ratio = percentile(times["server"][1], .5) / percentile(times["member"][1], .5)
         print(f"server / member, last delivery p50: {ratio:.2f}")

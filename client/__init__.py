@@ -92,4 +92,7 @@ __all__ = [
     "ChannelClient", "ClientClosed", "ChannelClientError", "ClientEvent", "ConnectFailed", "ConnectionLost",
     "FrameTooLarge", "GatewayError", "JoinFailed", "Joined", "Message", "PublishFailed", "Published",
     "QueueFull", "ReplyTimeout", "RequestFailed", "ServerError",
+    # the defaults, the frame limits and the frame codec, importable from here as before the split
+    "DEFAULT_MAX_IN_FLIGHT", "DEFAULT_PING_INTERVAL", "DEFAULT_REPLY_TIMEOUT", "MAX_FRAME_BYTES", "MAX_MESSAGE_BYTES",
+    "encode", "fragments",
 ]

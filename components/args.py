@@ -22,7 +22,6 @@ This module does not import Pulumi (local mode's process never loads it).
 
 import re
 import sys
-import typing
 import urllib.parse
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, TypedDict, TypeVar, Union
@@ -257,7 +256,8 @@ class ChannelServerArgs(TypedDict, total=False):
 
 
 #: CloudWatch Logs' accepted retention periods, in days.
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+                      3288, 3653)
 #: API Gateway's integration timeout: a handler may not run longer.
 INTEGRATION_TIMEOUT_SECONDS = spec.INTEGRATION_TIMEOUT_SECONDS
 ARCHITECTURES = ("arm64", "x86_64")
@@ -358,7 +358,8 @@ def _arn(name: str, service: str, resource: str, example: str) -> Callable[[Any]
 
 _check_certificate = _arn("domain.certificate_arn", "acm", r"certificate/[A-Za-z0-9-]+",
                           "arn:aws:acm:us-east-1:123456789012:certificate/…, in the stack's region")
-_check_authorizer_function = _arn("authorizer.function_arn", "lambda", r"function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]+)?",
+_check_authorizer_function = _arn("authorizer.function_arn", "lambda",
+                                  r"function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]+)?",
                                   "arn:aws:lambda:us-east-1:123456789012:function:NAME")
 _check_alarm_topic = _arn("alarm_topic_arn", "sns", r"[A-Za-z0-9_-]{1,256}(\.fifo)?",
                           "arn:aws:sns:us-east-1:123456789012:TOPIC")
@@ -439,7 +440,8 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
     burst = _int("throttling_burst_limit", s.throttling_burst_limit, 1, 5000, " (0 would reject every message)")
     rate = s.throttling_rate_limit
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 10000:
-        raise _fail("throttling_rate_limit", rate, "must be a number above 0 and at most 10000 (0 would reject every message)")
+        raise _fail("throttling_rate_limit", rate,
+                    "must be a number above 0 and at most 10000 (0 would reject every message)")
     if not isinstance(s.channel_id_pattern, str) or not s.channel_id_pattern:
         raise _fail("channel_id_pattern", s.channel_id_pattern, "must be a non-empty regular expression")
     try:
@@ -492,8 +494,8 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
             if value:
                 raise _fail(name, value, f"{why} (or leave backend unset)")
     if role_arn is not None and not switches["access_logs"]:
-        raise _fail("api_gateway_cloudwatch_role_arn", _shown(role_arn), "is used only with access_logs: set access_logs=True "
-                    "or leave it unset")
+        raise _fail("api_gateway_cloudwatch_role_arn", _shown(role_arn),
+                    "is used only with access_logs: set access_logs=True or leave it unset")
     if role_arn is not None and not switches["manage_api_gateway_account"]:
         raise _fail("api_gateway_cloudwatch_role_arn", _shown(role_arn), "is set as the account's role only with "
                     "manage_api_gateway_account=True; leave one of them unset")
@@ -627,69 +629,3 @@ def _authorizer(value: Any) -> dict[str, Any] | None:
 def _is_output(value: Any) -> bool:
     pulumi = sys.modules.get("pulumi")  # never imported here: an Output means Pulumi is loaded
     return pulumi is not None and isinstance(value, pulumi.Output)
-
-
-def config_key(field_name: str) -> str:
-    """The stack config key of an args field: ``stage_name`` → ``stageName``;
-    of a field of an object field: ``domain_certificate_arn`` → ``domainCertificateArn``."""
-    head, *rest = field_name.split("_")
-    return head + "".join(part.capitalize() for part in rest)
-
-
-#: The object fields (Pulumi.yaml has no object type: each of their fields is a
-#: key of its own, ``config_key(f"{field}_{subfield}")``) and the subfield that
-#: must be set for the object to be set at all.
-OBJECT_FIELDS = {"backend": ("url", HttpBackendArgs), "domain": ("name", CustomDomainArgs),
-                 "authorizer": ("function_arn", ConnectAuthorizerArgs)}
-
-
-def object_config_keys(field_name: str) -> dict[str, str]:
-    """The config key of each field of an object field: ``{"url": "backendUrl", …}``."""
-    kind = OBJECT_FIELDS[field_name][1]
-    return {sub: config_key(f"{field_name}_{sub}") for sub in kind.__annotations__}
-
-
-def kind_of(hint: Any) -> type:
-    """The plain type behind a field's annotation: ``Input[str]`` is ``str``,
-    ``Sequence[str]`` is ``list``, a TypedDict or a Mapping is ``dict``."""
-    if typing.get_origin(hint) is Union:  # Input[T] = Union[T, Awaitable[T], Output[T]]: T
-        return kind_of(typing.get_args(hint)[0])
-    origin = typing.get_origin(hint) or hint
-    if typing.is_typeddict(hint) or issubclass(origin, Mapping):
-        return dict
-    if issubclass(origin, Sequence) and origin is not str:
-        return list
-    return origin
-
-
-def field_kinds(kind: type = ChannelServerArgs) -> dict[str, type]:
-    """Each field of an args TypedDict and its plain type (``kind_of``)."""
-    return {name: kind_of(hint) for name, hint in kind.__annotations__.items()}
-
-
-def from_config(config: Any) -> ChannelServerArgs:
-    """ChannelServerArgs from a ``pulumi.Config`` of this project: every key that
-    is set, read with its field's type; unset keys keep the component's defaults.
-    An object field (``backend``, ``domain``, ``authorizer``) is read from one
-    key per field of its own, and is set only when its required key is set and
-    not empty (``backendUrl``, ``domainName``, ``authorizerFunctionArn``)."""
-    readers = {str: config.get, int: config.get_int, float: config.get_float, bool: config.get_bool,
-               dict: config.get_object, list: config.get_object}
-
-    def read(key: str, kind: type) -> Any:
-        value = readers[kind](key)
-        return None if value == "" or value == [] else value  # "" and [] are Pulumi.yaml's way to say unset
-
-    args: dict[str, Any] = {}
-    for name, kind in field_kinds().items():
-        if name in OBJECT_FIELDS:
-            required, object_kind = OBJECT_FIELDS[name]
-            keys = object_config_keys(name)
-            value = {sub: read(keys[sub], sub_kind) for sub, sub_kind in field_kinds(object_kind).items()}
-            if value[required] is not None:
-                args[name] = {sub: v for sub, v in value.items() if v is not None}
-            continue
-        value = read(config_key(name), kind)
-        if value is not None:
-            args[name] = value
-    return ChannelServerArgs(**args)  # type: ignore[typeddict-item]

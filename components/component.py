@@ -519,7 +519,8 @@ class ChannelServer(pulumi.ComponentResource):
             tags=self._tags,
             opts=self._child,
         )
-        role = aws.iam.Role(slug, assume_role_policy=trust_policy("lambda.amazonaws.com"), tags=self._tags, opts=self._child)
+        role = aws.iam.Role(slug, assume_role_policy=trust_policy("lambda.amazonaws.com"), tags=self._tags,
+                            opts=self._child)
         policy = aws.iam.RolePolicy(
             slug,
             role=role.id,

@@ -507,7 +507,8 @@ def _replay(claim: Any, fingerprint: str) -> dict:
 
 
 def _misrouted(event: WebSocketEvent, command: Any) -> dict:
-    logger.warning("frame reached the wrong route", extra={"connectionId": event.connection_id, "routeKey": event.route_key})
+    logger.warning("frame reached the wrong route",
+                   extra={"connectionId": event.connection_id, "routeKey": event.route_key})
     return protocol.error(f"this API has no route for {type(command).__name__.lower()} frames")
 
 

@@ -23,7 +23,8 @@ TOKENS = {"TransactWriteItems": "ClientRequestToken"}
 
 
 def client(
-    environ: Mapping[str, str] | None = None, *, max_attempts: int, pool_size: int, read_timeout: float = spec.READ_TIMEOUT
+    environ: Mapping[str, str] | None = None, *, max_attempts: int, pool_size: int,
+    read_timeout: float = spec.READ_TIMEOUT,
 ) -> awsjson.Client:
     """Endpoint, region and credentials from the environment (Lambda sets
     them all). A call whose answer was lost is retried, as botocore retries

@@ -163,5 +163,6 @@ def members(app: Any, event: Any, command: protocol.Members) -> dict:
     membership = app.store.membership(event.connection_id)
     if membership is None:
         return protocol.error(protocol.MEMBERS_NOT_IN_CHANNEL)
-    listed = [protocol.Member(row.sender_id, row.principal_id) for row in app.store.presence_rows(membership.channel_id)]
+    rows = app.store.presence_rows(membership.channel_id)
+    listed = [protocol.Member(row.sender_id, row.principal_id) for row in rows]
     return protocol.members_page(membership.channel_id, listed, command.cursor, command.request_id)

@@ -241,7 +241,8 @@ class ManagementApi:
         """Post ``payload`` once; returns (HTTP status, error type or None).
         Raises :class:`NotSent` or :class:`NoAnswer`."""
         path = self.path(connection_id)
-        request = http1.request("POST", path, self.host, self._signer.headers("POST", self.host, path, payload), payload)
+        headers = self._signer.headers("POST", self.host, path, payload)
+        request = http1.request("POST", path, self.host, headers, payload)
         connection = await self._checkout()
         waiter = connection.send(request)
         self._watch(waiter)

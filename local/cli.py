@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="port for WebSocket and management API; 0 picks a free one (default %(default)s)")
     parser.add_argument("--program", metavar="PATH", type=Path,
                         help="the Pulumi program to serve: a project folder or its program file (default: the "
-                        "project in the current folder when it has a Pulumi.yaml, else ChannelServer with its defaults)")
+                        "project in the current folder when it has a Pulumi.yaml, else ChannelServer with its "
+                        "defaults)")
     parser.add_argument("--stack", metavar="NAME",
                         help="read the program's config from Pulumi.NAME.yaml (default: dev, when that file exists)")
     parser.add_argument("--config", type=_config_setting, action="append", metavar="KEY=VALUE",

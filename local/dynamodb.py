@@ -253,7 +253,8 @@ class EmbeddedDynamoDB:
         """Forget every table (moto's state is shared by the whole process)."""
         import urllib.request
 
-        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=5).read()
+        reset = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        urllib.request.urlopen(reset, timeout=5).read()
         _untracked_models()  # moto's reset gives every model a new tracker
 
     def __enter__(self) -> "EmbeddedDynamoDB":

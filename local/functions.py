@@ -104,7 +104,8 @@ class _Process:
             first = await asyncio.wait_for(self.process.stdout.readline(), INIT_TIMEOUT_SECONDS)
         except asyncio.TimeoutError:
             await self.kill()
-            raise InvocationError(f"function {self.name} failed to start: init took over {INIT_TIMEOUT_SECONDS} s") from None
+            raise InvocationError(f"function {self.name} failed to start: "
+                                  f"init took over {INIT_TIMEOUT_SECONDS} s") from None
         try:
             ready = json.loads(first)
         except ValueError:

@@ -273,7 +273,8 @@ class Gateway:
         if self.world.authorizer is not None:
             decision = await self._authorization(event)
             if not decision.allowed:
-                log.info("connect %s rejected %d by the authorizer: %s", connection_id, decision.status, decision.reason)
+                log.info("connect %s rejected %d by the authorizer: %s",
+                         connection_id, decision.status, decision.reason)
                 return web.Response(status=decision.status, text=decision.body, content_type="application/json")
             authorized = dict(decision.context or {})
             event["requestContext"]["authorizer"] = dict(authorized)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any, Mapping
+from typing import Mapping
 
 import aiohttp
 

@@ -31,7 +31,8 @@ def scheduler_input(schedule: ScheduleDef, arn: str, scheduled: float, attempt: 
     text = schedule.input
     values = {
         "<aws.scheduler.schedule-arn>": arn,
-        "<aws.scheduler.scheduled-time>": datetime.fromtimestamp(scheduled, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "<aws.scheduler.scheduled-time>":
+            datetime.fromtimestamp(scheduled, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "<aws.scheduler.execution-id>": str(uuid.uuid4()),
         "<aws.scheduler.attempt-number>": str(attempt),
     }

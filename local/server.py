@@ -273,7 +273,7 @@ class LocalServer:
         on with, when the stack's config leaves it off (``(flag, key,
         value)``; see ``world.from_project``). The keys are those
         ``channel_server.from_config`` reads, as this repository's program does."""
-        from ..args import config_key, object_config_keys
+        from ..config import config_key, object_config_keys
 
         turn_on = []
         if self._heartbeat_seconds is not None:
@@ -314,7 +314,8 @@ class LocalServer:
                                "are served by an HTTP backend), so every publish posts to all members itself")
         if world.authorizer is not None and world.authorizer.function is None and self._authorizer_file is None:
             raise ProgramError(f"the authorizer on $connect cannot be run: {world.authorizer.unavailable}; give its "
-                               "code with --authorizer PATH[:FUNCTION] (a Python file and its handler, default handler)")
+                               "code with --authorizer PATH[:FUNCTION] (a Python file and its handler, "
+                               "default handler)")
 
     def _authorizer_definition(self, world: World) -> FunctionDef:
         """The function the $connect authorizer runs: the file given, else the program's."""

@@ -4,9 +4,10 @@
 program, or this repository's ``__main__.py``), :func:`from_component` a bare
 ``ChannelServer``, under Pulumi's mock engine (``channel_server.mocks``). Each
 then follows what the ChannelServer registered (only what was created under it,
-so other resources of the program are ignored), as API Gateway would: the API's route selection expression; each Route → its Integration →
-the Function whose invoke ARN the integration targets → that function's
-handler, code archive, environment, timeout and memory; each Route's route
+so other resources of the program are ignored), as API Gateway would: the
+API's route selection expression; each Route → its Integration → the Function
+whose invoke ARN the integration targets → that function's handler, code
+archive, environment, timeout and memory; each Route's route
 response, which makes the route two-way; ``$connect``'s authorizer → its
 identity sources and the function it invokes (defined anywhere in the
 program); the Table's keys,
@@ -272,7 +273,8 @@ def from_project(path: str | Path, stack: str = "dev", component: str | None = N
     overrides = dict(config or {})
     if overrides:
         log.info("config from --config: %s", ", ".join(f"{key}={value}" for key, value in overrides.items()))
-    undeclared = [key for key in overrides if project.declared and mocks._qualified(project.name, key) not in project.declared]
+    undeclared = [key for key in overrides
+                  if project.declared and mocks._qualified(project.name, key) not in project.declared]
     if undeclared:
         log.warning("--config %s: Pulumi.yaml declares no such key, so the program may not read it (it declares %s)",
                     ", ".join(undeclared), ", ".join(sorted(k.split(":", 1)[1] for k in project.declared
@@ -494,7 +496,7 @@ def _schedules(own: mocks.Deployment) -> tuple[ScheduleDef, ...]:
         found.append(ScheduleDef(schedule.name, schedule["scheduleExpression"], _function_def(function),
                                  target.get("input") or "{}"))
     for definition in found:
-        definition.interval_seconds  # a schedule local mode cannot run fails here, at start-up
+        definition.interval_seconds  # noqa: B018 (a schedule local mode cannot run fails here, at start-up)
     return tuple(found)
 
 
@@ -534,7 +536,8 @@ def _subscriptions(own: mocks.Deployment, queues: Mapping[str, QueueDef]) -> tup
     for mapping in own.of_type(MAPPING):
         queue = queues.get(mapping.get("eventSourceArn"))
         if queue is None:
-            raise WiringError(f"event source mapping {mapping.name}: local mode serves SQS queues of this component only")
+            raise WiringError(f"event source mapping {mapping.name}: "
+                              "local mode serves SQS queues of this component only")
         function = functions.get(mapping.get("functionName"))
         if function is None:
             raise WiringError(f"event source mapping {mapping.name}: it invokes no function of this component")

@@ -127,7 +127,7 @@ def test_every_call_has_the_outcome_it_has_through_boto3(
     theirs_table, our_table, index = twin_tables
     client = own_client(embedded_dynamodb.endpoint)
     compared = []
-    for (method, params), (_, our_params) in zip(corpus(theirs_table, index), corpus(our_table, index)):
+    for (method, params), (_, our_params) in zip(corpus(theirs_table, index), corpus(our_table, index), strict=True):
         expected = outcome(lambda: getattr(dynamodb, method)(**params), theirs_table)
         actual = outcome(lambda: getattr(client, method)(**our_params), our_table)
         assert actual == expected, (method, params)

@@ -11,7 +11,6 @@ backoff delay is made instant (``no_retry_delay``).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 

@@ -253,7 +253,7 @@ def test_many_requests_at_once_are_all_served(channel_environ, management):
     members = [new_connection_id() for _ in range(12)]
     with HttpBackend(channel_environ, workers=3) as backend:  # more requests than workers: they wait their turn
         with ThreadPoolExecutor(len(members)) as pool:
-            joined = dict(zip(members, pool.map(lambda member: join(backend, member, "busy"), members)))
+            joined = dict(zip(members, pool.map(lambda member: join(backend, member, "busy"), members), strict=True))
 
         reply = send(backend, members[0], {"type": "publish", "data": "to all"})
 

@@ -18,7 +18,6 @@ import re
 import socket
 import struct
 import uuid
-from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect

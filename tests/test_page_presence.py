@@ -20,7 +20,7 @@ def server() -> Iterator[Any]:
         yield server
 
 
-def test_a_watching_page_lists_members_and_shows_joins_and_leaves(pages):
+def test_a_watching_page_lists_members_and_shows_joins_and_leaves(pages):  # noqa: F811 (the fixture)
     alice, bob = pages(), pages()
     alice.connect()
     alice_id = alice.join("lobby")

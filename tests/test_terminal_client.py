@@ -138,7 +138,7 @@ def test_connections_closed_before_any_reply_keep_it_reconnecting_until_ctrl_c(w
         try:
             # every connection ends before a join is answered (or soon after):
             # the client reconnects again and again, whatever was in flight
-            for attempt in range(3):
+            for _ in range(3):
                 await cli.until(RECONNECTING)
             cli.process.send_signal(signal.SIGINT)  # Ctrl-C
             assert await cli.exit_status(end_input=False) == 130
