@@ -684,3 +684,20 @@ def test_option_table_cells_stay_short(doc: str, heading: str) -> None:
                   if len(cell_text(cell)) > MAX_CELL]
     assert long_cells == [], f"{doc}, {heading!r}: cells over {MAX_CELL} characters; say more in prose below the table"
 
+
+
+def test_the_architecture_opens_with_the_map_of_the_tree_as_the_package_maps_it() -> None:
+    import tomllib
+
+    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    (table,) = tables(section(read(ARCHITECTURE), "## The tree"))
+    mapped = {}
+    for folders, import_path, _ in table:
+        for folder in code_spans(folders):
+            mapped[folder.rstrip("/")] = code_spans(import_path)
+    # every package is mapped as pyproject.toml maps it, and every folder named exists
+    assert {folder: paths for folder, paths in mapped.items() if paths} == {
+        folder: [package] for package, folder in package_dir.items()}
+    assert all((ROOT / folder).is_dir() for folder in mapped)
+    # and it is the page's first section
+    assert re.search(r"^## .*$", read(ARCHITECTURE), re.M).group(0) == "## The tree"
