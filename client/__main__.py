@@ -131,7 +131,7 @@ class _LogLines(logging.Handler):
         status(f"! {record.getMessage()}" + (f": {type(error).__name__}: {error}" if error is not None else ""))
 
 
-def _read_lines(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue) -> None:
+def _read_lines(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[Optional[str]]) -> None:
     """Standard input's lines onto ``lines``, then None at its end. A daemon
     thread: it blocks in readline, and must not keep the process alive."""
 
@@ -202,12 +202,12 @@ async def run(args: argparse.Namespace) -> int:
         else:
             status(f"! gave up reconnecting: {failure}")
 
-    lines: asyncio.Queue = asyncio.Queue()
+    lines: asyncio.Queue[Optional[str]] = asyncio.Queue()
     _read_lines(asyncio.get_running_loop(), lines)
     # typed requests go out one at a time, in the order typed, from one task:
     # reading goes on meanwhile, so that a line typed while disconnected is
     # answered at once (queued, or not sent)
-    requests: asyncio.Queue = asyncio.Queue()
+    requests: asyncio.Queue[Optional[Request]] = asyncio.Queue()
     sending = False  # whether that task holds a request that was not answered yet
 
     async def print_messages() -> None:

@@ -10,7 +10,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping, Optional, cast
 
 from ..handlers import protocol
 from .errors import (ChannelClientError, ClientClosed, ConnectFailed, ConnectionLost, GatewayError, JoinFailed,
@@ -54,7 +54,7 @@ class _Pending:
     """A request sent on the current connection whose reply has not come."""
 
     kind: str
-    reply: asyncio.Future
+    reply: asyncio.Future[Mapping[str, Any]]
     #: a ping that checks the connection: no reply in time means it is dead
     liveness: bool = False
 
@@ -166,10 +166,10 @@ class ChannelClient:
         self._resume = Resume(max_remembered)
 
         self._ws: Optional[ClientConnection] = None
-        self._reader: Optional[asyncio.Task] = None
-        self._keepalive: Optional[asyncio.Task] = None
-        self._reconnecting: Optional[asyncio.Task] = None
-        self._probe: Optional[asyncio.Task] = None  # the ping that checks the connection after a timeout
+        self._reader: Optional[asyncio.Task[None]] = None
+        self._keepalive: Optional[asyncio.Task[None]] = None
+        self._reconnecting: Optional[asyncio.Task[None]] = None
+        self._probe: Optional[asyncio.Task[None]] = None  # the ping that checks the connection after a timeout
         self._send_lock = asyncio.Lock()  # held by the next request to send: requests go in call order
         self._ready = asyncio.Event()  # set: requests may go (connected, or finished: they raise)
         self._slots = asyncio.Event()  # set when a request in flight settles, or the connection changes
@@ -179,10 +179,10 @@ class ChannelClient:
         self._echoes: Optional[bool] = None
         #: API Gateway error frames that came while several requests were in
         #: flight: the requests each may answer, and the frame
-        self._owed: list[tuple[set[str], dict]] = []
+        self._owed: list[tuple[set[str], dict[str, Any]]] = []
         self._last_id = 0  # requestIds are this counter, never reused by this client
         self._waiting = 0  # requests not yet sent
-        self._incoming: deque = deque()
+        self._incoming: deque[Message | BaseException] = deque()
         self._arrived = asyncio.Event()
         self._closing = False
         self._failure: Optional[BaseException] = None  # why the client gave up
@@ -263,7 +263,8 @@ class ChannelClient:
         """Join ``channel_id`` (leaving the current channel); returns on
         ``joinSuccess``, raises :class:`JoinFailed` on ``joinFailure``."""
         frame = await self._request("join", {"type": "join", "channelId": channel_id})
-        joined = Joined(frame.get("channelId", channel_id), frame.get("senderId"))
+        # a joinSuccess carries the connection's senderId (docs/protocol.md §4.2)
+        joined = Joined(frame.get("channelId", channel_id), cast(str, frame.get("senderId")))
         self._resume.joined(frame, joined.sender_id, new_channel=channel_id != self.channel)
         self.channel, self.sender_id = channel_id, joined.sender_id
         return joined
@@ -356,11 +357,11 @@ class ChannelClient:
         raise ServerError(reason, reply)
 
     async def _send(self, ws: "ClientConnection", kind: str, request_id: str, text: str,
-                    liveness: bool = False) -> asyncio.Future:
+                    liveness: bool = False) -> asyncio.Future[Mapping[str, Any]]:
         """Send one request on ``ws``; the future its reply settles."""
         from websockets.exceptions import ConnectionClosed
 
-        reply: asyncio.Future = asyncio.get_running_loop().create_future()
+        reply: asyncio.Future[Mapping[str, Any]] = asyncio.get_running_loop().create_future()
         # in flight before it is sent: the reader may see the reply before this resumes
         self._pending[request_id] = _Pending(kind, reply, liveness)
         try:
@@ -375,7 +376,7 @@ class ChannelClient:
         return reply
 
     async def _reply_to(self, ws: "ClientConnection", kind: str, request_id: str,
-                        reply: asyncio.Future) -> Mapping[str, Any]:
+                        reply: asyncio.Future[Mapping[str, Any]]) -> Mapping[str, Any]:
         """Wait for the reply to the request ``request_id`` sent on ``ws``."""
         try:
             return await asyncio.wait_for(reply, self.reply_timeout)
@@ -400,7 +401,7 @@ class ChannelClient:
         finally:
             self._abandon(request_id, reply)  # if cancelled: the slot is free
 
-    def _abandon(self, request_id: str, reply: asyncio.Future) -> None:
+    def _abandon(self, request_id: str, reply: asyncio.Future[Mapping[str, Any]]) -> None:
         """The request ``request_id`` waits no more (timed out, cancelled or
         failed to send): free its slot. An API Gateway error frame that it may
         be the one answered can no longer be attributed."""
@@ -517,8 +518,9 @@ class ChannelClient:
             return
         frame_type = frame.get("type")
         if frame_type == "message":
-            self._message(Message(frame.get("channelId"), frame.get("senderId"), frame.get("data"),
-                                  frame.get("messageId")))
+            # the fields as the server sent them (a message frame has both ids)
+            self._message(Message(cast(str, frame.get("channelId")), cast(str, frame.get("senderId")),
+                                  frame.get("data"), frame.get("messageId")))
         elif frame_type == "heartbeat":
             self._emit("heartbeat")
         elif frame_type is None and isinstance(frame.get("message"), str):
@@ -530,7 +532,7 @@ class ChannelClient:
         else:
             log.debug("ignoring a frame of unknown type %r", frame_type)  # protocol §10
 
-    def _reply(self, frame_type: str, frame: dict) -> None:
+    def _reply(self, frame_type: str, frame: dict[str, Any]) -> None:
         """Settle the request ``frame`` answers: the one with its requestId, or
         (from a server that does not echo requestId) the one in flight."""
         if "requestId" in frame:
@@ -567,7 +569,7 @@ class ChannelClient:
             log.info("the server does not echo requestId: one request at a time on this connection")
         self._settle(first[0], frame)
 
-    def _gateway_error(self, frame: dict) -> None:
+    def _gateway_error(self, frame: dict[str, Any]) -> None:
         """API Gateway's error frame answers one of the requests in flight: the
         only one, or with several, the one left without a reply of its own."""
         if not self._pending:
@@ -610,12 +612,12 @@ class ChannelClient:
         elif verdict == DUPLICATE:
             self._emit("duplicate", message=message)
 
-    def _rejoined(self, frame: Optional[dict] = None) -> None:
+    def _rejoined(self, frame: Optional[Mapping[str, Any]] = None) -> None:
         """The rejoin's reply came (None: it failed): what it held, in id order."""
         for message in self._resume.rejoined(frame, self.sender_id if frame is not None else None):
             self._message(message)
 
-    def _deliver(self, item: Any) -> None:
+    def _deliver(self, item: Message | BaseException) -> None:
         if len(self._incoming) >= self.max_incoming:
             dropped = self._incoming.popleft()
             self._emit("dropped", message=dropped)

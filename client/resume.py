@@ -6,7 +6,7 @@ I/O. The client asks :meth:`Resume.take` what to do with each message.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from ..handlers import protocol
 from .frames import Message
@@ -29,11 +29,11 @@ class Resume:
         #: Second copies dropped.
         self.duplicates = 0
         self._seen: set[str] = set()
-        self._order: deque = deque()
+        self._order: deque[str] = deque()
         self._own_senders: set[str] = set()
         self._held: Optional[list[Message]] = None
 
-    def joined(self, frame: dict, sender_id: str, new_channel: bool) -> None:
+    def joined(self, frame: Mapping[str, Any], sender_id: str, new_channel: bool) -> None:
         """A join's ``joinSuccess`` (``new_channel``: of another channel than before)."""
         if new_channel:
             self._seen.clear()
@@ -42,7 +42,7 @@ class Resume:
         self._own_senders.add(sender_id)
         self.position = newest(frame.get("position"), self.position) if "position" in frame else None
 
-    def rejoining(self) -> dict:
+    def rejoining(self) -> dict[str, Any]:
         """The fields a rejoin adds to its join (``since``, with history), and
         from now on the channel's messages are held until :meth:`rejoined`."""
         if self.position is None:
@@ -50,7 +50,7 @@ class Resume:
         self._held = []
         return {"since": self.position}
 
-    def rejoined(self, frame: Optional[dict], sender_id: Optional[str]) -> list[Message]:
+    def rejoined(self, frame: Optional[Mapping[str, Any]], sender_id: Optional[str]) -> list[Message]:
         """The rejoin's reply (None: it failed): the held messages, in id
         order, each to be taken again."""
         if frame is not None and sender_id is not None:
@@ -58,7 +58,7 @@ class Resume:
             if "position" not in frame:
                 self.position = None  # this server keeps no history (any more)
         held, self._held = self._held or [], None
-        return sorted(held, key=lambda m: m.message_id)
+        return sorted(held, key=lambda m: m.message_id or "")  # held: each has an id (see take)
 
     def take(self, message: Message, channel: Optional[str]) -> str:
         """DELIVER, HOLD or DUPLICATE ``message``; a delivered one moves the

@@ -35,7 +35,7 @@ evaluating them.
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -578,7 +578,7 @@ class ChannelServer(pulumi.ComponentResource):
     def _add_route(self, route: spec.Route, integration: aws.apigatewayv2.Integration) -> None:
         """The route to ``integration``, with its route response when two-way."""
         slug = f"{self._name}-{route.function}"
-        authorized = self.authorizer is not None and route.key == spec.CONNECT_ROUTE
+        authorizer = self.authorizer if route.key == spec.CONNECT_ROUTE else None
         self.integrations[route.key] = integration
         self.routes[route.key] = aws.apigatewayv2.Route(
             slug,
@@ -586,8 +586,8 @@ class ChannelServer(pulumi.ComponentResource):
             route_key=route.key,
             target=integration.id.apply(lambda integration_id: f"integrations/{integration_id}"),
             # API Gateway authorizes a WebSocket connection only on $connect
-            authorization_type="CUSTOM" if authorized else None,
-            authorizer_id=self.authorizer.id if authorized else None,
+            authorization_type="CUSTOM" if authorizer is not None else None,
+            authorizer_id=authorizer.id if authorizer is not None else None,
             # two-way: the function's return value is the sender's reply
             route_response_selection_expression=spec.ROUTE_RESPONSE_SELECTION_EXPRESSION if route.two_way else None,
             opts=self._child,
@@ -601,7 +601,7 @@ class ChannelServer(pulumi.ComponentResource):
                 opts=self._child,
             )
 
-    def _create_http_route(self, route: spec.Route, backend: dict[str, Any]) -> None:
+    def _create_http_route(self, route: spec.Route, backend: Mapping[str, Any]) -> None:
         """The route, served by the HTTP backend: a non-proxy HTTP integration
         that posts the envelope, and one integration response (any 2xx),
         without which API Gateway fails every request after the backend
@@ -651,7 +651,7 @@ class ChannelServer(pulumi.ComponentResource):
     def _policy_document(self, function: spec.Function, log_group: aws.cloudwatch.LogGroup) -> pulumi.Output[str]:
         """Least privilege for one function (:func:`policies.function_policy`)."""
         s = self._settings
-        options = {"stage": s.stage_name, "heartbeats": s.heartbeats, "history": s.history_seconds > 0,
+        options: dict[str, Any] = {"stage": s.stage_name, "heartbeats": s.heartbeats, "history": s.history_seconds > 0,
                    "presence": s.presence, "tracing": s.tracing}
         return pulumi.Output.all(self.table.arn, self.api.execution_arn, log_group.arn, self._queues[0].arn).apply(
             lambda arns: policies.function_policy(function, table_arn=arns[0], execution_arn=arns[1],
@@ -681,6 +681,7 @@ class ChannelServer(pulumi.ComponentResource):
             triggers["authorizer"] = pulumi.Output.all(
                 self.authorizer.id, self.authorizer.authorizer_uri, self.authorizer.identity_sources
             ).apply(lambda values: json.dumps(values, sort_keys=True))
+            assert self.authorizer_permission is not None  # made with the authorizer
             authorizer_resources = [self.authorizer, self.authorizer_permission]
         # ...and after the invoke permissions, so the stage never switches to a
         # function API Gateway may not call yet.
@@ -718,7 +719,7 @@ class ChannelServer(pulumi.ComponentResource):
     # --- $connect authorizer ---------------------------------------------------------------
 
     def _create_authorizer(
-        self, authorizer: dict[str, Any]
+        self, authorizer: Mapping[str, Any]
     ) -> tuple[aws.apigatewayv2.Authorizer, aws.lambda_.Permission]:
         """The user's Lambda REQUEST authorizer on $connect, and API Gateway's
         permission to invoke it, for this API's authorizer only."""
@@ -746,7 +747,7 @@ class ChannelServer(pulumi.ComponentResource):
 
     # --- custom domain -----------------------------------------------------------------------
 
-    def _create_domain(self, domain: dict[str, Any]) -> CustomDomain:
+    def _create_domain(self, domain: Mapping[str, Any]) -> CustomDomain:
         """A regional domain name (TLS 1.2) mapped to the stage; an alias
         record when a hosted zone was given. The handlers keep posting to the
         execute-api management endpoint, whose URL does not depend on the

@@ -31,7 +31,9 @@ def missing_requirements(extra: str) -> list[str]:
         for requirement in requirements:
             if not re.search(rf"""extra\s*==\s*["']{wanted}["']""", requirement):
                 continue
-            name, extras = re.match(r"([A-Za-z0-9_.-]+)\s*(?:\[([^\]]*)\])?", requirement).groups()
+            match = re.match(r"([A-Za-z0-9_.-]+)\s*(?:\[([^\]]*)\])?", requirement)
+            assert match is not None  # a requirement starts with its project's name
+            name, extras = match.groups()
             if name.lower().replace("_", "-") == "channel-server":
                 todo.extend(e.strip() for e in (extras or "").split(",") if e.strip())
                 continue

@@ -156,7 +156,7 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Mapping, Union, cast
 
 from . import backend as contract
 from .handlers import aws, sigv4, spec
@@ -266,7 +266,7 @@ class HttpBackend:
 
     @property
     def host(self) -> str:
-        return self._server.server_address[0]
+        return cast(str, self._server.server_address[0])  # a TCP server's (host, port)
 
     @property
     def port(self) -> int:
@@ -433,8 +433,9 @@ class _Server(ThreadingHTTPServer):
             super().__init__(bound.getsockname()[:2], _Handler, bind_and_activate=False)
             self.socket.close()  # the one TCPServer made, unbound
             self.socket = bound
-            self.server_address = bound.getsockname()
-            self.server_name, self.server_port = self.server_address[:2]
+            address = bound.getsockname()
+            self.server_address = address
+            self.server_name, self.server_port = address[:2]
             with port_in_use_reported(host, port, BACKEND_ADVICE):
                 self.server_activate()
         except BaseException:

@@ -98,7 +98,7 @@ import sys
 import textwrap
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, TypeGuard
 from urllib.parse import urlsplit
 
 from .extras import install_command
@@ -379,10 +379,14 @@ def _outcome(content: bytes) -> Published | None:
         return None
     if not isinstance(answer, dict):
         return None
-    counts = [answer.get(name) for name in ("delivered", "failed", "queued")]
-    if not all(isinstance(count, int) and not isinstance(count, bool) for count in counts):
+    delivered, failed, queued = (answer.get(name) for name in ("delivered", "failed", "queued"))
+    if not (_is_count(delivered) and _is_count(failed) and _is_count(queued)):
         return None
-    return Published(*counts, replayed=answer.get("replayed") is True)
+    return Published(delivered, failed, queued, replayed=answer.get("replayed") is True)
+
+
+def _is_count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _reason(status: int, content: bytes) -> str:

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from . import history, metrics, presence, protocol, spec
 from .events import WebSocketEvent
@@ -25,6 +25,8 @@ from .store import ConnectionClosed, Store, StoreError
 # DynamoDB client only with heartbeats on, $default only for a members frame
 # (presence); $disconnect, join and publish load what they use. No handler
 # imports boto3 (see dynamodb.py for why).
+
+T = TypeVar("T")
 
 logger = logging.getLogger("channel_server")
 logger.setLevel(logging.INFO)
@@ -74,10 +76,10 @@ class ChannelApp:
         )
         self.rules = presence.rules(self.rules, self._environ)  # presence's cap, when on
 
-    def _once(self, attribute: str, build: Callable[[], Any]) -> Any:
+    def _once(self, attribute: str, build: Callable[[], T]) -> T:
         """``self.<attribute>``, built by ``build`` on first use, once even
         when threads share the app (local mode)."""
-        value = getattr(self, attribute)
+        value: T | None = getattr(self, attribute)
         if value is None:
             with self._building:
                 value = getattr(self, attribute)
@@ -129,6 +131,7 @@ class ChannelApp:
         def new_queue() -> Any:
             from . import handoff
 
+            assert url  # built only when the environment names the queue (else self._queue was given)
             return handoff.queue(url)
 
         return self._once("_queue", new_queue)
@@ -152,7 +155,7 @@ class ChannelApp:
 
     # --- routes --------------------------------------------------------------------
 
-    def connect(self, event: WebSocketEvent) -> dict:
+    def connect(self, event: WebSocketEvent) -> dict[str, Any]:
         _log_event(event)
         if self.heartbeats:
             try:
@@ -163,7 +166,7 @@ class ChannelApp:
                 _log_failure(event, "registering the connection for heartbeats failed")
         return _ok()
 
-    def disconnect(self, event: WebSocketEvent) -> dict:
+    def disconnect(self, event: WebSocketEvent) -> dict[str, Any]:
         _log_event(event)
         try:
             presence.close(self, event.connection_id)  # close_connection, and presence's leave
@@ -172,7 +175,7 @@ class ChannelApp:
             _log_failure(event, "closing the connection's rows failed")
         return _ok()
 
-    def join(self, event: WebSocketEvent, context: Any = None) -> dict:
+    def join(self, event: WebSocketEvent, context: Any = None) -> dict[str, Any]:
         """``context`` is Lambda's: its remaining time bounds a resume's posts."""
         # A join that races the connection's $disconnect cannot write after
         # it: $disconnect leaves a tombstone state row that the join's
@@ -180,15 +183,15 @@ class ChannelApp:
         deadline = _fanout_deadline(context)
         return self._message(event, lambda e, command: self._join(e, command, deadline))
 
-    def publish(self, event: WebSocketEvent, context: Any = None) -> dict:
+    def publish(self, event: WebSocketEvent, context: Any = None) -> dict[str, Any]:
         """``context`` is Lambda's: its remaining time bounds the fan-out."""
         deadline = _fanout_deadline(context)
         return self._message(event, lambda e, command: self._publish(e, command, deadline))
 
-    def ping(self, event: WebSocketEvent) -> dict:
+    def ping(self, event: WebSocketEvent) -> dict[str, Any]:
         return self._message(event, self._ping)
 
-    def fanout(self, event: Mapping[str, Any], context: Any = None) -> dict:
+    def fanout(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         """Post each queued chunk (an SQS event's records) to its members.
 
         SQS delivers a message at least once, and again when a function died
@@ -230,10 +233,10 @@ class ChannelApp:
                 logger.exception("marking a fan-out chunk posted failed", extra=log)
         return {}
 
-    def default(self, event: WebSocketEvent) -> dict:
+    def default(self, event: WebSocketEvent) -> dict[str, Any]:
         return self._message(event, self._default)
 
-    def heartbeat(self, event: Mapping[str, Any], context: Any = None) -> dict:
+    def heartbeat(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         """Send the heartbeat frame to every live connection (the heartbeat
         index), as a publish sends a message: the first inline-limit ones
         itself, the others in chunks through the fan-out queue. Connections
@@ -249,7 +252,7 @@ class ChannelApp:
         logger.info("heartbeat sent", extra={**log, **summary})
         return summary
 
-    def server_publish(self, event: Mapping[str, Any], context: Any = None) -> dict:
+    def server_publish(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         """A backend's publish into a channel, through the server publish
         endpoint: ``event`` is a Lambda function URL's (payload format 2.0),
         which only SigV4-signed requests with IAM's permission reach. The
@@ -282,6 +285,7 @@ class ChannelApp:
         outgoing = protocol.prepare_message(channel, protocol.SERVER_SENDER_ID, request.data, self.rules)
         if outgoing.failure is not None:
             return _http(400, {"message": outgoing.failure["data"]})
+        assert outgoing.payload is not None  # prepare_message gives a payload or a failure
         context_log = {"channelId": channel, "function": spec.SERVER_PUBLISH.function}
         key, fingerprint, claim = request.idempotency_key, protocol.publish_fingerprint(channel, request.data), None
         try:
@@ -304,6 +308,7 @@ class ChannelApp:
             return _http(500, {"message": INTERNAL_ERROR})
         outcome = protocol.publish_outcome(deliveries.delivered, len(deliveries.failed) + lost, queued)
         if claim is not None:
+            assert key is not None  # the claim is the key's
             try:
                 self.store.record_publish(key, fingerprint, claim.started_at, outcome)
             except Exception:
@@ -315,6 +320,7 @@ class ChannelApp:
         """Free an idempotency key whose publish sent nothing."""
         if claim is None or not claim.mine:
             return
+        assert key is not None  # the claim is the key's
         try:
             self.store.release_publish(key)
         except Exception:
@@ -322,7 +328,8 @@ class ChannelApp:
 
     # --- behaviour -----------------------------------------------------------------
 
-    def _message(self, event: WebSocketEvent, behaviour: Callable[[WebSocketEvent, Any], dict]) -> dict:
+    def _message(self, event: WebSocketEvent,
+                 behaviour: Callable[[WebSocketEvent, Any], dict[str, Any]]) -> dict[str, Any]:
         """Decode the frame and run the route's behaviour; any failure becomes
         an error reply, never an exception out of Lambda.
 
@@ -345,7 +352,7 @@ class ChannelApp:
             payload = protocol.encode(protocol.answering(command, protocol.error(INTERNAL_ERROR)))
         return {**_OK, "body": payload.decode("utf-8")}
 
-    def _join(self, event: WebSocketEvent, command: Any, deadline: float | None = None) -> dict:
+    def _join(self, event: WebSocketEvent, command: Any, deadline: float | None = None) -> dict[str, Any]:
         if not isinstance(command, protocol.Join):
             return _misrouted(event, command)
         refusal = _channel_rule_refusal(event, command.channel_id)
@@ -367,7 +374,7 @@ class ChannelApp:
         return presence.joined(self, event, plan, joined,
                                protocol.join_success(joined.channel_id, joined.sender_id, **resumed))
 
-    def _publish(self, event: WebSocketEvent, command: Any, deadline: float | None = None) -> dict:
+    def _publish(self, event: WebSocketEvent, command: Any, deadline: float | None = None) -> dict[str, Any]:
         if not isinstance(command, protocol.Publish):
             return _misrouted(event, command)
         membership = self.store.membership(event.connection_id)
@@ -376,6 +383,7 @@ class ChannelApp:
         outgoing = protocol.prepare_message(membership.channel_id, membership.sender_id, command.data, self.rules)
         if outgoing.failure is not None:
             return outgoing.failure
+        assert outgoing.payload is not None  # prepare_message gives a payload or a failure
         channel = membership.channel_id
         context = {"connectionId": event.connection_id, "routeKey": event.route_key}
         history.keep(self, channel, outgoing)  # a failure here sends nothing: the error reply says so
@@ -388,7 +396,7 @@ class ChannelApp:
         return protocol.publish_success(queued)
 
     def _fan_out(self, function: str, targets: list[str], payload: bytes, channel: str, deadline: float | None,
-                 context: dict) -> tuple[Any, int, int]:
+                 context: dict[str, Any]) -> tuple[Any, int, int]:
         """Send ``payload`` to ``targets``: those beyond the inline limit are
         handed to the fan-out function, in chunks, before the inline posts
         start; the others are posted here (:meth:`_deliver`). Returns the
@@ -422,7 +430,7 @@ class ChannelApp:
         ))
 
     def _deliver(self, targets: list[str], payload: bytes, channel: str, deadline: float | None,
-                 context: dict) -> Any:
+                 context: dict[str, Any]) -> Any:
         """Post ``payload`` to ``targets``; remove those found gone (closed
         for good: not failures) from ``channel``, or close them wherever they
         are when ``channel`` is NO_CHANNEL (a heartbeat); log each failure."""
@@ -440,12 +448,12 @@ class ChannelApp:
             logger.warning("delivery failed after retries", extra={**context, "code": failure.code})
         return deliveries
 
-    def _ping(self, event: WebSocketEvent, command: Any) -> dict:
+    def _ping(self, event: WebSocketEvent, command: Any) -> dict[str, Any]:
         if not isinstance(command, protocol.Ping):
             return _misrouted(event, command)
         return protocol.pong(command)
 
-    def _default(self, event: WebSocketEvent, command: Any) -> dict:
+    def _default(self, event: WebSocketEvent, command: Any) -> dict[str, Any]:
         # API Gateway routes join/publish/ping frames to their own routes; a
         # valid one can only land here when the API lacks that route.
         if isinstance(command, protocol.Members):  # presence: no route of its own (docs/architecture.md)
@@ -464,11 +472,11 @@ def _fanout_deadline(context: Any) -> float | None:
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is None:
         return None
-    seconds = remaining() / 1000
+    seconds: float = remaining() / 1000
     return time.monotonic() + seconds - min(POST_RESERVE_SECONDS, seconds / 2)
 
 
-def _channel_rule_refusal(event: WebSocketEvent, channel_id: str) -> dict | None:
+def _channel_rule_refusal(event: WebSocketEvent, channel_id: str) -> dict[str, Any] | None:
     """The joinFailure for a channel the connection's authorizer did not
     allow, or None when it may join. Without ``channelPattern`` in the
     authorizer context joins are not limited; with one that cannot be used
@@ -486,7 +494,7 @@ def _channel_rule_refusal(event: WebSocketEvent, channel_id: str) -> dict | None
     return protocol.join_failure(protocol.CHANNEL_NOT_ALLOWED)
 
 
-def _http(status: int, body: dict, headers: Mapping[str, str] | None = None) -> dict:
+def _http(status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A function URL's answer: ``body`` as JSON."""
     import json
 
@@ -494,7 +502,7 @@ def _http(status: int, body: dict, headers: Mapping[str, str] | None = None) -> 
             "body": json.dumps(body, separators=(",", ":"))}
 
 
-def _replay(claim: Any, fingerprint: str) -> dict:
+def _replay(claim: Any, fingerprint: str) -> dict[str, Any]:
     """The answer to a server publish whose idempotency key was claimed before."""
     if claim.fingerprint != fingerprint:
         return _http(422, {"message": protocol.KEY_REUSED})
@@ -506,18 +514,18 @@ def _replay(claim: Any, fingerprint: str) -> dict:
     return _http(200, {**claim.outcome, "replayed": True})
 
 
-def _misrouted(event: WebSocketEvent, command: Any) -> dict:
+def _misrouted(event: WebSocketEvent, command: Any) -> dict[str, Any]:
     logger.warning("frame reached the wrong route",
                    extra={"connectionId": event.connection_id, "routeKey": event.route_key})
     return protocol.error(f"this API has no route for {type(command).__name__.lower()} frames")
 
 
-def _ok() -> dict:
+def _ok() -> dict[str, Any]:
     """A fresh body-less 200 response."""
     return dict(_OK)
 
 
-def _failure_for(command: Any, reason: str) -> dict:
+def _failure_for(command: Any, reason: str) -> dict[str, Any]:
     """The failure reply that matches the frame the client sent."""
     if isinstance(command, protocol.Join):
         return protocol.join_failure(reason)
@@ -552,40 +560,40 @@ def _default_app() -> ChannelApp:
     return _app
 
 
-def connect(event: dict, context: Any = None) -> dict:
+def connect(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     return _default_app().connect(WebSocketEvent(event))
 
 
-def disconnect(event: dict, context: Any = None) -> dict:
+def disconnect(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     return _default_app().disconnect(WebSocketEvent(event))
 
 
-def join(event: dict, context: Any = None) -> dict:
+def join(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     return _default_app().join(WebSocketEvent(event), context)
 
 
-def publish(event: dict, context: Any = None) -> dict:
+def publish(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     return _default_app().publish(WebSocketEvent(event), context)
 
 
-def ping(event: dict, context: Any = None) -> dict:
+def ping(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     return _default_app().ping(WebSocketEvent(event))
 
 
-def fanout(event: dict, context: Any = None) -> dict:
+def fanout(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """The fan-out function's entry point: SQS events of queued chunks."""
     return _default_app().fanout(event, context)
 
 
-def default(event: dict, context: Any = None) -> dict:
+def default(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     return _default_app().default(WebSocketEvent(event))
 
 
-def heartbeat(event: dict, context: Any = None) -> dict:
+def heartbeat(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """The heartbeat function's entry point: the schedule's input."""
     return _default_app().heartbeat(event, context)
 
 
-def server_publish(event: dict, context: Any = None) -> dict:
+def server_publish(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """The server publish function's entry point: its function URL's requests."""
     return _default_app().server_publish(event, context)

@@ -28,9 +28,12 @@ import threading
 import time
 import uuid
 import zlib
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from . import aws, http1, spec
+
+if TYPE_CHECKING:
+    import ssl  # imported when a client needs TLS: a cold start without it skips loading ssl
 
 CONTENT_TYPE = "application/x-amz-json-1.0"
 #: Total attempts per call, first try included (botocore's standard mode: 3; DynamoDB's callers set 5).
@@ -47,7 +50,7 @@ RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 class ClientError(Exception):
     """The service answered with an error; ``response`` as botocore's."""
 
-    def __init__(self, response: dict, operation_name: str):
+    def __init__(self, response: dict[str, Any], operation_name: str):
         error = response.get("Error", {})
         super().__init__(
             f"An error occurred ({error.get('Code', 'Unknown')}) when calling the {operation_name} operation: "
@@ -66,24 +69,29 @@ class TransportError(Exception):
         self.sent = sent
 
 
+#: The class, for the annotations in _Exceptions, whose attribute ClientError
+#: hides the name there.
+_ClientError = ClientError
+
+
 class _Exceptions:
     """``client.exceptions.<Code>``: a ClientError subclass per code."""
 
     ClientError = ClientError
 
     def __init__(self) -> None:
-        self._made: dict[str, type[ClientError]] = {}
+        self._made: dict[str, type[_ClientError]] = {}
         self._lock = threading.Lock()
 
-    def __getattr__(self, code: str) -> type[ClientError]:
+    def __getattr__(self, code: str) -> type[_ClientError]:
         if code.startswith("_"):
             raise AttributeError(code)
         return self.for_code(code)
 
-    def for_code(self, code: str) -> type[ClientError]:
+    def for_code(self, code: str) -> type[_ClientError]:
         with self._lock:
             if code not in self._made:
-                self._made[code] = type(code, (ClientError,), {"__module__": __name__})
+                self._made[code] = type(code, (_ClientError,), {"__module__": __name__})
             return self._made[code]
 
 
@@ -111,7 +119,7 @@ class Client:
         self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._idle: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._tls: Any = None
+        self._tls: ssl.SSLContext | None = None
         if self._origin.https:
             import ssl
 
@@ -124,7 +132,7 @@ class Client:
             raise AttributeError(f"this client has no operation {name!r}; it offers {sorted(self._operations)}")
         return lambda **params: self.call(operation, params)
 
-    def call(self, operation: str, params: Mapping[str, Any]) -> dict:
+    def call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """``operation`` with boto3's ``params``: its result, with boto3's
         ``ResponseMetadata``. Raises ClientError or TransportError."""
         token = self._tokens.get(operation)
@@ -218,7 +226,7 @@ class Client:
         sock.close()
 
 
-def _result(response: http1.Response) -> dict | None:
+def _result(response: http1.Response) -> dict[str, Any] | None:
     """A success's parsed body with ``ResponseMetadata``; {} for an error's;
     None when the body does not match its x-amz-crc32 header or does not parse."""
     expected = response.headers.get("x-amz-crc32")
@@ -236,7 +244,7 @@ def _result(response: http1.Response) -> dict | None:
     return parsed
 
 
-def _metadata(response: http1.Response) -> dict:
+def _metadata(response: http1.Response) -> dict[str, Any]:
     return {
         "RequestId": response.headers.get("x-amzn-requestid", ""),
         "HTTPStatusCode": response.status,
@@ -244,7 +252,7 @@ def _metadata(response: http1.Response) -> dict:
     }
 
 
-def _error_response(response: http1.Response, code: str | None) -> dict:
+def _error_response(response: http1.Response, code: str | None) -> dict[str, Any]:
     """botocore's shape: the error's members beside Error and ResponseMetadata."""
     try:
         parsed = json.loads(response.body) if response.body else {}

@@ -32,7 +32,8 @@ class WebSocketEvent:
 
     @property
     def route_key(self) -> str:
-        return self._context.get("routeKey", "")
+        route_key: str = self._context.get("routeKey", "")
+        return route_key
 
     @property
     def body(self) -> str | None:

@@ -71,7 +71,7 @@ def entry(plan: JoinPlan | None) -> PresenceEntry | None:
     return plan.entry if plan is not None else None
 
 
-def joined(app: Any, event: Any, plan: JoinPlan | None, membership: Any, reply: dict) -> dict:
+def joined(app: Any, event: Any, plan: JoinPlan | None, membership: Any, reply: dict[str, Any]) -> dict[str, Any]:
     """After the join's transaction: announce the leave of the channel it left
     and the join of this one to their watchers, and the reply (a join that
     asked for presence learns whether it is listed). Announcing never fails
@@ -100,7 +100,7 @@ def joined(app: Any, event: Any, plan: JoinPlan | None, membership: Any, reply: 
 def close(app: Any, connection_id: str, deadline: float | None = None) -> str | None:
     """``Store.close_connection``, and with presence on: unlist the
     connection from its channel and announce its leave there."""
-    channel = app.store.close_connection(connection_id)
+    channel: str | None = app.store.close_connection(connection_id)
     if channel is None or not app.rules.presence_max_members:
         return channel
     row = app.store.drop_presence(connection_id, channel)
@@ -131,7 +131,7 @@ def announce_left(app: Any, channel_id: str, left: list[PresenceRow], rows: list
     _announce(app, channel_id, frames, [row for row in rows if row.connection_id not in leaving], deadline)
 
 
-def _announce(app: Any, channel_id: str, frames: list[dict], rows: list[PresenceRow],
+def _announce(app: Any, channel_id: str, frames: list[dict[str, Any]], rows: list[PresenceRow],
               deadline: float | None = None) -> None:
     """Post each frame to each watcher among ``rows``. Watchers found gone are
     removed from the channel (memberships and rows) and their own leave is
@@ -157,7 +157,7 @@ def _announce(app: Any, channel_id: str, frames: list[dict], rows: list[Presence
         watchers = {c: row for c, row in watchers.items() if c not in gone}
 
 
-def members(app: Any, event: Any, command: protocol.Members) -> dict:
+def members(app: Any, event: Any, command: protocol.Members) -> dict[str, Any]:
     """The reply to a members request (``$default``): a page of the sender's
     channel's listed members, or an error when it is in no channel."""
     membership = app.store.membership(event.connection_id)

@@ -109,11 +109,11 @@ class Ping:
 class Reply:
     """Answer the sender with ``frame`` and do nothing else."""
 
-    frame: dict
+    frame: dict[str, Any]
     request_id: str | None = None
 
 
-Command = Union[Join, Publish, Ping, Reply]
+Command = Union[Join, Publish, Ping, Reply, "Members"]  # Members: a presence request, defined below
 
 
 def decode(body: str | None, rules: Rules) -> Command:
@@ -156,13 +156,13 @@ def decode(body: str | None, rules: Rules) -> Command:
     return Reply(error(f"unknown type {_shorten(kind)!r}; expected {JOIN}, {PUBLISH} or {PING}"), rid)
 
 
-def answering(command: Any, frame: dict) -> dict:
+def answering(command: Any, frame: dict[str, Any]) -> dict[str, Any]:
     """``frame`` as the reply to ``command``: with the command's requestId, when it had one."""
     request_id = getattr(command, "request_id", None)
     return {**frame, "requestId": request_id} if request_id is not None else frame
 
 
-def _json_object(text: str, what: str) -> tuple[dict, str | None]:
+def _json_object(text: str, what: str) -> tuple[dict[str, Any], str | None]:
     """``text`` read as a JSON object, or why it is not one (``what``: the
     frame, the body): too deep, a number out of a double's range, NaN or
     Infinity, not JSON, or not an object."""
@@ -246,13 +246,13 @@ def new_sender_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def join_success(channel_id: str, sender_id: str, **history: Any) -> dict:
+def join_success(channel_id: str, sender_id: str, **history: Any) -> dict[str, Any]:
     """``history``: with history on, ``position``, and for a join that
     resumed, ``replayed`` and ``resumed`` (docs/protocol.md §4.3)."""
     return {"type": "joinSuccess", "channelId": channel_id, "senderId": sender_id, **history}
 
 
-def join_failure(reason: str) -> dict:
+def join_failure(reason: str) -> dict[str, Any]:
     return {"type": "joinFailure", "data": reason}
 
 
@@ -286,21 +286,21 @@ def message_time(message_id: str) -> float:
     return int(message_id[:12], 16) / 1000
 
 
-def message(channel_id: str, sender_id: str, data: Any, message_id: str) -> dict:
+def message(channel_id: str, sender_id: str, data: Any, message_id: str) -> dict[str, Any]:
     return {"type": "message", "channelId": channel_id, "senderId": sender_id, "messageId": message_id, "data": data}
 
 
-def publish_success(queued: int = 0) -> dict:
+def publish_success(queued: int = 0) -> dict[str, Any]:
     """``queued``: members handed to the fan-out queue, for whom the message
     is accepted for delivery rather than delivered."""
     return {"type": "publishSuccess", "queued": queued} if queued else {"type": "publishSuccess"}
 
 
-def publish_failure(reason: str) -> dict:
+def publish_failure(reason: str) -> dict[str, Any]:
     return {"type": "publishFailure", "data": reason}
 
 
-def publish_partial_failure(delivered: int, failed: int, queued: int = 0) -> dict:
+def publish_partial_failure(delivered: int, failed: int, queued: int = 0) -> dict[str, Any]:
     """Some members could not be reached even after retries; the others got the
     message, or (``queued``) will get it from the fan-out queue. A client that
     publishes again sends them a second copy."""
@@ -316,15 +316,15 @@ def publish_partial_failure(delivered: int, failed: int, queued: int = 0) -> dic
     return {**frame, "queued": queued} if queued else frame
 
 
-def pong(ping: Ping) -> dict:
+def pong(ping: Ping) -> dict[str, Any]:
     return {"type": "pong", "data": ping.data} if ping.has_data else {"type": "pong"}
 
 
-def error(reason: str) -> dict:
+def error(reason: str) -> dict[str, Any]:
     return {"type": "error", "data": reason}
 
 
-def heartbeat() -> dict:
+def heartbeat() -> dict[str, Any]:
     """The server's heartbeat (``heartbeatIntervalMinutes``): traffic that
     keeps an idle connection open. Clients ignore it."""
     return {"type": "heartbeat"}
@@ -377,7 +377,7 @@ def _compiled_channel_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
-def encode(frame: dict) -> bytes:
+def encode(frame: dict[str, Any]) -> bytes:
     """The bytes of one outgoing frame: compact UTF-8 JSON.
 
     Raises ValueError for values JSON cannot carry (NaN, infinities). A string
@@ -397,7 +397,7 @@ def encode(frame: dict) -> bytes:
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def encode_reply(frame: dict) -> bytes:
+def encode_reply(frame: dict[str, Any]) -> bytes:
     """The bytes of a reply to the sender: :func:`encode`, or, when the reply
     would be larger than API Gateway delivers (a pong echoing data that grew in
     re-encoding, such as ``1e15`` → ``1000000000000000.0``), an ``error`` that
@@ -416,7 +416,7 @@ class Outgoing:
     ``message_id``), or the failure to send back instead."""
 
     payload: bytes | None
-    failure: dict | None
+    failure: dict[str, Any] | None
     message_id: str | None = None
 
 
@@ -505,7 +505,7 @@ def publish_fingerprint(channel_id: str, data: Any) -> str:
     return hashlib.sha256(encode({"channelId": channel_id, "data": data})).hexdigest()
 
 
-def publish_outcome(delivered: int, failed: int, queued: int) -> dict:
+def publish_outcome(delivered: int, failed: int, queued: int) -> dict[str, Any]:
     """What a server publish answers: members posted to, members that could
     not be reached after retries, members handed to the fan-out queue."""
     return {"delivered": delivered, "failed": failed, "queued": queued}
@@ -539,7 +539,7 @@ class Members:
     request_id: str | None = None
 
 
-def decode_members(message: dict, rid: str | None) -> Members | Reply:
+def decode_members(message: dict[str, Any], rid: str | None) -> Members | Reply:
     """A members request (``{"type":"members","cursor"?}``), or the error it
     earns. Other fields are ignored, as in every client frame; a cursor is
     checked by its length before the pattern, so any input costs little."""
@@ -556,7 +556,7 @@ class Member:
     sender_id: str
     principal_id: str | None = None
 
-    def shown(self) -> dict:
+    def shown(self) -> dict[str, Any]:
         return {"senderId": self.sender_id, **({"principalId": self.principal_id} if self.principal_id else {})}
 
 
@@ -570,25 +570,25 @@ def shown_principal_id(authorizer: Any) -> str | None:
     return None
 
 
-def member_joined(channel_id: str, member: Member) -> dict:
+def member_joined(channel_id: str, member: Member) -> dict[str, Any]:
     return {"type": "memberJoined", "channelId": channel_id, **member.shown()}
 
 
-def member_left(channel_id: str, member: Member) -> dict:
+def member_left(channel_id: str, member: Member) -> dict[str, Any]:
     return {"type": "memberLeft", "channelId": channel_id, **member.shown()}
 
 
 def members_page(channel_id: str, members: list[Member], after: str | None, request_id: str | None = None,
-                 limit: int = API_GATEWAY_MAX_FRAME_BYTES) -> dict:
+                 limit: int = API_GATEWAY_MAX_FRAME_BYTES) -> dict[str, Any]:
     """One page of a members reply: the members (sorted here by senderId)
     after the cursor ``after``, as many as fit in ``limit`` bytes encoded
     with the reply's requestId and a cursor; the cursor is there when more
     follow. Linear in the members given."""
-    frame: dict = {"type": "members", "channelId": channel_id, "members": []}
+    frame: dict[str, Any] = {"type": "members", "channelId": channel_id, "members": []}
     # the frame's size with the longest cursor and the requestId, and two bytes to spare for '[]'
     budget = limit - len(encode({**frame, "cursor": "x" * 64, **({"requestId": request_id} if request_id else {})}))
     ordered = sorted((m for m in members if after is None or m.sender_id > after), key=lambda m: m.sender_id)
-    listed: list[dict] = []
+    listed: list[dict[str, Any]] = []
     for member in ordered:
         shown = member.shown()
         cost = len(encode(shown)) + (1 if listed else 0)

@@ -108,7 +108,7 @@ class _Connection(asyncio.Protocol):
         #: The run of the loop in which it last went idle (see _ThreadState.run).
         self.idle_in_run = -1
         self._parser: http1.ResponseParser | None = None
-        self._waiter: asyncio.Future | None = None
+        self._waiter: asyncio.Future[http1.Response] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -143,7 +143,7 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(NoAnswer(f"connection lost: {exc or 'closed by the server'}"))
 
-    def send(self, request: bytes) -> asyncio.Future:
+    def send(self, request: bytes) -> asyncio.Future[http1.Response]:
         """Write ``request``; the future resolves to its http1.Response."""
         assert self.transport is not None
         self._parser = http1.ResponseParser()
@@ -188,7 +188,7 @@ class _ThreadState(threading.local):
         self.idle: list[_Connection] = []
         #: Counts the loop's runs: a connection idle since an earlier run is polled before use.
         self.run = 0
-        self.waiting: dict[asyncio.Future, float] = {}
+        self.waiting: dict[asyncio.Future[http1.Response], float] = {}
         self.sweeper: asyncio.TimerHandle | None = None
 
 
@@ -259,7 +259,7 @@ class ManagementApi:
             connection.abort()
         return response.status, aws.error_code(response)
 
-    def _watch(self, waiter: asyncio.Future) -> None:
+    def _watch(self, waiter: asyncio.Future[http1.Response]) -> None:
         """Fail ``waiter`` with NoAnswer if it is not answered within the read timeout."""
         state = self._state
         loop = asyncio.get_running_loop()

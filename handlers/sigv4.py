@@ -36,7 +36,7 @@ class Credentials:
     token: str | None = None
 
 
-def environment_credentials(environ: "os._Environ[str] | dict[str, str]" = os.environ) -> Credentials | None:
+def environment_credentials(environ: Mapping[str, str] = os.environ) -> Credentials | None:
     """The credentials Lambda puts in every function's environment, if set."""
     access_key, secret_key = environ.get("AWS_ACCESS_KEY_ID"), environ.get("AWS_SECRET_ACCESS_KEY")
     if not access_key or not secret_key:

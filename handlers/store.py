@@ -80,7 +80,7 @@ class PublishKey:
 
     fingerprint: str
     started_at: int
-    outcome: dict | None
+    outcome: dict[str, Any] | None
     mine: bool = False
     """Whether this caller claimed it: it publishes, and records the outcome."""
 
@@ -104,12 +104,12 @@ class PresenceRow:
     watching: bool
 
 
-def presence_key(channel_id: str, connection_id: str) -> dict:
+def presence_key(channel_id: str, connection_id: str) -> dict[str, Any]:
     """The keys of a connection's presence row in a channel."""
     return _key(spec.PRESENCE_ROW_PREFIX + channel_id, spec.MEMBER_ROW_PREFIX + connection_id)
 
 
-def _presence_row(item: dict) -> PresenceRow:
+def _presence_row(item: dict[str, Any]) -> PresenceRow:
     return PresenceRow(
         connection_id=item[spec.CHANNEL_ID]["S"].removeprefix(spec.MEMBER_ROW_PREFIX),
         sender_id=item[spec.SENDER_ID]["S"],
@@ -142,7 +142,7 @@ class Store:
         self._heartbeats = heartbeats
         self._presence = presence  # presence rows kept (see the presence section)
 
-    def _shard(self, connection_id: str) -> dict:
+    def _shard(self, connection_id: str) -> dict[str, Any]:
         """The heartbeat index attribute of a live state row (none when off)."""
         if not self._heartbeats:
             return {}
@@ -180,7 +180,7 @@ class Store:
         return [connection_id for shard in range(spec.HEARTBEAT_SHARDS)
                 for connection_id in self._live_ids(spec.HEARTBEAT_INDEX, spec.HEARTBEAT_SHARD, {"N": str(shard)})]
 
-    def _live_ids(self, index: str, key: str, value: dict) -> list[str]:
+    def _live_ids(self, index: str, key: str, value: dict[str, Any]) -> list[str]:
         """The connection ids of the index's rows whose ``key`` is ``value``,
         every page, leaving out rows that have expired."""
         query: dict[str, Any] = {
@@ -194,7 +194,7 @@ class Store:
         }
         return [item[spec.CONNECTION_ID]["S"] for item in self._query(query)]
 
-    def _query(self, query: dict[str, Any]) -> Iterator[dict]:
+    def _query(self, query: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The items of ``query``, page after page, read as they are needed."""
         query = dict(query)
         while True:
@@ -217,10 +217,10 @@ class Store:
         and write, or DynamoDB throttling an item) for JOIN_ATTEMPTS attempts.
         """
         for attempt in range(JOIN_ATTEMPTS):
-            current = self._raw_state(connection_id)
-            if current and spec.CLOSED_AT in current:
+            current = self._raw_state(connection_id) or {}
+            if spec.CLOSED_AT in current:
                 raise ConnectionClosed(f"{connection_id} has disconnected")
-            joined = bool(current) and spec.VERSION in current  # else none, or only registered
+            joined = spec.VERSION in current  # else none, or only registered
             version = int(current[spec.VERSION]["N"]) if joined else 0
             expires = str(self._now() + spec.ROW_TTL_SECONDS)
             state_item = {
@@ -238,7 +238,7 @@ class Store:
                 # no state row, or a registered one: not joined meanwhile, not closed
                 condition = {"ConditionExpression": "attribute_not_exists(#v) AND attribute_not_exists(#c)",
                              "ExpressionAttributeNames": {"#v": spec.VERSION, "#c": spec.CLOSED_AT}}
-            items: list[dict] = [
+            items: list[dict[str, Any]] = [
                 {"Put": {"TableName": self._table, "Item": state_item, **condition}},
                 {"Put": {"TableName": self._table, "Item": {
                     **_key(connection_id, channel_id),
@@ -297,7 +297,7 @@ class Store:
             },
             ReturnValues="ALL_OLD",
         ).get("Attributes") or {}
-        channel = old.get(spec.CURRENT_CHANNEL, {}).get("S")
+        channel: str | None = old.get(spec.CURRENT_CHANNEL, {}).get("S")
         if channel is not None:
             self._client.delete_item(TableName=self._table, Key=_key(connection_id, channel))
         return channel
@@ -306,7 +306,7 @@ class Store:
         """Close connections a publish found gone (410) in ``channel_id``:
         for each, a tombstone state row and no membership in the channel, in
         batches of BATCH_LIMIT items. No read: both keys are known."""
-        requests: list[dict] = []
+        requests: list[dict[str, Any]] = []
         expires = str(self._now() + spec.ROW_TTL_SECONDS)
         for connection_id in dict.fromkeys(connection_ids):
             requests.append({"PutRequest": {"Item": {
@@ -424,7 +424,7 @@ class Store:
                 )
         raise StoreError(f"idempotency key {key!r} could be neither claimed nor read")
 
-    def record_publish(self, key: str, fingerprint: str, started_at: int, outcome: dict) -> None:
+    def record_publish(self, key: str, fingerprint: str, started_at: int, outcome: dict[str, Any]) -> None:
         """Keep the outcome of the publish that claimed ``key`` (at
         ``started_at``) for the rest of the key's window."""
         import json
@@ -469,13 +469,13 @@ class Store:
         return _presence_row(old) if old and not _expired(old, self._now()) else None
 
     def _presence_items(self, connection_id: str, channel_id: str, sender_id: str, previous: str | None,
-                        entry: PresenceEntry | None, expires: str) -> list[dict]:
+                        entry: PresenceEntry | None, expires: str) -> list[dict[str, Any]]:
         """A join's presence parts: put its row in ``channel_id`` (when listed)
         and delete the one in the channel it leaves (or its old row here, when
         a rejoin is no longer listed). None with presence off."""
         if not self._presence:
             return []
-        items: list[dict] = []
+        items: list[dict[str, Any]] = []
         if entry is not None:
             items.append({"Put": {"TableName": self._table, "Item": {
                 **presence_key(channel_id, connection_id),
@@ -490,14 +490,15 @@ class Store:
 
     # --- helpers -----------------------------------------------------------------
 
-    def _raw_state(self, connection_id: str) -> dict | None:
-        return self._client.get_item(
+    def _raw_state(self, connection_id: str) -> dict[str, Any] | None:
+        item: dict[str, Any] | None = self._client.get_item(
             TableName=self._table,
             Key=_key(connection_id, state_key(connection_id)),
             ConsistentRead=True,
         ).get("Item")
+        return item
 
-    def _write_batch(self, requests: list[dict]) -> None:
+    def _write_batch(self, requests: list[dict[str, Any]]) -> None:
         pending = {self._table: requests}
         for attempt in range(BATCH_ATTEMPTS):
             unprocessed = self._client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
@@ -518,11 +519,11 @@ def _back_off(attempt: int) -> None:
     time.sleep(aws.full_jitter(attempt + 1, BACK_OFF_BASE_SECONDS, MAX_BACK_OFF_SECONDS))
 
 
-def _key(connection_id: str, channel_id: str) -> dict:
+def _key(connection_id: str, channel_id: str) -> dict[str, Any]:
     return {spec.CONNECTION_ID: {"S": connection_id}, spec.CHANNEL_ID: {"S": channel_id}}
 
 
-def _expired(item: dict, now: int) -> bool:
+def _expired(item: dict[str, Any], now: int) -> bool:
     expires = item.get(spec.EXPIRES_AT)
     return expires is not None and int(expires["N"]) <= now
 

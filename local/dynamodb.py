@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import copy
 import threading
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
+
+if TYPE_CHECKING:
+    from moto.backends import SERVICE_NAMES
 
 from ..handlers import dynamodb, handoff
 
@@ -143,7 +146,7 @@ def _untracked_models() -> None:
 
     for service in ("dynamodb", "sqs"):
         for model in model_data.get(service, {}).values():
-            model.instances_tracked = _Untracked()
+            cast(Any, model).instances_tracked = _Untracked()  # moto types its models as object
 
 
 _untracked_models()
@@ -157,7 +160,7 @@ class _ByTarget:
     3.5 ms); for these requests it always finds the same one
     (``tests/test_embedded_dynamodb.py`` checks)."""
 
-    SERVICES = {dynamodb.TARGET_PREFIX: "dynamodb", handoff.TARGET_PREFIX: "sqs"}
+    SERVICES: dict[str, SERVICE_NAMES] = {dynamodb.TARGET_PREFIX: "dynamodb", handoff.TARGET_PREFIX: "sqs"}
 
     def __init__(self, dispatcher: DomainDispatcherApplication):
         self.dispatcher = dispatcher
@@ -237,7 +240,7 @@ class EmbeddedDynamoDB:
 
     @property
     def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = cast("tuple[str, int]", self._server.server_address[:2])  # a TCP server's
         return f"http://{host}:{port}"
 
     def start(self) -> "EmbeddedDynamoDB":

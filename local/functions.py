@@ -141,7 +141,8 @@ class _Process:
                 if not isinstance(answer, dict):
                     sys.stderr.write(f"[{self.name}] unexpected output: {line[:200]!r}\n")
                     continue
-                future = self.pending.pop(answer.get("id"), None)
+                answer_id: Any = answer.get("id")  # any JSON: one that is no request's pops nothing
+                future = self.pending.pop(answer_id, None)
                 if future is not None and not future.done():
                     future.set_result(answer)
         finally:
@@ -273,8 +274,8 @@ class LocalFunction:
                     )
                     await process.kill()  # reaps it and its readers
                 self._process = None
-                self._process = await self._spawn()
-            return self._process
+                process = self._process = await self._spawn()
+            return process
 
     async def _spawn(self) -> _Process:
         d = self.definition

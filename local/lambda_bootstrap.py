@@ -67,7 +67,7 @@ def _load(task_dir: str, handler: str):
         # installed package of the same name (the project itself may be
         # installed in this interpreter): pin it to the archive's folder.
         module = type(sys)(top)
-        module.__path__ = [top_dir]  # type: ignore[attr-defined]
+        module.__path__ = [top_dir]
         sys.modules[top] = module
     module_name, _, function_name = handler.rpartition(".")
     module = importlib.import_module(module_name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..handlers import spec
-from ..handlers.sender import READ_TIMEOUT
+from ..handlers.spec import READ_TIMEOUT
 from . import authorizer as authorizer_module
 from . import gateway as gateway_module
 

@@ -25,7 +25,7 @@ class PortInUse(OSError):
         super().__init__(errno.EADDRINUSE, f"{host}:{port} is already in use{advice}")
 
     def __str__(self) -> str:
-        return self.strerror
+        return self.strerror or ""  # always set, by __init__
 
 
 @contextlib.contextmanager

@@ -353,6 +353,7 @@ class LocalServer:
         self._start_pollers(world)
         self._start_schedulers(world)
         # only now: every connection finds every function ready
+        assert self._runner is not None  # set up by _set_up_gateway
         self._site = web.SockSite(self._runner, self._socket)
         with port_in_use_reported(self.host, self.port):  # another process bound it too and listened first
             await self._site.start()

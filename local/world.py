@@ -515,9 +515,9 @@ def _queues(own: mocks.Deployment) -> tuple[QueueDef, ...]:
             max_receives=int(redrive["maxReceiveCount"]) if "maxReceiveCount" in redrive else None,
         ))
     arns = {queue.arn for queue in found}
-    for queue in found:
-        if queue.dead_letter_arn is not None and queue.dead_letter_arn not in arns:
-            raise WiringError(f"queue {queue.name}: its dead-letter queue is not one of this component's")
+    for definition in found:
+        if definition.dead_letter_arn is not None and definition.dead_letter_arn not in arns:
+            raise WiringError(f"queue {definition.name}: its dead-letter queue is not one of this component's")
     return tuple(sorted(found, key=lambda queue: queue.dead_letter_arn is not None))
 
 
