@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     options = parser.parse_args()
 
-    from channel_server.local import world as local_world
+    from channel_server.local import program as local_program
     from channel_server.local.dynamodb import EmbeddedDynamoDB, create_table
 
     files = archive.handler_sources()
@@ -96,7 +96,7 @@ def main() -> None:
         for name, text in files.items():
             (scratch / name).parent.mkdir(parents=True, exist_ok=True)
             (scratch / name).write_text(text, encoding="utf-8")
-        world = local_world.from_component("dev")
+        world = local_program.from_component("dev")
         import boto3
 
         client = boto3.client("dynamodb", endpoint_url=dynamodb.endpoint, region_name="us-east-1",

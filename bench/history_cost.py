@@ -194,7 +194,7 @@ def run(members: int, publishes: int, latency_ms: float, missed: int) -> None:
         for mode, extra in (("off", {}), ("on", {spec.ENV_HISTORY_SECONDS: str(HISTORY_SECONDS)})):
             counted = Counted(dynamodb.client(environ, max_attempts=handlers.DYNAMODB_MAX_ATTEMPTS,
                                               pool_size=handlers.DYNAMODB_POOL_CONNECTIONS))
-            apps[mode] = (handlers.ChannelApp({**base, **extra}, dynamodb=counted), counted)
+            apps[mode] = (handlers.ChannelApp({**environ, **base, **extra}, dynamodb=counted), counted)
 
         ids = [f"bench{number:010d}=" for number in range(members + 3)]
         publisher, audience, away, writer = ids[0], ids[1:members + 1], ids[members + 1], ids[members + 2]

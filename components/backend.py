@@ -36,8 +36,8 @@ from .handlers import spec
 #: The integration request template's key, and the integration's template
 #: selection expression that always picks it (escaped: ``$default`` unescaped
 #: would be read as a selection expression).
-REQUEST_TEMPLATE_KEY = "$default"
-TEMPLATE_SELECTION_EXPRESSION = "\\$default"
+REQUEST_TEMPLATE_KEY = spec.DEFAULT_KEY
+TEMPLATE_SELECTION_EXPRESSION = "\\" + REQUEST_TEMPLATE_KEY
 #: The only integration response: the backend's status must be 2xx.
 INTEGRATION_RESPONSE_KEY = "/2\\d\\d/"
 #: A request that matches no template is refused rather than passed raw: the
@@ -76,7 +76,7 @@ IDENTITY_FIELDS = ("sourceIp",)
 BODY_EXPRESSION = '"$util.escapeJavaScript($input.body).replaceAll("\\\\\'","\'")"'
 
 #: Routes whose events carry no frame: their envelope's body is null.
-NO_BODY_ROUTES = ("$connect", "$disconnect")
+NO_BODY_ROUTES = (spec.CONNECT_ROUTE, spec.DISCONNECT_ROUTE)
 
 
 def request_template(route_key: str) -> str:
@@ -91,7 +91,7 @@ def request_template(route_key: str) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def lambda_event(envelope: Mapping[str, Any]) -> dict:
+def lambda_event(envelope: Mapping[str, Any]) -> dict[str, Any]:
     """The Lambda proxy event that carries the same facts as ``envelope``:
     what the handlers' :class:`WebSocketEvent` reads. Raises ValueError for a
     document that is not an envelope."""

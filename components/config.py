@@ -37,6 +37,8 @@ def kind_of(hint: Any) -> type:
     if typing.get_origin(hint) is Union:  # Input[T] = Union[T, Awaitable[T], Output[T]]: T
         return kind_of(typing.get_args(hint)[0])
     origin = typing.get_origin(hint) or hint
+    if not isinstance(origin, type):
+        raise TypeError(f"an args field's annotation must name a type, not {hint!r}")
     if typing.is_typeddict(hint) or issubclass(origin, Mapping):
         return dict
     if issubclass(origin, Sequence) and origin is not str:
@@ -74,4 +76,5 @@ def from_config(config: Any) -> ChannelServerArgs:
         value = read(config_key(name), kind)
         if value is not None:
             args[name] = value
-    return ChannelServerArgs(**args)  # type: ignore[typeddict-item]
+    # every key is a field of ChannelServerArgs (field_kinds), its value read with the field's type
+    return typing.cast(ChannelServerArgs, args)

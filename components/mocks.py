@@ -32,8 +32,9 @@ from typing import Any, Callable, Mapping
 
 import pulumi
 
-ACCOUNT = "123456789012"
-DEFAULT_REGION = "us-east-1"
+from . import resource_types
+from .local.placeholders import ACCOUNT
+from .local.placeholders import REGION as DEFAULT_REGION
 
 
 def _suffix(name: str, length: int = 7) -> str:
@@ -125,10 +126,10 @@ class AwsMocks(pulumi.runtime.Mocks):
         #: Each registered resource's own ``transforms`` and its parent's URN,
         #: by URN: the engine runs a resource's transforms, then its parent's,
         #: up to the stack (Pulumi's mock monitor runs none; see new_resource).
-        self.transforms: dict[str, tuple[list, str]] = {}
+        self.transforms: dict[str, tuple[list[pulumi.ResourceTransform], str]] = {}
         self._registering = threading.local()
 
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self._registering.own_transforms = list(args.transforms)
         inputs = self._transformed(args)
         outputs = dict(inputs)
@@ -140,7 +141,7 @@ class AwsMocks(pulumi.runtime.Mocks):
         self.registered.append(Registered(args.typ, args.name, resource_id, inputs, outputs))
         return resource_id, outputs
 
-    def _transformed(self, args: pulumi.runtime.MockResourceArgs) -> dict:
+    def _transformed(self, args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
         """The inputs after the transforms the engine would run: the resource's
         own, then each ancestor's, nearest first. Only ``props`` are taken from
         a transform's result (options are the engine's business)."""
@@ -163,7 +164,7 @@ class AwsMocks(pulumi.runtime.Mocks):
 
     # A dict alone: pulumi's engine takes one as the outputs (mocks.py checks
     # isinstance(tup, dict)), while its annotation asks for (outputs, failures).
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict:  # type: ignore[override]
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
         if args.token == "aws:index/getRegion:getRegion":
             return {"name": self.region, "region": self.region, "id": self.region}
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
@@ -172,34 +173,34 @@ class AwsMocks(pulumi.runtime.Mocks):
 
     # --- AWS-shaped computed outputs, by resource type ------------------------------------
 
-    def _auto_name(self, args: Any, outputs: dict) -> str:
+    def _auto_name(self, args: Any, outputs: dict[str, Any]) -> str:
         if outputs.get("name"):
-            return outputs["name"]
+            return str(outputs["name"])
         prefix = outputs.get("namePrefix")
         name = f"{prefix}{_suffix(args.name, 26)}" if prefix else f"{args.name}-{_suffix(args.name)}"
         outputs["name"] = name
         return name
 
-    def _table(self, args: Any, outputs: dict) -> str:
+    def _table(self, args: Any, outputs: dict[str, Any]) -> str:
         name = self._auto_name(args, outputs)
         outputs["arn"] = f"arn:aws:dynamodb:{self.region}:{self.account}:table/{name}"
         outputs["streamArn"] = ""
         return name
 
-    def _api(self, args: Any, outputs: dict) -> str:
+    def _api(self, args: Any, outputs: dict[str, Any]) -> str:
         api_id = _suffix(args.name, 10)
         outputs["apiEndpoint"] = f"wss://{api_id}.execute-api.{self.region}.amazonaws.com"
         outputs["executionArn"] = f"arn:aws:execute-api:{self.region}:{self.account}:{api_id}"
         outputs["arn"] = f"arn:aws:apigateway:{self.region}::/apis/{api_id}"
         return api_id
 
-    def _stage(self, args: Any, outputs: dict) -> str:
-        api_id, stage = outputs.get("apiId", ""), outputs.get("name", "")
+    def _stage(self, args: Any, outputs: dict[str, Any]) -> str:
+        api_id, stage = outputs.get("apiId", ""), str(outputs.get("name", ""))
         outputs["invokeUrl"] = f"wss://{api_id}.execute-api.{self.region}.amazonaws.com/{stage}"
         outputs["executionArn"] = f"arn:aws:execute-api:{self.region}:{self.account}:{api_id}/{stage}"
         return stage
 
-    def _function(self, args: Any, outputs: dict) -> str:
+    def _function(self, args: Any, outputs: dict[str, Any]) -> str:
         name = self._auto_name(args, outputs)
         arn = f"arn:aws:lambda:{self.region}:{self.account}:function:{name}"
         outputs["arn"] = arn
@@ -207,33 +208,33 @@ class AwsMocks(pulumi.runtime.Mocks):
         outputs["qualifiedArn"] = f"{arn}:$LATEST"
         return name
 
-    def _role(self, args: Any, outputs: dict) -> str:
+    def _role(self, args: Any, outputs: dict[str, Any]) -> str:
         name = self._auto_name(args, outputs)
         outputs["arn"] = f"arn:aws:iam::{self.account}:role/{name}"
         return name
 
-    def _log_group(self, args: Any, outputs: dict) -> str:
+    def _log_group(self, args: Any, outputs: dict[str, Any]) -> str:
         name = self._auto_name(args, outputs)
         outputs["arn"] = f"arn:aws:logs:{self.region}:{self.account}:log-group:{name}"
         return name
 
-    def _queue(self, args: Any, outputs: dict) -> str:
+    def _queue(self, args: Any, outputs: dict[str, Any]) -> str:
         name = self._auto_name(args, outputs)
         outputs["arn"] = f"arn:aws:sqs:{self.region}:{self.account}:{name}"
-        outputs["url"] = f"https://sqs.{self.region}.amazonaws.com/{self.account}/{name}"
-        return outputs["url"]  # a queue's id is its URL
+        url = outputs["url"] = f"https://sqs.{self.region}.amazonaws.com/{self.account}/{name}"
+        return url  # a queue's id is its URL
 
-    def _schedule(self, args: Any, outputs: dict) -> str:
+    def _schedule(self, args: Any, outputs: dict[str, Any]) -> str:
         name = self._auto_name(args, outputs)
         group = outputs.get("groupName") or "default"
         outputs["arn"] = f"arn:aws:scheduler:{self.region}:{self.account}:schedule/{group}/{name}"
         return f"{group}/{name}"  # a schedule's id is group/name
 
-    def _short_id(self, args: Any, outputs: dict) -> str:
+    def _short_id(self, args: Any, outputs: dict[str, Any]) -> str:
         return _suffix(args.typ + args.name)
 
-    def _domain_name(self, args: Any, outputs: dict) -> str:
-        name = outputs.get("domainName", "")
+    def _domain_name(self, args: Any, outputs: dict[str, Any]) -> str:
+        name = str(outputs.get("domainName", ""))
         configuration = dict(outputs.get("domainNameConfiguration") or {})
         configuration["targetDomainName"] = f"d-{_suffix(name, 10)}.execute-api.{self.region}.amazonaws.com"
         configuration["hostedZoneId"] = "Z1UJRXOUMOOFQ8"  # API Gateway's regional zone (us-east-1)
@@ -242,68 +243,69 @@ class AwsMocks(pulumi.runtime.Mocks):
         outputs["arn"] = f"arn:aws:apigateway:{self.region}::/domainnames/{name}"
         return name  # a domain name's id is the name
 
-    def _certificate(self, args: Any, outputs: dict) -> str:
+    def _certificate(self, args: Any, outputs: dict[str, Any]) -> str:
         certificate_id = f"{_suffix(args.name, 8)}-{_suffix(args.name + '-', 4)}"
-        outputs["arn"] = f"arn:aws:acm:{self.region}:{self.account}:certificate/{certificate_id}"
-        return outputs["arn"]  # a certificate's id is its ARN
+        arn = outputs["arn"] = f"arn:aws:acm:{self.region}:{self.account}:certificate/{certificate_id}"
+        return arn  # a certificate's id is its ARN
 
-    def _topic(self, args: Any, outputs: dict) -> str:
+    def _topic(self, args: Any, outputs: dict[str, Any]) -> str:
         name = self._auto_name(args, outputs)
-        outputs["arn"] = f"arn:aws:sns:{self.region}:{self.account}:{name}"
-        return outputs["arn"]  # a topic's id is its ARN
+        arn = outputs["arn"] = f"arn:aws:sns:{self.region}:{self.account}:{name}"
+        return arn  # a topic's id is its ARN
 
-    def _zone(self, args: Any, outputs: dict) -> str:
-        outputs["zoneId"] = "Z" + _suffix(args.name, 20).upper()
-        outputs["arn"] = f"arn:aws:route53:::hostedzone/{outputs['zoneId']}"
-        return outputs["zoneId"]
+    def _zone(self, args: Any, outputs: dict[str, Any]) -> str:
+        zone_id = outputs["zoneId"] = "Z" + _suffix(args.name, 20).upper()
+        outputs["arn"] = f"arn:aws:route53:::hostedzone/{zone_id}"
+        return zone_id
 
-    def _alarm(self, args: Any, outputs: dict) -> str:
+    def _alarm(self, args: Any, outputs: dict[str, Any]) -> str:
         name = self._auto_name(args, outputs)
         outputs["arn"] = f"arn:aws:cloudwatch:{self.region}:{self.account}:alarm:{name}"
         return name
 
-    def _function_url(self, args: Any, outputs: dict) -> str:
+    def _function_url(self, args: Any, outputs: dict[str, Any]) -> str:
         url_id = _suffix(args.name, 32)
         outputs["urlId"] = url_id
         outputs["functionUrl"] = f"https://{url_id}.lambda-url.{self.region}.on.aws/"
         return str(outputs.get("functionName", ""))  # a function URL's id is its function's name
 
-    def _policy(self, args: Any, outputs: dict) -> str:
+    def _policy(self, args: Any, outputs: dict[str, Any]) -> str:
         name = self._auto_name(args, outputs)
-        outputs["arn"] = f"arn:aws:iam::{self.account}:policy/{outputs.get('path') or ''}{name}".replace("//", "/")
+        path = outputs.get("path") or ""
+        arn = outputs["arn"] = f"arn:aws:iam::{self.account}:policy/{path}{name}".replace("//", "/")
         outputs["policyId"] = "ANPA" + _suffix(args.name, 17).upper()
-        return outputs["arn"]  # a managed policy's id is its ARN
+        return arn  # a managed policy's id is its ARN
 
-    def _record(self, args: Any, outputs: dict) -> str:
+    def _record(self, args: Any, outputs: dict[str, Any]) -> str:
         outputs["fqdn"] = outputs.get("name", "")
         return f"{outputs.get('zoneId', '')}_{outputs.get('name', '')}_{outputs.get('type', '')}"
 
-    _COMPUTED: dict[str, Callable[["AwsMocks", Any, dict], str]] = {
-        "aws:dynamodb/table:Table": _table,
-        "aws:apigatewayv2/api:Api": _api,
-        "aws:apigatewayv2/stage:Stage": _stage,
-        "aws:apigatewayv2/deployment:Deployment": _short_id,
-        "aws:apigatewayv2/integration:Integration": _short_id,
-        "aws:apigatewayv2/route:Route": _short_id,
-        "aws:apigatewayv2/routeResponse:RouteResponse": _short_id,
-        "aws:apigatewayv2/integrationResponse:IntegrationResponse": _short_id,
-        "aws:scheduler/schedule:Schedule": _schedule,
-        "aws:lambda/function:Function": _function,
-        "aws:iam/role:Role": _role,
-        "aws:cloudwatch/logGroup:LogGroup": _log_group,
-        "aws:sqs/queue:Queue": _queue,
-        "aws:lambda/eventSourceMapping:EventSourceMapping": _short_id,
-        "aws:apigatewayv2/authorizer:Authorizer": _short_id,
-        "aws:apigatewayv2/domainName:DomainName": _domain_name,
-        "aws:apigatewayv2/apiMapping:ApiMapping": _short_id,
-        "aws:route53/record:Record": _record,
-        "aws:cloudwatch/metricAlarm:MetricAlarm": _alarm,
-        "aws:apigateway/account:Account": _short_id,
-        "aws:acm/certificate:Certificate": _certificate,
-        "aws:sns/topic:Topic": _topic,
-        "aws:route53/zone:Zone": _zone,
-        "aws:lambda/functionUrl:FunctionUrl": _function_url,
-        "aws:iam/policy:Policy": _policy,
+    _COMPUTED: dict[str, Callable[["AwsMocks", Any, dict[str, Any]], str]] = {
+        resource_types.TABLE: _table,
+        resource_types.API: _api,
+        resource_types.STAGE: _stage,
+        resource_types.DEPLOYMENT: _short_id,
+        resource_types.INTEGRATION: _short_id,
+        resource_types.ROUTE: _short_id,
+        resource_types.ROUTE_RESPONSE: _short_id,
+        resource_types.INTEGRATION_RESPONSE: _short_id,
+        resource_types.SCHEDULE: _schedule,
+        resource_types.FUNCTION: _function,
+        resource_types.ROLE: _role,
+        resource_types.LOG_GROUP: _log_group,
+        resource_types.QUEUE: _queue,
+        resource_types.MAPPING: _short_id,
+        resource_types.AUTHORIZER: _short_id,
+        resource_types.DOMAIN_NAME: _domain_name,
+        resource_types.API_MAPPING: _short_id,
+        resource_types.RECORD: _record,
+        resource_types.ALARM: _alarm,
+        resource_types.API_GATEWAY_ACCOUNT: _short_id,
+        resource_types.CERTIFICATE: _certificate,
+        resource_types.TOPIC: _topic,
+        resource_types.ZONE: _zone,
+        resource_types.FUNCTION_URL: _function_url,
+        resource_types.MANAGED_POLICY: _policy,
     }
 
 
@@ -484,7 +486,7 @@ def deploy(
         exports = dict(getattr(root, "outputs", {}) or {})
         return pulumi.Output.all(**exports).apply(deployment.exports.update) if exports else None
 
-    pulumi.runtime.test(body)()
+    pulumi.runtime.test(body)()  # type: ignore[no-untyped-call]  # pulumi.runtime.test has no annotations
     for resource in mocks.registered:
         urn, parent, protect, retain = placed.get((resource.type, resource.name), ("", "", False, False))
         deployment.resources.append(dataclasses.replace(resource, urn=urn, parent=parent, protect=bool(protect),

@@ -14,12 +14,12 @@ VERSION = "2012-10-17"
 XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
 
 
-def allow(actions: Iterable[str], resources: list[str]) -> dict:
+def allow(actions: Iterable[str], resources: list[str]) -> dict[str, Any]:
     """One Allow statement (its actions sorted, so documents compare as text)."""
     return {"Effect": "Allow", "Action": sorted(actions), "Resource": resources}
 
 
-def document(statements: list[dict]) -> str:
+def document(statements: list[dict[str, Any]]) -> str:
     return json.dumps({"Version": VERSION, "Statement": statements})
 
 

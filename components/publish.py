@@ -398,8 +398,9 @@ def _reason(status: int, content: bytes) -> str:
         answer = None
     if isinstance(answer, dict):
         for field in ("message", "Message"):
-            if isinstance(answer.get(field), str) and answer[field]:
-                return answer[field]
+            message = answer.get(field)
+            if isinstance(message, str) and message:
+                return message
     text = _text(content)
     if text:
         return text

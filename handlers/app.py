@@ -3,9 +3,10 @@ those of the fan-out, heartbeat and server publish functions.
 
 Each entry point wraps the raw event, hands it to the shared
 :class:`ChannelApp` and returns. The app is built on first use from the
-function's environment and reused across invocations, with its clients.
-Tests and local mode may build their own ``ChannelApp`` with their own
-environment and clients.
+function's environment (parsed once, :class:`settings.AppSettings`) and
+reused across invocations, with its clients. Tests, local mode and the
+reference HTTP backend build their own ``ChannelApp`` with their own
+settings and clients.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from . import history, metrics, presence, protocol, spec
 from .events import WebSocketEvent
+from .settings import AppSettings, required
 from .store import ConnectionClosed, Store, StoreError
 
 # The sender (asyncio, ssl) and the DynamoDB client are imported where they
-# are first needed, never here: ping never loads them; $connect loads the
+# are first needed, never here: ping loads neither; $connect loads the
 # DynamoDB client only with heartbeats on, $default only for a members frame
-# (presence); $disconnect, join and publish load what they use. No handler
-# imports boto3 (see dynamodb.py for why).
+# (presence); $disconnect loads the DynamoDB client, and the sender only to
+# announce a leave (presence); join loads the DynamoDB client, and the sender
+# only to post (a resume's missed messages, presence's announcements);
+# publish, the fan-out, the heartbeat and the server publish load both. No
+# handler imports boto3 (see dynamodb.py for why).
 
 T = TypeVar("T")
 
@@ -43,23 +48,28 @@ DYNAMODB_POOL_CONNECTIONS = 32
 NO_CHANNEL = ""
 #: What the sender sees when something broke on our side (its home is protocol).
 INTERNAL_ERROR = protocol.INTERNAL_ERROR
+#: The name each fan-out's metrics record carries (its Function dimension):
+#: the function's, as spec names it (``spec.Function.function``), never a route key.
+PUBLISH_FUNCTION = {route.key: route.function for route in spec.ROUTES}[spec.PUBLISH]
 
 
 class ChannelApp:
     """The channel server's behaviour behind the routes.
 
-    ``environ`` supplies the table, index, management endpoint and fan-out
-    queue (the names are in ``spec``); ``dynamodb`` (a client with boto3's
-    DynamoDB methods), ``management`` (a :class:`sender.ManagementApi`) and
-    ``queue`` (a :class:`handoff.Queue`) are created from the environment on
-    first use when not given. ``metrics_writer`` takes each metrics record
-    (one line of text) when metrics are on; default: stdout, Lambda's way
-    to CloudWatch Logs.
+    ``settings`` (an :class:`AppSettings`, or an environment mapping parsed
+    into one) supplies the table, index, management endpoint, fan-out queue,
+    the rules and the options, and the ``AWS_*`` variables the clients read:
+    ``dynamodb`` (a client with boto3's DynamoDB methods), ``management`` (a
+    :class:`sender.ManagementApi`) and ``queue`` (a :class:`handoff.Queue`)
+    are created from the settings on first use when not given. Nothing is
+    read from the process's environment: the Lambda entry points pass it.
+    ``metrics_writer`` takes each metrics record (one line of text) when
+    metrics are on; default: stdout, Lambda's way to CloudWatch Logs.
     """
 
-    def __init__(self, environ: Mapping[str, str], *, dynamodb: Any = None, management: Any = None, queue: Any = None,
-                 metrics_writer: Callable[[str], Any] | None = None):
-        self._environ = dict(environ)
+    def __init__(self, settings: AppSettings | Mapping[str, str], *, dynamodb: Any = None, management: Any = None,
+                 queue: Any = None, metrics_writer: Callable[[str], Any] | None = None):
+        self.settings = settings if isinstance(settings, AppSettings) else AppSettings.from_environ(settings)
         self._dynamodb = dynamodb
         self._management = management
         self._store: Store | None = None
@@ -67,14 +77,8 @@ class ChannelApp:
         self._queue: Any = queue
         # the clients are built once, even when threads share the app (local mode)
         self._building = threading.Lock()
-        self.metrics = metrics.Metrics(self._environ, metrics_writer)
-        self.rules = protocol.Rules(
-            channel_id_pattern=self._environ.get(spec.ENV_CHANNEL_ID_PATTERN) or protocol.DEFAULT_CHANNEL_ID_PATTERN,
-            max_message_bytes=int(
-                self._environ.get(spec.ENV_MAX_MESSAGE_BYTES) or protocol.API_GATEWAY_MAX_MESSAGE_BYTES
-            ),
-        )
-        self.rules = presence.rules(self.rules, self._environ)  # presence's cap, when on
+        self.metrics = metrics.Metrics(self.settings.metrics, self.settings.server_name, metrics_writer)
+        self.rules = self.settings.rules()
 
     def _once(self, attribute: str, build: Callable[[], T]) -> T:
         """``self.<attribute>``, built by ``build`` on first use, once even
@@ -93,19 +97,22 @@ class ChannelApp:
         return self._once("_store", self._new_store)
 
     def _new_store(self) -> Store:
+        settings = self.settings
+        table = required(settings.table_name, spec.ENV_TABLE_NAME)
+        index = required(settings.index_name, spec.ENV_INDEX_NAME)
         if self._dynamodb is None:
             from . import dynamodb
 
-            # Endpoint, region and credentials come from the environment
-            # (AWS_ENDPOINT_URL_DYNAMODB when set), so the same code reaches
-            # AWS, moto and local mode. The app may be shared by threads
-            # (local mode): the client keeps a pool of connections.
+            # Endpoint, region and credentials come from the settings' AWS_*
+            # variables (AWS_ENDPOINT_URL_DYNAMODB when set), so the same code
+            # reaches AWS, moto and local mode. The app may be shared by
+            # threads (local mode): the client keeps a pool of connections.
             self._dynamodb = dynamodb.client(
-                os.environ, max_attempts=DYNAMODB_MAX_ATTEMPTS, pool_size=DYNAMODB_POOL_CONNECTIONS,
-                read_timeout=float(self._environ.get(spec.ENV_DYNAMODB_READ_TIMEOUT) or spec.READ_TIMEOUT),
+                settings.aws, max_attempts=DYNAMODB_MAX_ATTEMPTS, pool_size=DYNAMODB_POOL_CONNECTIONS,
+                read_timeout=settings.dynamodb_read_timeout,
             )
-        return Store(self._dynamodb, self._environ[spec.ENV_TABLE_NAME], self._environ[spec.ENV_INDEX_NAME],
-                     heartbeats=self.heartbeats, presence=bool(self.rules.presence_max_members))
+        return Store(self._dynamodb, table, index, heartbeats=settings.heartbeats,
+                     presence=bool(self.rules.presence_max_members))
 
     @property
     def sender(self) -> Any:
@@ -115,49 +122,35 @@ class ChannelApp:
     def _new_sender(self) -> Any:
         from .sender import Sender, management_client
 
-        in_flight = int(self._environ.get(spec.ENV_POSTS_IN_FLIGHT) or spec.DEFAULT_POSTS_IN_FLIGHT)
+        in_flight = self.settings.posts_in_flight
         if self._management is None:
-            self._management = management_client(self._environ[spec.ENV_MANAGEMENT_ENDPOINT], in_flight)
+            self._management = management_client(
+                required(self.settings.management_endpoint, spec.ENV_MANAGEMENT_ENDPOINT), in_flight,
+                self.settings.aws,
+            )
         return Sender(self._management, in_flight)
 
     @property
     def queue(self) -> Any:
         """The fan-out queue (a :class:`handoff.Queue`), or None when the
-        environment names none: then a publish posts to every member itself."""
-        url = self._environ.get(spec.ENV_FANOUT_QUEUE_URL)
-        if not url and self._queue is None:
+        settings name none: then a publish posts to every member itself."""
+        url = self.settings.fanout_queue_url
+        if url is None and self._queue is None:
             return None
 
         def new_queue() -> Any:
             from . import handoff
 
-            assert url  # built only when the environment names the queue (else self._queue was given)
-            return handoff.queue(url)
+            assert url  # built only when the settings name the queue (else self._queue was given)
+            return handoff.queue(url, self.settings.aws)
 
         return self._once("_queue", new_queue)
-
-    @property
-    def heartbeats(self) -> bool:
-        """Whether server heartbeats are on: connections register on $connect."""
-        return self._environ.get(spec.ENV_HEARTBEATS) == "1"
-
-    @property
-    def history_seconds(self) -> int:
-        """How long a publish keeps its message for resuming joins; 0: off."""
-        return int(self._environ.get(spec.ENV_HISTORY_SECONDS) or 0)
-
-    @property
-    def inline_limit(self) -> int | None:
-        """Members a publish posts to itself; None: all of them (no queue)."""
-        if not self._environ.get(spec.ENV_FANOUT_QUEUE_URL):
-            return None
-        return int(self._environ.get(spec.ENV_INLINE_FANOUT_LIMIT) or spec.DEFAULT_INLINE_FANOUT_LIMIT)
 
     # --- routes --------------------------------------------------------------------
 
     def connect(self, event: WebSocketEvent) -> dict[str, Any]:
         _log_event(event)
-        if self.heartbeats:
+        if self.settings.heartbeats:
             try:
                 self.store.register(event.connection_id)
             except Exception:
@@ -180,8 +173,8 @@ class ChannelApp:
         # A join that races the connection's $disconnect cannot write after
         # it: $disconnect leaves a tombstone state row that the join's
         # transaction condition fails on (see Store.close_connection).
-        deadline = _fanout_deadline(context)
-        return self._message(event, lambda e, command: self._join(e, command, deadline))
+        time_left = _time_left(context)
+        return self._message(event, lambda e, command: self._join(e, command, time_left))
 
     def publish(self, event: WebSocketEvent, context: Any = None) -> dict[str, Any]:
         """``context`` is Lambda's: its remaining time bounds the fan-out."""
@@ -352,7 +345,8 @@ class ChannelApp:
             payload = protocol.encode(protocol.answering(command, protocol.error(INTERNAL_ERROR)))
         return {**_OK, "body": payload.decode("utf-8")}
 
-    def _join(self, event: WebSocketEvent, command: Any, deadline: float | None = None) -> dict[str, Any]:
+    def _join(self, event: WebSocketEvent, command: Any,
+              time_left: tuple[float, float] | None = None) -> dict[str, Any]:
         if not isinstance(command, protocol.Join):
             return _misrouted(event, command)
         refusal = _channel_rule_refusal(event, command.channel_id)
@@ -370,6 +364,9 @@ class ChannelApp:
         except StoreError as exc:
             _log_failure(event, f"join failed: {type(exc).__name__}")
             return protocol.join_failure(protocol.JOIN_BUSY)
+        # the deadline only for a resume, which posts: a join that does not
+        # post never loads the sender (whose constant the reserve is)
+        deadline = None if command.since is None else _deadline(time_left)
         resumed = history.resume(self, event, joined.channel_id, command.since, position, deadline)
         return presence.joined(self, event, plan, joined,
                                protocol.join_success(joined.channel_id, joined.sender_id, **resumed))
@@ -389,7 +386,8 @@ class ChannelApp:
         history.keep(self, channel, outgoing)  # a failure here sends nothing: the error reply says so
         # every page is read before anything is sent: a failed read sends nothing
         targets = protocol.recipients(self.store.members(channel), event.connection_id)
-        deliveries, queued, lost = self._fan_out(spec.PUBLISH, targets, outgoing.payload, channel, deadline, context)
+        deliveries, queued, lost = self._fan_out(PUBLISH_FUNCTION, targets, outgoing.payload, channel, deadline,
+                                                 context)
         failed = len(deliveries.failed) + lost
         if failed:
             return protocol.publish_partial_failure(deliveries.delivered, failed, queued)
@@ -401,9 +399,10 @@ class ChannelApp:
         handed to the fan-out function, in chunks, before the inline posts
         start; the others are posted here (:meth:`_deliver`). Returns the
         inline deliveries, the members queued and those that could not be,
-        and records them as ``function``'s metrics."""
+        and records them as ``function``'s metrics (a ``spec.Function``'s
+        name: :meth:`_record_fan_out`)."""
         started = time.monotonic()
-        limit = self.inline_limit
+        limit = self.settings.inline_limit
         inline, beyond = (targets, []) if limit is None else (targets[:limit], targets[limit:])
         queued = lost = 0
         if beyond:
@@ -420,8 +419,11 @@ class ChannelApp:
 
     def _record_fan_out(self, function: str, started: float, targets: int, deliveries: Any,
                         queued: int = 0, lost: int = 0) -> None:
-        """One metrics record for a finished fan-out (when metrics are on):
-        members that could not be queued count as failed, as in the reply."""
+        """One metrics record for a finished fan-out (when metrics are on),
+        its Function dimension ``function``: the name of the function as
+        ``spec`` declares it (``publish``, ``fanout``, ``heartbeat``,
+        ``server_publish``). Members that could not be queued count as
+        failed, as in the reply."""
         if not self.metrics.enabled:
             return
         self.metrics.fan_out(function, metrics.FanOut(
@@ -467,13 +469,28 @@ def _fanout_deadline(context: Any) -> float | None:
     reserve is POST_RESERVE_SECONDS, or half the time left when that is less:
     with a short timeout a hung post may then outlast the function, but
     posts are still sent. None without a Lambda context (no limit)."""
-    from .sender import POST_RESERVE_SECONDS
+    return _deadline(_time_left(context))
 
+
+def _time_left(context: Any) -> tuple[float, float] | None:
+    """When Lambda's remaining time was read (``time.monotonic()``) and the
+    seconds it had left then; None without a Lambda context. Loads nothing,
+    so a route that may not post can read it at once."""
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is None:
         return None
     seconds: float = remaining() / 1000
-    return time.monotonic() + seconds - min(POST_RESERVE_SECONDS, seconds / 2)
+    return time.monotonic(), seconds
+
+
+def _deadline(time_left: tuple[float, float] | None) -> float | None:
+    """:func:`_fanout_deadline` for the time left read earlier (:func:`_time_left`)."""
+    from .sender import POST_RESERVE_SECONDS
+
+    if time_left is None:
+        return None
+    read_at, seconds = time_left
+    return read_at + seconds - min(POST_RESERVE_SECONDS, seconds / 2)
 
 
 def _channel_rule_refusal(event: WebSocketEvent, channel_id: str) -> dict[str, Any] | None:

@@ -22,7 +22,6 @@ transactions carry a ``ClientRequestToken`` as botocore adds one).
 from __future__ import annotations
 
 import json
-import select
 import socket
 import threading
 import time
@@ -200,10 +199,7 @@ class Client:
                 sock = self._idle.pop() if self._idle else None
             if sock is None:
                 break
-            # readable while idle: the server closed it (or spoke unasked)
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            if not poller.poll(0):
+            if not http1.closed_while_idle(sock.fileno()):
                 return sock
             sock.close()
         raw = None

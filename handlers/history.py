@@ -22,8 +22,8 @@ def keep(app: Any, channel: str, outgoing: Any) -> None:
     """With history on, keep the message before any copy is sent: a join that
     reads the history after this finds it (docs/architecture.md, "History and
     resume"). A failure raises: the publish then sends nothing."""
-    if app.history_seconds:
-        app.store.keep_message(channel, outgoing.message_id, outgoing.payload, app.history_seconds)
+    if app.settings.history_seconds:
+        app.store.keep_message(channel, outgoing.message_id, outgoing.payload, app.settings.history_seconds)
 
 
 def resume(app: Any, event: Any, channel: str, since: str | None, position: str,
@@ -32,7 +32,7 @@ def resume(app: Any, event: Any, channel: str, since: str | None, position: str,
     before the membership was written), and for a join with ``since``,
     ``replayed`` and ``resumed`` once the missed messages were sent
     (:func:`_replay`)."""
-    fields: dict[str, Any] = {"position": position} if app.history_seconds else {}
+    fields: dict[str, Any] = {"position": position} if app.settings.history_seconds else {}
     if since is not None:
         replayed, resumed = _replay(app, event, channel, since, deadline)
         fields.update(replayed=replayed, resumed=resumed)
@@ -46,10 +46,10 @@ def _replay(app: Any, event: Any, channel: str, since: str, deadline: float | No
     live). Returns how many were sent and whether that was all it missed:
     False when history is off, ``since`` is older than what is kept, there
     were more than MAX_REPLAY_MESSAGES, or a read or post failed (logged)."""
-    if not app.history_seconds:
+    if not app.settings.history_seconds:
         return 0, False
     where = {"connectionId": event.connection_id, "routeKey": event.route_key}
-    complete = protocol.message_time(since) + app.history_seconds > time.time()
+    complete = protocol.message_time(since) + app.settings.history_seconds > time.time()
     try:
         kept = app.store.messages_since(channel, since, spec.MAX_REPLAY_MESSAGES + 1)
     except Exception:

@@ -1,5 +1,6 @@
-"""The least HTTP/1.1 a management API post needs: one request's bytes, and
-an incremental parser for its response.
+"""The least HTTP/1.1 a management API post needs: one request's bytes, an
+incremental parser for its response, and whether a keep-alive connection
+left idle may carry the next request.
 
 Why not ``http.client``: measured with ``bench/post_cpu.py``, its response
 parsing (headers through the ``email`` package) was half of a post's CPU, and
@@ -11,6 +12,7 @@ the body and whether the connection stays open.
 
 from __future__ import annotations
 
+import select
 from dataclasses import dataclass, field
 
 #: The longest response head (status line and headers) accepted.
@@ -38,6 +40,16 @@ def request(method: str, path: str, host: str, headers: dict[str, str], body: by
         lines.append(f"{name}: {value}\r\n")
     lines.append(f"Content-Length: {len(body)}\r\n\r\n")
     return "".join(lines).encode("latin-1") + body
+
+
+def closed_while_idle(fileno: int) -> bool:
+    """Whether the keep-alive connection on ``fileno``, idle in a pool, must
+    not carry another request: readable while idle means the server closed
+    it (or spoke unasked). Both clients' pools (``awsjson``, ``sender``) ask
+    before reusing a connection."""
+    poller = select.poll()
+    poller.register(fileno, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class ResponseParser:

@@ -1,7 +1,9 @@
 """CloudWatch metrics of every fan-out, as Embedded Metric Format records.
 
-With ``spec.ENV_METRICS`` set to "1", each publish, each fan-out chunk and
-each heartbeat run writes one JSON line to stdout. Lambda ships stdout to the
+With ``spec.ENV_METRICS`` set to "1", each publish, each fan-out chunk, each
+heartbeat run and each server publish writes one JSON line to stdout, its
+Function dimension the handler function's name (``spec.Function.function``:
+``publish``, ``fanout``, ``heartbeat``, ``server_publish``). Lambda ships stdout to the
 function's log group as written (print output is never wrapped, even with
 the JSON log format, unlike the logging module's records), and CloudWatch
 Logs extracts the metrics from it: no PutMetricData call on the request
@@ -22,7 +24,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from . import spec
 
@@ -103,12 +105,13 @@ def write_stdout(text: str) -> None:
 
 
 class Metrics:
-    """Writes the fan-outs' records when ``environ`` turns metrics on, each
-    as one line through ``write`` (default: :func:`write_stdout`)."""
+    """Writes the fan-outs' records when ``enabled`` (``spec.ENV_METRICS``),
+    for ``server`` (the Server dimension, ``spec.ENV_SERVER_NAME``), each as
+    one line through ``write`` (default: :func:`write_stdout`)."""
 
-    def __init__(self, environ: Mapping[str, str], write: Callable[[str], Any] | None = None):
-        self.enabled = environ.get(spec.ENV_METRICS) == "1"
-        self.server = environ.get(spec.ENV_SERVER_NAME) or DEFAULT_SERVER_NAME
+    def __init__(self, enabled: bool, server: str = DEFAULT_SERVER_NAME, write: Callable[[str], Any] | None = None):
+        self.enabled = enabled
+        self.server = server
         self._write = write or write_stdout
 
     def fan_out(self, function: str, fan_out: FanOut) -> None:

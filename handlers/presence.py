@@ -11,27 +11,21 @@ fan-out chunk, a heartbeat, an announcement).
 
 These functions are the app's presence behaviour, kept out of ``app`` so
 that the routes stay as they were: each takes the :class:`app.ChannelApp`
-and does nothing when presence is off (the environment has no
-``CHANNEL_PRESENCE_MAX_MEMBERS``). The frames are built in ``protocol``.
+and does nothing when presence is off (``app.rules.presence_max_members``
+is 0: the environment has no ``CHANNEL_PRESENCE_MAX_MEMBERS``). The frames
+are built in ``protocol``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-from . import protocol, spec
+from . import protocol
 from .store import PresenceEntry, PresenceRow
 
 logger = logging.getLogger("channel_server")
-
-
-def rules(base: protocol.Rules, environ: Mapping[str, str]) -> protocol.Rules:
-    """``base`` with presence's cap from the environment (0, off, without it)."""
-    cap = environ.get(spec.ENV_PRESENCE_MAX_MEMBERS)
-    return dataclasses.replace(base, presence_max_members=int(cap)) if cap else base
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
 import ssl
 import threading
 import time
@@ -154,8 +153,7 @@ class _Connection(asyncio.Protocol):
     def usable(self, run: int) -> bool:
         """Open and not closed by the server while it sat in the pool. While
         the loop runs it notices a close by itself; a connection idle since an
-        earlier run (an earlier invocation) is polled: readable means the
-        server closed it, or spoke unasked."""
+        earlier run (an earlier invocation) is asked (:func:`http1.closed_while_idle`)."""
         if self.closed or self.transport is None or self.transport.is_closing():
             return False
         if self.idle_in_run == run:
@@ -163,9 +161,7 @@ class _Connection(asyncio.Protocol):
         sock = self.transport.get_extra_info("socket")
         if sock is None:
             return False
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        return not poller.poll(0)
+        return not http1.closed_while_idle(sock.fileno())
 
     def abort(self) -> None:
         if self.transport is not None:

@@ -217,9 +217,14 @@ KEEP_PUBLISH_KEYS = ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteIte
 KEEP_MESSAGE = ("dynamodb:PutItem",)  # Store.keep_message
 READ_HISTORY = ("dynamodb:Query",)  # Store.messages_since
 
+#: API Gateway's catch-all key, the same wherever it selects by key: the route
+#: of every frame whose selection matches no other route's key, the only route
+#: response a WebSocket API has, and the request template and integration
+#: response taken when no other matches.
+DEFAULT_KEY = "$default"
 #: The only route response key a WebSocket API has, and the route response
 #: selection expression that picks it for every answer.
-ROUTE_RESPONSE_KEY = "$default"
+ROUTE_RESPONSE_KEY = DEFAULT_KEY
 ROUTE_RESPONSE_SELECTION_EXPRESSION = "$default"
 
 
@@ -278,14 +283,15 @@ HANDLER_MODULE = "channel_server.handlers.app"
 #: Frame types with a route of their own: route selection
 #: (``$request.body.type``) sends a frame to the route whose key is its type.
 JOIN, PUBLISH, PING = "join", "publish", "ping"
-#: The route API Gateway runs on the handshake: the only one an authorizer can guard.
-CONNECT_ROUTE = "$connect"
+#: API Gateway's reserved route keys: the handshake's (the only route an
+#: authorizer can guard), the close's, and the catch-all's.
+CONNECT_ROUTE, DISCONNECT_ROUTE, DEFAULT_ROUTE = "$connect", "$disconnect", DEFAULT_KEY
 
 ROUTES: tuple[Route, ...] = (
     # registers the connection for heartbeats, when they are on
     Route(key=CONNECT_ROUTE, function="connect", heartbeat_table_actions=REGISTER_CONNECTION),
     # closes the connection for good in the table (a tombstone state row)
-    Route(key="$disconnect", function="disconnect", table_actions=CLOSE_CONNECTION),
+    Route(key=DISCONNECT_ROUTE, function="disconnect", table_actions=CLOSE_CONNECTION),
     # with history on, a resuming join reads the channel's kept messages and posts them
     Route(key=JOIN, function="join", table_actions=READ_STATE + MOVE_MEMBERSHIP, two_way=True,
           history_table_actions=READ_HISTORY, history_posts=True),
@@ -303,7 +309,7 @@ ROUTES: tuple[Route, ...] = (
         history_table_actions=KEEP_MESSAGE,  # keeps the message before the fan-out
     ),
     Route(key=PING, function="ping", two_way=True),
-    Route(key="$default", function="default", two_way=True),
+    Route(key=DEFAULT_ROUTE, function="default", two_way=True),
 )
 
 #: The function behind the fan-out queue: posts each queued chunk, removes the

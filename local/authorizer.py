@@ -56,15 +56,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
+from ..handlers.spec import CONNECT_ROUTE
 from .functions import ERRORS_ARE_ANSWERS, FunctionError, InvocationError
+from .placeholders import ACCOUNT, REGION
 from .world import AuthorizerDef, FunctionDef
 
 log = logging.getLogger("channel_server.local")
 
-#: The account and region of Pulumi's mock engine (``channel_server.mocks``):
-#: every ARN local mode's worlds carry is in them.
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
 #: The function ARN the default ChannelServer's authorizer names when local
 #: mode serves it with ``--authorizer`` (no program): a function of no
 #: deployment, whose code is the file given.
@@ -148,7 +146,7 @@ def function_from_file(path: Path, function: str, arn: str = PLACEHOLDER_FUNCTIO
 
 
 def method_arn(region: str, account: str, api_id: str, stage: str) -> str:
-    return f"arn:aws:execute-api:{region}:{account}:{api_id}/{stage}/$connect"
+    return f"arn:aws:execute-api:{region}:{account}:{api_id}/{stage}/{CONNECT_ROUTE}"
 
 
 def missing_identity(authorizer: AuthorizerDef, event: Mapping[str, Any],

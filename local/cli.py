@@ -25,8 +25,9 @@ from .options import (
     identity_source_problem,
     url_problem,
 )
+from .program import LOG_DATE_FORMAT, LOG_FORMAT, ProgramError
 from .server import GC_THRESHOLDS, LocalServer
-from .world import LOG_DATE_FORMAT, LOG_FORMAT, ProgramError, WiringError
+from .world import WiringError
 
 
 def default_program(directory: Path | None = None) -> Path | None:

@@ -22,6 +22,7 @@ from typing import Mapping
 
 import aiohttp
 
+from ..handlers.spec import DEFAULT_KEY
 from . import velocity
 from .functions import InvocationError
 from .world import HttpIntegration
@@ -38,7 +39,7 @@ def request_template(integration: HttpIntegration) -> str:
     expression = integration.template_selection_expression
     key = expression[1:] if expression.startswith("\\$") else expression
     templates = integration.request_templates
-    template = templates.get(key, templates.get("$default"))
+    template = templates.get(key, templates.get(DEFAULT_KEY))
     if template is None:
         raise InvocationError(f"no request template for {key!r}")
     return template
@@ -46,7 +47,7 @@ def request_template(integration: HttpIntegration) -> str:
 
 def matches(key: str, status: int) -> bool:
     """Whether integration response ``key`` takes a backend answer of ``status``."""
-    if key == "$default":
+    if key == DEFAULT_KEY:
         return True
     if len(key) >= 2 and key.startswith("/") and key.endswith("/"):
         return re.fullmatch(key[1:-1], str(status)) is not None
@@ -58,9 +59,9 @@ def select_response(keys: tuple[str, ...], status: int) -> str | None:
     matches it, else ``$default``, else None (API Gateway then fails the
     request: "No match for output mapping")."""
     for key in keys:
-        if key != "$default" and matches(key, status):
+        if key != DEFAULT_KEY and matches(key, status):
             return key
-    return "$default" if "$default" in keys else None
+    return DEFAULT_KEY if DEFAULT_KEY in keys else None
 
 
 class HttpBackendClient:

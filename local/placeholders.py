@@ -1,5 +1,6 @@
 """What local mode signs its requests with where AWS would supply them: a
-region and placeholder credentials, and when a client may use them.
+region and placeholder credentials, and when a client may use them; and the
+account that goes with the region in every ARN of a mock deployment.
 
 Its own process, its functions, the reference HTTP backend
 (``channel_server.http_backend``) and the publisher
@@ -18,7 +19,10 @@ from urllib.parse import urlsplit
 
 from ..handlers import aws
 
+#: The region and account of Pulumi's mock engine (``channel_server.mocks``),
+#: and so of every ARN in local mode's worlds; the region local mode signs for.
 REGION = "us-east-1"
+ACCOUNT = "123456789012"
 #: Credentials for the embedded DynamoDB and the local management API, which
 #: accept any signature. Real credentials never go there.
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}

@@ -37,12 +37,14 @@ from . import authorizer as authorizer_module
 from . import gateway as gateway_module
 from . import queues as queues_module
 from . import schedules as schedules_module
+from .function_urls import FUNCTION_URL_PREFIX
 from .functions import DEFAULT_CONCURRENCY, LocalFunction
 from .options import REFERENCE_BACKEND, SERVER_PUBLISH_WITH_BACKEND, authorizer_problem, check_option, url_problem
 from .placeholders import LOCAL_CREDENTIALS, REGION
 from .ports import PortInUse, bind, port_in_use_reported  # noqa: F401 - PortInUse: importable here as before
-from .world import FunctionDef, ProgramError, World, scratch_dir
-from .world import load_world  # noqa: F401 - what the child of LocalServer._load_world runs; importable here as before
+from .program import ProgramError
+from .program import load_world  # noqa: F401 - what the child of LocalServer._load_world runs; importable here as before
+from .world import FunctionDef, World, scratch_dir
 
 log = logging.getLogger("channel_server.local")
 
@@ -208,7 +210,7 @@ class LocalServer:
 
     def function_url(self, function_name: str) -> str:
         """Where local mode serves the function URL of ``function_name``."""
-        return f"http://{self._authority}{gateway_module.FUNCTION_URL_PREFIX}/{function_name}/"
+        return f"http://{self._authority}{FUNCTION_URL_PREFIX}/{function_name}/"
 
     @property
     def dynamodb_endpoint(self) -> str:
@@ -238,7 +240,7 @@ class LocalServer:
         # reaches local mode only, which stops once the world is read. It
         # imports the world module only, not this one (aiohttp and the rest).
         child = subprocess.run(
-            [sys.executable, "-c", "from channel_server.local.world import load_world_child; load_world_child()"],
+            [sys.executable, "-c", "from channel_server.local.program import load_world_child; load_world_child()"],
             input=json.dumps(request).encode(), stdout=subprocess.PIPE, start_new_session=True, check=False,
         )
         if child.returncode != 0 or not child.stdout:
@@ -271,7 +273,7 @@ class LocalServer:
     def _turn_on(self) -> list[tuple[str, str, str]]:
         """For a served program: the config each feature flag turns its feature
         on with, when the stack's config leaves it off (``(flag, key,
-        value)``; see ``world.from_project``). The keys are those
+        value)``; see ``program.from_project``). The keys are those
         ``channel_server.from_config`` reads, as this repository's program does."""
         from ..config import config_key, object_config_keys
 
@@ -575,7 +577,8 @@ class LocalServer:
         # A throttled $disconnect would leave the connection's rows to TTL (on
         # AWS too); local mode waits for a slot instead, so closing many
         # connections at once, or stopping, cleans up every one of them.
-        return await self._functions[route_key].invoke(event, request_id, wait_for_slot=route_key == "$disconnect")
+        return await self._functions[route_key].invoke(event, request_id,
+                                                       wait_for_slot=route_key == spec.DISCONNECT_ROUTE)
 
     async def _invoke_url(self, function_name: str, event: dict, request_id: str) -> Any:
         return await self._url_functions[function_name].invoke(event, request_id)

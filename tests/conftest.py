@@ -33,6 +33,7 @@ objects again and again.
 from __future__ import annotations
 
 import gc
+import os
 from typing import Any, Iterator
 
 import pytest
@@ -112,8 +113,9 @@ def table_definition() -> Any:
     """The table as the component registers it (keys, index, projection, TTL)."""
     from channel_server import ChannelServer
     from channel_server.mocks import deploy
+    from channel_server.resource_types import TABLE
 
-    return deploy(lambda: ChannelServer("test")).one("aws:dynamodb/table:Table")
+    return deploy(lambda: ChannelServer("test")).one(TABLE)
 
 
 @pytest.fixture(scope="session")
@@ -146,13 +148,15 @@ def environ(table: str, table_definition: Any, management: FakeManagementApi) ->
 
 @pytest.fixture
 def install_app(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], dynamodb: Any) -> Any:
-    """``install_app(**env)``: build a ChannelApp from the test environment plus
-    ``env`` (``dynamodb=`` swaps the client) and install it as the Lambda
-    module's app; returns the Lambda module."""
+    """``install_app(**env)``: build a ChannelApp from the process's
+    environment as it is then (its AWS settings: the fake credentials, and any
+    endpoint a fixture set) plus the test environment plus ``env``, as a
+    function's environment holds both (``dynamodb=`` swaps the client), and
+    install it as the Lambda module's app; returns the Lambda module."""
     from channel_server.handlers import app as lambda_module
 
     def install(*, dynamodb: Any = dynamodb, **env: str) -> Any:
-        channel_app = lambda_module.ChannelApp({**environ, **env}, dynamodb=dynamodb)
+        channel_app = lambda_module.ChannelApp({**os.environ, **environ, **env}, dynamodb=dynamodb)
         monkeypatch.setattr(lambda_module, "_app", channel_app)
         return lambda_module
 

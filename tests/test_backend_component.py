@@ -16,12 +16,9 @@ from channel_server.args import resolve
 from channel_server.handlers import spec
 from support.failing import deploy_failing
 from channel_server.mocks import Deployment, deploy
+from channel_server.resource_types import (DEPLOYMENT, FUNCTION, INTEGRATION, INTEGRATION_RESPONSE, MAPPING, PERMISSION, QUEUE,
+                                         ROLE, ROLE_POLICY, ROUTE, ROUTE_RESPONSE, SCHEDULE, TABLE)
 
-ROUTE = "aws:apigatewayv2/route:Route"
-INTEGRATION = "aws:apigatewayv2/integration:Integration"
-INTEGRATION_RESPONSE = "aws:apigatewayv2/integrationResponse:IntegrationResponse"
-ROUTE_RESPONSE = "aws:apigatewayv2/routeResponse:RouteResponse"
-DEPLOYMENT = "aws:apigatewayv2/deployment:Deployment"
 URL = "https://backend.example.com/channel"
 ROUTES = {route.key: route for route in spec.ROUTES}
 
@@ -64,12 +61,12 @@ def test_two_way_routes_keep_their_route_responses(deployed: Deployment) -> None
 
 
 def test_no_lambda_handler_no_queue_no_role_is_built(deployed: Deployment) -> None:
-    for kind in ("aws:lambda/function:Function", "aws:lambda/permission:Permission", "aws:iam/role:Role",
-                 "aws:iam/rolePolicy:RolePolicy", "aws:sqs/queue:Queue",
-                 "aws:lambda/eventSourceMapping:EventSourceMapping", "aws:scheduler/schedule:Schedule"):
+    for kind in (FUNCTION, PERMISSION, ROLE,
+                 ROLE_POLICY, QUEUE,
+                 MAPPING, SCHEDULE):
         assert deployed.of_type(kind) == [], kind
     # the table stays: the reference backend keeps its memberships there
-    assert deployed.one("aws:dynamodb/table:Table")
+    assert deployed.one(TABLE)
 
 
 def test_the_deployment_changes_when_a_template_or_the_timeout_does() -> None:
@@ -91,7 +88,7 @@ def test_the_url_may_come_from_another_resource() -> None:
         ChannelServer("web", {"backend": {"url": other.name.apply(lambda name: f"https://{name}.example.com/ws")}})
 
     deployment = deploy(program)
-    name = deployment.one("aws:sqs/queue:Queue")["name"]
+    name = deployment.one(QUEUE)["name"]
     for integration in deployment.of_type(INTEGRATION):
         assert integration["integrationUri"] == f"https://{name}.example.com/ws"
 

@@ -21,21 +21,8 @@ from channel_server import TYPE_TOKEN, ChannelServer, ChannelServerArgs, Channel
 from channel_server.args import Settings, resolve
 from channel_server.handlers import spec
 from channel_server.mocks import Deployment, Registered, deploy
-
-TABLE = "aws:dynamodb/table:Table"
-API = "aws:apigatewayv2/api:Api"
-ROUTE = "aws:apigatewayv2/route:Route"
-ROUTE_RESPONSE = "aws:apigatewayv2/routeResponse:RouteResponse"
-INTEGRATION = "aws:apigatewayv2/integration:Integration"
-DEPLOYMENT = "aws:apigatewayv2/deployment:Deployment"
-STAGE = "aws:apigatewayv2/stage:Stage"
-FUNCTION = "aws:lambda/function:Function"
-PERMISSION = "aws:lambda/permission:Permission"
-ROLE = "aws:iam/role:Role"
-POLICY = "aws:iam/rolePolicy:RolePolicy"
-LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
-QUEUE = "aws:sqs/queue:Queue"
-MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
+from channel_server.resource_types import (API, DEPLOYMENT, FUNCTION, INTEGRATION, LOG_GROUP, MAPPING, PERMISSION, QUEUE, ROLE,
+                                         ROLE_POLICY, ROUTE, ROUTE_RESPONSE, STAGE, TABLE)
 
 SPEC_ROUTES = {route.key: route for route in spec.ROUTES}
 #: Every function, routed ones by route key, the fan-out function by this key.
@@ -99,7 +86,7 @@ def _program(args: ChannelServerArgs | None):
 
 
 @dataclass(frozen=True)
-class World:
+class DeployedComponent:
     """One mocked deployment and the settings it was built from, with the lookups
     that follow the wiring (route → integration → function → role → policy)."""
 
@@ -157,7 +144,7 @@ class World:
         return self.find(ROLE, arn=self.function(key)["role"])
 
     def policy(self, key: str) -> Registered:
-        return self.find(POLICY, role=self.role(key).id)
+        return self.find(ROLE_POLICY, role=self.role(key).id)
 
     def log_group(self, key: str) -> Registered:
         return self.find(LOG_GROUP, name=self.function(key)["loggingConfig"]["logGroup"])
@@ -166,22 +153,22 @@ class World:
         return self.find(PERMISSION, function=self.function(key)["name"])
 
 
-def _world(args: ChannelServerArgs | None) -> World:
-    return World(deploy(_program(args)), resolve(args))
+def _world(args: ChannelServerArgs | None) -> DeployedComponent:
+    return DeployedComponent(deploy(_program(args)), resolve(args))
 
 
 @pytest.fixture(scope="module")
-def default_world() -> World:
+def default_world() -> DeployedComponent:
     return _world(None)
 
 
 @pytest.fixture(scope="module")
-def custom_world() -> World:
+def custom_world() -> DeployedComponent:
     return _world(CUSTOM_ARGS)
 
 
 @pytest.fixture(params=["default_world", "custom_world"])
-def world(request: pytest.FixtureRequest) -> World:
+def world(request: pytest.FixtureRequest) -> DeployedComponent:
     return request.getfixturevalue(request.param)
 
 
@@ -197,7 +184,7 @@ def function_key(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def _policy_statements(world: World, key: str) -> list[dict]:
+def _policy_statements(world: DeployedComponent, key: str) -> list[dict]:
     return json.loads(world.policy(key)["policy"])["Statement"]
 
 
@@ -208,25 +195,25 @@ def _as_list(value: Any) -> list:
 # --- the component -------------------------------------------------------------------
 
 
-def test_component_type_token_is_channel_server_index_channel_server(default_world: World) -> None:
+def test_component_type_token_is_channel_server_index_channel_server(default_world: DeployedComponent) -> None:
     assert TYPE_TOKEN == "channel-server:index:ChannelServer"
     component = default_world.deployment.one("channel-server:index:ChannelServer")
     assert component.name == "chat"
 
 
-def test_every_child_is_parented_to_the_component(world: World) -> None:
+def test_every_child_is_parented_to_the_component(world: DeployedComponent) -> None:
     children = [r for r in world.deployment.resources if r.type != TYPE_TOKEN]
     assert children
     orphans = [r.urn for r in children if f"{TYPE_TOKEN}$" not in r.urn]
     assert orphans == []
 
 
-def test_every_child_is_named_after_the_component(world: World) -> None:
+def test_every_child_is_named_after_the_component(world: DeployedComponent) -> None:
     names = [r.name for r in world.deployment.resources if r.type != TYPE_TOKEN]
     assert [name for name in names if not name.startswith("chat-")] == []
 
 
-def test_every_child_resource_is_reachable_as_an_attribute(world: World) -> None:
+def test_every_child_resource_is_reachable_as_an_attribute(world: DeployedComponent) -> None:
     # GIVEN the urns the program read from the component's attributes
     urns = world.deployment.exports["urns"]
     registered = {r.urn: r for r in world.deployment.resources}
@@ -251,27 +238,27 @@ def test_every_child_resource_is_reachable_as_an_attribute(world: World) -> None
             assert urn == lookup(route_key).urn, (attribute, route_key)
 
 
-def test_url_is_the_wss_endpoint_of_the_stage(world: World) -> None:
+def test_url_is_the_wss_endpoint_of_the_stage(world: DeployedComponent) -> None:
     outputs = world.deployment.exports["outputs"]
     endpoint = world.api["apiEndpoint"]
     assert endpoint.startswith("wss://")
     assert outputs["url"] == f"{endpoint}/{world.settings.stage_name}"
 
 
-def test_management_endpoint_is_the_https_form_of_the_stage_url(world: World) -> None:
+def test_management_endpoint_is_the_https_form_of_the_stage_url(world: DeployedComponent) -> None:
     outputs = world.deployment.exports["outputs"]
     host = world.api["apiEndpoint"].removeprefix("wss://")
     assert outputs["management_endpoint"] == f"https://{host}/{world.settings.stage_name}"
 
 
-def test_table_name_api_id_and_stage_name_outputs_name_the_deployed_resources(world: World) -> None:
+def test_table_name_api_id_and_stage_name_outputs_name_the_deployed_resources(world: DeployedComponent) -> None:
     outputs = world.deployment.exports["outputs"]
     assert outputs["table_name"] == world.table["name"]
     assert outputs["api_id"] == world.api.id
     assert outputs["stage_name"] == world.stage["name"] == world.settings.stage_name
 
 
-def test_program_result_is_the_channel_server(default_world: World) -> None:
+def test_program_result_is_the_channel_server(default_world: DeployedComponent) -> None:
     server = default_world.deployment.result
     assert isinstance(server, ChannelServer)
     assert isinstance(server.url, pulumi.Output)
@@ -280,7 +267,7 @@ def test_program_result_is_the_channel_server(default_world: World) -> None:
 # --- the table -----------------------------------------------------------------------
 
 
-def test_table_is_keyed_on_connection_id_and_channel_id(world: World) -> None:
+def test_table_is_keyed_on_connection_id_and_channel_id(world: DeployedComponent) -> None:
     table = world.table
     assert (table["hashKey"], table["rangeKey"]) == ("connectionId", "channelId")
     assert (table["hashKey"], table["rangeKey"]) == (spec.CONNECTION_ID, spec.CHANNEL_ID)
@@ -291,11 +278,11 @@ def test_table_is_keyed_on_connection_id_and_channel_id(world: World) -> None:
     ]
 
 
-def test_table_is_billed_per_request(world: World) -> None:
+def test_table_is_billed_per_request(world: DeployedComponent) -> None:
     assert world.table["billingMode"] == "PAY_PER_REQUEST"
 
 
-def test_table_has_the_channel_index_and_the_heartbeat_index_each_projecting_only_the_expiry(world: World) -> None:
+def test_table_has_the_channel_index_and_the_heartbeat_index_each_projecting_only_the_expiry(world: DeployedComponent) -> None:
     channel, heartbeat = world.table["globalSecondaryIndexes"]
     assert channel["name"] == spec.CHANNEL_INDEX
     assert channel["keySchemas"] == [{"attributeName": "channelId", "keyType": "HASH"}]
@@ -307,31 +294,31 @@ def test_table_has_the_channel_index_and_the_heartbeat_index_each_projecting_onl
         assert index["nonKeyAttributes"] == [spec.EXPIRES_AT]
 
 
-def test_table_rows_expire_on_expires_at(world: World) -> None:
+def test_table_rows_expire_on_expires_at(world: DeployedComponent) -> None:
     assert world.table["ttl"] == {"attributeName": spec.EXPIRES_AT, "enabled": True}
 
 
-def test_table_has_point_in_time_recovery(world: World) -> None:
+def test_table_has_point_in_time_recovery(world: DeployedComponent) -> None:
     assert world.table["pointInTimeRecovery"] == {"enabled": True}
 
 
-def test_table_is_auto_named_by_default(default_world: World) -> None:
+def test_table_is_auto_named_by_default(default_world: DeployedComponent) -> None:
     assert "name" not in default_world.table.inputs
 
 
-def test_table_takes_the_name_given_in_args(custom_world: World) -> None:
+def test_table_takes_the_name_given_in_args(custom_world: DeployedComponent) -> None:
     assert custom_world.table.inputs["name"] == "Connections"
 
 
 # --- the API and its routes ------------------------------------------------------------
 
 
-def test_api_is_a_websocket_api_routing_on_the_frame_type(world: World) -> None:
+def test_api_is_a_websocket_api_routing_on_the_frame_type(world: DeployedComponent) -> None:
     assert world.api["protocolType"] == "WEBSOCKET"
     assert world.api["routeSelectionExpression"] == "$request.body.type" == spec.ROUTE_SELECTION_EXPRESSION
 
 
-def test_component_deploys_exactly_the_six_routes(world: World) -> None:
+def test_component_deploys_exactly_the_six_routes(world: DeployedComponent) -> None:
     # What the issue asks for, written out rather than read from the spec: the
     # tests' one literal of the route set (everywhere else it comes from spec.ROUTES).
     documented = {"$connect", "$disconnect", "join", "publish", "ping", "$default"}
@@ -341,22 +328,22 @@ def test_component_deploys_exactly_the_six_routes(world: World) -> None:
     assert all(r["apiId"] == world.api.id for r in world.deployment.of_type(ROUTE))
 
 
-def test_each_function_has_its_own_role_and_log_group_and_each_route_its_permission(world: World) -> None:
+def test_each_function_has_its_own_role_and_log_group_and_each_route_its_permission(world: DeployedComponent) -> None:
     for type_token in (INTEGRATION, PERMISSION):
         assert len(world.deployment.of_type(type_token)) == len(SPEC_ROUTES), type_token
-    for type_token in (FUNCTION, ROLE, POLICY, LOG_GROUP):
+    for type_token in (FUNCTION, ROLE, ROLE_POLICY, LOG_GROUP):
         assert len(world.deployment.of_type(type_token)) == len(SPEC_FUNCTIONS), type_token
     assert len({world.role(key).id for key in SPEC_FUNCTIONS}) == len(SPEC_FUNCTIONS)
     assert len({world.log_group(key).id for key in SPEC_FUNCTIONS}) == len(SPEC_FUNCTIONS)
 
 
-def test_route_targets_its_integration(world: World, key: str) -> None:
+def test_route_targets_its_integration(world: DeployedComponent, key: str) -> None:
     integration = world.integration(key)
     assert world.route(key)["target"] == f"integrations/{integration.id}"
     assert integration["apiId"] == world.api.id
 
 
-def test_route_integration_invokes_the_function_of_its_handler(world: World, key: str) -> None:
+def test_route_integration_invokes_the_function_of_its_handler(world: DeployedComponent, key: str) -> None:
     integration = world.integration(key)
     function = world.function(key)
     assert integration["integrationType"] == "AWS_PROXY"
@@ -371,7 +358,7 @@ def test_every_handler_names_a_function_in_the_archived_module(function_key: str
     assert callable(getattr(importlib.import_module(module_name), attribute))
 
 
-def test_function_runs_the_configured_runtime_architecture_memory_and_timeout(world: World, function_key: str) -> None:
+def test_function_runs_the_configured_runtime_architecture_memory_and_timeout(world: DeployedComponent, function_key: str) -> None:
     s = world.settings
     function = world.function(function_key)
     assert function["runtime"] == s.lambda_runtime
@@ -381,37 +368,37 @@ def test_function_runs_the_configured_runtime_architecture_memory_and_timeout(wo
     assert function["timeout"] == s.lambda_timeout_seconds
 
 
-def test_function_defaults_to_python_3_13_on_arm64(default_world: World, function_key: str) -> None:
+def test_function_defaults_to_python_3_13_on_arm64(default_world: DeployedComponent, function_key: str) -> None:
     function = default_world.function(function_key)
     assert function["runtime"] == "python3.13"
     assert function["architectures"] == ["arm64"]
 
 
-def test_function_takes_the_lambda_settings_from_args(custom_world: World, function_key: str) -> None:
+def test_function_takes_the_lambda_settings_from_args(custom_world: DeployedComponent, function_key: str) -> None:
     function = custom_world.function(function_key)
     assert (function["runtime"], function["architectures"]) == ("python3.12", ["x86_64"])
     fans_out = function_key in ("publish", FANOUT)
     assert (function["memorySize"], function["timeout"]) == (2048 if fans_out else 512, 10)
 
 
-def test_the_fanning_out_functions_get_more_memory_by_default(default_world: World, function_key: str) -> None:
+def test_the_fanning_out_functions_get_more_memory_by_default(default_world: DeployedComponent, function_key: str) -> None:
     # a fan-out is CPU-bound, and Lambda's CPU grows with memory
     assert default_world.function(function_key)["memorySize"] == (1024 if function_key in ("publish", FANOUT) else 256)
 
 
-def test_function_logs_json_to_its_own_log_group(world: World, function_key: str) -> None:
+def test_function_logs_json_to_its_own_log_group(world: DeployedComponent, function_key: str) -> None:
     function = world.function(function_key)
     log_group = world.log_group(function_key)
     assert function["loggingConfig"] == {"logFormat": "JSON", "logGroup": log_group["name"]}
     assert log_group["retentionInDays"] == world.settings.log_retention_days
 
 
-def test_log_groups_keep_logs_14_days_by_default(default_world: World, function_key: str) -> None:
+def test_log_groups_keep_logs_14_days_by_default(default_world: DeployedComponent, function_key: str) -> None:
     assert default_world.log_group(function_key)["retentionInDays"] == 14
 
 
 def test_function_environment_points_at_the_table_index_management_endpoint_and_queue(
-    world: World, function_key: str
+    world: DeployedComponent, function_key: str
 ) -> None:
     s = world.settings
     host = world.api["apiEndpoint"].removeprefix("wss://")
@@ -429,7 +416,7 @@ def test_function_environment_points_at_the_table_index_management_endpoint_and_
     }
 
 
-def test_function_environment_carries_the_channel_settings_from_args(custom_world: World, function_key: str) -> None:
+def test_function_environment_carries_the_channel_settings_from_args(custom_world: DeployedComponent, function_key: str) -> None:
     variables = custom_world.function(function_key)["environment"]["variables"]
     assert variables[spec.ENV_TABLE_NAME] == "Connections"
     assert variables[spec.ENV_CHANNEL_ID_PATTERN] == "[a-z]+"
@@ -439,7 +426,7 @@ def test_function_environment_carries_the_channel_settings_from_args(custom_worl
     assert variables[spec.ENV_MANAGEMENT_ENDPOINT].endswith("/prod")
 
 
-def test_function_role_trusts_lambda_only(world: World, function_key: str) -> None:
+def test_function_role_trusts_lambda_only(world: DeployedComponent, function_key: str) -> None:
     trust = json.loads(world.role(function_key)["assumeRolePolicy"])
     principals = set()
     for statement in trust["Statement"]:
@@ -450,7 +437,7 @@ def test_function_role_trusts_lambda_only(world: World, function_key: str) -> No
     assert principals == {"lambda.amazonaws.com"}
 
 
-def test_function_code_is_the_handler_archive(world: World, function_key: str) -> None:
+def test_function_code_is_the_handler_archive(world: DeployedComponent, function_key: str) -> None:
     code = world.function(function_key)["code"]
     assert isinstance(code, pulumi.AssetArchive)
     assert {name: asset.text for name, asset in code.assets.items()} == archive.handler_sources()
@@ -459,7 +446,7 @@ def test_function_code_is_the_handler_archive(world: World, function_key: str) -
 # --- invoke permissions ------------------------------------------------------------------
 
 
-def test_permission_lets_only_this_api_stage_and_route_invoke_the_function(world: World, key: str) -> None:
+def test_permission_lets_only_this_api_stage_and_route_invoke_the_function(world: DeployedComponent, key: str) -> None:
     permission = world.permission(key)
     assert permission["action"] == "lambda:InvokeFunction"
     assert permission["principal"] == "apigateway.amazonaws.com"
@@ -470,7 +457,7 @@ def test_permission_lets_only_this_api_stage_and_route_invoke_the_function(world
 # --- IAM ---------------------------------------------------------------------------------
 
 
-def test_policy_grants_exactly_what_the_function_needs(world: World, function_key: str) -> None:
+def test_policy_grants_exactly_what_the_function_needs(world: DeployedComponent, function_key: str) -> None:
     key = function_key
     route = SPEC_FUNCTIONS[key]
     table_arn = world.table["arn"]
@@ -496,7 +483,7 @@ def test_policy_grants_exactly_what_the_function_needs(world: World, function_ke
     assert sorted(actual) == sorted(expected)
 
 
-def test_policy_has_no_wildcards_and_names_only_this_stacks_resources(world: World, function_key: str) -> None:
+def test_policy_has_no_wildcards_and_names_only_this_stacks_resources(world: DeployedComponent, function_key: str) -> None:
     own = (world.table["arn"], world.api["executionArn"], world.log_group(function_key)["arn"], world.queue["arn"])
     for statement in _policy_statements(world, function_key):
         for action in _as_list(statement["Action"]):
@@ -506,17 +493,17 @@ def test_policy_has_no_wildcards_and_names_only_this_stacks_resources(world: Wor
             assert resource.startswith(own), resource
 
 
-def test_connect_route_has_no_dynamodb_permissions(world: World) -> None:
+def test_connect_route_has_no_dynamodb_permissions(world: DeployedComponent) -> None:
     actions = [a for s in _policy_statements(world, "$connect") for a in _as_list(s["Action"])]
     assert actions
     assert [a for a in actions if a.startswith("dynamodb:")] == []
 
 
-def test_policy_is_attached_to_the_role_of_the_function(world: World, function_key: str) -> None:
+def test_policy_is_attached_to_the_role_of_the_function(world: DeployedComponent, function_key: str) -> None:
     assert world.policy(function_key)["role"] == world.role(function_key).id
 
 
-def test_only_publish_sends_to_the_queue_and_only_the_fanout_function_takes_from_it(world: World) -> None:
+def test_only_publish_sends_to_the_queue_and_only_the_fanout_function_takes_from_it(world: DeployedComponent) -> None:
     def sqs_actions(key: str) -> set[str]:
         return {a for s in _policy_statements(world, key) for a in _as_list(s["Action"]) if a.startswith("sqs:")}
 
@@ -529,7 +516,7 @@ def test_only_publish_sends_to_the_queue_and_only_the_fanout_function_takes_from
 # --- large channels: the fan-out queue --------------------------------------------------
 
 
-def test_the_fanout_function_takes_one_chunk_at_a_time_from_the_queue(world: World) -> None:
+def test_the_fanout_function_takes_one_chunk_at_a_time_from_the_queue(world: DeployedComponent) -> None:
     assert world.mapping["functionName"] == world.function(FANOUT)["arn"]
     assert world.mapping["eventSourceArn"] == world.queue["arn"]
     assert world.mapping["batchSize"] == 1
@@ -538,9 +525,9 @@ def test_the_fanout_function_takes_one_chunk_at_a_time_from_the_queue(world: Wor
 
 
 def test_a_chunk_stays_hidden_for_six_function_timeouts_and_goes_to_the_dead_letters_after_five_receives(
-    world: World,
+    world: DeployedComponent,
 ) -> None:
-    from channel_server.component import FANOUT_MAX_RECEIVES
+    from channel_server.features import FANOUT_MAX_RECEIVES
 
     assert world.queue["visibilityTimeoutSeconds"] == 6 * world.settings.lambda_timeout_seconds
     assert json.loads(world.queue["redrivePolicy"]) == {
@@ -556,16 +543,16 @@ def test_a_chunk_stays_hidden_for_six_function_timeouts_and_goes_to_the_dead_let
 # --- deployment and stage ----------------------------------------------------------------
 
 
-def test_stage_defaults_to_dev(default_world: World) -> None:
+def test_stage_defaults_to_dev(default_world: DeployedComponent) -> None:
     assert default_world.stage["name"] == "dev"
 
 
-def test_stage_takes_the_name_given_in_args(custom_world: World) -> None:
+def test_stage_takes_the_name_given_in_args(custom_world: DeployedComponent) -> None:
     assert custom_world.stage["name"] == "prod"
     assert custom_world.deployment.exports["outputs"]["url"].endswith("/prod")
 
 
-def test_message_routes_are_two_way_and_connect_and_disconnect_are_not(world: World) -> None:
+def test_message_routes_are_two_way_and_connect_and_disconnect_are_not(world: DeployedComponent) -> None:
     # written out: every message route answers its sender through a route response
     two_way = {"join", "publish", "ping", "$default"}
     responses = world.deployment.of_type(ROUTE_RESPONSE)
@@ -578,21 +565,21 @@ def test_message_routes_are_two_way_and_connect_and_disconnect_are_not(world: Wo
     assert {route.key for route in spec.ROUTES if route.two_way} == two_way
 
 
-def test_a_new_route_response_brings_a_new_deployment(world: World) -> None:
+def test_a_new_route_response_brings_a_new_deployment(world: DeployedComponent) -> None:
     # the stage serves only what was deployed: the triggers name every route response
     triggers = world.deployment.one(DEPLOYMENT)["triggers"]["routes"]
     for response in world.deployment.of_type(ROUTE_RESPONSE):
         assert response.id in triggers
 
 
-def test_stage_serves_the_components_deployment(world: World) -> None:
+def test_stage_serves_the_components_deployment(world: DeployedComponent) -> None:
     stage = world.stage
     assert stage["apiId"] == world.api.id
     assert stage["deploymentId"] == world.deployment.one(DEPLOYMENT).id
     assert world.deployment.one(DEPLOYMENT)["apiId"] == world.api.id
 
 
-def test_stage_sets_both_throttling_limits(world: World) -> None:
+def test_stage_sets_both_throttling_limits(world: DeployedComponent) -> None:
     # leaving either out makes both 0 and every message a 429 (pulumi-aws issue 2363)
     settings = world.stage["defaultRouteSettings"]
     assert settings["throttlingBurstLimit"] > 0
@@ -601,20 +588,20 @@ def test_stage_sets_both_throttling_limits(world: World) -> None:
     assert settings["throttlingRateLimit"] == world.settings.throttling_rate_limit
 
 
-def test_stage_throttling_takes_the_limits_given_in_args(custom_world: World) -> None:
+def test_stage_throttling_takes_the_limits_given_in_args(custom_world: DeployedComponent) -> None:
     settings = custom_world.stage["defaultRouteSettings"]
     assert (settings["throttlingBurstLimit"], settings["throttlingRateLimit"]) == (7, 3.5)
 
 
 @pytest.fixture(scope="module")
-def world_without_ping() -> World:
+def world_without_ping() -> DeployedComponent:
     # the component reads spec.ROUTES at construction
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(spec, "ROUTES", tuple(r for r in spec.ROUTES if r.key != "ping"))
         return _world(None)
 
 
-def test_deployment_is_replaced_when_the_route_set_changes(default_world: World, world_without_ping: World) -> None:
+def test_deployment_is_replaced_when_the_route_set_changes(default_world: DeployedComponent, world_without_ping: DeployedComponent) -> None:
     # GIVEN the same component, once without the ping route
     keys = sorted(r["routeKey"] for r in world_without_ping.deployment.of_type(ROUTE))
     assert keys == sorted(set(SPEC_ROUTES) - {"ping"})
@@ -626,7 +613,7 @@ def test_deployment_is_replaced_when_the_route_set_changes(default_world: World,
     assert before != after
 
 
-def test_deployment_triggers_are_the_same_for_the_same_routes(default_world: World) -> None:
+def test_deployment_triggers_are_the_same_for_the_same_routes(default_world: DeployedComponent) -> None:
     # a second `pulumi up` with nothing changed must not redeploy the stage
     again = deploy(_program(None))
     assert again.one(DEPLOYMENT)["triggers"] == default_world.deployment.one(DEPLOYMENT)["triggers"]
@@ -636,7 +623,7 @@ def test_deployment_triggers_are_the_same_for_the_same_routes(default_world: Wor
 
 
 @pytest.mark.parametrize("type_token", [TABLE, API, STAGE, FUNCTION, ROLE, LOG_GROUP, QUEUE, MAPPING])
-def test_tags_reach_every_taggable_resource(custom_world: World, type_token: str) -> None:
+def test_tags_reach_every_taggable_resource(custom_world: DeployedComponent, type_token: str) -> None:
     resources = custom_world.deployment.of_type(type_token)
     assert resources
     for resource in resources:

@@ -42,7 +42,7 @@ from channel_server import config as config_module
 from channel_server.args import ChannelServerArgsError, Settings, resolve
 from channel_server.config import config_key
 from channel_server.client import ChannelClient
-from channel_server import component
+from channel_server import features
 from channel_server.handlers import app, protocol, sender, spec, store
 from channel_server.local import server as local_server
 
@@ -349,12 +349,12 @@ FIGURES = [
     # large channels
     _figure((CONFIGURATION, ARCHITECTURE, PROTOCOL), r"in chunks of (\d{1,3}(?:,\d{3})*)", "spec.FANOUT_CHUNK_MEMBERS",
             f"{spec.FANOUT_CHUNK_MEMBERS:,}"),
-    _figure((CONFIGURATION, ARCHITECTURE, FAILURES), r"after (\d+) receives", "component.FANOUT_MAX_RECEIVES",
-            component.FANOUT_MAX_RECEIVES),
-    _figure((CONFIGURATION, ARCHITECTURE, FAILURES), r"kept (\d+) days", "component.DEAD_LETTER_RETENTION_SECONDS / 1 day",
-            component.DEAD_LETTER_RETENTION_SECONDS // 86400),
-    _figure((ARCHITECTURE, FAILURES), r"(\d+) × the function timeout", "component.VISIBILITY_TIMEOUTS",
-            component.VISIBILITY_TIMEOUTS),
+    _figure((CONFIGURATION, ARCHITECTURE, FAILURES), r"after (\d+) receives", "features.FANOUT_MAX_RECEIVES",
+            features.FANOUT_MAX_RECEIVES),
+    _figure((CONFIGURATION, ARCHITECTURE, FAILURES), r"kept (\d+) days", "features.DEAD_LETTER_RETENTION_SECONDS / 1 day",
+            features.DEAD_LETTER_RETENTION_SECONDS // 86400),
+    _figure((ARCHITECTURE, FAILURES), r"(\d+) × the function timeout", "features.VISIBILITY_TIMEOUTS",
+            features.VISIBILITY_TIMEOUTS),
     _figure((CONFIGURATION, ARCHITECTURE), r"(?:up to|at most) (\d+) (?:fan-out invocations run )?at once", "spec.FANOUT_MAX_CONCURRENCY",
             spec.FANOUT_MAX_CONCURRENCY, required=False),
     _figure(ARCHITECTURE, r"retention (\d+) days", "spec.FANOUT_RETENTION_SECONDS / 1 day",

@@ -22,18 +22,15 @@ import pytest
 
 from channel_server import ChannelServer, ChannelServerArgsError
 from channel_server.args import resolve
-from channel_server.component import HEARTBEAT_INPUT, HEARTBEAT_RETRIES, heartbeat_rate
+from channel_server.features import HEARTBEAT_INPUT, HEARTBEAT_RETRIES, heartbeat_rate
 from channel_server.handlers import protocol, spec
 from channel_server.handlers.store import ConnectionClosed, Store, heartbeat_shard, state_key
 from channel_server.mocks import Deployment, deploy
+from channel_server.resource_types import FUNCTION, ROLE, ROLE_POLICY, SCHEDULE, TABLE
 from support.events import new_connection_id
 from support.lambda_world import OK, lambda_world
 from support.table import rows_of
 
-SCHEDULE = "aws:scheduler/schedule:Schedule"
-FUNCTION = "aws:lambda/function:Function"
-ROLE = "aws:iam/role:Role"
-POLICY = "aws:iam/rolePolicy:RolePolicy"
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +50,7 @@ def _function(deployment: Deployment, entry: str) -> Any:
 
 def _statements(deployment: Deployment, function: Any) -> list[dict]:
     role = next(r for r in deployment.of_type(ROLE) if r["arn"] == function["role"])
-    policy = next(p for p in deployment.of_type(POLICY) if p["role"] == role.id)
+    policy = next(p for p in deployment.of_type(ROLE_POLICY) if p["role"] == role.id)
     return json.loads(policy["policy"])["Statement"]
 
 
@@ -99,7 +96,7 @@ def test_every_function_knows_heartbeats_are_on(with_heartbeats: Deployment) -> 
 def test_with_heartbeats_connect_may_register_and_the_heartbeat_may_only_list_post_queue_and_close(
     with_heartbeats: Deployment,
 ) -> None:
-    table_arn = with_heartbeats.one("aws:dynamodb/table:Table")["arn"]
+    table_arn = with_heartbeats.one(TABLE)["arn"]
     connect = _statements(with_heartbeats, _function(with_heartbeats, "connect"))
     assert {"Effect": "Allow", "Action": ["dynamodb:PutItem"], "Resource": [table_arn]} in connect
     heartbeat = _statements(with_heartbeats, _function(with_heartbeats, "heartbeat"))
@@ -267,7 +264,7 @@ def test_the_heartbeat_posts_to_every_live_connection_and_closes_the_gone(
 
 @pytest.fixture(scope="module")
 def heartbeat_world() -> Any:
-    from channel_server.local.world import from_component
+    from channel_server.local.program import from_component
 
     return from_component("dev", args={"heartbeat_interval_minutes": 1})
 

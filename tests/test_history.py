@@ -235,7 +235,7 @@ MAX_LIFETIME = 2.0
 
 @pytest.fixture(scope="module")
 def history_world() -> Any:
-    from channel_server.local.world import from_component
+    from channel_server.local.program import from_component
 
     return from_component("dev", args={"history_seconds": SECONDS})
 

@@ -118,11 +118,12 @@ def envelope(**changes: Any) -> bytes:
 
 
 @pytest.fixture
-def channel_environ(environ: dict[str, str], embedded_dynamodb: Any, monkeypatch: pytest.MonkeyPatch) -> dict:
-    """The test's table and management API; DynamoDB's endpoint in the process
-    environment, where the app's own client finds it (as in AWS)."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", embedded_dynamodb.endpoint)
-    return environ
+def channel_environ(environ: dict[str, str], embedded_dynamodb: Any) -> dict:
+    """The app's whole environment, as a function's holds it: the process's
+    AWS settings (fake credentials, region), the test's table and management
+    API, and DynamoDB's endpoint, where the app's own client finds it. The
+    app reads nothing else: the process's environment is left as it is."""
+    return {**os.environ, **environ, "AWS_ENDPOINT_URL_DYNAMODB": embedded_dynamodb.endpoint}
 
 
 @pytest.fixture
@@ -670,8 +671,11 @@ def threads_taking(pid: int, signum: int) -> list[int]:
     """The threads of process ``pid`` that do not block ``signum`` (Linux's /proc)."""
     taking = []
     for task in sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda path: int(path.name)):
-        blocked = int(next(line for line in (task / "status").read_text().splitlines()
-                           if line.startswith("SigBlk:")).split()[1], 16)
+        try:
+            status = (task / "status").read_text()
+        except (FileNotFoundError, ProcessLookupError):  # a thread that ended since the listing takes nothing
+            continue
+        blocked = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
         if not blocked & (1 << (signum - 1)):
             taking.append(int(task.name))
     return taking

@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from channel_server.handlers import spec
+from channel_server.local import program as local_program
 from channel_server.local import world as local_world
 from channel_server.local.server import running
 from support.frames import ANY_MESSAGE_ID
@@ -156,7 +157,7 @@ def server(request):
         with behind_the_reference_http_backend() as server:
             yield server
     elif request.param == "lambda handlers, every option on":
-        from channel_server.local.world import from_component
+        from channel_server.local.program import from_component
 
         with running(port=0, world=from_component("dev", args=EVERY_OPTION)) as server:
             yield server
@@ -540,7 +541,7 @@ def test_management_api_refuses_requests_that_are_not_sigv4_signed(server, clien
 
 
 def test_the_management_api_answers_only_loopback_unless_opened():
-    from channel_server.local.gateway import management_refusal
+    from channel_server.local.access import management_refusal
 
     signed = {"Authorization": "AWS4-HMAC-SHA256 Credential=local/20261126/us-east-1/execute-api/aws4_request, "
                                "SignedHeaders=host;x-amz-date, Signature=" + "a" * 64, "X-Amz-Date": "20261126T000000Z"}
@@ -903,7 +904,7 @@ def test_local_mode_serves_the_route_set_the_component_declares(monkeypatch):
     # GIVEN a component whose route set lacks ping and $default
     reduced = tuple(r for r in spec.ROUTES if r.key not in ("ping", "$default"))
     monkeypatch.setattr(spec, "ROUTES", reduced)
-    world = local_world.from_component("dev")
+    world = local_program.from_component("dev")
     assert set(world.routes) == {r.key for r in reduced}
 
     # WHEN local mode serves it, THEN a ping is answered as AWS answers a frame with no route
@@ -989,19 +990,19 @@ ChannelServer("games", {"stage_name": "games", "channel_id_pattern": "game-[0-9]
 
 def test_a_program_with_several_servers_needs_component_to_pick_one(tmp_path):
     project = consumer_project(tmp_path / "two", TWO_SERVERS, stacks={})
-    with pytest.raises(local_world.ProgramError) as ambiguous:
-        local_world.from_project(project)
+    with pytest.raises(local_program.ProgramError) as ambiguous:
+        local_program.from_project(project)
     assert str(ambiguous.value) == (
         f"{project / '__main__.py'} declares 2 ChannelServers (chat, games); pick one with --component NAME"
     )
 
-    games = local_world.from_project(project, component="games")
+    games = local_program.from_project(project, component="games")
     assert games.stage == "games"
     assert {f.environment[spec.ENV_CHANNEL_ID_PATTERN] for f in games.routes.values()} == {"game-[0-9]+"}
     assert all(f.name.startswith("games-") for f in games.routes.values())  # none of chat's
 
-    with pytest.raises(local_world.ProgramError, match=r"declares no ChannelServer named 'lobby'; it declares: chat, games"):
-        local_world.from_project(project, component="lobby")
+    with pytest.raises(local_program.ProgramError, match=r"declares no ChannelServer named 'lobby'; it declares: chat, games"):
+        local_program.from_project(project, component="lobby")
 
 
 @pytest.mark.parametrize(
@@ -1017,8 +1018,8 @@ def test_a_program_with_several_servers_needs_component_to_pick_one(tmp_path):
 )
 def test_a_program_local_mode_cannot_serve_gets_a_clear_error(tmp_path, program, stack, message):
     project = consumer_project(tmp_path / "broken", program)
-    with pytest.raises(local_world.ProgramError, match=message):
-        local_world.from_project(project, stack, stack_required=True)
+    with pytest.raises(local_program.ProgramError, match=message):
+        local_program.from_project(project, stack, stack_required=True)
 
 
 def test_the_command_serves_the_project_in_its_folder_by_default(tmp_path):
@@ -1028,7 +1029,7 @@ def test_the_command_serves_the_project_in_its_folder_by_default(tmp_path):
     assert default_program(project) == project / "__main__.py"
     assert default_program(tmp_path) is None  # no Pulumi.yaml: ChannelServer with its defaults
     repo = Path(__file__).resolve().parents[1]
-    world = local_world.from_project(default_program(repo), "dev", stack_required=True)
+    world = local_program.from_project(default_program(repo), "dev", stack_required=True)
     assert world.stage == "dev" and set(world.routes) == {r.key for r in spec.ROUTES}
     with pytest.raises(SystemExit):
         parse_args(["--program", str(tmp_path / "nowhere"), "--stage", "no spaces"])

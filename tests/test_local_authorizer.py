@@ -33,6 +33,7 @@ from websockets.sync.client import connect
 
 from channel_server.handlers import spec
 from channel_server.local import authorizer as local_authorizer
+from channel_server.local import program as local_program
 from channel_server.local import world as local_world
 from channel_server.local.cli import parse_args
 from channel_server.local.functions import FunctionError, InvocationError, Throttled
@@ -244,9 +245,9 @@ def test_authorizer_with_a_program_without_an_authorizer_is_refused(tmp_path):
     auth = write_authorizer(tmp_path / "auth")
     plain = project(tmp_path / "plain", NO_AUTHORIZER)
     server = LocalServer(port=0, program=plain, authorizer=str(auth))
-    with pytest.raises(local_world.ProgramError, match=r"^--authorizer: the program's ChannelServer has no "
+    with pytest.raises(local_program.ProgramError, match=r"^--authorizer: the program's ChannelServer has no "
                        r"authorizer on \$connect, and the config key authorizerFunctionArn does not turn it on"):
-        server._check_world(local_world.from_project(plain))
+        server._check_world(local_program.from_project(plain))
 
 
 def test_an_authorizer_function_the_program_does_not_define_needs_authorizer_to_start(tmp_path):
@@ -280,7 +281,7 @@ def test_an_authorizer_on_a_route_other_than_connect_is_a_wiring_error():
 
     with pytest.raises(local_world.WiringError, match=r"route join2: API Gateway authorizes a WebSocket API's "
                        r"\$connect route only"):
-        local_world.from_program(program)
+        local_program.from_program(program)
 
 
 @pytest.mark.parametrize(

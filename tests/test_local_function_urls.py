@@ -26,12 +26,14 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from websockets.sync.client import connect
 
-from channel_server.local import world as local_world
+from channel_server.local import program as local_program
+from channel_server.local.access import management_refusal
 from channel_server.local.cli import parse_args
+from channel_server.local.function_urls import FUNCTION_URL_PREFIX
 from channel_server.local.functions import InvocationError, Throttled
-from channel_server.local.gateway import FUNCTION_URL_PREFIX, Gateway, management_refusal
+from channel_server.local.gateway import Gateway
 from channel_server.local.server import LocalServer, running
-from channel_server.local.world import ProgramError
+from channel_server.local.program import ProgramError
 from support.frames import ANY_MESSAGE_ID
 
 #: How long a read waits before the test fails: a bound for a broken build,
@@ -44,7 +46,7 @@ ACCESS_KEY = "AKIDLOCALPUBLISHER"
 @pytest.fixture(scope="module")
 def publishing_world():
     """ChannelServer("chat", {"server_publish": True}) as local mode reads it."""
-    return local_world.from_component("dev", name="chat", args={"server_publish": True})
+    return local_program.from_component("dev", name="chat", args={"server_publish": True})
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +272,7 @@ def test_the_banner_names_the_publish_url_on_local_modes_own_port(server, publis
 
 
 def test_without_server_publish_there_is_no_function_url():
-    world = local_world.from_component("dev", name="chat")
+    world = local_program.from_component("dev", name="chat")
     assert world.function_urls == ()
     paths = [route.resource.canonical for route in Gateway(world, _never).app().router.routes()]
     assert not [path for path in paths if path.startswith(FUNCTION_URL_PREFIX)]
@@ -442,14 +444,14 @@ def test_the_server_publish_flag_turns_it_on_in_a_programs_config():
     server = LocalServer(port=0, server_publish=True, program=REPOSITORY)
     assert ("--server-publish", "serverPublish", "true") in server._turn_on()
 
-    world = local_world.from_project(REPOSITORY, "dev", turn_on=server._turn_on())
+    world = local_program.from_project(REPOSITORY, "dev", turn_on=server._turn_on())
 
     assert [url.function.handler for url in world.function_urls] == ["channel_server.handlers.app.server_publish"]
 
 
 def test_the_server_publish_flag_refuses_a_program_that_cannot_turn_it_on():
     server = LocalServer(port=0, server_publish=True, program=REPOSITORY)
-    without = local_world.from_component("dev")
+    without = local_program.from_component("dev")
 
     with pytest.raises(ProgramError) as refused:
         server._check_world(without)

@@ -17,7 +17,7 @@ import pytest
 from channel_server.handlers.sender import READ_TIMEOUT
 from channel_server.local.cli import parse_args
 from channel_server.local.server import LocalServer, running
-from channel_server.local.world import ProgramError, load_world
+from channel_server.local.program import ProgramError, load_world
 from channel_server.mocks import Project, ProjectError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import logging
 import sys
 import time
@@ -30,6 +31,7 @@ import pytest
 
 from channel_server.handlers import metrics, spec
 from channel_server.handlers.app import ChannelApp
+from channel_server.handlers.settings import AppSettings
 from channel_server.local.queues import sqs_event
 from support.aws import FAKE_CREDENTIALS, REGION
 
@@ -130,7 +132,7 @@ def install(app: Any, monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], 
     from channel_server.handlers import app as lambda_module
 
     def install_app(writer: Callable[[str], Any] | None, metrics: str | None = "1", **env: str) -> ChannelApp:
-        merged = {**environ, spec.ENV_SERVER_NAME: SERVER, **env}
+        merged = {**os.environ, **environ, spec.ENV_SERVER_NAME: SERVER, **env}  # os.environ: the AWS settings
         if metrics is not None:
             merged[spec.ENV_METRICS] = metrics
         channel_app = ChannelApp(merged, dynamodb=dynamodb, metrics_writer=writer)
@@ -353,7 +355,8 @@ def test_by_default_the_record_goes_to_stdout_as_one_line(
 def test_the_server_dimension_defaults_to_channel_server() -> None:
     records = Records()
 
-    metrics.Metrics({spec.ENV_METRICS: "1"}, records).fan_out("publish", metrics.FanOut(1, 1, 0, 0, 0, 2.5))
+    settings = AppSettings.from_environ({spec.ENV_METRICS: "1"})  # no CHANNEL_SERVER_NAME
+    metrics.Metrics(settings.metrics, settings.server_name, records).fan_out("publish", metrics.FanOut(1, 1, 0, 0, 0, 2.5))
 
     (record,) = records.parsed()
     assert_valid_emf(record)

@@ -8,14 +8,14 @@ from typing import Any, Iterator
 
 import pytest
 
-from channel_server.local import world as local_world
+from channel_server.local import program as local_program
 from channel_server.local.server import running
 from test_page import driver, page_url, pages  # noqa: F401  (fixtures, with this module's server)
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Any]:
-    world = local_world.from_component("dev", name="chat", args={"presence": True})
+    world = local_program.from_component("dev", name="chat", args={"presence": True})
     with running(port=0, world=world) as server:
         yield server
 

@@ -12,7 +12,7 @@ import pytest
 from websockets.sync.client import connect
 
 from channel_server.handlers import spec
-from channel_server.local import world as local_world
+from channel_server.local import program as local_program
 from channel_server.local.server import running
 
 #: A bound for a broken build, never a measure of speed.
@@ -21,7 +21,7 @@ TIMEOUT = 20
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Any]:
-    world = local_world.from_component("dev", name="chat", args={"presence": True, "presence_max_members": 3})
+    world = local_program.from_component("dev", name="chat", args={"presence": True, "presence_max_members": 3})
     with running(port=0, world=world) as server:
         yield server
 
@@ -47,7 +47,7 @@ class Socket:
 
 
 def test_the_component_world_carries_the_presence_cap_to_every_function() -> None:
-    world = local_world.from_component("dev", name="chat", args={"presence": True})
+    world = local_program.from_component("dev", name="chat", args={"presence": True})
     assert {f.environment.get(spec.ENV_PRESENCE_MAX_MEMBERS) for f in world.routes.values()} == {"100"}
 
 

@@ -11,9 +11,9 @@ import pulumi
 import pulumi_aws as aws
 import pytest
 
-from channel_server import ChannelServer, ChannelServerArgsError
+from channel_server import ChannelServer, ChannelServerArgsError, resource_types
 from channel_server.args import resolve
-from channel_server.component import ACCESS_LOG_FORMAT, APIGATEWAY_LOGS_POLICY
+from channel_server.features import ACCESS_LOG_FORMAT, APIGATEWAY_LOGS_POLICY
 from channel_server.policies import XRAY_ACTIONS
 from channel_server.handlers import spec
 from channel_server.mocks import ACCOUNT, Deployment, deploy
@@ -25,19 +25,6 @@ TOPIC = f"arn:aws:sns:us-east-1:{ACCOUNT}:chat-alarms"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/apigateway-cloudwatch"
 DOMAIN = {"name": "chat.example.com", "certificate_arn": CERTIFICATE}
 
-DOMAIN_NAME = "aws:apigatewayv2/domainName:DomainName"
-API_MAPPING = "aws:apigatewayv2/apiMapping:ApiMapping"
-RECORD = "aws:route53/record:Record"
-AUTHORIZER_TYPE = "aws:apigatewayv2/authorizer:Authorizer"
-ROUTE = "aws:apigatewayv2/route:Route"
-PERMISSION = "aws:lambda/permission:Permission"
-STAGE = "aws:apigatewayv2/stage:Stage"
-ACCOUNT_SETTING = "aws:apigateway/account:Account"
-ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
-FUNCTION = "aws:lambda/function:Function"
-POLICY = "aws:iam/rolePolicy:RolePolicy"
-TABLE = "aws:dynamodb/table:Table"
-LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 
 
 def server(args: dict | None = None, **kwargs: Any) -> tuple[Deployment, dict]:
@@ -82,18 +69,18 @@ def everything() -> tuple[Deployment, dict]:
 # --- every option is off by default -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("type_token", [DOMAIN_NAME, API_MAPPING, RECORD, AUTHORIZER_TYPE, ACCOUNT_SETTING, ALARM])
+@pytest.mark.parametrize("type_token", [resource_types.DOMAIN_NAME, resource_types.API_MAPPING, resource_types.RECORD, resource_types.AUTHORIZER, resource_types.API_GATEWAY_ACCOUNT, resource_types.ALARM])
 def test_no_option_resource_exists_by_default(plain: Deployment, type_token: str) -> None:
     assert plain.of_type(type_token) == []
 
 
 def test_by_default_no_tracing_no_metrics_no_access_logs_and_the_table_is_deletable(plain: Deployment) -> None:
-    assert [f.name for f in plain.of_type(FUNCTION) if f.get("tracingConfig")] == []
-    assert [f.name for f in plain.of_type(FUNCTION) if spec.ENV_METRICS in f["environment"]["variables"]] == []
-    assert "accessLogSettings" not in plain.one(STAGE).inputs
-    table = plain.one(TABLE)
+    assert [f.name for f in plain.of_type(resource_types.FUNCTION) if f.get("tracingConfig")] == []
+    assert [f.name for f in plain.of_type(resource_types.FUNCTION) if spec.ENV_METRICS in f["environment"]["variables"]] == []
+    assert "accessLogSettings" not in plain.one(resource_types.STAGE).inputs
+    table = plain.one(resource_types.TABLE)
     assert table["deletionProtectionEnabled"] is False and not table.retain_on_delete
-    assert [p.name for p in plain.of_type(POLICY) if "xray:" in p["policy"]] == []
+    assert [p.name for p in plain.of_type(resource_types.ROLE_POLICY) if "xray:" in p["policy"]] == []
 
 
 # --- custom domain ------------------------------------------------------------------------------
@@ -101,13 +88,13 @@ def test_by_default_no_tracing_no_metrics_no_access_logs_and_the_table_is_deleta
 
 def test_a_custom_domain_is_regional_tls12_mapped_to_the_stage_and_becomes_the_url(everything) -> None:
     deployment, outputs = everything
-    domain = deployment.one(DOMAIN_NAME)
+    domain = deployment.one(resource_types.DOMAIN_NAME)
     assert domain["domainName"] == "chat.example.com"
     configuration = domain["domainNameConfiguration"]
     assert {key: configuration[key] for key in ("certificateArn", "endpointType", "securityPolicy")} == {
         "certificateArn": CERTIFICATE, "endpointType": "REGIONAL", "securityPolicy": "TLS_1_2"}
-    mapping = deployment.one(API_MAPPING)
-    api, stage = deployment.one("aws:apigatewayv2/api:Api"), deployment.one(STAGE)
+    mapping = deployment.one(resource_types.API_MAPPING)
+    api, stage = deployment.one(resource_types.API), deployment.one(resource_types.STAGE)
     assert (mapping["apiId"], mapping["stage"], mapping["domainName"], mapping["apiMappingKey"]) == (
         api.id, stage.id, domain.id, "v1")
     assert outputs["url"] == "wss://chat.example.com/v1"
@@ -115,16 +102,16 @@ def test_a_custom_domain_is_regional_tls12_mapped_to_the_stage_and_becomes_the_u
     # the handlers post through execute-api, never through the custom domain
     host = api["apiEndpoint"].removeprefix("wss://")
     assert outputs["execute"] == f"wss://{host}/dev" and outputs["management"] == f"https://{host}/dev"
-    for function in deployment.of_type(FUNCTION):
+    for function in deployment.of_type(resource_types.FUNCTION):
         assert function["environment"]["variables"][spec.ENV_MANAGEMENT_ENDPOINT] == f"https://{host}/dev"
-    assert deployment.of_type(RECORD) == []
+    assert deployment.of_type(resource_types.RECORD) == []
 
 
 def test_a_custom_domain_without_base_path_is_the_url_root_and_a_hosted_zone_gets_an_alias() -> None:
     deployment, outputs = server({"domain": {**DOMAIN, "hosted_zone_id": "Z0123456789ABC"}})
     assert outputs["url"] == "wss://chat.example.com"
-    assert deployment.one(API_MAPPING).get("apiMappingKey") in (None, "")
-    record, domain = deployment.one(RECORD), deployment.one(DOMAIN_NAME)
+    assert deployment.one(resource_types.API_MAPPING).get("apiMappingKey") in (None, "")
+    record, domain = deployment.one(resource_types.RECORD), deployment.one(resource_types.DOMAIN_NAME)
     assert (record["zoneId"], record["name"], record["type"]) == ("Z0123456789ABC", "chat.example.com", "A")
     assert record["aliases"] == [{
         "name": domain["domainNameConfiguration"]["targetDomainName"],
@@ -138,16 +125,16 @@ def test_a_custom_domain_without_base_path_is_the_url_root_and_a_hosted_zone_get
 
 def test_an_authorizer_guards_connect_only_and_api_gateway_may_invoke_it_for_this_api(everything) -> None:
     deployment, _ = everything
-    authorizer = deployment.one(AUTHORIZER_TYPE)
+    authorizer = deployment.one(resource_types.AUTHORIZER)
     assert authorizer["authorizerType"] == "REQUEST"
     assert authorizer["authorizerUri"] == (
         f"arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/{AUTHORIZER}/invocations")
     assert authorizer["identitySources"] == ["route.request.header.Authorization"]
-    guarded = {r["routeKey"]: (r.get("authorizationType"), r.get("authorizerId")) for r in deployment.of_type(ROUTE)}
+    guarded = {r["routeKey"]: (r.get("authorizationType"), r.get("authorizerId")) for r in deployment.of_type(resource_types.ROUTE)}
     assert guarded.pop("$connect") == ("CUSTOM", authorizer.id)
     assert set(guarded.values()) == {(None, None)}
-    (permission,) = [p for p in deployment.of_type(PERMISSION) if p["function"] == AUTHORIZER]
-    api = deployment.one("aws:apigatewayv2/api:Api")
+    (permission,) = [p for p in deployment.of_type(resource_types.PERMISSION) if p["function"] == AUTHORIZER]
+    api = deployment.one(resource_types.API)
     assert permission["principal"] == "apigateway.amazonaws.com"
     assert permission["sourceArn"] == f"{api['executionArn']}/authorizers/{authorizer.id}"
 
@@ -155,9 +142,9 @@ def test_an_authorizer_guards_connect_only_and_api_gateway_may_invoke_it_for_thi
 def test_changing_the_authorizer_redeploys_the_stage(everything) -> None:
     def triggers(sources: list[str]) -> dict:
         deployment, _ = server({**EVERYTHING, "authorizer": {"function_arn": AUTHORIZER, "identity_sources": sources}})
-        return deployment.one("aws:apigatewayv2/deployment:Deployment")["triggers"]
+        return deployment.one(resource_types.DEPLOYMENT)["triggers"]
 
-    first = everything[0].one("aws:apigatewayv2/deployment:Deployment")["triggers"]
+    first = everything[0].one(resource_types.DEPLOYMENT)["triggers"]
     assert triggers(EVERYTHING["authorizer"]["identity_sources"]) == first
     other = triggers(["route.request.querystring.token"])
     assert other["authorizer"] != first["authorizer"]
@@ -195,29 +182,29 @@ def test_an_authorizer_api_gateway_cannot_run_on_websockets_is_refused(value: di
 
 def test_access_logs_are_json_in_their_own_log_group_with_the_accounts_role_created(everything) -> None:
     deployment, _ = everything
-    stage = deployment.one(STAGE)
-    (group,) = [g for g in deployment.of_type(LOG_GROUP) if g["namePrefix"].startswith("/aws/apigateway/")]
+    stage = deployment.one(resource_types.STAGE)
+    (group,) = [g for g in deployment.of_type(resource_types.LOG_GROUP) if g["namePrefix"].startswith("/aws/apigateway/")]
     assert group["retentionInDays"] == 30
     assert stage["accessLogSettings"] == {"destinationArn": group["arn"], "format": ACCESS_LOG_FORMAT}
     fields = json.loads(ACCESS_LOG_FORMAT)
     assert {"requestId", "routeKey", "status", "errorMessage", "integrationLatency", "connectionId"} <= set(fields)
     assert all(value.startswith("$context.") for value in fields.values())
-    account = deployment.one(ACCOUNT_SETTING)
+    account = deployment.one(resource_types.API_GATEWAY_ACCOUNT)
     role = deployment.by_name("chat-apigateway-logs")
     assert account["cloudwatchRoleArn"] == role["arn"]
     trust = json.loads(role["assumeRolePolicy"])["Statement"]
     assert [s["Principal"] for s in trust] == [{"Service": "apigateway.amazonaws.com"}]
-    attachment = deployment.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    attachment = deployment.one(resource_types.ROLE_POLICY_ATTACHMENT)
     assert (attachment["role"], attachment["policyArn"]) == (role["name"], APIGATEWAY_LOGS_POLICY)
 
 
 def test_access_logs_take_a_given_role_or_leave_the_account_setting_alone() -> None:
     given, _ = server({"access_logs": True, "api_gateway_cloudwatch_role_arn": ROLE})
-    assert given.one(ACCOUNT_SETTING)["cloudwatchRoleArn"] == ROLE
-    assert [r.name for r in given.of_type("aws:iam/role:Role") if "apigateway" in r.name] == []
+    assert given.one(resource_types.API_GATEWAY_ACCOUNT)["cloudwatchRoleArn"] == ROLE
+    assert [r.name for r in given.of_type(resource_types.ROLE) if "apigateway" in r.name] == []
     unmanaged, _ = server({"access_logs": True, "manage_api_gateway_account": False})
-    assert unmanaged.of_type(ACCOUNT_SETTING) == []
-    assert unmanaged.one(STAGE)["accessLogSettings"]["format"] == ACCESS_LOG_FORMAT
+    assert unmanaged.of_type(resource_types.API_GATEWAY_ACCOUNT) == []
+    assert unmanaged.one(resource_types.STAGE)["accessLogSettings"]["format"] == ACCESS_LOG_FORMAT
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -238,19 +225,19 @@ def test_inconsistent_access_log_settings_are_refused(args: dict, message: str) 
 
 def test_metrics_switch_on_the_handlers_emf_with_the_component_name_as_server(everything) -> None:
     deployment, _ = everything
-    environments = [f["environment"]["variables"] for f in deployment.of_type(FUNCTION)]
+    environments = [f["environment"]["variables"] for f in deployment.of_type(resource_types.FUNCTION)]
     assert len(environments) == len(spec.ROUTES) + 2  # fan-out and heartbeat too
     assert {(e[spec.ENV_METRICS], e[spec.ENV_SERVER_NAME]) for e in environments} == {("1", "chat")}
 
 
 def test_alarms_cover_every_function_the_api_and_failed_deliveries_to_the_topic(everything) -> None:
     deployment, _ = everything
-    alarms = {a.name: a for a in deployment.of_type(ALARM)}
-    functions = {f.name: f for f in deployment.of_type(FUNCTION)}
+    alarms = {a.name: a for a in deployment.of_type(resource_types.ALARM)}
+    functions = {f.name: f for f in deployment.of_type(resource_types.FUNCTION)}
     per_function = {(a["dimensions"]["FunctionName"], a["metricName"]) for a in alarms.values()
                     if a["namespace"] == "AWS/Lambda"}
     assert per_function == {(f["name"], metric) for f in functions.values() for metric in ("Errors", "Throttles")}
-    api, stage = deployment.one("aws:apigatewayv2/api:Api"), deployment.one(STAGE)["name"]
+    api, stage = deployment.one(resource_types.API), deployment.one(resource_types.STAGE)["name"]
     assert {a["metricName"]: a["dimensions"] for a in alarms.values() if a["namespace"] == "AWS/ApiGateway"} == {
         "ExecutionError": {"ApiId": api.id, "Stage": stage}, "IntegrationError": {"ApiId": api.id, "Stage": stage}}
     failed = alarms["chat-failed-deliveries"]
@@ -263,15 +250,15 @@ def test_alarms_cover_every_function_the_api_and_failed_deliveries_to_the_topic(
 
 def test_without_metrics_there_is_no_failed_delivery_alarm() -> None:
     deployment, _ = server({"alarm_topic_arn": TOPIC})
-    assert [a.name for a in deployment.of_type(ALARM) if a["namespace"] == spec.METRICS_NAMESPACE] == []
-    assert deployment.of_type(ALARM)
+    assert [a.name for a in deployment.of_type(resource_types.ALARM) if a["namespace"] == spec.METRICS_NAMESPACE] == []
+    assert deployment.of_type(resource_types.ALARM)
 
 
 def test_tracing_is_active_on_every_function_whose_role_may_send_traces_and_nothing_else(everything) -> None:
     deployment, _ = everything
-    assert {f.name: f["tracingConfig"] for f in deployment.of_type(FUNCTION)} == {
-        f.name: {"mode": "Active"} for f in deployment.of_type(FUNCTION)}
-    for policy in deployment.of_type(POLICY):
+    assert {f.name: f["tracingConfig"] for f in deployment.of_type(resource_types.FUNCTION)} == {
+        f.name: {"mode": "Active"} for f in deployment.of_type(resource_types.FUNCTION)}
+    for policy in deployment.of_type(resource_types.ROLE_POLICY):
         if policy.name.endswith("-schedule"):
             continue  # the scheduler's role invokes; it runs nothing
         statements = json.loads(policy["policy"])["Statement"]
@@ -291,7 +278,7 @@ def test_what_only_the_lambda_handlers_do_is_refused_with_an_http_backend(field:
 
 def test_the_table_can_be_kept_on_delete_and_protected_from_deletion(everything) -> None:
     deployment, _ = everything
-    table = deployment.one(TABLE)
+    table = deployment.one(resource_types.TABLE)
     assert table.retain_on_delete and table["deletionProtectionEnabled"] is True
     # only the table: the rest is rebuilt from the program at no loss
     assert [r.name for r in deployment.resources if r.retain_on_delete] == [table.name]
@@ -312,7 +299,7 @@ def test_a_transform_on_the_component_reaches_every_child() -> None:
 
     def customer_managed_key(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
         seen.append(args.name)
-        if args.type_ == "aws:dynamodb/table:Table":
+        if args.type_ == resource_types.TABLE:
             encryption = {"enabled": True, "kmsKeyArn": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/chat"}
             return pulumi.ResourceTransformResult(props={**args.props, "serverSideEncryption": encryption},
                                                   opts=args.opts)
@@ -320,7 +307,7 @@ def test_a_transform_on_the_component_reaches_every_child() -> None:
 
     deployment, _ = server(opts=pulumi.ResourceOptions(transforms=[customer_managed_key]))
     assert sorted(seen) == sorted(r.name for r in deployment.resources)
-    assert deployment.one(TABLE)["serverSideEncryption"]["kmsKeyArn"].endswith(":key/chat")
+    assert deployment.one(resource_types.TABLE)["serverSideEncryption"]["kmsKeyArn"].endswith(":key/chat")
 
 
 # --- inputs from other resources ---------------------------------------------------------------------
@@ -346,15 +333,15 @@ def test_every_input_field_takes_another_resources_output() -> None:
 
     deployment = deploy(program)
     own = {r.type: r for r in deployment.resources}
-    domain = deployment.one(DOMAIN_NAME)
+    domain = deployment.one(resource_types.DOMAIN_NAME)
     assert domain["domainName"] == "chat.example.com"
-    assert domain["domainNameConfiguration"]["certificateArn"] == own["aws:acm/certificate:Certificate"]["arn"]
-    assert deployment.one(RECORD)["zoneId"] == own["aws:route53/zone:Zone"]["zoneId"]
-    assert deployment.one(AUTHORIZER_TYPE)["authorizerUri"].endswith(f"{deployment.by_name('auth')['arn']}/invocations")
-    assert {tuple(a["alarmActions"]) for a in deployment.of_type(ALARM)} == {(own["aws:sns/topic:Topic"]["arn"],)}
-    assert deployment.one(ACCOUNT_SETTING)["cloudwatchRoleArn"] == deployment.by_name("apigateway-cloudwatch")["arn"]
+    assert domain["domainNameConfiguration"]["certificateArn"] == own[resource_types.CERTIFICATE]["arn"]
+    assert deployment.one(resource_types.RECORD)["zoneId"] == own[resource_types.ZONE]["zoneId"]
+    assert deployment.one(resource_types.AUTHORIZER)["authorizerUri"].endswith(f"{deployment.by_name('auth')['arn']}/invocations")
+    assert {tuple(a["alarmActions"]) for a in deployment.of_type(resource_types.ALARM)} == {(own[resource_types.TOPIC]["arn"],)}
+    assert deployment.one(resource_types.API_GATEWAY_ACCOUNT)["cloudwatchRoleArn"] == deployment.by_name("apigateway-cloudwatch")["arn"]
     team = deployment.by_name("team")["name"]
-    assert deployment.one(TABLE)["tags"] == {"team": team}
+    assert deployment.one(resource_types.TABLE)["tags"] == {"team": team}
 
 
 #: An Input field, a wrong value for it, and the args that carry it.

@@ -13,6 +13,8 @@ from channel_server import TYPE_TOKEN, backend
 from channel_server.args import Settings
 from channel_server.config import OBJECT_FIELDS, config_key, field_kinds, object_config_keys
 from channel_server.mocks import Deployment, deploy
+from channel_server.resource_types import (ALARM, API, API_GATEWAY_ACCOUNT, API_MAPPING, AUTHORIZER, DOMAIN_NAME, FUNCTION,
+                                         LOG_GROUP, RECORD, ROLE, SCHEDULE, STAGE, TABLE)
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
@@ -46,13 +48,13 @@ PROGRAM_EXPORTS = {"url", "managementEndpoint", "tableName", "apiId", "stageName
 
 
 def test_program_exports_the_server_outputs(dev: Deployment) -> None:
-    api = dev.one("aws:apigatewayv2/api:Api")
+    api = dev.one(API)
     host = api["apiEndpoint"].removeprefix("wss://")
     # only the program's own keys: see test_exports_of_an_earlier_run_do_not_leak_into_the_next
     assert {key: dev.exports.get(key) for key in PROGRAM_EXPORTS} == {
         "url": f"wss://{host}/dev",
         "managementEndpoint": f"https://{host}/dev",
-        "tableName": dev.one("aws:dynamodb/table:Table")["name"],
+        "tableName": dev.one(TABLE)["name"],
         "apiId": api.id,
         "stageName": "dev",
     }
@@ -74,7 +76,7 @@ def test_program_deploys_to_the_configured_region(dev: Deployment) -> None:
 
 
 def test_dev_stage_is_throttled_at_100_burst_and_50_per_second(dev: Deployment) -> None:
-    stage = dev.one("aws:apigatewayv2/stage:Stage")
+    stage = dev.one(STAGE)
     assert stage["name"] == "dev"
     assert stage["defaultRouteSettings"] == {"throttlingBurstLimit": 100, "throttlingRateLimit": 50}
 
@@ -82,12 +84,12 @@ def test_dev_stage_is_throttled_at_100_burst_and_50_per_second(dev: Deployment) 
 @pytest.mark.parametrize(
     "type_token",
     [
-        "aws:dynamodb/table:Table",
-        "aws:apigatewayv2/api:Api",
-        "aws:apigatewayv2/stage:Stage",
-        "aws:lambda/function:Function",
-        "aws:iam/role:Role",
-        "aws:cloudwatch/logGroup:LogGroup",
+        TABLE,
+        API,
+        STAGE,
+        FUNCTION,
+        ROLE,
+        LOG_GROUP,
     ],
 )
 def test_dev_tags_reach_every_taggable_resource(dev: Deployment, type_token: str) -> None:
@@ -97,7 +99,7 @@ def test_dev_tags_reach_every_taggable_resource(dev: Deployment, type_token: str
 
 
 def test_dev_log_groups_keep_logs_14_days(dev: Deployment) -> None:
-    log_groups = dev.of_type("aws:cloudwatch/logGroup:LogGroup")
+    log_groups = dev.of_type(LOG_GROUP)
     assert log_groups
     assert {g["retentionInDays"] for g in log_groups} == {14}
 
@@ -233,22 +235,22 @@ def test_prod_example_sets_only_declared_keys() -> None:
 
 #: What only the production stack has.
 PROD_ONLY = {
-    "aws:apigatewayv2/domainName:DomainName": 1,
-    "aws:apigatewayv2/apiMapping:ApiMapping": 1,
-    "aws:route53/record:Record": 1,
-    "aws:apigatewayv2/authorizer:Authorizer": 1,
-    "aws:apigateway/account:Account": 1,
-    "aws:scheduler/schedule:Schedule": 1,
+    DOMAIN_NAME: 1,
+    API_MAPPING: 1,
+    RECORD: 1,
+    AUTHORIZER: 1,
+    API_GATEWAY_ACCOUNT: 1,
+    SCHEDULE: 1,
 }
 
 
 def test_prod_adds_domain_authorizer_account_setting_schedule_and_alarms_that_dev_lacks(dev, prod) -> None:
     for type_token, count in PROD_ONLY.items():
         assert (len(dev.of_type(type_token)), len(prod.of_type(type_token))) == (0, count), type_token
-    functions = len(prod.of_type("aws:lambda/function:Function"))
+    functions = len(prod.of_type(FUNCTION))
     # errors and throttles per function, two for the API, one for failed deliveries
-    assert len(prod.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")) == 2 * functions + 3
-    assert dev.of_type("aws:cloudwatch/metricAlarm:MetricAlarm") == []
+    assert len(prod.of_type(ALARM)) == 2 * functions + 3
+    assert dev.of_type(ALARM) == []
 
 
 def test_prod_url_is_the_custom_domain_and_the_stage_is_prod(dev, prod) -> None:
@@ -258,21 +260,21 @@ def test_prod_url_is_the_custom_domain_and_the_stage_is_prod(dev, prod) -> None:
 
 
 def test_prod_keeps_and_protects_the_table_and_dev_does_not(dev, prod) -> None:
-    prod_table, dev_table = prod.one("aws:dynamodb/table:Table"), dev.one("aws:dynamodb/table:Table")
+    prod_table, dev_table = prod.one(TABLE), dev.one(TABLE)
     assert (prod_table.retain_on_delete, prod_table["deletionProtectionEnabled"]) == (True, True)
     assert (dev_table.retain_on_delete, dev_table["deletionProtectionEnabled"]) == (False, False)
 
 
 def test_prod_logs_traces_and_measures_and_throttles_higher(dev, prod) -> None:
-    stage, dev_stage = prod.one("aws:apigatewayv2/stage:Stage"), dev.one("aws:apigatewayv2/stage:Stage")
+    stage, dev_stage = prod.one(STAGE), dev.one(STAGE)
     assert stage["accessLogSettings"]["format"] and "accessLogSettings" not in dev_stage.inputs
     assert stage["defaultRouteSettings"] == {"throttlingBurstLimit": 2000, "throttlingRateLimit": 5000}
-    functions = prod.of_type("aws:lambda/function:Function")
+    functions = prod.of_type(FUNCTION)
     assert {f["tracingConfig"]["mode"] for f in functions} == {"Active"}
     assert {f["environment"]["variables"].get("CHANNEL_METRICS") for f in functions} == {"1"}
-    assert {f["environment"]["variables"].get("CHANNEL_METRICS") for f in dev.of_type("aws:lambda/function:Function")} == {None}
-    assert {g["retentionInDays"] for g in prod.of_type("aws:cloudwatch/logGroup:LogGroup")} == {90}
-    assert {r.inputs.get("tags", {}).get("environment") for r in prod.of_type("aws:lambda/function:Function")} == {"prod"}
+    assert {f["environment"]["variables"].get("CHANNEL_METRICS") for f in dev.of_type(FUNCTION)} == {None}
+    assert {g["retentionInDays"] for g in prod.of_type(LOG_GROUP)} == {90}
+    assert {r.inputs.get("tags", {}).get("environment") for r in prod.of_type(FUNCTION)} == {"prod"}
 
 
 # --- the resources' identities ----------------------------------------------------------------

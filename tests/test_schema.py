@@ -23,6 +23,7 @@ from channel_server.config import OBJECT_FIELDS, field_kinds
 from channel_server.component import PACKAGE_NAME, TYPE_TOKEN
 from channel_server.handlers import spec
 from channel_server.mocks import deploy
+from channel_server.resource_types import API, API_MAPPING, AUTHORIZER, FUNCTION, SCHEDULE, STAGE, TABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "plugin"
@@ -34,8 +35,8 @@ SCHEMA_TYPES = {str: PropertyType.STRING, int: PropertyType.INTEGER, float: Prop
 OUTPUTS = {"url": str, "executeApiUrl": str, "managementEndpoint": str, "tableName": str, "apiId": str,
            "stageName": str, "domainTarget": str, "publishUrl": str, "publishFunctionArn": str,
            "publishPolicyArn": str}
-RESOURCE_OUTPUTS = {"table": "aws:dynamodb/table:Table", "api": "aws:apigatewayv2/api:Api",
-                    "stage": "aws:apigatewayv2/stage:Stage"}
+RESOURCE_OUTPUTS = {"table": TABLE, "api": API,
+                    "stage": STAGE}
 
 
 def camel(name: str) -> str:
@@ -220,15 +221,15 @@ def test_the_provider_constructs_the_component_from_engine_inputs() -> None:
     deployment = deploy(program)
 
     # THEN the component got the values under their Python names
-    assert deployment.one("aws:apigatewayv2/stage:Stage")["name"] == "prod"
-    memories = {f["memorySize"] for f in deployment.of_type("aws:lambda/function:Function")}
+    assert deployment.one(STAGE)["name"] == "prod"
+    memories = {f["memorySize"] for f in deployment.of_type(FUNCTION)}
     assert 512 in memories
-    assert deployment.one("aws:apigatewayv2/apiMapping:ApiMapping")["apiMappingKey"] == "v1"
-    assert deployment.one("aws:apigatewayv2/authorizer:Authorizer")["identitySources"] == [
+    assert deployment.one(API_MAPPING)["apiMappingKey"] == "v1"
+    assert deployment.one(AUTHORIZER)["identitySources"] == [
         "route.request.header.Authorization"]
-    assert deployment.one("aws:apigatewayv2/stage:Stage")["accessLogSettings"]["format"]
-    assert deployment.one("aws:scheduler/schedule:Schedule")["scheduleExpression"] == "rate(5 minutes)"
-    environments = [f["environment"]["variables"] for f in deployment.of_type("aws:lambda/function:Function")]
+    assert deployment.one(STAGE)["accessLogSettings"]["format"]
+    assert deployment.one(SCHEDULE)["scheduleExpression"] == "rate(5 minutes)"
+    environments = [f["environment"]["variables"] for f in deployment.of_type(FUNCTION)]
     assert all(e[spec.ENV_HISTORY_SECONDS] == "600" and e[spec.ENV_PRESENCE_MAX_MEMBERS] == "50" for e in environments)
     # AND the state it returns to the engine has every output
     assert set(state) == set(OUTPUTS) | set(RESOURCE_OUTPUTS)

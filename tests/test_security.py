@@ -34,6 +34,8 @@ from channel_server.handlers import protocol, spec
 from channel_server.handlers.events import WebSocketEvent
 from channel_server.handlers.store import Store
 from channel_server.mocks import Deployment, deploy
+from channel_server.resource_types import (API, FUNCTION, FUNCTION_URL, INTEGRATION, LOG_GROUP, MANAGED_POLICY, MAPPING,
+                                         ROLE, ROLE_POLICY, ROLE_POLICY_ATTACHMENT, ROUTE, SCHEDULE, STAGE, TABLE)
 from support.aws import FAKE_CREDENTIALS, REGION, fake_aws_environment
 from support.events import event, new_connection_id, url_event
 from support.lambda_world import OK, LambdaWorld, answered, lambda_world, product_management_client
@@ -41,17 +43,6 @@ from support.management import FakeManagementApi
 
 SENDER_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
-TABLE = "aws:dynamodb/table:Table"
-API = "aws:apigatewayv2/api:Api"
-STAGE = "aws:apigatewayv2/stage:Stage"
-ROUTE = "aws:apigatewayv2/route:Route"
-INTEGRATION = "aws:apigatewayv2/integration:Integration"
-FUNCTION = "aws:lambda/function:Function"
-ROLE = "aws:iam/role:Role"
-POLICY = "aws:iam/rolePolicy:RolePolicy"
-LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
-QUEUE = "aws:sqs/queue:Queue"
-MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
 ROUTE_KEYS = [route.key for route in spec.ROUTES]
 
 
@@ -64,7 +55,6 @@ TRANSACT_ITEM_ACTIONS = {"Put": "PutItem", "Delete": "DeleteItem", "Update": "Up
 ON_TABLE, ON_INDEX, ON_CONNECTIONS, ON_OWN_LOGS = "table", "index", "POST @connections/*", "own log group"
 ON_QUEUE = "fan-out queue"
 ON_HEARTBEAT_INDEX = "heartbeat index"
-SCHEDULE = "aws:scheduler/schedule:Schedule"
 #: The deployment these tests read has heartbeats on, so every function that
 #: can be built is: $connect then registers connections.
 HEARTBEAT_MINUTES = 5
@@ -355,7 +345,7 @@ def route_function(deployment: Deployment, route_key: str) -> Any:
 def function_policy(deployment: Deployment, function: Any) -> tuple[list[dict], Any]:
     """The statements of the function's role policy, and its log group."""
     role = _one([r for r in deployment.of_type(ROLE) if r["arn"] == function["role"]], "role")
-    policy = _one([p for p in deployment.of_type(POLICY) if p["role"] == role.id], "role policy")
+    policy = _one([p for p in deployment.of_type(ROLE_POLICY) if p["role"] == role.id], "role policy")
     log_group = _one([g for g in deployment.of_type(LOG_GROUP) if g["name"] == function["loggingConfig"]["logGroup"]], "log group")
     return json.loads(policy["policy"])["Statement"], log_group
 
@@ -401,7 +391,7 @@ def heartbeat_function(deployment: Deployment) -> Any:
 
 def server_publish_function(deployment: Deployment) -> Any:
     """The function the server publish endpoint (a function URL) invokes."""
-    (url,) = deployment.of_type("aws:lambda/functionUrl:FunctionUrl")
+    (url,) = deployment.of_type(FUNCTION_URL)
     return _one([f for f in deployment.of_type(FUNCTION) if f["name"] == url["functionName"]], "function")
 
 
@@ -441,7 +431,7 @@ def test_the_heartbeat_function_is_granted_exactly_what_it_was_seen_to_call(
 def test_the_server_publish_function_is_granted_exactly_what_it_was_seen_to_call(
     deployed: Deployment, observed: dict[str, set[tuple[str, str]]]
 ) -> None:
-    (url,) = deployed.of_type("aws:lambda/functionUrl:FunctionUrl")
+    (url,) = deployed.of_type(FUNCTION_URL)
     function = server_publish_function(deployed)
     assert (function["handler"], url["authorizationType"]) == (spec.SERVER_PUBLISH.handler, "AWS_IAM")
     assert granted_to(deployed, function) == observed["server_publish"] | LOG_GRANTS
@@ -450,14 +440,14 @@ def test_the_server_publish_function_is_granted_exactly_what_it_was_seen_to_call
 def test_granting_publish_attaches_a_policy_that_allows_only_invoking_that_function_through_its_url(
         deployed: Deployment) -> None:
     function = server_publish_function(deployed)
-    (callers,) = deployed.of_type("aws:iam/policy:Policy")
+    (callers,) = deployed.of_type(MANAGED_POLICY)
     assert json.loads(callers["policy"])["Statement"] == [
         {"Effect": "Allow", "Action": ["lambda:InvokeFunctionUrl"], "Resource": [function["arn"]],
          "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}}},
         {"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function["arn"]],
          "Condition": {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}},
     ]
-    (attachment,) = deployed.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    (attachment,) = deployed.of_type(ROLE_POLICY_ATTACHMENT)
     backend = deployed.by_name("backend")
     assert (attachment["role"], attachment["policyArn"]) == (backend["name"], callers["arn"])
 
@@ -469,7 +459,7 @@ def test_the_scheduler_may_invoke_only_the_heartbeat_function_and_only_for_this_
     (trust,) = json.loads(role["assumeRolePolicy"])["Statement"]
     assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
     assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": function["arn"].split(":")[4]}}
-    (policy,) = [p for p in deployed.of_type(POLICY) if p["role"] == role.id]
+    (policy,) = [p for p in deployed.of_type(ROLE_POLICY) if p["role"] == role.id]
     assert json.loads(policy["policy"])["Statement"] == [
         {"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function["arn"]]}]
 
@@ -507,7 +497,7 @@ def test_the_observed_calls_are_the_ones_each_entry_point_needs(observed: dict[s
 
 
 def test_no_policy_statement_has_a_wildcard_or_names_anything_outside_its_own_function(deployed: Deployment) -> None:
-    policies = deployed.of_type(POLICY)
+    policies = deployed.of_type(ROLE_POLICY)
     functions = {**{key: route_function(deployed, key) for key in ROUTE_KEYS}, "fanout": fanout_function(deployed),
                  "heartbeat": heartbeat_function(deployed), "server_publish": server_publish_function(deployed)}
     assert len(policies) == len(functions) + 1  # and the scheduler's role's (tested above)
@@ -527,8 +517,8 @@ def test_no_policy_statement_has_a_wildcard_or_names_anything_outside_its_own_fu
 def test_roles_get_nothing_beyond_their_one_inline_policy(deployed: Deployment) -> None:
     iam_types = {r.type for r in deployed.resources if r.type.startswith("aws:iam/")}
     # besides: the callers' managed policy, and its one attachment, to the role grant_publish was given
-    assert iam_types == {ROLE, POLICY, "aws:iam/policy:Policy", "aws:iam/rolePolicyAttachment:RolePolicyAttachment"}
-    (attachment,) = deployed.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    assert iam_types == {ROLE, ROLE_POLICY, MANAGED_POLICY, ROLE_POLICY_ATTACHMENT}
+    (attachment,) = deployed.of_type(ROLE_POLICY_ATTACHMENT)
     assert attachment["role"] == deployed.by_name("backend")["name"]
     for role in deployed.of_type(ROLE):
         assert not role.inputs.get("managedPolicyArns"), role.name

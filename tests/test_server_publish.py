@@ -13,6 +13,7 @@ import pytest
 
 from channel_server.handlers import protocol, spec
 from channel_server.handlers.store import Store
+from channel_server.resource_types import ROLE_POLICY_ATTACHMENT
 from support.events import url_event
 from support.frames import SAMPLE_MESSAGE_ID, message
 
@@ -212,7 +213,7 @@ def test_granting_the_same_role_twice_attaches_the_policy_once() -> None:
         role = aws.iam.Role("backend", assume_role_policy="{}")
         assert server.grant_publish(role) is server.grant_publish(role)
 
-    assert len(deploy(program).of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")) == 1
+    assert len(deploy(program).of_type(ROLE_POLICY_ATTACHMENT)) == 1
 
 
 @pytest.mark.parametrize("args, role, error", [

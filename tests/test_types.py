@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "channel_server"
 #: Where each part of the package lives in the checkout (pyproject.toml's package-dir).
-SUBPACKAGES = ("handlers", "client", "local")
+SUBPACKAGES = ("handlers", "client", "http_backend", "local")
 
 
 def _tree() -> Path:

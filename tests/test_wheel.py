@@ -8,6 +8,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from channel_server.resource_types import ALARM, API_GATEWAY_ACCOUNT, AUTHORIZER, DOMAIN_NAME, RECORD, SCHEDULE
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CONSUMER = r'''
@@ -19,6 +21,7 @@ import pulumi_aws as aws
 import channel_server
 from channel_server import ChannelServer
 from channel_server.mocks import deploy
+from channel_server.resource_types import FUNCTION
 
 installed = Path(channel_server.__file__).resolve()
 assert installed.is_relative_to(Path(sys.argv[1]).resolve()), f"not the wheel's copy: {installed}"
@@ -37,7 +40,7 @@ def program():
     chat.url.apply(lambda url: print(json.dumps({"url": url})))
 
 deployment = deploy(program)
-archive = deployment.of_type("aws:lambda/function:Function")[0]["code"]
+archive = deployment.of_type(FUNCTION)[0]["code"]
 print(json.dumps({
     "types": sorted({r.type for r in deployment.resources}),
     "handler_files": sorted(archive.assets),
@@ -71,9 +74,7 @@ def test_a_consumer_of_the_wheel_gets_every_option(tmp_path: Path) -> None:
     url = next(line["url"] for line in lines if "url" in line)
     summary = next(line for line in lines if "types" in line)
     assert url == "wss://chat.example.com"
-    assert {"aws:apigatewayv2/domainName:DomainName", "aws:route53/record:Record",
-            "aws:apigatewayv2/authorizer:Authorizer", "aws:apigateway/account:Account",
-            "aws:cloudwatch/metricAlarm:MetricAlarm", "aws:scheduler/schedule:Schedule"} <= set(summary["types"])
+    assert {DOMAIN_NAME, RECORD, AUTHORIZER, API_GATEWAY_ACCOUNT, ALARM, SCHEDULE} <= set(summary["types"])
     assert "channel_server/handlers/app.py" in summary["handler_files"]
     assert summary["retained"] == ["chat-connections"]
 

@@ -14,7 +14,8 @@ from typing import Iterator
 
 import pytest
 
-REGION = "us-east-1"
+from channel_server.local.placeholders import REGION  # the tests' region: local mode's and the mock engine's
+
 #: boto3 client keyword arguments; the environment gets the same values.
 FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
