@@ -16,7 +16,9 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from support.doc_commands import ROOT, Command, Shell, documented, free_port, run, with_ports
@@ -170,12 +172,22 @@ def test_the_test_commands_collect_the_suite_they_name() -> None:
     texts = sorted({c.text for c in documented() if re.fullmatch(r"(HYPOTHESIS_PROFILE=\w+ )?python3 tasks\.py "
                                                                  r"test( .*)?", c.text)})
     assert "python3 tasks.py test" in texts
-    for text in texts:
-        # the suite cannot run itself inside itself: each collects what it would run
-        done = run(f"{text} --collect-only -q -n 0 -p no:cacheprovider")
+    # the suite cannot run itself inside itself: each collects what it would run
+    for text, done in run_all([f"{text} --collect-only -q -n 0 -p no:cacheprovider" for text in texts], texts):
         assert done.returncode == 0, f"`{text}`:\n{done.stdout}\n{done.stderr}"
         assert re.search(r"^tests/test_\w+\.py(::test_|: \d+$)", done.stdout, re.M), done.stdout
 
+
+def run_all(commands: list[str], texts: list[str]) -> list[tuple[str, subprocess.CompletedProcess]]:
+    """Each command run to its end, a few at once (most of each is waiting: on
+    its local mode's start, on replies), paired with the text documented."""
+    with ThreadPoolExecutor(max_workers=CONCURRENT_COMMANDS) as pool:
+        return list(zip(texts, pool.map(run, commands), strict=True))
+
+
+#: How many documented commands run at once: a few commands' waits overlap the
+#: others' work on 2 cores.
+CONCURRENT_COMMANDS = 3
 
 #: The sizes each benchmark runs with here: the documented ones take minutes.
 SMALL = {"fanout.py": "--members 3 --publishes 1", "post_cpu.py": "--posts 50", "cold_start.py": "--runs 1",
@@ -210,8 +222,7 @@ def with_flags(command: str, replaced: str) -> str:
 def test_each_benchmark_runs_as_documented_with_small_sizes() -> None:
     texts = sorted({c.text for c in documented() if c.text.startswith(".venv/bin/python bench/")})
     assert texts, "the docs show no benchmark"
-    for text in texts:
-        done = run(with_flags(text, SMALL[Path(text.split()[1]).name]))
+    for text, done in run_all([with_flags(text, SMALL[Path(text.split()[1]).name]) for text in texts], texts):
         assert done.returncode == 0, f"`{text}`:\n{done.stdout}\n{done.stderr}"
         assert done.stdout.strip(), f"`{text}` printed no figures"
 

@@ -65,8 +65,10 @@ def members(ports: dict[str, int], stack: ExitStack, channel: str, count: int) -
 
 def test_the_heartbeat_command_sends_heartbeats_to_an_idle_client() -> None:
     ports = {"8080": free_port()}
-    with local_mode(the(r"python3 tasks\.py local --heartbeat-seconds \d+ --idle-timeout \d+"), ports) as local:
-        assert re.search(r"^  Heartbeats: +every 5 s \(rate\(1 minute\) declared\)$", local.output, re.M)
+    command = the(r"python3 tasks\.py local --heartbeat-seconds \d+ --idle-timeout \d+")
+    every = re.findall(r"--heartbeat-seconds (\d+)", command)[0]
+    with local_mode(command, ports) as local:
+        assert re.search(rf"^  Heartbeats: +every {every} s \(rate\(1 minute\) declared\)$", local.output, re.M)
         with connect(url(ports)) as idle:
             # an idle connection is sent heartbeats; the client never speaks
             assert json.loads(idle.recv(timeout=PATIENCE)) == {"type": "heartbeat"}
