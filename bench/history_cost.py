@@ -1,4 +1,5 @@
-"""What history costs a publish, and what a resume costs: history off (the baseline) and on, in one run.
+"""What history costs a publish, and what a resume costs: history off (the baseline) and on,
+in one run.
 
     python bench/history_cost.py [--members 1000] [--publishes 20] [--latency-ms 20] [--missed 50]
 

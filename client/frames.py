@@ -1,6 +1,8 @@
-"""What goes over the wire: the frame limits, the client's frames as text
-(:func:`encode`, :func:`fragments`), and the server's frames it hands to the
-caller (:class:`Message`, :class:`Joined`, :class:`Published`)."""
+"""What goes over the wire: the frame limits, the client's frames as text, and the server's
+frames it hands to the caller.
+
+The client's frames are made by :func:`encode` and :func:`fragments`; the server's are
+:class:`Message`, :class:`Joined` and :class:`Published`."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Where a client is in its channel's history, and which messages it has had
-(protocol §4.3): the bookkeeping behind ``ChannelClient``'s resume, with no
-I/O. The client asks :meth:`Resume.take` what to do with each message.
+"""Where a client is in its channel's history, and which messages it has had (protocol §4.3):
+the bookkeeping behind ``ChannelClient``'s resume, with no I/O.
+
+The client asks :meth:`Resume.take` what to do with each message.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""The HTTP backend's contract: what API Gateway posts to it, and how its
-answers are read (``ChannelServerArgs.backend``; docs/architecture.md, "HTTP
-backend").
+"""The HTTP backend's contract: what API Gateway posts to it, and how its answers
+are read (``ChannelServerArgs.backend``; docs/architecture.md, "HTTP backend").
 
 Every route gets a non-proxy ``HTTP`` integration that POSTs one JSON
 *envelope*, rendered by API Gateway from :func:`request_template`::

@@ -1,6 +1,7 @@
-"""Reading a ``ChannelServerArgs`` from a stack's config (``from_config``):
-the config key of every args field, and of each field of an object field,
-since Pulumi.yaml has no object type. Like ``args``, it does not import Pulumi.
+"""Reading a ``ChannelServerArgs`` from a stack's config (``from_config``): the config key
+of every args field, and of each field of an object field, since Pulumi.yaml has no object type.
+
+Like ``args``, it does not import Pulumi.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""``ChannelServer``'s optional parts, one builder each: the ``$connect``
-authorizer, the fan-out queue and function, server heartbeats, server
-publishing, access logs, a custom domain and alarms. Each builder takes the
-component's :class:`~channel_server.scope.Scope` (or its
+"""``ChannelServer``'s optional parts, one builder each: the ``$connect`` authorizer, the fan-out
+queue and function, server heartbeats, server publishing, access logs, a custom domain, alarms.
+
+Each builder takes the component's :class:`~channel_server.scope.Scope` (or its
 :class:`~channel_server.functions.Functions`) and what it attaches to, and
 returns what it registered."""
 

@@ -1,6 +1,7 @@
-"""The handler functions: each with its own role, least-privilege inline
-policy (``policies.function_policy``) and JSON log group, all from the one
-handler archive with the one environment the handlers read (``handlers/spec.py``)."""
+"""The handler functions: each with its own role, least-privilege inline policy and JSON log
+group, all from the one handler archive with the one environment the handlers read.
+
+The policy is ``policies.function_policy``; the environment's names are ``handlers/spec.py``'s."""
 
 from __future__ import annotations
 

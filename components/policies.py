@@ -1,6 +1,7 @@
-"""The component's IAM policy documents, as pure functions of plain values
-(ARNs, the options, a function's spec entry): least privilege, each named
-resource one by one. ``component`` applies them to its resources' outputs."""
+"""The component's IAM policy documents, as pure functions of plain values (ARNs, the
+options, a function's spec entry): least privilege, each named resource one by one.
+
+``functions`` and ``features`` apply them to their resources' outputs."""
 
 from __future__ import annotations
 

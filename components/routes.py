@@ -1,6 +1,7 @@
-"""The WebSocket API's wiring: one route per ``handlers/spec.py`` ``ROUTES``
-entry and what serves it (its own handler function, or the HTTP backend), then
-the deployment and the throttled stage that serve those routes."""
+"""The WebSocket API's wiring: one route per ``handlers/spec.py`` ``ROUTES`` entry and what
+serves it, then the deployment and the throttled stage that serve those routes.
+
+What serves a route is its own handler function, or the HTTP backend."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""How ``ChannelServer``'s children are named, parented and tagged: the one
-value every builder (``functions``, ``routes``, ``features``) takes, so each
-resource is a child of the component, named after it, with its tags."""
+"""How ``ChannelServer``'s children are named, parented and tagged: the one value every
+builder (``functions``, ``routes``, ``features``) takes.
+
+Through it, each resource is a child of the component, named after it, with its tags."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""What the handlers' two stdlib AWS clients share (the management API's in
-:mod:`sender`, DynamoDB's in :mod:`dynamodb`): where an endpoint is, the
-error code of an answer, credentials, and how long to wait before a retry.
+"""What the handlers' two stdlib AWS clients share: where an endpoint is, the error code of
+an answer, credentials, and how long to wait before a retry.
+
+The two clients are the management API's in :mod:`sender` and DynamoDB's in :mod:`dynamodb`.
 """
 
 from __future__ import annotations
@@ -83,6 +84,18 @@ def error_code(response: http1.Response) -> str | None:
         if isinstance(code, str) and code:
             return code.rsplit("#", 1)[-1]
     return str(response.status)
+
+
+def endpoint_variable(service: str) -> str:
+    """The variable that names ``service``'s own endpoint, as botocore reads it."""
+    return f"AWS_ENDPOINT_URL_{service.upper()}"
+
+
+def configured_endpoint(service: str, environ: Mapping[str, str]) -> str | None:
+    """``service``'s endpoint as ``environ`` sets it, as botocore reads it:
+    its own variable (:func:`endpoint_variable`), else ``AWS_ENDPOINT_URL``;
+    None when neither is set (AWS's own endpoint)."""
+    return environ.get(endpoint_variable(service)) or environ.get("AWS_ENDPOINT_URL") or None
 
 
 def region(environ: Mapping[str, str]) -> str | None:

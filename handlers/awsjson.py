@@ -262,14 +262,29 @@ def _error_response(response: http1.Response, code: str | None) -> dict[str, Any
             "ResponseMetadata": _metadata(response)}
 
 
+#: The region signed for where the environment sets a service's endpoint but no region: such
+#: endpoints (DynamoDB Local, moto, local mode's) take any. boto3 would refuse (NoRegionError).
+REGION_FOR_OWN_ENDPOINTS = "us-east-1"
+
+
 def endpoint_url(service: str, environ: Mapping[str, str]) -> str:
-    """Where ``service`` is: ``AWS_ENDPOINT_URL_<SERVICE>``, else
-    ``AWS_ENDPOINT_URL`` (as botocore reads them), else the region's endpoint."""
-    configured = environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") or environ.get("AWS_ENDPOINT_URL")
+    """Where ``service`` is: the endpoint ``environ`` sets
+    (:func:`aws.configured_endpoint`), else the region's."""
+    configured = aws.configured_endpoint(service, environ)
     if configured:
         return configured
-    region = aws.region(environ)
-    if region is None:
-        raise ValueError(f"cannot tell {service}'s region: set AWS_REGION (Lambda sets it)")
+    region = signing_region(service, environ)
     suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     return f"https://{service}.{region}.{suffix}"
+
+
+def signing_region(service: str, environ: Mapping[str, str]) -> str:
+    """The region ``service``'s requests are signed for: ``environ``'s (Lambda
+    sets it), else :data:`REGION_FOR_OWN_ENDPOINTS` where ``environ`` sets the
+    service's endpoint. Raises ValueError where it does neither."""
+    region = aws.region(environ)
+    if region is not None:
+        return region
+    if aws.configured_endpoint(service, environ) is not None:
+        return REGION_FOR_OWN_ENDPOINTS
+    raise ValueError(f"cannot tell {service}'s region: set AWS_REGION (Lambda sets it)")

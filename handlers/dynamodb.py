@@ -33,7 +33,7 @@ def client(
     environ = os.environ if environ is None else environ
     return awsjson.Client(
         awsjson.endpoint_url("dynamodb", environ),
-        aws.signer(environ, aws.region(environ) or "us-east-1", "dynamodb"),
+        aws.signer(environ, awsjson.signing_region("dynamodb", environ), "dynamodb"),
         TARGET_PREFIX, OPERATIONS, tokens=TOKENS, retry_unanswered=True,
         max_attempts=max_attempts, pool_size=pool_size, read_timeout=read_timeout,
     )

@@ -126,7 +126,7 @@ def queue(queue_url: str, environ: Mapping[str, str] | None = None) -> Queue:
     environment as boto3's would be (endpoint, region, credentials)."""
     environ = os.environ if environ is None else environ
     client = awsjson.Client(
-        awsjson.endpoint_url("sqs", environ), aws.signer(environ, aws.region(environ) or "us-east-1", "sqs"),
+        awsjson.endpoint_url("sqs", environ), aws.signer(environ, awsjson.signing_region("sqs", environ), "sqs"),
         TARGET_PREFIX, {"send_message_batch": "SendMessageBatch"},
     )
     return Queue(client, queue_url)

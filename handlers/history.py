@@ -1,10 +1,9 @@
-"""History (docs/protocol.md §4.2–4.3): with the component's ``historySeconds``,
-a publish keeps its message before any copy is sent, and a join with
-``since`` is sent what it missed before its joinSuccess.
+"""History (docs/protocol.md §4.2–4.3): a publish keeps its message before any copy is sent,
+and a join with ``since`` is sent what it missed before its joinSuccess.
 
-Like ``presence``, these functions are the app's history behaviour kept out
-of ``app``: each takes the :class:`app.ChannelApp` and does nothing more than
-the protocol asks when history is off.
+History is on with the component's ``historySeconds``. Like ``presence``, these functions
+are the app's history behaviour kept out of ``app``: each takes the
+:class:`app.ChannelApp` and does nothing more than the protocol asks when history is off.
 """
 
 from __future__ import annotations

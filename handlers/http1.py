@@ -1,6 +1,5 @@
-"""The least HTTP/1.1 a management API post needs: one request's bytes, an
-incremental parser for its response, and whether a keep-alive connection
-left idle may carry the next request.
+"""The least HTTP/1.1 a management API post needs: one request's bytes, an incremental
+parser for its response, and whether a keep-alive connection left idle may carry the next one.
 
 Why not ``http.client``: measured with ``bench/post_cpu.py``, its response
 parsing (headers through the ``email`` package) was half of a post's CPU, and

@@ -1,8 +1,8 @@
-"""The app's settings: a function's environment parsed once, into what
-:class:`app.ChannelApp` builds its store, sender, fan-out queue, rules,
-metrics and presence from. The ``CHANNEL_*`` names are ``spec``'s; the
-``AWS_*`` ones are AWS's, kept as given for the clients to read as boto3
-would (``aws.region``, ``aws.signer``, ``awsjson.endpoint_url``).
+"""The app's settings: a function's environment parsed once, into what :class:`app.ChannelApp`
+builds its store, sender, fan-out queue, rules, metrics and presence from.
+
+The ``CHANNEL_*`` names are ``spec``'s; the ``AWS_*`` ones are AWS's, kept as given for the
+clients to read as boto3 would (``aws.region``, ``aws.signer``, ``awsjson.endpoint_url``).
 """
 
 from __future__ import annotations

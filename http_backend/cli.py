@@ -1,8 +1,8 @@
-"""The reference HTTP backend's command line, ``python -m
-channel_server.http_backend``: its flags and their environment variables,
-start-up checks (argparse errors that name what to set), the ready line, and
-stopping on Ctrl-C or SIGTERM. The flags are described in the package's
-docstring.
+"""The reference HTTP backend's command line (``python -m channel_server.http_backend``): its
+flags and their environment variables, start-up checks, the ready line, stopping on a signal.
+
+The start-up checks are argparse errors that name what to set; the signals are Ctrl-C and
+SIGTERM. The flags are described in the package's docstring.
 """
 
 from __future__ import annotations

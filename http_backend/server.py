@@ -1,6 +1,7 @@
-"""The reference HTTP backend's server: :class:`HttpBackend` answers each
-POSTed envelope with the route's answer from a ``ChannelApp``, on a thread
-pool, over keep-alive HTTP/1.1 (the package's docstring says what it
+"""The reference HTTP backend's server: :class:`HttpBackend` answers each POSTed envelope
+with the route's answer from a ``ChannelApp``.
+
+It answers on a thread pool, over keep-alive HTTP/1.1 (the package's docstring says what it
 answers). The command line is in ``cli``.
 """
 

@@ -1,7 +1,8 @@
-"""How the command's settings become a ready ``ChannelApp``: the app's
-environment (the process's, with what the command line settled on), local
-mode's placeholders where every endpoint is on this machine, and clients
-built at start-up so that a missing setting is found before serving.
+"""How the HTTP backend command's settings become a ready ``ChannelApp``, its clients built
+at start-up so that a missing setting is found before serving.
+
+What goes into it: the app's environment (the process's, with what the command line settled
+on) and local mode's placeholders where every endpoint is on this machine.
 
 Nothing here changes the process's environment: the app reads only the
 settings it is given (``AppSettings``).
@@ -12,13 +13,13 @@ from __future__ import annotations
 import argparse
 from typing import Mapping
 
-from ..handlers import sigv4, spec
+from ..handlers import aws, sigv4, spec
 from ..handlers.app import ChannelApp
 from ..handlers.settings import AppSettings
 
 #: Where the command line names another DynamoDB (``--dynamodb-endpoint``):
 #: the variable botocore, and the app's DynamoDB client, read it from.
-DYNAMODB_ENDPOINT = "AWS_ENDPOINT_URL_DYNAMODB"
+DYNAMODB_ENDPOINT = aws.endpoint_variable("dynamodb")
 #: The settings the command line gives (flags, or their variables), not
 #: listed among the environment's own in a start-up error.
 FROM_THE_COMMAND_LINE = frozenset({spec.ENV_TABLE_NAME, spec.ENV_INDEX_NAME, spec.ENV_MANAGEMENT_ENDPOINT})
@@ -49,13 +50,12 @@ def endpoints(settings: AppSettings) -> dict[str, str | None]:
     """Where the app's clients will send their requests, by service, as they
     find it in ``settings`` (None: AWS's own endpoint): DynamoDB, the
     management API, and SQS when ``CHANNEL_FANOUT_QUEUE_URL`` sets a queue."""
-    aws = settings.aws
     found: dict[str, str | None] = {
-        "DynamoDB": aws.get(DYNAMODB_ENDPOINT) or aws.get("AWS_ENDPOINT_URL") or None,
+        "DynamoDB": aws.configured_endpoint("dynamodb", settings.aws),
         "management API": settings.management_endpoint,
     }
     if settings.fanout_queue_url:
-        found["SQS"] = aws.get("AWS_ENDPOINT_URL_SQS") or aws.get("AWS_ENDPOINT_URL") or None
+        found["SQS"] = aws.configured_endpoint("sqs", settings.aws)
     return found
 
 

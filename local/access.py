@@ -9,9 +9,10 @@ with ``--management-from-anywhere`` (:func:`management_refusal`).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Mapping
+
+from .placeholders import is_loopback_address
 
 
 def _sigv4_shape(service: str) -> re.Pattern:
@@ -35,7 +36,7 @@ def management_refusal(remote: str | None, headers: Mapping[str, str], from_anyw
     cannot check the secret, it answers only loopback addresses (127.0.0.0/8,
     ::1) unless ``from_anywhere``, whatever address local mode listens on: not
     even this machine's own other addresses."""
-    if not from_anywhere and not _is_loopback(remote):
+    if not from_anywhere and not is_loopback_address(remote):
         return (f"{endpoint} answers only loopback addresses, not {remote or 'an unknown address'} "
                 "(call it on 127.0.0.1, or start local mode with --management-from-anywhere)")
     authorization = headers.get("Authorization")
@@ -44,13 +45,3 @@ def management_refusal(remote: str | None, headers: Mapping[str, str], from_anyw
     if not _SIGV4[service].fullmatch(authorization.strip()) or "X-Amz-Date" not in headers:
         return f"the request is not SigV4-signed for {service} (an AWS SDK such as boto3 signs it)"
     return None
-
-
-def _is_loopback(address: str | None) -> bool:
-    try:
-        parsed = ipaddress.ip_address((address or "").split("%", 1)[0])
-    except ValueError:
-        return False
-    mapped = getattr(parsed, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
-    return (mapped or parsed).is_loopback
-

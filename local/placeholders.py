@@ -1,6 +1,5 @@
-"""What local mode signs its requests with where AWS would supply them: a
-region and placeholder credentials, and when a client may use them; and the
-account that goes with the region in every ARN of a mock deployment.
+"""What local mode signs its requests with where AWS would supply them (a region and placeholder
+credentials), when a client may use them, and the account in every ARN of a mock deployment.
 
 Its own process, its functions, the reference HTTP backend
 (``channel_server.http_backend``) and the publisher
@@ -29,23 +28,28 @@ LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "loc
 
 
 def is_loopback(url: str) -> bool:
-    """Whether ``url``'s host is this machine's loopback: ``localhost``, an
-    address in 127.0.0.0/8, or ``::1`` (also as ``::ffff:127.x.y.z``)."""
+    """Whether ``url``'s host is this machine's loopback: ``localhost``, or an
+    address :func:`is_loopback_address` takes."""
     try:
         host = urlsplit(url).hostname  # lower case, without brackets
     except ValueError:
         return False
-    if not host:
-        return False
-    if host.rstrip(".") == "localhost":
+    if host is not None and host.rstrip(".") == "localhost":
         return True
+    return is_loopback_address(host)  # false for any other name: it may resolve anywhere
+
+
+def is_loopback_address(address: str | None) -> bool:
+    """Whether ``address`` (an IP address, as a socket or a URL gives it) is
+    this machine's loopback: in 127.0.0.0/8, or ``::1`` (also with a zone, or
+    as ``::ffff:127.x.y.z`` on a dual-stack socket)."""
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:  # any other name: wherever it resolves to
+        parsed = ipaddress.ip_address(address or "")
+    except ValueError:  # a name, or nothing
         return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
+    return parsed.is_loopback
 
 
 def local_placeholders(endpoints: Mapping[str, str | None], environ: Mapping[str, str],

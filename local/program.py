@@ -361,6 +361,18 @@ def _functions_by_arn_and_name(own: mocks.Deployment) -> dict[str, mocks.Registe
     return functions
 
 
+def _named_function(functions: Mapping[str, mocks.Registered], resource: mocks.Registered,
+                    kind: str) -> mocks.Registered:
+    """The function ``resource`` (a ``kind``) names in its ``functionName``
+    (see :func:`_functions_by_arn_and_name`); a WiringError when it is none of
+    the component's."""
+    function = functions.get(resource.get("functionName"))
+    if function is None:
+        raise WiringError(f"{kind} {resource.name}: it names no function of this component "
+                          f"({resource.get('functionName')!r})")
+    return function
+
+
 def _subscriptions(own: mocks.Deployment, queues: Mapping[str, QueueDef]) -> tuple[Subscription, ...]:
     functions = _functions_by_arn_and_name(own)
     found = []
@@ -369,9 +381,7 @@ def _subscriptions(own: mocks.Deployment, queues: Mapping[str, QueueDef]) -> tup
         if queue is None:
             raise WiringError(f"event source mapping {mapping.name}: "
                               "local mode serves SQS queues of this component only")
-        function = functions.get(mapping.get("functionName"))
-        if function is None:
-            raise WiringError(f"event source mapping {mapping.name}: it invokes no function of this component")
+        function = _named_function(functions, mapping, "event source mapping")
         found.append(Subscription(queue, _function_def(function), int(mapping.get("batchSize") or 10)))
     return tuple(found)
 
@@ -382,10 +392,7 @@ def _function_urls(own: mocks.Deployment) -> tuple[FunctionUrlDef, ...]:
     functions = _functions_by_arn_and_name(own)
     found = []
     for url in own.of_type(FUNCTION_URL):
-        function = functions.get(url.get("functionName"))
-        if function is None:
-            raise WiringError(f"function URL {url.name}: it names no function of this component "
-                              f"({url.get('functionName')!r})")
+        function = _named_function(functions, url, "function URL")
         kind = url.get("authorizationType")
         if kind not in ("AWS_IAM", "NONE"):
             raise WiringError(f"function URL {url.name}: its authorization type is AWS_IAM or NONE, not {kind!r}")

@@ -1,6 +1,7 @@
-"""EventBridge Scheduler, for the schedules the component registered (the
-server heartbeat): each invokes its function at its rate with its target's
-input, the context attributes filled in as the scheduler fills them.
+"""EventBridge Scheduler, for the schedules the component registered (the server heartbeat):
+each invokes its function at its rate with its target's input.
+
+Each run's context attributes are filled in as the scheduler fills them.
 
 Runs of one schedule never overlap here: the next starts at its time, or
 when the previous one ends if that is later. A run that fails is logged; the

@@ -1,8 +1,8 @@
-"""What local mode serves: the channel server as its component registered it,
-in plain dataclasses (a :class:`World` of routes, functions, table, queues,
-schedules, authorizer and function URLs).
+"""What local mode serves: the channel server as its component registered it, in plain
+dataclasses.
 
-:mod:`.program` reads a World from what a ChannelServer registered under
+A :class:`World` holds its routes, functions, table, queues, schedules, authorizer and function
+URLs. :mod:`.program` reads a World from what a ChannelServer registered under
 Pulumi's mock engine; the rest of local mode serves it. Nothing here imports
 Pulumi: local mode keeps only these, without Pulumi's memory.
 """

@@ -25,7 +25,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
@@ -42,6 +41,7 @@ from channel_server.local.server import running
 from support.events import ENTRY_POINTS, event, new_connection_id
 from support.local_mode import served_world
 from support.management import FakeManagementApi
+from support.recorder import RecordingAws
 from support.table import closed, rows_of
 from support.frames import message
 
@@ -862,53 +862,6 @@ def test_against_local_mode_the_command_serves_a_shell_with_no_aws_credentials_o
                         "and region us-east-1\n") == 1, logged
 
 
-class RecordingDynamoDB:
-    """A DynamoDB on loopback that keeps every request's Authorization
-    header and answers each with a ValidationException (not retried)."""
-
-    def __init__(self):
-        self.authorizations: list[str] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                recorder.authorizations.append(self.headers.get("Authorization", ""))
-                body = json.dumps({"__type": "com.amazonaws.dynamodb.v20120810#ValidationException",
-                                   "message": "recorded"}).encode()
-                self.send_response(400)
-                self.send_header("Content-Type", "application/x-amz-json-1.0")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/"
-
-    def credential_scope(self) -> str:
-        """The first request's ``Credential=`` up to the date, then its region:
-        ``KEY/REGION``."""
-        match = re.search(r"Credential=([^/]+)/\d{8}/([^/]+)/dynamodb/aws4_request", self.authorizations[0])
-        assert match, self.authorizations
-        return f"{match.group(1)}/{match.group(2)}"
-
-    def __enter__(self) -> "RecordingDynamoDB":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 PROFILE = "[default]\naws_access_key_id = AKIDFROMPROFILE\naws_secret_access_key = profile-secret\n"
 ENV_KEYS = {"AWS_ACCESS_KEY_ID": "AKIDFROMENV", "AWS_SECRET_ACCESS_KEY": "env-secret"}
 
@@ -930,10 +883,10 @@ def test_against_loopback_endpoints_what_the_environment_lacks_comes_from_local_
         (home / ".aws").mkdir(parents=True)
         (home / ".aws" / "credentials").write_text(profile)
     log_file = tmp_path / "stderr.log"
-    with RecordingDynamoDB() as dynamodb:
+    with RecordingAws() as dynamodb:
         with log_file.open("w") as stderr:
             process = subprocess.Popen(
-                [*COMMAND, "--port", "0", "--table", "t", "--dynamodb-endpoint", dynamodb.endpoint,
+                [*COMMAND, "--port", "0", "--table", "t", "--dynamodb-endpoint", dynamodb.url,
                  "--management-endpoint", "http://localhost:9/dev"],
                 stdout=subprocess.PIPE, stderr=stderr, text=True, env={**bare_environ(home), **env},
             )
@@ -945,7 +898,7 @@ def test_against_loopback_endpoints_what_the_environment_lacks_comes_from_local_
             status = stop(process)
 
     assert joined["type"] == "joinFailure", joined  # the recorder refuses every write
-    assert dynamodb.credential_scope() == signed_as
+    assert dynamodb.scopes() == {f"{signed_as}/dynamodb"}
     assert status == 0
     said = [text for text in log_file.read_text().splitlines() if "every endpoint is on loopback" in text]
     expected = [] if line is None else [f"every endpoint is on loopback and the environment has {line}"]

@@ -13,16 +13,12 @@ instead of hanging; servers stop at the end of their test.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import socket
 import subprocess
 import sys
-import threading
 from collections import deque
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,6 +33,7 @@ from channel_server.local.placeholders import LOCAL_CREDENTIALS, REGION
 from channel_server.publish import (
     Published, PublishError, Publisher, PublisherSetupError, PublishFailed, PublishRejected,
 )
+from support.recorder import HOLD, Answer, Received, Recorder
 
 TIMEOUT = 30
 COMMAND = [sys.executable, "-m", "channel_server.publish"]
@@ -58,73 +55,17 @@ NO_CREDENTIALS = ("no AWS credentials to sign with: set AWS_ACCESS_KEY_ID and AW
 # --- the endpoint ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Received:
-    method: str
-    target: str  # the path and query, as sent
-    headers: dict[str, str]  # names in lower case
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-#: An answer that never comes: the endpoint holds the request until the test ends.
-HOLD = object()
-
-
-class Endpoint:
-    """A publish endpoint on 127.0.0.1: records each request and answers the
-    next scripted answer, ``(status, body)`` (a dict is sent as JSON) or
-    :data:`HOLD`; 200 with :data:`OUTCOME` once the script is used up."""
+class Endpoint(Recorder):
+    """A publish endpoint: answers each request with the next scripted answer,
+    ``(status, body)`` (a dict is sent as JSON) or :data:`HOLD`; 200 with
+    :data:`OUTCOME` once the script is used up."""
 
     def __init__(self) -> None:
-        self.requests: list[Received] = []
-        self._answers: deque[Any] = deque()
-        self.released = threading.Event()
-        endpoint = self
+        self._answers: deque[Answer] = deque()
+        super().__init__(lambda request: self._answers.popleft() if self._answers else (200, OUTCOME))
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                endpoint.requests.append(Received(self.command, self.path,
-                                                  {name.lower(): value for name, value in self.headers.items()},
-                                                  body))
-                answer = endpoint._answers.popleft() if endpoint._answers else (200, OUTCOME)
-                if answer is HOLD:
-                    endpoint.released.wait(TIMEOUT)
-                    self.close_connection = True
-                    return
-                status, content = answer
-                if isinstance(content, (dict, list)):
-                    content = json.dumps(content).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(content)))
-                self.end_headers()
-                self.wfile.write(content)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
-
-    def answer(self, *answers: Any) -> None:
+    def answer(self, *answers: Answer) -> None:
         self._answers.extend(answers)
-
-    def __enter__(self) -> Endpoint:
-        # a short poll: shutdown() waits for the loop to see it
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.released.set()
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @pytest.fixture

@@ -7,18 +7,16 @@ included; and what each route loads, as app.py's opening comment says.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
 from channel_server.handlers import protocol, spec
 from channel_server.handlers.app import ChannelApp
 from channel_server.handlers.settings import AppSettings
+from support.recorder import RecordingAws
 
 
 def test_an_empty_environment_gives_every_default() -> None:
@@ -77,61 +75,10 @@ def test_a_missing_table_is_named_when_the_store_is_needed() -> None:
 # --- AWS's settings: from the mapping given, never the process's ------------------------------
 
 
-class RecordingAws:
-    """DynamoDB, SQS and a stage's management API on one loopback port: keeps
-    each request's path and Authorization header; answers posts to
-    connections 200 and every other request a ValidationException."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str]] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                recorder.requests.append((self.path, self.headers.get("Authorization", "")))
-                if "/@connections/" in self.path:
-                    status, body = 200, b""
-                else:
-                    status, body = 400, json.dumps({"__type": "com.amazonaws.dynamodb.v20120810#ValidationException",
-                                                    "message": "recorded"}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.0")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-        self._thread.start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def scopes(self) -> set[str]:
-        """``KEY/REGION/SERVICE`` of every request's signature."""
-        found = set()
-        for _, authorization in self.requests:
-            match = re.search(r"Credential=([^/]+)/\d{8}/([^/]+)/([^/]+)/aws4_request", authorization)
-            assert match, authorization
-            found.add("/".join(match.groups()))
-        return found
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.fixture
 def recording_aws() -> Iterator[RecordingAws]:
-    recorder = RecordingAws()
-    yield recorder
-    recorder.close()
+    with RecordingAws() as recorder:
+        yield recorder
 
 
 def test_the_clients_take_endpoint_region_and_credentials_from_the_settings_not_the_process(

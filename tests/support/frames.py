@@ -1,6 +1,8 @@
-"""Expected ``message`` frames in tests: their ``messageId`` is fresh for every
-publish, so an expected frame holds :data:`ANY_MESSAGE_ID`, which equals any
-string of a message id's shape (``protocol.MESSAGE_ID``) and nothing else."""
+"""Expected ``message`` frames in tests: their ``messageId`` is fresh for every publish, so an
+expected frame holds :data:`ANY_MESSAGE_ID`.
+
+:data:`ANY_MESSAGE_ID` equals any string of a message id's shape (``protocol.MESSAGE_ID``)
+and nothing else."""
 
 from __future__ import annotations
 

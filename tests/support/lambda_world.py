@@ -1,6 +1,7 @@
-"""The Lambda entry points driven as API Gateway drives them: recorded-shape
-events in, replies read back from a fake management API. The one driver of
-the entry points in the tests::
+"""The Lambda entry points driven as API Gateway drives them: recorded-shape events in,
+replies read back from a fake management API.
+
+The one driver of the entry points in the tests::
 
     world.send(alice, {"type": "join", "channelId": "lobby"})  # the route API Gateway picks
     world.send(alice, '{"type":"ping"}', route="$default")      # or any route that takes frames
