@@ -119,8 +119,11 @@ def test_while_server_heartbeats_arrive_the_client_sends_no_pings(heartbeat_url:
         async with ChannelClient(heartbeat_url, ping_interval=0.8, on_event=events) as client:
             await events.wait_kind("disconnected")
             assert first_close(events) == "Going away"  # never idle, until its lifetime
-            assert events.kinds().count("heartbeat") >= 2
-            assert "ping" not in events.kinds()
+            kinds = events.kinds()
+            assert kinds.count("heartbeat") >= 2
+            # once heartbeats arrive (before the first, on a busy machine, the
+            # client may have pinged: it had heard nothing yet)
+            assert "ping" not in kinds[kinds.index("heartbeat"):kinds.index("disconnected")]
             await events.wait_kind("ready")
             assert await client.ping() is None
 
