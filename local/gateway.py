@@ -240,7 +240,11 @@ class Gateway:
             if not 200 <= status < 300:
                 log.info("connect %s rejected %d", connection_id, status)
                 return web.Response(status=status, text=body)
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionResetError:  # the client left while $connect ran: nothing to answer
+            log.info("connect %s: the client left before the handshake was answered", connection_id)
+            return web.Response(status=499)
         connection = Connection(connection_id, ws, connected_at, source_ip, user_agent, last_active_at=connected_at,
                                 authorizer=authorized)
         self.connections[connection_id] = connection

@@ -1,6 +1,6 @@
 """Local mode's API Gateway when things go wrong around it: an authorizer that
-refuses (by raising, the documented way) or crashes, a management API sender
-that dies mid-post, local mode stopping with publishes under way, and frames
+refuses (by raising, the documented way) or crashes, a client that leaves
+mid-handshake, a management API sender that dies mid-post, local mode stopping with publishes under way, and frames
 at the edges of API Gateway's limits (invalid UTF-8, a message in thousands
 of compressed fragments).
 
@@ -144,6 +144,28 @@ def test_a_management_post_whose_sender_resets_mid_body_is_one_log_line(server, 
         assert member.nothing_more()  # nothing was posted, and the connection is open
     finally:
         member.close()
+
+
+def test_a_client_that_leaves_during_its_handshake_is_one_log_line_and_no_traceback(server, caplog):
+    """A client gone before $connect was answered (a Ctrl-C, a dropped
+    network) made aiohttp log "Error handling request" with a traceback."""
+    caplog.set_level(logging.INFO)
+    upgrade = (f"GET /{server.stage} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    left = 5
+    for _ in range(left):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as client:
+            client.sendall(upgrade)  # and closes at once, before the answer
+    gone = re.compile(r"connect \S+: the client left before the handshake was answered")
+    wait_until(lambda: len([r for r in caplog.records if gone.fullmatch(r.getMessage())]) == left)
+
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
+    served = Client(server.url)  # and the next client is served as ever
+    try:
+        assert served.nothing_more()
+    finally:
+        served.close()
 
 
 # --- stopping ----------------------------------------------------------------------------------------
