@@ -86,7 +86,9 @@ def query_time(log: list[str], channel: str) -> float:
     from channel_server.handlers import dynamodb, spec
     from channel_server.handlers.store import Store
 
-    endpoint, table = re.search(r"DynamoDB:\s+(\S+) \(table (\S+)\)", "".join(log)).groups()
+    found = re.search(r"DynamoDB:\s+(\S+) \(table (\S+)\)", "".join(log))
+    assert found, "local mode's log names its DynamoDB endpoint and table"
+    endpoint, table = found.groups()
     client = dynamodb.client({**os.environ, "AWS_ENDPOINT_URL_DYNAMODB": endpoint}, max_attempts=1, pool_size=1,
                              read_timeout=60)
     store = Store(client, table, spec.CHANNEL_INDEX)

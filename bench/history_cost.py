@@ -172,9 +172,9 @@ def by_operation(calls: Counter[str], seconds: dict[str, float], runs: int) -> s
 
 
 def run(members: int, publishes: int, latency_ms: float, missed: int) -> None:
-    for name, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local"),
-                        ("AWS_REGION", "us-east-1")):
-        os.environ.setdefault(name, value)
+    for name, default in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local"),
+                          ("AWS_REGION", "us-east-1")):
+        os.environ.setdefault(name, default)
     from channel_server import ChannelServer
     from channel_server.handlers import app as handlers, dynamodb, spec
     from channel_server.local.dynamodb import EmbeddedDynamoDB, create_table
@@ -192,10 +192,10 @@ def run(members: int, publishes: int, latency_ms: float, missed: int) -> None:
         base = {spec.ENV_TABLE_NAME: table["name"], spec.ENV_INDEX_NAME: spec.CHANNEL_INDEX,
                 spec.ENV_MANAGEMENT_ENDPOINT: management.endpoint}
         apps = {}
-        for mode, extra in (("off", {}), ("on", {spec.ENV_HISTORY_SECONDS: str(HISTORY_SECONDS)})):
+        for mode, history in (("off", {}), ("on", {spec.ENV_HISTORY_SECONDS: str(HISTORY_SECONDS)})):
             counted = Counted(dynamodb.client(environ, max_attempts=handlers.DYNAMODB_MAX_ATTEMPTS,
                                               pool_size=handlers.DYNAMODB_POOL_CONNECTIONS))
-            apps[mode] = (handlers.ChannelApp({**environ, **base, **extra}, dynamodb=counted), counted)
+            apps[mode] = (handlers.ChannelApp({**environ, **base, **history}, dynamodb=counted), counted)
 
         ids = [f"bench{number:010d}=" for number in range(members + 3)]
         publisher, audience, away, writer = ids[0], ids[1:members + 1], ids[members + 1], ids[members + 2]
@@ -252,7 +252,9 @@ def run(members: int, publishes: int, latency_ms: float, missed: int) -> None:
         resumes: dict[str, tuple[list[float], Counter[str], int]] = {}
         for kind, since in (("without since", None), ("since, nothing missed", latest),
                             (f"since, {missed} missed", position)):
-            seconds_each, requests, posts = [], Counter(), 0
+            seconds_each: list[float] = []
+            requests: Counter[str] = Counter()
+            posts = 0
             for _ in range(RESUMES):
                 join(on, away, "elsewhere")
                 counted_on.take()

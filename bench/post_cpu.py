@@ -38,6 +38,7 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIDBENCH", "AWS_SECRET_ACCESS_KEY": "bench
 
 class _Sink(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # a server's stream transport, which writes
         self.transport = transport
         self.buffer = b""
 

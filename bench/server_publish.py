@@ -45,7 +45,9 @@ async def run(members: int, publishes: int, latency_ms: float) -> None:
     from channel_server.publish import Publisher
 
     with local_mode({"serverPublish": True}, "--management-latency-ms", str(latency_ms)) as (_, url, log):
-        publish_url = re.search(r"Publish URL:\s+(\S+)", "".join(log)).group(1)
+        found = re.search(r"Publish URL:\s+(\S+)", "".join(log))
+        assert found, "local mode's log names the publish URL"
+        publish_url = found.group(1)
         publisher = Publisher(publish_url)
         sockets = [await websockets.connect(url, max_size=None, open_timeout=60) for _ in range(members + 1)]
         await join_all(sockets, "bench")

@@ -82,8 +82,10 @@ def test_join_publish_and_messages_between_two_clients(local_url: str) -> None:
         async with ChannelClient(local_url) as alice, ChannelClient(local_url) as bob:
             # WHEN both join, Alice's join returns on joinSuccess with her senderId
             joined = await alice.join("room-1")
+            assert alice.sender_id is not None
             assert joined == Joined("room-1", alice.sender_id) and alice.channel == "room-1"
             await bob.join("room-1")
+            assert bob.sender_id is not None
             # THEN Bob's publish returns on publishSuccess, and Alice gets a typed message
             assert await bob.publish({"text": "hi", "n": [1, 2.5, None]}) == Published(queued=0)
             assert await alice.__anext__() == Message("room-1", bob.sender_id, {"text": "hi", "n": [1, 2.5, None]},
@@ -259,7 +261,9 @@ def test_join_failures_raise_their_documented_exception(reply: str, error: type,
                 await client.join("team-7")
             assert check(raised.value)
             assert client.channel is None
-            assert await client.join("team-7") == Joined("team-7", client.sender_id)  # still connected
+            joined = await client.join("team-7")
+            assert client.sender_id is not None
+            assert joined == Joined("team-7", client.sender_id)  # still connected
             assert client.connections == 1
 
     run(scenario())
@@ -414,7 +418,7 @@ def test_a_refused_reconnect_gives_up_and_every_waiter_learns_why() -> None:
                 await client.__anext__()
             for raised in (waiting, iterating):
                 assert isinstance(raised.value.__cause__, ConnectFailed) and raised.value.__cause__.status == 403
-            assert client.failure.status == 403
+            assert isinstance(client.failure, ConnectFailed) and client.failure.status == 403
 
     run(scenario())
 
@@ -556,7 +560,7 @@ def test_wrong_arguments_fail_at_construction(kwargs: dict, message: str) -> Non
 # --- frames ----------------------------------------------------------------------------
 
 
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300), st.integers(4, 40))
+@given(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=300), st.integers(4, 40))
 def test_fragments_cut_text_into_pieces_under_the_limit_never_inside_a_character(text: str, limit: int) -> None:
     pieces = list(fragments(text, limit))
     assert "".join(pieces) == text
@@ -591,11 +595,13 @@ async def line_from(stream: asyncio.StreamReader, prefix: str) -> str:
 def test_the_terminal_client_publishes_typed_lines_and_prints_messages(local_url: str) -> None:
     async def scenario() -> None:
         cli = await terminal_client(local_url, "--channel", "term")
+        assert cli.stdin is not None and cli.stdout is not None and cli.stderr is not None  # all three are pipes
         try:
             joined = await line_from(cli.stderr, "* joined term as ")
             cli_sender = joined.rsplit(" ", 1)[1]
             async with ChannelClient(local_url) as peer:
                 await peer.join("term")
+                assert peer.sender_id is not None
                 # typed lines are published as text, /json as a JSON value, //… as text
                 cli.stdin.write(b"hello there\n/json {\"n\": 1}\n//slash\n")
                 assert await peer.__anext__() == Message("term", cli_sender, "hello there", ANY_MESSAGE_ID)
@@ -674,7 +680,9 @@ def test_the_client_docs_list_every_exception_and_event_kind_of_the_client() -> 
     rows = set(re.findall(r"^\| `(\w+)` \|", section, re.M))
     assert rows == errors
     # every kind of event the client emits is listed, in the README and the docstring
-    emitted = set(re.findall(r'self\._emit\("(\w+)"', Path(inspect.getsourcefile(ChannelClient)).read_text()))
-    documented = set(re.findall(r"^    - ``(\w+)``", client_module.ClientEvent.__doc__, re.M))
+    source, events_doc = inspect.getsourcefile(ChannelClient), client_module.ClientEvent.__doc__
+    assert source is not None and events_doc is not None
+    emitted = set(re.findall(r'self\._emit\("(\w+)"', Path(source).read_text()))
+    documented = set(re.findall(r"^    - ``(\w+)``", events_doc, re.M))
     assert emitted == documented
     assert all(f"`{kind}`" in section for kind in emitted)

@@ -321,6 +321,7 @@ def test_several_publishes_in_flight_against_local_mode_each_get_their_reply_and
         async with ChannelClient(url, max_in_flight=8) as publisher, ChannelClient(url) as listener:
             await listener.join("many")
             await publisher.join("many")
+            assert publisher.sender_id is not None
             publishing = asyncio.gather(*(publisher.publish({"n": n}) for n in range(count)))
             received, most = [], 0  # most: requests in flight seen as each message arrived
             for _ in range(count):

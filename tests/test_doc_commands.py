@@ -215,6 +215,7 @@ def with_flags(command: str, replaced: str) -> str:
             flag = word
             flags[flag] = []
         else:
+            assert flag is not None, f"{replaced!r} gives a value before any flag"
             flags[flag].append(word)
     return " ".join([*head, *(w for flag, values in flags.items() for w in (flag, *values))])
 

@@ -234,7 +234,9 @@ def accepts(field: str, value: object) -> bool:
 def test_configuration_row_range_is_what_resolve_accepts(field: str) -> None:
     # GIVEN the range the table states (a number's, or a string's length)
     row = row_of(field)
-    low, high = stated_range(row)
+    stated = stated_range(row)
+    assert stated is not None  # RANGED holds only the rows that state one
+    low, high = stated
 
     def value(n: int) -> object:
         return "a" * n if FIELD_TYPES[field] is str else n
@@ -312,10 +314,10 @@ FIGURES = [
     _figure(PROTOCOL, r"A key publishes once within (\d+) minutes of its first use",
             "spec.IDEMPOTENCY_WINDOW_SECONDS", spec.IDEMPOTENCY_WINDOW_SECONDS // 60),
     _figure(DOCS, r"(\d+) s to connect and (\d+) s for an answer",
-            "sender.CONNECT_TIMEOUT, sender.READ_TIMEOUT", sender.CONNECT_TIMEOUT, sender.READ_TIMEOUT),
-    _figure(DOCS, r"[Cc]onnect(?:ion)? timeout (?:is |of )?(\d+) s", "sender.CONNECT_TIMEOUT", sender.CONNECT_TIMEOUT,
+            "spec.CONNECT_TIMEOUT, spec.READ_TIMEOUT", spec.CONNECT_TIMEOUT, spec.READ_TIMEOUT),
+    _figure(DOCS, r"[Cc]onnect(?:ion)? timeout (?:is |of )?(\d+) s", "spec.CONNECT_TIMEOUT", spec.CONNECT_TIMEOUT,
             required=False),
-    _figure(DOCS, r"[Rr]ead timeout (?:is |of )?(\d+) s", "sender.READ_TIMEOUT", sender.READ_TIMEOUT, required=False),
+    _figure(DOCS, r"[Rr]ead timeout (?:is |of )?(\d+) s", "spec.READ_TIMEOUT", spec.READ_TIMEOUT, required=False),
     _figure(DOCS, r"at most (\d+) attempts per post", "sender.MAX_ATTEMPTS", sender.MAX_ATTEMPTS),
     _figure(ARCHITECTURE, r"5xx, (\d+) attempts in all", "sender.MAX_ATTEMPTS", sender.MAX_ATTEMPTS),
     _figure(FAILURES, r"429 \(LimitExceeded\) or 5xx, then success within (\d+) attempts",
@@ -454,7 +456,9 @@ def test_architecture_permissions_table_is_spec_routes_and_fanout() -> None:
 
 def test_architecture_example_rows_expire_after_the_row_ttl() -> None:
     text = section(read(ARCHITECTURE), "## Data model")
-    epoch = int(re.search(r"at epoch (\d+)", prose(text)).group(1))
+    found = re.search(r"at epoch (\d+)", prose(text))
+    assert found, f"{ARCHITECTURE}'s data model names the epoch of its example"
+    epoch = int(found.group(1))
     assert "Ten minutes later" in prose(text)
     first, second = tables(text)
     for joined_at, table in ((epoch, first), (epoch + 10 * 60, second)):
@@ -561,7 +565,9 @@ READY_LINE = "Ctrl-C to stop."
 
 def fenced_blocks(text: str) -> list[tuple[str, list[str]]]:
     """Every fenced code block: its language and its lines."""
-    blocks, language, lines = [], None, []
+    blocks: list[tuple[str, list[str]]] = []
+    language: str | None = None
+    lines: list[str] = []
     for line in text.splitlines():
         if line.startswith("```"):
             if language is None:
@@ -700,4 +706,5 @@ def test_the_architecture_opens_with_the_map_of_the_tree_as_the_package_maps_it(
         folder: [package] for package, folder in package_dir.items()}
     assert all((ROOT / folder).is_dir() for folder in mapped)
     # and it is the page's first section
-    assert re.search(r"^## .*$", read(ARCHITECTURE), re.M).group(0) == "## The tree"
+    first = re.search(r"^## .*$", read(ARCHITECTURE), re.M)
+    assert first and first.group(0) == "## The tree"

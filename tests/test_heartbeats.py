@@ -189,7 +189,8 @@ def test_a_registered_connection_is_in_no_channel_and_joins_as_one_that_never_re
     joined = store.join(connection_id, "lobby", "s1")
     assert (joined.channel_id, joined.version) == ("lobby", 1)
     assert store.register(connection_id) is False  # never replaces a state row
-    assert store.membership(connection_id).channel_id == "lobby"
+    membership = store.membership(connection_id)
+    assert membership is not None and membership.channel_id == "lobby"
 
 
 def test_a_registered_connection_that_disconnected_cannot_join(store: Store) -> None:
@@ -207,13 +208,14 @@ def test_a_join_racing_a_disconnect_after_registration_writes_nothing(store: Sto
     store.register(connection_id)
     real_get = store._raw_state
 
-    def read_then_close(cid: str) -> Any:
+    def read_then_close(cid: str) -> dict[str, Any] | None:
         state = real_get(cid)
         store.close_connection(cid)
-        store._raw_state = real_get  # once
+        store._raw_state = real_get  # type: ignore[method-assign]  # once: the store's own read again
         return state
 
-    store._raw_state = read_then_close
+    # the read, then the $disconnect (mypy takes the swap for a change of the method and its signature)
+    store._raw_state = read_then_close  # type: ignore[method-assign, assignment]
     with pytest.raises(ConnectionClosed):
         store.join(connection_id, "lobby", "s1")
     assert [r["channelId"] for r in rows_of(dynamodb, table, connection_id)] == [state_key(connection_id)]
@@ -320,6 +322,7 @@ def test_a_stop_ends_the_schedule_even_when_the_running_invocation_swallows_the_
         again.cancel()
         if not stopped_first:  # the schedule ran on: end it for good, then report
             while not stopping.done():
+                assert scheduler._task is not None
                 scheduler._task.cancel()
                 await asyncio.wait([stopping], timeout=0.01)
         answer.set()

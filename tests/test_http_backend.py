@@ -72,6 +72,7 @@ def request(url: str, method: str = "POST", body: bytes | None = None, headers: 
             path: str | None = None) -> Reply:
     """One request on a connection of its own."""
     parts = urlsplit(url)
+    assert parts.hostname is not None, url
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
     try:
         connection.request(method, path or parts.path or "/", body=body, headers=headers or {})
@@ -333,6 +334,7 @@ def test_a_publish_whose_time_is_up_starts_no_post(channel_environ, management):
     finally:
         backend.stop()
 
+    assert answer.body is not None
     frame = json.loads(answer.body)
     assert frame["type"] == "publishFailure" and frame["failed"] == 1 and frame["delivered"] == 0
     assert management.frames(bob) == []
@@ -660,6 +662,7 @@ def test_a_port_in_use_is_one_line_and_exit_status_1():
 
 def read_line(process: subprocess.Popen, what: str) -> str:
     """The next line the process prints on stdout, waiting at most TIMEOUT."""
+    assert process.stdout is not None  # started with stdout=PIPE
     ready, _, _ = select.select([process.stdout], [], [], TIMEOUT)
     assert ready, f"{what}: nothing printed in {TIMEOUT} s"
     line = process.stdout.readline()
@@ -697,11 +700,12 @@ def test_the_command_serves_the_channel_and_stops_cleanly_on_a_signal(
             [*COMMAND, "--port", "0", "--table", table, "--dynamodb-endpoint", embedded_dynamodb.endpoint],
             stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
         )
+    assert process.stdout is not None
     try:
         line = read_line(process, "the ready line")
         assert line.startswith("channel-server HTTP backend on http://127.0.0.1:")
         url = line.split(" on ", 1)[1].strip()
-        assert urlsplit(url).port > 0 and url.endswith("/")
+        assert (urlsplit(url).port or 0) > 0 and url.endswith("/")
 
         alice, bob = new_connection_id(), new_connection_id()
         alice_joined = join(url, alice, "command")
@@ -891,7 +895,9 @@ def test_against_loopback_endpoints_what_the_environment_lacks_comes_from_local_
                 stdout=subprocess.PIPE, stderr=stderr, text=True, env={**bare_environ(home), **env},
             )
         try:
-            url = READY_LINE.fullmatch(read_line(process, "the ready line")).group(1)
+            ready = READY_LINE.fullmatch(read_line(process, "the ready line"))
+            assert ready, "the ready line"
+            url = ready.group(1)
             # a join writes to DynamoDB: the request shows what it was signed with
             joined = send(url, new_connection_id(), {"type": "join", "channelId": "signed"}).json()
         finally:

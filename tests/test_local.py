@@ -553,7 +553,8 @@ def test_the_management_api_answers_only_loopback_unless_opened():
             f"the management API answers only loopback addresses, not {elsewhere} "
             "(call it on 127.0.0.1, or start local mode with --management-from-anywhere)")
         assert management_refusal(elsewhere, signed, from_anywhere=True) is None
-    assert management_refusal(None, signed).startswith(
+    unknown = management_refusal(None, signed)
+    assert unknown is not None and unknown.startswith(
         "the management API answers only loopback addresses, not an unknown address ")
 
 
@@ -565,7 +566,7 @@ def test_binary_frames_close_the_connection_with_1003(clients):
     client.send(b"\x00\x01")
     with pytest.raises(ConnectionClosed) as closed:
         client.ws.recv(timeout=TIMEOUT)
-    assert closed.value.rcvd.code == 1003
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
 
 
 def test_messages_over_128_kb_close_the_connection_with_1009(clients):
@@ -573,7 +574,7 @@ def test_messages_over_128_kb_close_the_connection_with_1009(clients):
     client.send(json.dumps({"type": "publish", "data": "x" * (128 * 1024)}))
     with pytest.raises(ConnectionClosed) as closed:
         client.ws.recv(timeout=TIMEOUT)
-    assert closed.value.rcvd.code == 1009
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
 
 
 def test_idle_connections_are_closed_and_traffic_keeps_them_open():
@@ -588,7 +589,7 @@ def test_idle_connections_are_closed_and_traffic_keeps_them_open():
                     assert chatty.request({"type": "ping"}) == {"type": "pong"}
                     with contextlib.suppress(TimeoutError):
                         quiet.ws.recv(timeout=0)  # raises ConnectionClosed once closed
-            assert closed.value.rcvd.code == 1001
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
             assert chatty.request({"type": "ping"}) == {"type": "pong"}
         finally:
             quiet.close()
@@ -603,6 +604,7 @@ def test_connections_are_closed_at_the_maximum_lifetime():
             with pytest.raises(ConnectionClosed) as closed:
                 for _ in range(100_000):
                     client.request({"type": "ping"})
+            assert closed.value.rcvd is not None
             assert closed.value.rcvd.code == 1001
             assert closed.value.rcvd.reason == "Going away"
         finally:
@@ -771,6 +773,7 @@ def test_invocations_racing_a_start_or_a_restart_get_one_process_that_stop_ends(
         # invocations that arrive while the process starts wait for it
         answers = await asyncio.gather(function.start(), *(function.invoke(connect_event) for _ in range(5)))
         first = function.pid
+        assert first is not None
         running_after_start = running_from(tmp_path)
 
         os.kill(first, signal.SIGKILL)
@@ -870,7 +873,7 @@ def test_disconnect_carries_the_close_code_the_client_saw(faulty_server, recorde
             ws.recv(timeout=TIMEOUT)
     # the close frame that started the closing handshake: the client's own, or the gateway's
     first = ws.protocol.close_sent if not ws.protocol.close_rcvd_then_sent else ws.protocol.close_rcvd
-    assert first.code == code  # what the client saw...
+    assert first is not None and first.code == code  # what the client saw...
     context = recorded_disconnect(recorded, connection_id)
     assert context["disconnectStatusCode"] == code  # ...is what $disconnect says
 
@@ -1029,7 +1032,9 @@ def test_the_command_serves_the_project_in_its_folder_by_default(tmp_path):
     assert default_program(project) == project / "__main__.py"
     assert default_program(tmp_path) is None  # no Pulumi.yaml: ChannelServer with its defaults
     repo = Path(__file__).resolve().parents[1]
-    world = local_program.from_project(default_program(repo), "dev", stack_required=True)
+    program = default_program(repo)
+    assert program is not None
+    world = local_program.from_project(program, "dev", stack_required=True)
     assert world.stage == "dev" and set(world.routes) == {r.key for r in spec.ROUTES}
     with pytest.raises(SystemExit):
         parse_args(["--program", str(tmp_path / "nowhere"), "--stage", "no spaces"])
@@ -1070,7 +1075,8 @@ def test_a_stop_ends_the_queue_poller_even_when_its_wait_swallows_the_cancel(mon
         def receive_message(self, **_: object) -> dict:
             return {}
 
-    waits, swallowed = [], []
+    waits: list[int] = []
+    swallowed: list[int] = []
 
     async def swallowing_wait_for(awaitable, timeout):
         waits.append(1)
@@ -1087,7 +1093,9 @@ def test_a_stop_ends_the_queue_poller_even_when_its_wait_swallows_the_cancel(mon
     async def scenario() -> bool:
         monkeypatch.setattr(queues.asyncio, "wait_for", swallowing_wait_for)
         subscription = SimpleNamespace(batch_size=10, queue=SimpleNamespace(name="q"), function=SimpleNamespace(name="f"))
-        poller = queues.Poller(subscription, "http://127.0.0.1/q", None, Client(), "us-east-1", concurrency=2)
+        # duck-typed stand-ins: the poller reads only these fields, and with the queue empty invokes no function
+        poller = queues.Poller(subscription, "http://127.0.0.1/q", None,  # type: ignore[arg-type]
+                               Client(), "us-east-1", concurrency=2)
         poller.start()
         while not waits:  # it found the queue empty, and now waits
             await asyncio.sleep(0)
@@ -1097,6 +1105,7 @@ def test_a_stop_ends_the_queue_poller_even_when_its_wait_swallows_the_cancel(mon
                 return True
             await asyncio.sleep(0)
         while not stopping.done():  # it ran on: end it for good, then report
+            assert poller._task is not None
             poller._task.cancel()
             await asyncio.sleep(0.01)
         return False

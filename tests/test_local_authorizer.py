@@ -132,7 +132,8 @@ def test_the_placeholder_arn_is_in_the_mocks_account_and_region():
     from channel_server import mocks
     from channel_server.args import resolve
 
-    assert local_authorizer.PLACEHOLDER_FUNCTION_ARN.split(":")[3:5] == [mocks.DEFAULT_REGION, mocks.ACCOUNT]
+    defaults = mocks.AwsMocks()  # the mocks' own region and account
+    assert local_authorizer.PLACEHOLDER_FUNCTION_ARN.split(":")[3:5] == [defaults.region, defaults.account]
     resolve({"authorizer": {"function_arn": local_authorizer.PLACEHOLDER_FUNCTION_ARN}})  # an ARN the component takes
 
 
@@ -220,6 +221,7 @@ def project(folder: Path, program: str) -> Path:
 def test_a_program_that_defines_its_authorizer_function_gets_it_run(tmp_path):
     code = AUTHORIZER.format(record="", function="check")
     with running(port=0, program=project(tmp_path / "own", PROGRAM.format(code=code))) as server:
+        assert server.world is not None
         authorizer = server.world.authorizer
         assert authorizer is not None and authorizer.function is not None
         assert authorizer.function.handler == "authorizer.check"
@@ -272,6 +274,7 @@ def test_an_authorizer_on_a_route_other_than_connect_is_a_wiring_error():
 
     def program() -> None:
         server = ChannelServer("chat", {"authorizer": {"function_arn": local_authorizer.PLACEHOLDER_FUNCTION_ARN}})
+        assert server.authorizer is not None
         aws.apigatewayv2.Route(
             "chat-join-authorized", api_id=server.api.id, route_key="join2",
             target=server.integrations["join"].id.apply(lambda i: f"integrations/{i}"),
@@ -319,6 +322,7 @@ def test_the_command_line_takes_a_function_and_repeated_identity_sources(tmp_pat
         "identity_sources": ["route.request.header.Auth", "route.request.querystring.room"],
     }
     world = load_world(None, "dev", None, False, None, server._default_args())
+    assert world.authorizer is not None
     assert world.authorizer.identity_sources == ("route.request.header.Auth", "route.request.querystring.room")
     definition = local_authorizer.function_from_file(auth, "check", world.authorizer.function_arn)
     assert definition.handler == "auth.check" and set(definition.files) == {"auth.py"}

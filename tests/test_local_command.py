@@ -128,6 +128,7 @@ def printed_until(process: subprocess.Popen, pattern: str) -> str:
     """What the process printed on its stdout pipe up to a line matching
     ``pattern`` (a regex), read from the pipe itself so that communicate()
     gets the rest; waits at most TIMEOUT."""
+    assert process.stdout is not None  # started with stdout=PIPE
     output = b""
     deadline = time.monotonic() + TIMEOUT
     while not re.search(pattern.encode(), output):
@@ -152,6 +153,7 @@ def test_a_client_that_connects_the_moment_the_port_accepts_is_served(dynamodb):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    assert process.stdout is not None
     try:
         # WHEN a client connects as soon as the port accepts a connection: tried
         # without pause from the moment local mode starts its functions (it
@@ -261,7 +263,7 @@ def test_ctrl_c_in_a_terminal_disconnects_every_client_and_exits_cleanly(dynamod
             assert terminal.wait() == 0, terminal.output
             with pytest.raises(ConnectionClosed) as closed:
                 ws.recv(timeout=TIMEOUT)
-        assert closed.value.rcvd.code == 1001
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
         assert "Traceback" not in terminal.output
         assert "KeyboardInterrupt" not in terminal.output
         assert "integration failed" not in terminal.output
@@ -278,6 +280,7 @@ def test_sigterm_delivers_disconnect_to_everyone(dynamodb):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    assert process.stdout is not None
     try:
         lines = []
         for line in process.stdout:

@@ -274,7 +274,7 @@ def test_the_banner_names_the_publish_url_on_local_modes_own_port(server, publis
 def test_without_server_publish_there_is_no_function_url():
     world = local_program.from_component("dev", name="chat")
     assert world.function_urls == ()
-    paths = [route.resource.canonical for route in Gateway(world, _never).app().router.routes()]
+    paths = [resource.canonical for resource in Gateway(world, _never).app().router.resources()]
     assert not [path for path in paths if path.startswith(FUNCTION_URL_PREFIX)]
 
 
@@ -302,6 +302,7 @@ def gateway_alone(world, answer: Callable[[dict], Any]) -> Iterator[tuple[str, l
     loop.run_until_complete(runner.setup())
     site = web.TCPSite(runner, "127.0.0.1", 0)
     loop.run_until_complete(site.start())
+    assert isinstance(site._server, asyncio.Server)  # started: a listening server
     port = site._server.sockets[0].getsockname()[1]
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()

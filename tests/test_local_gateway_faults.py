@@ -77,7 +77,12 @@ def test_each_refused_handshake_is_one_log_line_and_the_authorizers_tracebacks_g
         assert refused_with(f"{server.url}?token={marker}") == 403
         # the authorizer printed the marker after every traceback of the refusals above
         stderr: list[str] = []
-        wait_until(lambda: stderr.append(capsys.readouterr().err) or marker in "".join(stderr))
+
+        def printed_marker() -> bool:
+            stderr.append(capsys.readouterr().err)
+            return marker in "".join(stderr)
+
+        wait_until(printed_marker)
 
     relayed = "".join(stderr)
     assert relayed.splitlines() == [marker]  # no traceback, no chained one's lines
@@ -186,9 +191,9 @@ def posting_one_member_at_a_time():
     return dataclasses.replace(world, routes=routes)
 
 
-def frames_until_closed(client: Client) -> tuple[list[dict], int]:
-    """Every frame the client got, and the close code it got last."""
-    frames = []
+def frames_until_closed(client: Client) -> tuple[list[dict], int | None]:
+    """Every frame the client got, and the close code it got last (None: no close frame)."""
+    frames: list[dict] = []
     while True:
         try:
             frames.append(json.loads(client.ws.recv(timeout=TIMEOUT)))
@@ -201,6 +206,7 @@ def test_once_stopping_handshakes_are_refused_and_the_management_api_still_answe
 
     caplog.set_level(logging.INFO, logger="channel_server.local")
     with running(port=0, world=served_world()) as server:
+        assert server.gateway is not None
         before = set(server.gateway.connections)
         member = Client(server.url)
         try:
@@ -227,7 +233,9 @@ def test_stopping_lets_the_publishes_under_way_reach_every_member(capsys):
         for number, publisher in enumerate(members[:PUBLISHES]):
             publisher.send({"type": "publish", "channelId": "room", "data": f"news {number}"})
         # WHEN local mode stops while the three publishes are being handled
-        wait_until(lambda: server.gateway.frames_in_flight == PUBLISHES)
+        gateway = server.gateway
+        assert gateway is not None
+        wait_until(lambda: gateway.frames_in_flight == PUBLISHES)
 
     # THEN each member got every other member's news before its connection closed (1001)
     try:
@@ -258,6 +266,7 @@ def test_invalid_utf8_in_a_text_frame_closes_the_connection_with_1007(server):
             await ws.send(b'{"type":"ping","data":"\xff"}', text=True)
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.recv()
+            assert closed.value.rcvd is not None
             return closed.value.rcvd.code
 
     assert run(send_invalid_utf8()) == 1007
@@ -266,6 +275,7 @@ def test_invalid_utf8_in_a_text_frame_closes_the_connection_with_1007(server):
 def test_permessage_deflate_is_negotiated_as_api_gateway_does(server):
     async def extensions() -> str:
         async with connect(server.url, compression="deflate") as ws:
+            assert ws.response is not None  # the handshake's, once connected
             return ws.response.headers.get("Sec-WebSocket-Extensions", "")
 
     assert run(extensions()).startswith("permessage-deflate")
@@ -290,6 +300,7 @@ def test_a_compressed_message_over_128_kb_still_closes_the_connection_with_1009(
             await ws.send(json.dumps({"type": "ping", "data": "x" * (128 * 1024 - 27)}))
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.recv()
+            assert closed.value.rcvd is not None
             return closed.value.rcvd.code
 
     assert run(send_compressed()) == 1009

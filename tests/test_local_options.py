@@ -11,10 +11,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from channel_server.handlers.sender import READ_TIMEOUT
+from channel_server.handlers.spec import READ_TIMEOUT
 from channel_server.local.cli import parse_args
 from channel_server.local.server import LocalServer, running
 from channel_server.local.program import ProgramError, load_world
@@ -70,8 +71,9 @@ def test_a_bad_value_is_refused_naming_the_flag_and_its_range(flag, value, reaso
 @pytest.mark.parametrize("flag, value, reason", [row for row in BAD_VALUES if row[0] in CONSTRUCTOR_ARGUMENT
                                                  and "is not" not in row[2]])
 def test_the_constructor_refuses_the_same_values_with_the_same_words(flag, value, reason):
+    argument: dict[str, Any] = {CONSTRUCTOR_ARGUMENT[flag]: float(value)}  # whichever the flag's is
     with pytest.raises(ValueError) as refused:
-        LocalServer(**{CONSTRUCTOR_ARGUMENT[flag]: float(value)})
+        LocalServer(**argument)
     assert str(refused.value) == f"{flag} {reason}"
 
 

@@ -83,12 +83,12 @@ class References(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         found = dict(attrs)
-        if tag == "script" and found.get("src"):
-            self.files.append(found["src"])
-        elif tag == "link" and found.get("href"):
-            self.files.append(found["href"])
-        elif tag == "meta" and found.get("name"):
-            self.meta[found["name"]] = found.get("content") or ""
+        if tag == "script" and (src := found.get("src")):
+            self.files.append(src)
+        elif tag == "link" and (href := found.get("href")):
+            self.files.append(href)
+        elif tag == "meta" and (name := found.get("name")):
+            self.meta[name] = found.get("content") or ""
 
 
 def csp(headers: http.client.HTTPMessage) -> dict[str, list[str]]:

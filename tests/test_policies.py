@@ -5,6 +5,7 @@ handlers call exactly these actions is tests/test_security.py's concern.)"""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,8 @@ POSTS = {"Effect": "Allow", "Action": ["execute-api:ManageConnections"],
 
 
 def statements(function: spec.Function, **options: bool) -> list[dict]:
-    return json.loads(function_policy(function, stage="dev", **ARNS, **options))["Statement"]
+    arguments: dict[str, Any] = {**ARNS, **options}  # the ARNs (str) and the options (bool), by name
+    return json.loads(function_policy(function, stage="dev", **arguments))["Statement"]
 
 
 def on_table(function: spec.Function, **options: bool) -> list[str]:

@@ -16,7 +16,8 @@ from channel_server.args import resolve
 from channel_server.features import ACCESS_LOG_FORMAT, APIGATEWAY_LOGS_POLICY
 from channel_server.policies import XRAY_ACTIONS
 from channel_server.handlers import spec
-from channel_server.mocks import ACCOUNT, Deployment, deploy
+from channel_server.local.placeholders import ACCOUNT
+from channel_server.mocks import Deployment, deploy
 from support.failing import deploy_failing
 
 CERTIFICATE = f"arn:aws:acm:us-east-1:{ACCOUNT}:certificate/0f1e2d3c-4b5a"
@@ -32,7 +33,8 @@ def server(args: dict | None = None, **kwargs: Any) -> tuple[Deployment, dict]:
     outputs: dict = {}
 
     def program() -> None:
-        chat = ChannelServer("chat", args, **kwargs)
+        # args as a program gives them: a dict, or None for every default
+        chat = ChannelServer("chat", args, **kwargs)  # type: ignore[arg-type]
         pulumi.Output.all(url=chat.url, execute=chat.execute_api_url, management=chat.management_endpoint,
                           target=chat.domain_target).apply(outputs.update)
 
@@ -47,7 +49,7 @@ def plain() -> Deployment:
 #: Every option on at once (but the hosted zone, tested on its own): each test
 #: below reads the part it is about, which also shows the options do not get
 #: in each other's way.
-EVERYTHING = {
+EVERYTHING: dict[str, Any] = {
     "domain": {**DOMAIN, "base_path": "v1"},
     "authorizer": {"function_arn": AUTHORIZER, "identity_sources": ["route.request.header.Authorization"]},
     "access_logs": True,
@@ -173,7 +175,7 @@ def test_the_authorizer_defaults_to_the_token_query_parameter() -> None:
 ])
 def test_an_authorizer_api_gateway_cannot_run_on_websockets_is_refused(value: dict, message: str) -> None:
     with pytest.raises(ChannelServerArgsError, match=r"^ChannelServerArgs authorizer") as refused:
-        ChannelServer("chat", {"authorizer": value})
+        ChannelServer("chat", {"authorizer": value})  # type: ignore[typeddict-item]  # refused: the test
     assert message in str(refused.value)
 
 
@@ -216,7 +218,7 @@ def test_access_logs_take_a_given_role_or_leave_the_account_setting_alone() -> N
 ])
 def test_inconsistent_access_log_settings_are_refused(args: dict, message: str) -> None:
     with pytest.raises(ChannelServerArgsError) as refused:
-        ChannelServer("chat", args)
+        ChannelServer("chat", args)  # type: ignore[arg-type]  # not a valid ChannelServerArgs: the test
     assert message in str(refused.value)
 
 
@@ -270,7 +272,8 @@ def test_tracing_is_active_on_every_function_whose_role_may_send_traces_and_noth
 def test_what_only_the_lambda_handlers_do_is_refused_with_an_http_backend(field: str) -> None:
     value = {"function_arn": AUTHORIZER} if field == "authorizer" else True
     with pytest.raises(ChannelServerArgsError, match=rf"^ChannelServerArgs {field}=.*\(or leave backend unset\)$"):
-        ChannelServer("chat", {"backend": {"url": "https://backend.example.com"}, field: value})
+        # a key mypy cannot check (a parametrized name): each one is refused, which is the test
+        ChannelServer("chat", {"backend": {"url": "https://backend.example.com"}, field: value})  # type: ignore[misc]
 
 
 # --- keeping data safe ------------------------------------------------------------------------------

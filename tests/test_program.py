@@ -114,6 +114,7 @@ def test_project_is_channel_server_on_python_with_a_virtualenv() -> None:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("tasks", ROOT / "tasks.py")
+    assert spec is not None and spec.loader is not None
     tasks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tasks)
     assert PROJECT["runtime"]["options"]["virtualenv"] == tasks.VENV_NAME

@@ -338,10 +338,12 @@ def test_every_frame_the_server_can_send_is_utf8_json_that_reads_back_equal(
     elif isinstance(command, Join):
         sent.append(protocol.join_success(command.channel_id, protocol.new_sender_id()))
     else:
+        assert isinstance(command, Publish)  # RULES has presence off: no members request
         outgoing = protocol.prepare_message(channel_id, SENDER_ID, command.data, RULES)
         if outgoing.failure is not None:
             sent.append(outgoing.failure)
         else:
+            assert outgoing.payload is not None
             assert read_wire(outgoing.payload) == message(channel_id, SENDER_ID, command.data)
 
     for frame in sent:

@@ -181,6 +181,7 @@ def test_a_custom_pattern_cannot_let_reserved_channel_ids_through() -> None:
 def test_pong_echoes_ping_data_and_has_no_data_key_when_none_was_sent(body: str, frame: dict) -> None:
     ping = protocol.decode(body, RULES)
 
+    assert isinstance(ping, Ping)
     assert protocol.pong(ping) == frame
     assert list(protocol.pong(ping)) == list(frame)
 
@@ -246,6 +247,7 @@ def test_each_publish_gets_a_time_ordered_message_id_of_its_own() -> None:
     first = protocol.prepare_message(CHANNEL, SENDER, 1, RULES).message_id
     second = protocol.prepare_message(CHANNEL, SENDER, 1, RULES).message_id
 
+    assert first is not None and second is not None
     assert protocol.MESSAGE_ID.fullmatch(first) and protocol.MESSAGE_ID.fullmatch(second) and first != second
     assert protocol.new_message_id(1.0) < protocol.new_message_id(1.5) < protocol.new_message_id(2.0)
     assert protocol.new_message_id(1_733_600_000.123).startswith(f"{1_733_600_000_123:012x}-")
@@ -264,7 +266,7 @@ def test_prepare_message_accepts_a_message_exactly_at_the_limit(data: str) -> No
     outgoing = protocol.prepare_message(CHANNEL, SENDER, data, rules)
 
     assert outgoing.failure is None
-    assert len(outgoing.payload) == rules.max_message_bytes
+    assert outgoing.payload is not None and len(outgoing.payload) == rules.max_message_bytes
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Known test credentials: what the endpoint checks each signature against.
 ACCESS_KEY, SECRET_KEY = "AKIDPUBLISHERTEST", "publisher-test-secret"
 FUNCTION_URL = "https://k7x2mq9ehdabcdefghijklmnopqrstuv.lambda-url.eu-west-1.on.aws/"
-OUTCOME = {"delivered": 2, "failed": 0, "queued": 0}
+OUTCOME: dict[str, Any] = {"delivered": 2, "failed": 0, "queued": 0}
 #: The shape of a SigV4 Authorization header signed for a function URL.
 AUTHORIZATION = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/\s,]+)/(?P<date>\d{8})/(?P<region>[a-z0-9-]+)/lambda/aws4_request, "
@@ -93,7 +93,12 @@ def no_aws(monkeypatch: pytest.MonkeyPatch) -> None:
 def backoffs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The attempts after which the publisher backed off, in order; it waits 0 s."""
     waited: list[int] = []
-    monkeypatch.setattr(aws, "backoff_delay", lambda attempt: waited.append(attempt) or 0)
+
+    def no_wait(attempt: int) -> int:
+        waited.append(attempt)
+        return 0
+
+    monkeypatch.setattr(aws, "backoff_delay", no_wait)
     return waited
 
 

@@ -204,7 +204,8 @@ def test_two_concurrent_joins_settle_in_exactly_one_channel_every_time(
             ("joinSuccess", "blue"), ("joinSuccess", "red")
         ]
         (channel,) = memberships(dynamodb, table, alice.connection_id)
-        assert state_of(dynamodb, table, alice.connection_id)[spec.CURRENT_CHANNEL] == channel
+        state = state_of(dynamodb, table, alice.connection_id)
+        assert state is not None and state[spec.CURRENT_CHANNEL] == channel
 
 
 def test_a_join_that_loses_every_race_replies_join_failure_and_changes_nothing(
@@ -235,7 +236,8 @@ def test_a_join_that_loses_every_race_replies_join_failure_and_changes_nothing(
     assert alice.frames()[-1] == {"type": "joinFailure", "data": "could not join right now; try again"}
     assert hooked.calls == {"get_item": JOIN_ATTEMPTS, "transact_write_items": JOIN_ATTEMPTS}
     assert memberships(dynamodb, table, alice.connection_id) == ["lobby"]
-    assert state_of(dynamodb, table, alice.connection_id)[spec.CURRENT_CHANNEL] == "lobby"
+    state = state_of(dynamodb, table, alice.connection_id)
+    assert state is not None and state[spec.CURRENT_CHANNEL] == "lobby"
 
 
 # =====================================================================================

@@ -14,7 +14,7 @@ from pathlib import Path
 import pulumi
 import pytest
 from pulumi.provider.experimental import analyzer as pulumi_analyzer
-from pulumi.provider.experimental.analyzer import Analyzer, PropertyType
+from pulumi.provider.experimental.analyzer import AnalyzeResult, Analyzer, PropertyType
 from pulumi.provider.experimental.component import ComponentProvider
 
 from channel_server import ChannelServer, args as args_module
@@ -45,14 +45,14 @@ def camel(name: str) -> str:
 
 
 @functools.cache
-def docstrings(kind: type) -> dict[str, str]:
+def docstrings(kind: type) -> dict[str, str | None]:
     """Each field's docstring, as the analyzer reads it (from the source)."""
     analyzer = Analyzer(PACKAGE_NAME)
     return {name: analyzer.get_docstring(kind, name) for name in kind.__annotations__}
 
 
 @pytest.fixture(scope="module")
-def analyzed() -> dict:
+def analyzed() -> AnalyzeResult:
     return Analyzer(PACKAGE_NAME).analyze([ChannelServer])
 
 
@@ -113,7 +113,8 @@ def test_each_object_input_is_a_type_with_every_field_typed_and_described(analyz
 def test_args_input_is_read_as_pulumis_input() -> None:
     # args.Input spells pulumi.Input without importing Pulumi: the analyzer
     # must see the same thing in both
-    ours, theirs = args_module.Input[str], pulumi.Input[str]
+    # a subscript of the alias at run time, which mypy types in annotations only
+    ours, theirs = args_module.Input[str], pulumi.Input[str]  # type: ignore[misc]
     assert pulumi_analyzer.is_input(ours) and pulumi_analyzer.is_input(theirs)
     assert pulumi_analyzer.unwrap_input(ours) is pulumi_analyzer.unwrap_input(theirs) is str
     assert [typing.get_origin(a) for a in typing.get_args(ours)][:2] == [None, typing.get_origin(typing.Awaitable[str])]
@@ -132,7 +133,7 @@ def test_outputs_are_the_urls_names_and_the_main_resources_each_described(compon
     for name, token in RESOURCE_OUTPUTS.items():
         prop = component.outputs[name]
         assert prop.ref.endswith("/schema.json#/resources/" + token.replace("/", "%2F")) and prop.description
-    assert component.description == ChannelServer.__doc__.strip()
+    assert ChannelServer.__doc__ is not None and component.description == ChannelServer.__doc__.strip()
 
 
 def test_the_package_depends_on_the_installed_aws_provider(analyzed) -> None:
@@ -164,6 +165,7 @@ def test_plugin_answers_get_schema_over_grpc_with_the_channel_server_resource() 
     # GIVEN the plugin started as the Pulumi engine starts it: it prints its port
     process = subprocess.Popen([sys.executable, str(PLUGIN / "__main__.py"), "127.0.0.1:1"], cwd=PLUGIN,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
     try:
         port = int(process.stdout.readline())
 

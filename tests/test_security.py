@@ -543,6 +543,7 @@ class Socket:
 
     def recv(self) -> dict:
         text = self.ws.recv(timeout=5)
+        assert isinstance(text, str)  # the server sends text frames only
         self.received.append(text)
         return json.loads(text)
 

@@ -7,7 +7,7 @@ docs/protocol.md §11 is the contract.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -16,6 +16,9 @@ from channel_server.handlers.store import Store
 from channel_server.resource_types import ROLE_POLICY_ATTACHMENT
 from support.events import url_event
 from support.frames import SAMPLE_MESSAGE_ID, message
+
+if TYPE_CHECKING:
+    from channel_server import ChannelServerArgs
 
 SERVER = protocol.SERVER_SENDER_ID
 
@@ -46,7 +49,7 @@ def lobby(client: Any) -> tuple[Member, Member, Member]:
     alice.join("lobby")
     bob.join("lobby")
     carol.join("kitchen")
-    members = tuple(Member(c) for c in (alice, bob, carol))
+    members = (Member(alice), Member(bob), Member(carol))
     for member in members:
         member.frames()
     return members
@@ -223,7 +226,9 @@ def test_granting_the_same_role_twice_attaches_the_policy_once() -> None:
     ({}, None, "ChannelServerArgsError: ChannelServer chat: grant_publish needs server_publish=True "
                "(serverPublish in the stack's config)"),
 ])
-def test_grant_publish_refuses_what_it_cannot_grant_saying_what_to_do(args: dict, role: Any, error: str) -> None:
+def test_grant_publish_refuses_what_it_cannot_grant_saying_what_to_do(
+    args: ChannelServerArgs, role: Any, error: str
+) -> None:
     import pulumi_aws as aws
 
     from channel_server import ChannelServer

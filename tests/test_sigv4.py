@@ -158,7 +158,7 @@ def test_a_dynamodb_request_is_signed_as_boto3_signs_it(endpoint: str, credentia
     )
     origin = aws.Origin.of(endpoint)
     signer = sigv4.Signer(lambda: credentials, "eu-west-1", "dynamodb")
-    calls = {
+    calls: dict[str, dict[str, Any]] = {
         "get_item": {"TableName": "t", "Key": {"k": {"S": "ü 🎉"}}, "ConsistentRead": True},
         "transact_write_items": {"TransactItems": [{"Delete": {"TableName": "t", "Key": {"k": {"S": "v"}}}}],
                                  "ClientRequestToken": "token"},

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def load_tasks():
     spec = importlib.util.spec_from_file_location("tasks_under_test", REPO / "tasks.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -279,8 +280,12 @@ def no_browser(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[list[str
     (tmp_path / "chromedriver").touch()
     monkeypatch.setattr(tasks, "BROWSER", (tmp_path / "chromium", tmp_path / "chromedriver"))
     commands: list[list[str]] = []
-    monkeypatch.setattr(tasks.subprocess, "run", lambda command, **kwargs: (
-        commands.append(command), subprocess.CompletedProcess(command, 0))[1])
+
+    def succeeding(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(tasks.subprocess, "run", succeeding)
     monkeypatch.setattr(tasks.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(tasks.os, "geteuid", lambda: 0)
     return commands
@@ -298,8 +303,12 @@ def test_as_root_with_apt_get_a_missing_browser_is_installed_saying_why(
 def test_a_failed_install_updates_the_package_lists_and_tries_once_more(
         no_browser: list[list[str]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     codes = iter([100, 0, 100])  # both installs fail
-    monkeypatch.setattr(tasks.subprocess, "run", lambda command, **kwargs: (
-        no_browser.append(command), subprocess.CompletedProcess(command, next(codes)))[1])
+
+    def answering(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        no_browser.append(command)
+        return subprocess.CompletedProcess(command, next(codes))
+
+    monkeypatch.setattr(tasks.subprocess, "run", answering)
     tasks.ensure_browser()
     assert no_browser == [tasks.BROWSER_INSTALL, ["apt-get", "update"], tasks.BROWSER_INSTALL]
     assert "will be skipped" in capsys.readouterr().out.splitlines()[-1]

@@ -1,14 +1,21 @@
 """The type checker: mypy, with pyproject.toml's ``[tool.mypy]`` (strict for
 the handlers and the client), over the package as it is imported,
-``channel_server``. A finding fails the suite with mypy's own report, its
-paths the checkout's; ``.venv/bin/python tests/test_types.py`` runs it alone.
+``channel_server``, and over tests/ and bench/ (checked, not strict). A
+finding fails the suite with mypy's own report, its paths the checkout's;
+``.venv/bin/python tests/test_types.py`` runs it alone.
 
 mypy knows neither setuptools' package-dir mapping (channel_server is
 components/, channel_server.handlers is handlers/, ...) nor the editable
 install's import hook, so it checks a tree of symlinks in the temporary
 directory that has the installed layout; its cache stays there too (the
 suite writes nothing into the checkout), and a run after the first takes a
-few seconds instead of about 45 (most of it reading pulumi_aws)."""
+few seconds instead of about 45 (most of it reading pulumi_aws).
+
+One run checks all three, each module once with its own options. The package
+is named by its directory in the tree (mypy takes packages or files, not
+both); tests/ and bench/ by the checkout's, so mypy resolves their sibling
+imports (``support.*``, ``test_*``, bench's ``_local``) there and
+``channel_server`` in the tree."""
 
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "channel_server"
 #: Where each part of the package lives in the checkout (pyproject.toml's package-dir).
 SUBPACKAGES = ("handlers", "client", "http_backend", "local")
+#: Checked beside the package, from the checkout, at [tool.mypy]'s global level.
+CHECKOUT_DIRS = ("tests", "bench")
 
 
 def _tree() -> Path:
@@ -43,7 +52,9 @@ def _tree() -> Path:
 
 
 def _checkout_paths(report: str) -> str:
-    """mypy's report with the checkout's paths (handlers/app.py, not channel_server/handlers/app.py)."""
+    """mypy's report with the checkout's paths (handlers/app.py, not channel_server/handlers/app.py;
+    tests/test_client.py, not the absolute path)."""
+    report = report.replace(f"{ROOT}/", "")
     for name in SUBPACKAGES:
         report = report.replace(f"{PACKAGE}/{name}/", f"{name}/")
     return report.replace(f"{PACKAGE}/", "components/")
@@ -53,14 +64,14 @@ def run_mypy() -> subprocess.CompletedProcess[str]:
     base = _tree()
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-         "--cache-dir", str(base / "cache"), "-p", PACKAGE],
+         "--cache-dir", str(base / "cache"), PACKAGE, *(str(ROOT / name) for name in CHECKOUT_DIRS)],
         cwd=base / "tree", capture_output=True, text=True,
     )
     result.stdout, result.stderr = _checkout_paths(result.stdout), _checkout_paths(result.stderr)
     return result
 
 
-def test_mypy_finds_nothing_in_the_package() -> None:
+def test_mypy_finds_nothing() -> None:
     result = run_mypy()
     assert result.returncode == 0, f"mypy found:\n{result.stdout}{result.stderr}"
 

@@ -145,8 +145,8 @@ class Shell:
     def wait_for(self, pattern: str) -> re.Match:
         """The first match of ``pattern`` (a regex) in a line printed so far or from now on."""
         compiled = re.compile(pattern)
-        for line in self.lines:
-            if match := compiled.search(line):
+        for printed in self.lines:
+            if match := compiled.search(printed):
                 return match
         deadline = time.monotonic() + PATIENCE
         while True:

@@ -75,6 +75,7 @@ class FakeManagementApi:
     @property
     def endpoint(self) -> str:
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # an IPv4 server's (typeshed allows bytes for other families)
         return f"http://{host}:{port}/{self.stage}"
 
     # --- what was sent ----------------------------------------------------------

@@ -31,7 +31,7 @@ def alive(pid: int) -> bool:
 def children_of(pid: int) -> set[int]:
     """Every process below ``pid``: its children, theirs, and so on."""
     parents = {child: stat[1] for child in _pids() if (stat := _stat(child)) is not None}
-    below, found = {pid}, set()
+    below, found = {pid}, set[int]()
     while True:
         new = {child for child, parent in parents.items() if parent in below} - below
         if not new:
