@@ -708,3 +708,18 @@ def test_the_architecture_opens_with_the_map_of_the_tree_as_the_package_maps_it(
     # and it is the page's first section
     first = re.search(r"^## .*$", read(ARCHITECTURE), re.M)
     assert first and first.group(0) == "## The tree"
+
+
+def module_names(folder: str) -> set[str]:
+    return {path.stem for path in (ROOT / folder).glob("*.py")} - {"__init__", "__main__"}
+
+
+def tabled_modules(heading: str, index: int) -> set[str]:
+    """The modules the ``index``-th table under ``heading`` names in its first column."""
+    return {name for row in tables(section(read(ARCHITECTURE), heading))[index] for name in code_spans(row[0])}
+
+
+def test_every_module_is_in_its_table_of_the_architecture() -> None:
+    assert tabled_modules("## Components", 0) == module_names("components")
+    assert tabled_modules("## Components", 1) == module_names("handlers")
+    assert tabled_modules("## Local mode's modules", 0) == module_names("local")
