@@ -158,13 +158,24 @@ def test_a_client_that_leaves_during_its_handshake_is_one_log_line_and_no_traceb
     upgrade = (f"GET /{server.stage} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                "Sec-WebSocket-Version: 13\r\n\r\n").encode()
-    left = 5
-    for _ in range(left):
+    attempts = 10
+    for _ in range(attempts):
         with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as client:
             client.sendall(upgrade)  # and closes at once, before the answer
-    gone = re.compile(r"connect \S+: the client left before the handshake was answered")
-    wait_until(lambda: len([r for r in caplog.records if gone.fullmatch(r.getMessage())]) == left)
 
+    def outcomes() -> tuple[int, int]:
+        """Attempts that ended before the handshake's answer, and those whose
+        answer was written before the close was seen (then closed, 1006)."""
+        said = [r.getMessage() for r in caplog.records]
+        opened = {m.group(1) for line in said if (m := re.fullmatch(r"connect (\S+)", line))}
+        left = sum(1 for line in said if re.fullmatch(r"connect \S+: the client left before the handshake "
+                                                      r"was answered", line))
+        closed = sum(1 for line in said if (m := re.fullmatch(r"disconnect (\S+) 1006", line)) and m.group(1) in opened)
+        return left, closed
+
+    wait_until(lambda: sum(outcomes()) == attempts)
+
+    assert outcomes()[0] >= 1  # most, on a quiet machine all: the case that printed a traceback
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
     served = Client(server.url)  # and the next client is served as ever
     try:
