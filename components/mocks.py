@@ -76,6 +76,8 @@ class Deployment:
     resources: list[Registered] = field(default_factory=list)
     exports: dict[str, Any] = field(default_factory=dict)
     result: Any = None
+    #: The config keys (qualified, ``project:key``) the program asked for, set or not.
+    config_read: set[str] = field(default_factory=set)
 
     def of_type(self, type_token: str) -> list[Registered]:
         """Every resource of one type (``"aws:lambda/function:Function"``), in order."""
@@ -424,6 +426,24 @@ class Project:
         return deploy(self.program, project=self.name, stack=stack, config=values)
 
 
+class _ReadingConfig(dict[str, Any]):
+    """The runtime's config map, noting each key asked for (``key in config``,
+    as ``pulumi.runtime.config.get_config`` asks, or ``config[key]``)."""
+
+    def __init__(self, values: Mapping[str, Any], read: set[str]):
+        super().__init__(values)
+        self._read = read
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self._read.add(key)
+        return super().__contains__(key)
+
+    def __getitem__(self, key: str) -> Any:
+        self._read.add(key)
+        return super().__getitem__(key)
+
+
 def _qualified(project: str, key: str) -> str:
     return key if ":" in key else f"{project}:{key}"
 
@@ -451,6 +471,9 @@ def deploy(
         asyncio.set_event_loop(asyncio.new_event_loop())
     values = {key: value if isinstance(value, str) else json.dumps(value) for key, value in (config or {}).items()}
     pulumi.runtime.set_all_config(values)
+    deployment = Deployment()
+    # what the program reads: pulumi.Config asks the runtime's config map for each key
+    pulumi.runtime.config.CONFIG.set(_ReadingConfig(pulumi.runtime.config.CONFIG.get(), deployment.config_read))
     mocks = AwsMocks(region=region or values.get("aws:region") or DEFAULT_REGION)
     # a fresh root stack, so no exports of an earlier run in this process leak in
     pulumi.runtime.settings.ROOT.set(None)
@@ -469,7 +492,6 @@ def deploy(
         return response
 
     monitor.RegisterResource = register_and_place
-    deployment = Deployment()
 
     def body() -> Any:
         if callable(program):

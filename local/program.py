@@ -120,6 +120,11 @@ def from_project(path: str | Path, stack: str = "dev", component: str | None = N
         deployment = _deploy_isolated(lambda: project.deploy(stack, required=stack_required, overrides=overrides))
     except Exception as exc:
         raise ProgramError(f"{project.program} failed: {_describe(exc, project.program)}") from exc
+    unread = [key for key in (config or {}) if key not in undeclared
+              and mocks._qualified(project.name, key) not in deployment.config_read]
+    if unread:
+        log.warning("--config %s: the program did not read it, so it changes nothing in this run",
+                    ", ".join(unread))
     return _read(deployment, component, str(project.program))
 
 

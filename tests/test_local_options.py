@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from channel_server.handlers import spec
 from channel_server.handlers.spec import READ_TIMEOUT
 from channel_server.local.cli import parse_args
 from channel_server.local.server import LocalServer, running
@@ -197,3 +198,25 @@ def test_a_config_key_pulumi_yaml_does_not_declare_is_warned_about(caplog):
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.startswith("--config maxMesageBytes: Pulumi.yaml declares no such key, so the program may not "
                               "read it (it declares accessLogs, ")
+
+
+def test_a_config_key_the_program_does_not_read_is_warned_about(tmp_path, caplog):
+    import logging
+
+    (tmp_path / "Pulumi.yaml").write_text("name: consumer\nruntime: python\n")
+    (tmp_path / "__main__.py").write_text(
+        "import pulumi\nfrom channel_server import ChannelServer\n\n"
+        "chat = ChannelServer('chat', {'stage_name': 'prod'})\npulumi.export('url', chat.url)\n")
+    caplog.set_level(logging.WARNING, logger="channel_server.local")
+    load_world(str(tmp_path), "dev", None, False, None, None, {"historySeconds": "600"}, [])
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "--config historySeconds: the program did not read it, so it changes nothing in this run"]
+
+
+def test_a_config_key_the_program_reads_is_not_warned_about(caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="channel_server.local")
+    world = repository_world(config={"historySeconds": "600"})
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == []
+    assert world.routes["publish"].environment[spec.ENV_HISTORY_SECONDS] == "600"
