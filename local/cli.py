@@ -231,10 +231,13 @@ async def serve(options: argparse.Namespace) -> None:
     server = server_from(options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    started = False
 
     def on_signal() -> None:
         if not stop.is_set():
             stop.set()
+            if not started:  # said at once: start-up ends first (its processes are its own), then it stops
+                print("stopping once start-up has ended (Ctrl-C again to stop at once)", flush=True)
             return
         # a second Ctrl-C: the user will not wait for the $disconnects. The
         # function processes end by themselves once their stdin closes.
@@ -245,24 +248,30 @@ async def serve(options: argparse.Namespace) -> None:
         loop.add_signal_handler(signum, on_signal)
     try:
         await server.start()
-        # What start-up built (moto, aiohttp, the world) lives as long as the
-        # process: out of the collector's sight, and fewer collections, so a
-        # full collection no longer walks it in the middle of a request.
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
-        print(f"channel-server local mode, stage {server.stage}", flush=True)
-        print(f"  WebSocket URL:  {server.url}", flush=True)
-        print(f"  Browser page:   {server.page_url} (join a channel, publish, ping)", flush=True)
-        print(f"  Management API: {server.management_url}/@connections/{{connectionId}}", flush=True)
-        print(f"  DynamoDB:       {server.dynamodb_endpoint} (table {server.table_name})", flush=True)
-        for line in server.extra_lines():
-            print(f"  {line}", flush=True)
-        print("Ctrl-C to stop.", flush=True)
-        await stop.wait()
+        started = True
+        if not stop.is_set():  # else Ctrl-C came during start-up: no banner for a server that is stopping
+            # What start-up built (moto, aiohttp, the world) lives as long as the
+            # process: out of the collector's sight, and fewer collections, so a
+            # full collection no longer walks it in the middle of a request.
+            gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
+            _print_banner(server)
+            await stop.wait()
         print("stopping: closing connections (Ctrl-C again to stop at once)", flush=True)
     finally:
         await server.stop()
     print("stopped", flush=True)
+
+
+def _print_banner(server: LocalServer) -> None:
+    print(f"channel-server local mode, stage {server.stage}", flush=True)
+    print(f"  WebSocket URL:  {server.url}", flush=True)
+    print(f"  Browser page:   {server.page_url} (join a channel, publish, ping)", flush=True)
+    print(f"  Management API: {server.management_url}/@connections/{{connectionId}}", flush=True)
+    print(f"  DynamoDB:       {server.dynamodb_endpoint} (table {server.table_name})", flush=True)
+    for line in server.extra_lines():
+        print(f"  {line}", flush=True)
+    print("Ctrl-C to stop.", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

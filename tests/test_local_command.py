@@ -274,6 +274,22 @@ def test_ctrl_c_in_a_terminal_disconnects_every_client_and_exits_cleanly(dynamod
         terminal.close()
 
 
+def test_ctrl_c_during_start_up_says_so_at_once_and_stops_without_a_banner(dynamodb):
+    terminal = Terminal([*COMMAND, "--port", "0", "--dynamodb-endpoint", dynamodb.endpoint])
+    try:
+        # the program is being read (a child process of its own) when this line appears
+        terminal.read_until("starting the embedded SQS")
+        terminal.type(b"\x03")  # Ctrl-C
+
+        assert terminal.wait() == 0, terminal.output
+        said = terminal.output[terminal.output.index("starting the embedded SQS"):]
+        assert "stopping once start-up has ended (Ctrl-C again to stop at once)" in said, said
+        assert "Ctrl-C to stop." not in said and "WebSocket URL" not in said, said
+        assert "stopped" in said and "Traceback" not in said, said
+    finally:
+        terminal.close()
+
+
 def test_sigterm_delivers_disconnect_to_everyone(dynamodb):
     process = subprocess.Popen(
         [*COMMAND, "--port", "0", "--dynamodb-endpoint", dynamodb.endpoint],
