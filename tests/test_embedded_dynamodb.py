@@ -1,6 +1,8 @@
-"""Local mode's embedded DynamoDB (moto's server) with its transactions made
-cheap (local/dynamodb.py): a cancelled transaction still changes nothing, and
-no transaction copies a table."""
+"""Local mode's embedded DynamoDB (moto's server, local/dynamodb.py) where it differs from moto's own.
+
+Its transactions are cheap, yet a cancelled one still changes nothing and none
+copies a table; a query of the channel index reads that channel's items only,
+and answers as moto's own query does."""
 
 from __future__ import annotations
 
@@ -161,3 +163,85 @@ def test_a_request_goes_to_the_app_moto_itself_would_pick(service: str, target: 
 
     assert ours is theirs  # the same app instance: moto created it once, for the backend it chose
     assert shortcut.service_app({**environ(), "HTTP_X_AMZ_TARGET": "Other.Thing"}) is None
+
+
+# --- queries of the channel index read the channel's items only -------------------------------
+
+
+def channel_queries(table: str) -> list[dict[str, Any]]:
+    """Queries of the channel index as the handlers make them, and then some:
+    pages, reverse order, a projection, a filter, a count, an empty channel."""
+    from channel_server.handlers import spec
+
+    def of(channel: str, **more: Any) -> dict[str, Any]:
+        return {"TableName": table, "IndexName": spec.CHANNEL_INDEX, "KeyConditionExpression": "#c = :c",
+                "ExpressionAttributeNames": {"#c": spec.CHANNEL_ID, **more.pop("names", {})},
+                "ExpressionAttributeValues": {":c": {"S": channel}, **more.pop("values", {})}, **more}
+
+    return [of("small"), of("big"), of("nobody"), of("big", Limit=7), of("small", ScanIndexForward=False),
+            of("big", ProjectionExpression="#c, connectionId"), of("big", Select="COUNT"),
+            of("big", FilterExpression="begins_with(connectionId, :p)", values={":p": {"S": "c0"}})]
+
+
+def answers(dynamodb: Any, queries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Each query's pages (followed to the end), less the request metadata."""
+    answered = []
+    for query in queries:
+        pages, start = [], None
+        while True:
+            page = dynamodb.query(**query, **({"ExclusiveStartKey": start} if start else {}))
+            page.pop("ResponseMetadata")
+            pages.append(page)
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                break
+        answered.append(pages)
+    return answered
+
+
+@pytest.fixture
+def two_channels(dynamodb: Any, table: str) -> str:
+    """A table with a channel of 5 and one of 40, state rows beside them, and
+    connections in both."""
+    for n in range(40):
+        dynamodb.put_item(TableName=table, Item=put(f"c{n:02}", "big", note=str(n % 5)))
+        dynamodb.put_item(TableName=table, Item=put(f"c{n:02}", f"$connection#c{n:02}"))
+    for n in range(5):
+        dynamodb.put_item(TableName=table, Item=put(f"s{n}", "small"))
+    dynamodb.put_item(TableName=table, Item=put("c07", "small"))  # in both
+    return table
+
+
+def test_a_channel_query_answers_as_moto_itself_does(dynamodb: Any, two_channels: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from channel_server.local import dynamodb as embedded
+
+    queries = channel_queries(two_channels)
+    by_key = answers(dynamodb, queries)
+    monkeypatch.setattr(embedded, "QUERIES_BY_KEY", False)
+    assert by_key == answers(dynamodb, queries)
+    assert [sum(page["Count"] for page in pages) for pages in by_key] == [6, 40, 0, 40, 6, 40, 40, 10]
+
+
+def test_a_channel_query_reads_no_other_channels_items(dynamodb: Any, two_channels: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto checked every item of the table for every index query: a publish
+    to a 10-member channel took 5 ms alone and 34 ms beside 5,000 connections."""
+    from moto.dynamodb.models.table import Table
+
+    scans: list[str] = []
+    every_item = Table.all_items
+
+    def counted(self: Any) -> Any:
+        scans.append(self.name)
+        return every_item(self)
+
+    monkeypatch.setattr(Table, "all_items", counted)
+    assert answers(dynamodb, channel_queries(two_channels)[:1])[0][0]["Count"] == 6
+    assert scans == []
+    # a query of the heartbeat index (its key is no key of the table) is still moto's own
+    from channel_server.handlers import spec
+
+    dynamodb.query(TableName=two_channels, IndexName=spec.HEARTBEAT_INDEX, KeyConditionExpression="#s = :s",
+                   ExpressionAttributeNames={"#s": spec.HEARTBEAT_SHARD}, ExpressionAttributeValues={":s": {"N": "1"}})
+    assert scans == [two_channels]
