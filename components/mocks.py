@@ -475,6 +475,7 @@ def deploy(
     # what the program reads: pulumi.Config asks the runtime's config map for each key
     pulumi.runtime.config.CONFIG.set(_ReadingConfig(pulumi.runtime.config.CONFIG.get(), deployment.config_read))
     mocks = AwsMocks(region=region or values.get("aws:region") or DEFAULT_REGION)
+    deployment.config_read.add("aws:region")  # read here, as the AWS provider reads it under `pulumi up`
     # a fresh root stack, so no exports of an earlier run in this process leak in
     pulumi.runtime.settings.ROOT.set(None)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)

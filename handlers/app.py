@@ -50,7 +50,7 @@ NO_CHANNEL = ""
 INTERNAL_ERROR = protocol.INTERNAL_ERROR
 #: The name each fan-out's metrics record carries (its Function dimension):
 #: the function's, as spec names it (``spec.Function.function``), never a route key.
-PUBLISH_FUNCTION = {route.key: route.function for route in spec.ROUTES}[spec.PUBLISH]
+PUBLISH_FUNCTION = spec.ROUTE_FUNCTIONS[spec.PUBLISH]
 
 
 class ChannelApp:
@@ -61,8 +61,10 @@ class ChannelApp:
     the rules and the options, and the ``AWS_*`` variables the clients read:
     ``dynamodb`` (a client with boto3's DynamoDB methods), ``management`` (a
     :class:`sender.ManagementApi`) and ``queue`` (a :class:`handoff.Queue`)
-    are created from the settings on first use when not given. Nothing is
-    read from the process's environment: the Lambda entry points pass it.
+    are created from the settings on first use when not given: endpoints and
+    region from its ``AWS_*`` only (the Lambda entry points pass the process's
+    environment), credentials from them too, else botocore's credential chain
+    (a profile, a container's role), as boto3 would find them.
     ``metrics_writer`` takes each metrics record (one line of text) when
     metrics are on; default: stdout, Lambda's way to CloudWatch Logs.
     """
@@ -77,7 +79,7 @@ class ChannelApp:
         self._queue: Any = queue
         # the clients are built once, even when threads share the app (local mode)
         self._building = threading.Lock()
-        self.metrics = metrics.Metrics(self.settings.metrics, self.settings.server_name, metrics_writer)
+        self.metrics = metrics.Metrics(self.settings.metrics, server=self.settings.server_name, write=metrics_writer)
         self.rules = self.settings.rules()
 
     def _once(self, attribute: str, build: Callable[[], T]) -> T:

@@ -109,7 +109,7 @@ class Metrics:
     for ``server`` (the Server dimension, ``spec.ENV_SERVER_NAME``), each as
     one line through ``write`` (default: :func:`write_stdout`)."""
 
-    def __init__(self, enabled: bool, server: str = DEFAULT_SERVER_NAME, write: Callable[[str], Any] | None = None):
+    def __init__(self, enabled: bool, *, server: str = DEFAULT_SERVER_NAME, write: Callable[[str], Any] | None = None):
         self.enabled = enabled
         self.server = server
         self._write = write or write_stdout

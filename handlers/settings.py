@@ -23,8 +23,9 @@ AWS_PREFIX = "AWS_"
 class AppSettings:
     """What the app reads from its environment, each setting typed and with
     its default. ``aws`` holds the environment's ``AWS_*`` variables: the
-    DynamoDB, SQS and management API clients take their endpoint, region and
-    credentials from it, never from the process's environment."""
+    DynamoDB, SQS and management API clients take their endpoint and region
+    from it alone, and their credentials from it, else from botocore's chain
+    (a profile, a container's role)."""
 
     table_name: str | None = None
     index_name: str | None = None

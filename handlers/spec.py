@@ -8,6 +8,8 @@ handlers read it to find their table and endpoints. Nothing here does I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
 
 # --- environment variables set on every function -------------------------------
 
@@ -225,7 +227,7 @@ DEFAULT_KEY = "$default"
 #: The only route response key a WebSocket API has, and the route response
 #: selection expression that picks it for every answer.
 ROUTE_RESPONSE_KEY = DEFAULT_KEY
-ROUTE_RESPONSE_SELECTION_EXPRESSION = "$default"
+ROUTE_RESPONSE_SELECTION_EXPRESSION = ROUTE_RESPONSE_KEY  # an expression that is the key itself
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,9 @@ ROUTES: tuple[Route, ...] = (
     Route(key=PING, function="ping", two_way=True),
     Route(key=DEFAULT_ROUTE, function="default", two_way=True),
 )
+#: Each route key's function (the entry point in ``app`` and the method the
+#: reference backend calls): ``{"$connect": "connect", ...}``.
+ROUTE_FUNCTIONS: Mapping[str, str] = MappingProxyType({route.key: route.function for route in ROUTES})
 
 #: The function behind the fan-out queue: posts each queued chunk, removes the
 #: members it found gone (closes them, for a heartbeat's chunks, which name no

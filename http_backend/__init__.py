@@ -139,9 +139,10 @@ From Python
 ``HttpBackend(app, host=..., port=...)`` binds at once, so its ``url`` is known
 before anything else is built; ``app`` is a ``ChannelApp``, its settings
 (``AppSettings``) or an environment mapping to build one from (the
-``CHANNEL_*`` settings and the ``AWS_*`` variables: nothing is read from
-``os.environ``), or a function that builds one, and may be supplied later
-with :meth:`HttpBackend.set_app`. ``start()`` serves on a thread, ``stop()``
+``CHANNEL_*`` settings and the ``AWS_*`` variables: endpoints and region
+come from it alone, credentials from it or else botocore's chain), or a
+function that builds one, and may be supplied later with
+:meth:`HttpBackend.set_app`. ``start()`` serves on a thread, ``stop()``
 stops; as a context manager it does both.
 
 The modules: ``server`` (``HttpBackend``: HTTP, the thread pool, stopping),

@@ -16,7 +16,6 @@ import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import MappingProxyType
 from typing import Any, Callable, Mapping, Union, cast
 
 from .. import backend as contract
@@ -47,7 +46,7 @@ IDLE_TIMEOUT_SECONDS = 60
 JSON = "application/json"
 
 #: The ``ChannelApp`` method behind each route key (``spec.ROUTES``).
-ROUTE_METHODS: Mapping[str, str] = MappingProxyType({route.key: route.function for route in spec.ROUTES})
+ROUTE_METHODS: Mapping[str, str] = spec.ROUTE_FUNCTIONS
 #: Where an envelope of a route key this table lacks goes, as API Gateway
 #: sends a frame no route matches.
 DEFAULT_ROUTE = spec.DEFAULT_ROUTE

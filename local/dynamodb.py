@@ -140,7 +140,10 @@ def _queries_by_key() -> None:
     each. moto's own query (its key checks, order, pagination, projection,
     filter) then runs over those only: same inputs, same answer
     (``tests/test_embedded_dynamodb.py`` compares the two). Only speed rests
-    on it: if moto changed shape, nothing is patched.
+    on it: if moto changed shape, nothing is patched. It changes moto's
+    ``Table`` for the whole process, and each query sets the table's item view
+    for its own span: safe because this server, moto's only user in local mode
+    and in the suite, serves one request at a time (:class:`_Serialized`).
     """
     from moto.dynamodb.models import table as tables
 

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .. import mocks
 
 # Pulumi and the mocks are imported where a deployment is run or read, not
-# here: local mode runs the deployment in a child process (server.load_world),
+# here: local mode runs the deployment in a child process (load_world_child),
 # and keeps only the World's plain dataclasses, without Pulumi's memory.
 
 #: Local mode's log lines (the command's, and the child that reads the world).

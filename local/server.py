@@ -43,7 +43,6 @@ from .options import REFERENCE_BACKEND, SERVER_PUBLISH_WITH_BACKEND, authorizer_
 from .placeholders import LOCAL_CREDENTIALS, REGION
 from .ports import PortInUse, bind, port_in_use_reported  # noqa: F401 - PortInUse: importable here as before
 from .program import ProgramError
-from .program import load_world  # noqa: F401 - what the child of LocalServer._load_world runs; importable here as before
 from .world import FunctionDef, World, scratch_dir
 
 log = logging.getLogger("channel_server.local")
@@ -238,7 +237,7 @@ class LocalServer:
                    self._config, self._turn_on()]
         # A session of its own, as the functions have: a terminal's Ctrl-C
         # reaches local mode only, which stops once the world is read. It
-        # imports the world module only, not this one (aiohttp and the rest).
+        # imports local.program only, not this module (aiohttp and the rest).
         child = subprocess.run(
             [sys.executable, "-c", "from channel_server.local.program import load_world_child; load_world_child()"],
             input=json.dumps(request).encode(), stdout=subprocess.PIPE, start_new_session=True, check=False,

@@ -37,7 +37,8 @@ from channel_server.local import program as local_program
 from channel_server.local import world as local_world
 from channel_server.local.cli import parse_args
 from channel_server.local.functions import FunctionError, InvocationError, Throttled
-from channel_server.local.server import LocalServer, load_world, running
+from channel_server.local.program import load_world
+from channel_server.local.server import LocalServer, running
 from test_local import newest_connection
 
 TIMEOUT = 20

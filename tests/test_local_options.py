@@ -200,17 +200,31 @@ def test_a_config_key_pulumi_yaml_does_not_declare_is_warned_about(caplog):
                               "read it (it declares accessLogs, ")
 
 
+def consumer_program(folder: Path) -> str:
+    """A program that builds its ChannelServer in code and reads no config."""
+    (folder / "Pulumi.yaml").write_text("name: consumer\nruntime: python\n")
+    (folder / "__main__.py").write_text(
+        "import pulumi\nfrom channel_server import ChannelServer\n\n"
+        "chat = ChannelServer('chat', {'stage_name': 'prod'})\npulumi.export('url', chat.url)\n")
+    return str(folder)
+
+
 def test_a_config_key_the_program_does_not_read_is_warned_about(tmp_path, caplog):
     import logging
 
-    (tmp_path / "Pulumi.yaml").write_text("name: consumer\nruntime: python\n")
-    (tmp_path / "__main__.py").write_text(
-        "import pulumi\nfrom channel_server import ChannelServer\n\n"
-        "chat = ChannelServer('chat', {'stage_name': 'prod'})\npulumi.export('url', chat.url)\n")
     caplog.set_level(logging.WARNING, logger="channel_server.local")
-    load_world(str(tmp_path), "dev", None, False, None, None, {"historySeconds": "600"}, [])
+    load_world(consumer_program(tmp_path), "dev", None, False, None, None, {"historySeconds": "600"}, [])
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
         "--config historySeconds: the program did not read it, so it changes nothing in this run"]
+
+
+def test_the_region_is_read_by_the_provider_whatever_the_program_reads(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="channel_server.local")
+    world = load_world(consumer_program(tmp_path), "dev", None, False, None, None, {"aws:region": "eu-west-1"}, [])
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == []
+    assert world.region == "eu-west-1"
 
 
 def test_a_config_key_the_program_reads_is_not_warned_about(caplog):

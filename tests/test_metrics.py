@@ -356,7 +356,7 @@ def test_the_server_dimension_defaults_to_channel_server() -> None:
     records = Records()
 
     settings = AppSettings.from_environ({spec.ENV_METRICS: "1"})  # no CHANNEL_SERVER_NAME
-    metrics.Metrics(settings.metrics, settings.server_name, records).fan_out("publish", metrics.FanOut(1, 1, 0, 0, 0, 2.5))
+    metrics.Metrics(settings.metrics, server=settings.server_name, write=records).fan_out("publish", metrics.FanOut(1, 1, 0, 0, 0, 2.5))
 
     (record,) = records.parsed()
     assert_valid_emf(record)

@@ -1,7 +1,7 @@
 """Local mode's world in tests, read once per test process.
 
-``LocalServer`` reads what it serves in a child process (``_load_world_child``
-runs ``server.load_world``), so that local mode never keeps Pulumi's runtime
+``LocalServer`` reads what it serves in a child process (``program.load_world_child``
+runs ``program.load_world``), so that local mode never keeps Pulumi's runtime
 in memory. That is a Pulumi start-up, about 2 s of CPU, for every server a
 test starts. ``served_world(**options)`` is the world that child reads for
 ``LocalServer(**options)`` when no program is served (ChannelServer with its
@@ -42,7 +42,7 @@ def served_world(**options: Any) -> Any:
 
 @functools.cache
 def _load_world(request: str) -> Any:
-    from channel_server.local.server import load_world
+    from channel_server.local.program import load_world
 
     # as LocalServer._load_world asks its child: no program, stack dev, no
     # component, no stage override, the command line's ChannelServer args
