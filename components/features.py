@@ -18,17 +18,10 @@ from . import policies
 from .functions import Functions
 from .handlers import spec
 from .policies import publish_policy_document, trust_policy
+from .resource_types import lambda_invoke_uri
 from .scope import Scope
 
 # --- $connect authorizer ---------------------------------------------------------------------
-
-
-def lambda_invoke_uri(function_arn: str) -> str:
-    """The URI API Gateway invokes a Lambda function by, from its ARN
-    (``arn:{partition}:lambda:{region}:{account}:function:{name}``)."""
-    parts = function_arn.split(":")
-    partition, region = parts[1], parts[3]
-    return f"arn:{partition}:apigateway:{region}:lambda:path/2015-03-31/functions/{function_arn}/invocations"
 
 
 @dataclass(frozen=True)

@@ -206,7 +206,7 @@ class AwsMocks(pulumi.runtime.Mocks):
         name = self._auto_name(args, outputs)
         arn = f"arn:aws:lambda:{self.region}:{self.account}:function:{name}"
         outputs["arn"] = arn
-        outputs["invokeArn"] = f"arn:aws:apigateway:{self.region}:lambda:path/2015-03-31/functions/{arn}/invocations"
+        outputs["invokeArn"] = resource_types.lambda_invoke_uri(arn)
         outputs["qualifiedArn"] = f"{arn}:$LATEST"
         return name
 

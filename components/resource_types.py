@@ -45,3 +45,25 @@ RECORD = "aws:route53/record:Record"
 ZONE = "aws:route53/zone:Zone"
 CERTIFICATE = "aws:acm/certificate:Certificate"
 TOPIC = "aws:sns/topic:Topic"
+
+
+# --- identifiers ------------------------------------------------------------------
+#: What API Gateway invokes a Lambda function by: ``LAMBDA_INVOKE_URI.format(...)``.
+LAMBDA_INVOKE_URI = "arn:{partition}:apigateway:{region}:lambda:path/2015-03-31/functions/{function_arn}/invocations"
+
+
+def lambda_invoke_uri(function_arn: str) -> str:
+    """The URI API Gateway invokes a Lambda function by, from its ARN
+    (``arn:{partition}:lambda:{region}:{account}:function:{name}``)."""
+    parts = function_arn.split(":")
+    return LAMBDA_INVOKE_URI.format(partition=parts[1], region=parts[3], function_arn=function_arn)
+
+
+def invoked_function_arn(uri: str) -> str | None:
+    """The function ARN in a Lambda invoke URI (:func:`lambda_invoke_uri`'s
+    inverse); None for a URI of another kind."""
+    prefix, _, rest = uri.partition(":apigateway:")
+    region, _, path = rest.partition(":lambda:path/2015-03-31/functions/")
+    if not prefix.startswith("arn:") or ":" in prefix[4:] or ":" in region or not path.endswith("/invocations"):
+        return None
+    return path[:-len("/invocations")] or None

@@ -25,12 +25,12 @@ import json
 import logging
 import os
 import pickle
-import re
 import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from .. import resource_types
 from ..handlers import spec
 from ..resource_types import (API, AUTHORIZER, FUNCTION, FUNCTION_URL, INTEGRATION, INTEGRATION_RESPONSE, MAPPING,
                               QUEUE, ROUTE, ROUTE_RESPONSE, SCHEDULE, STAGE, TABLE)
@@ -268,10 +268,9 @@ def _authorizer(own: mocks.Deployment, deployment: mocks.Deployment) -> Authoriz
         raise WiringError(f"authorizer {found.name}: WebSocket APIs have REQUEST authorizers only, "
                           f"not {found.get('authorizerType')!r}")
     uri = found.get("authorizerUri") or ""
-    match = re.fullmatch(r"arn:[^:]+:apigateway:[^:]*:lambda:path/2015-03-31/functions/(.+)/invocations", uri)
-    if match is None:
+    function_arn = resource_types.invoked_function_arn(uri)
+    if function_arn is None:
         raise WiringError(f"authorizer {found.name}: its authorizerUri is not a Lambda function's ({uri!r})")
-    function_arn = match.group(1)
     sources = tuple(found.get("identitySources") or ())
     function = _function_by_arn(deployment, function_arn, uri)
     if function is None:

@@ -489,3 +489,15 @@ def test_the_connection_keeps_the_context_stringified_and_the_principal():
     decision = decide(allow(context={"channelPattern": "a.*", "n": 1.5, "ok": False, "principalId": "spoofed"}))
     assert decision.context == {"channelPattern": "a.*", "n": "1.5", "ok": "false", "principalId": "p"}
     assert spec.CHANNEL_PATTERN_CONTEXT_KEY == "channelPattern"
+
+
+@pytest.mark.parametrize("function_arn", ["arn:aws:lambda:eu-west-1:123456789012:function:auth",
+                                          "arn:aws-cn:lambda:cn-north-1:123456789012:function:auth:live"])
+def test_an_invoke_uri_is_built_and_read_back_the_same_way(function_arn: str) -> None:
+    from channel_server.resource_types import invoked_function_arn, lambda_invoke_uri
+
+    uri = lambda_invoke_uri(function_arn)
+    assert uri.startswith(f"arn:{function_arn.split(':')[1]}:apigateway:{function_arn.split(':')[3]}:lambda:path/")
+    assert invoked_function_arn(uri) == function_arn
+    assert invoked_function_arn(uri.replace(":lambda:path/", ":s3:path/")) is None
+    assert invoked_function_arn(function_arn) is None
