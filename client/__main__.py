@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import math
+import signal
 import sys
 import threading
 from dataclasses import dataclass
@@ -133,9 +134,15 @@ class _LogLines(logging.Handler):
 
 def _read_lines(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[Optional[str]]) -> None:
     """Standard input's lines onto ``lines``, then None at its end. A daemon
-    thread: it blocks in readline, and must not keep the process alive."""
+    thread: it blocks in readline, and must not keep the process alive.
+
+    It blocks SIGINT and SIGTERM, so the kernel hands a Ctrl-C to the main
+    thread: one delivered here would wait, unhandled, until the event loop
+    next woke (a reconnect's backoff can be 30 s)."""
 
     def pump() -> None:
+        if hasattr(signal, "pthread_sigmask"):  # not on Windows, where signals go to the main thread
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         for line in sys.stdin:
             loop.call_soon_threadsafe(lines.put_nowait, line.rstrip("\r\n"))
         loop.call_soon_threadsafe(lines.put_nowait, None)

@@ -40,6 +40,7 @@ from channel_server.http_backend import HttpBackend, PortInUse, RequestContext
 from channel_server.local.server import running
 from support.events import ENTRY_POINTS, event, new_connection_id
 from support.local_mode import served_world
+from support.processes import threads_taking
 from support.management import FakeManagementApi
 from support.recorder import RecordingAws
 from support.table import closed, rows_of
@@ -668,20 +669,6 @@ def read_line(process: subprocess.Popen, what: str) -> str:
     line = process.stdout.readline()
     assert line, f"{what}: the process exited ({process.wait()})"
     return line
-
-
-def threads_taking(pid: int, signum: int) -> list[int]:
-    """The threads of process ``pid`` that do not block ``signum`` (Linux's /proc)."""
-    taking = []
-    for task in sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda path: int(path.name)):
-        try:
-            status = (task / "status").read_text()
-        except (FileNotFoundError, ProcessLookupError):  # a thread that ended since the listing takes nothing
-            continue
-        blocked = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
-        if not blocked & (1 << (signum - 1)):
-            taking.append(int(task.name))
-    return taking
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])

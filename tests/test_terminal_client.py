@@ -21,6 +21,7 @@ from websockets.asyncio.server import ServerConnection
 
 from channel_server.client.__main__ import main
 from support.local_mode import served_world
+from support.processes import threads_taking
 from test_client import Scripted, next_frame, run, serve_protocol, terminal_client
 
 RECONNECTING = r"\* reconnecting in \d+\.\d s \(attempt (\d+)\): "
@@ -140,6 +141,10 @@ def test_connections_closed_before_any_reply_keep_it_reconnecting_until_ctrl_c(w
             # the client reconnects again and again, whatever was in flight
             for _ in range(3):
                 await cli.until(RECONNECTING)
+            # only the main thread takes a Ctrl-C: one the stdin thread took
+            # waited, unhandled, until the event loop next woke (once, 30 s)
+            assert threads_taking(cli.process.pid, signal.SIGINT) == [cli.process.pid]
+            assert threads_taking(cli.process.pid, signal.SIGTERM) == [cli.process.pid]
             cli.process.send_signal(signal.SIGINT)  # Ctrl-C
             assert await cli.exit_status(end_input=False) == 130
         finally:

@@ -1,5 +1,5 @@
 """What processes run on this machine, read from Linux's /proc: to prove local
-mode leaves no process behind."""
+mode leaves no process behind, and which thread of a process takes a signal."""
 
 from __future__ import annotations
 
@@ -51,3 +51,17 @@ def running_from(folder: Path) -> list[int]:
         if str(folder) in command and alive(pid):
             found.append(pid)
     return found
+
+
+def threads_taking(pid: int, signum: int) -> list[int]:
+    """The threads of process ``pid`` that do not block ``signum`` (Linux's /proc)."""
+    taking = []
+    for task in sorted((PROC / str(pid) / "task").iterdir(), key=lambda path: int(path.name)):
+        try:
+            status = (task / "status").read_text()
+        except (FileNotFoundError, ProcessLookupError):  # a thread that ended since the listing takes nothing
+            continue
+        blocked = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
+        if not blocked & (1 << (signum - 1)):
+            taking.append(int(task.name))
+    return taking
