@@ -139,4 +139,11 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    status = main(sys.argv)
+    # A Lambda environment ends without the interpreter's teardown: the
+    # handler's clients (an event loop and keep-alive sockets per thread) are
+    # never finalized there. Finalizing them here, in whatever order the
+    # collector picks, printed "Exception ignored in BaseEventLoop.__del__"
+    # when a loop's self-pipe went before the loop did.
+    sys.stderr.flush()
+    os._exit(status)
