@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from . import history, metrics, presence, protocol, spec
 from .events import WebSocketEvent
+from .server_publish import publish as publish_from_backend
 from .settings import AppSettings, required
 from .store import ConnectionClosed, Store, StoreError
 
@@ -241,7 +242,7 @@ class ChannelApp:
         log = {"scheduledTime": event.get("scheduledTime") if isinstance(event, Mapping) else None}
         targets = self.store.connections()
         payload = protocol.encode(protocol.heartbeat())
-        deliveries, queued, lost = self._fan_out(spec.HEARTBEAT.function, targets, payload, NO_CHANNEL, deadline, log)
+        deliveries, queued, lost = self.fan_out(spec.HEARTBEAT.function, targets, payload, NO_CHANNEL, deadline, log)
         summary = {"connections": len(targets), "delivered": deliveries.delivered, "gone": len(deliveries.gone),
                    "failed": len(deliveries.failed) + lost, "queued": queued}
         logger.info("heartbeat sent", extra={**log, **summary})
@@ -249,77 +250,8 @@ class ChannelApp:
 
     def server_publish(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         """A backend's publish into a channel, through the server publish
-        endpoint: ``event`` is a Lambda function URL's (payload format 2.0),
-        which only SigV4-signed requests with IAM's permission reach. The
-        message goes to every member, from :data:`protocol.SERVER_SENDER_ID`,
-        by the publish route's fan-out. The answer is an HTTP response:
-        200 with the outcome, or a 4xx/500 with ``{"message": reason}``.
-
-        With an ``idempotencyKey``, the key is claimed first (one conditional
-        write): a request whose key was used in the window publishes nothing
-        and gets the first request's outcome back (``replayed``), 409 while
-        that one runs or if it stopped without an outcome, 422 if it was
-        another message. A publish that fails before its first post frees the
-        key again."""
-        import base64
-
-        deadline = _fanout_deadline(context)
-        method = ((event.get("requestContext") or {}).get("http") or {}).get("method")
-        if method != "POST":
-            return _http(405, {"message": "use POST"}, {"allow": "POST"})
-        body = event.get("body")
-        if body is not None and event.get("isBase64Encoded"):
-            try:
-                body = base64.b64decode(body).decode("utf-8")
-            except ValueError:
-                return _http(400, {"message": "body is not UTF-8 text"})
-        request = protocol.decode_server_publish(body, self.rules)
-        if isinstance(request, protocol.Refusal):
-            return _http(request.status, {"message": request.reason})
-        channel = request.channel_id
-        outgoing = protocol.prepare_message(channel, protocol.SERVER_SENDER_ID, request.data, self.rules)
-        if outgoing.failure is not None:
-            return _http(400, {"message": outgoing.failure["data"]})
-        assert outgoing.payload is not None  # prepare_message gives a payload or a failure
-        context_log = {"channelId": channel, "function": spec.SERVER_PUBLISH.function}
-        key, fingerprint, claim = request.idempotency_key, protocol.publish_fingerprint(channel, request.data), None
-        try:
-            if key is not None:
-                claim = self.store.claim_publish(key, fingerprint)
-                if not claim.mine:
-                    return _replay(claim, fingerprint)
-            history.keep(self, channel, outgoing)
-            targets = sorted(set(self.store.members(channel)))
-        except Exception:
-            logger.exception("server publish failed before sending", extra=context_log)
-            self._release(key, claim)
-            return _http(500, {"message": INTERNAL_ERROR})
-        try:
-            deliveries, queued, lost = self._fan_out(spec.SERVER_PUBLISH.function, targets, outgoing.payload, channel,
-                                                     deadline, context_log)
-        except Exception:
-            # some members may have it: the key stays claimed, without an outcome (409 to a retry)
-            logger.exception("server publish failed while sending", extra=context_log)
-            return _http(500, {"message": INTERNAL_ERROR})
-        outcome = protocol.publish_outcome(deliveries.delivered, len(deliveries.failed) + lost, queued)
-        if claim is not None:
-            assert key is not None  # the claim is the key's
-            try:
-                self.store.record_publish(key, fingerprint, claim.started_at, outcome)
-            except Exception:
-                # a retry with this key gets 409 (outcome unknown), never a second copy
-                logger.exception("recording a server publish's outcome failed", extra=context_log)
-        return _http(200, outcome)
-
-    def _release(self, key: str | None, claim: Any) -> None:
-        """Free an idempotency key whose publish sent nothing."""
-        if claim is None or not claim.mine:
-            return
-        assert key is not None  # the claim is the key's
-        try:
-            self.store.release_publish(key)
-        except Exception:
-            logger.exception("freeing an idempotency key failed; retries get 409 until its window ends")
+        endpoint (a Lambda function URL): :func:`server_publish.publish`."""
+        return publish_from_backend(self, event, _fanout_deadline(context))
 
     # --- behaviour -----------------------------------------------------------------
 
@@ -388,15 +320,15 @@ class ChannelApp:
         history.keep(self, channel, outgoing)  # a failure here sends nothing: the error reply says so
         # every page is read before anything is sent: a failed read sends nothing
         targets = protocol.recipients(self.store.members(channel), event.connection_id)
-        deliveries, queued, lost = self._fan_out(PUBLISH_FUNCTION, targets, outgoing.payload, channel, deadline,
+        deliveries, queued, lost = self.fan_out(PUBLISH_FUNCTION, targets, outgoing.payload, channel, deadline,
                                                  context)
         failed = len(deliveries.failed) + lost
         if failed:
             return protocol.publish_partial_failure(deliveries.delivered, failed, queued)
         return protocol.publish_success(queued)
 
-    def _fan_out(self, function: str, targets: list[str], payload: bytes, channel: str, deadline: float | None,
-                 context: dict[str, Any]) -> tuple[Any, int, int]:
+    def fan_out(self, function: str, targets: list[str], payload: bytes, channel: str, deadline: float | None,
+               context: dict[str, Any]) -> tuple[Any, int, int]:
         """Send ``payload`` to ``targets``: those beyond the inline limit are
         handed to the fan-out function, in chunks, before the inline posts
         start; the others are posted here (:meth:`_deliver`). Returns the
@@ -511,26 +443,6 @@ def _channel_rule_refusal(event: WebSocketEvent, channel_id: str) -> dict[str, A
     except protocol.InvalidChannelPattern as exc:
         logger.error("join refused: the authorizer's channelPattern is unusable", extra={**where, "problem": str(exc)})
     return protocol.join_failure(protocol.CHANNEL_NOT_ALLOWED)
-
-
-def _http(status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """A function URL's answer: ``body`` as JSON."""
-    import json
-
-    return {"statusCode": status, "headers": {"content-type": "application/json", **(headers or {})},
-            "body": json.dumps(body, separators=(",", ":"))}
-
-
-def _replay(claim: Any, fingerprint: str) -> dict[str, Any]:
-    """The answer to a server publish whose idempotency key was claimed before."""
-    if claim.fingerprint != fingerprint:
-        return _http(422, {"message": protocol.KEY_REUSED})
-    if claim.outcome is None:
-        from .sender import POST_RESERVE_SECONDS
-
-        running = time.time() - claim.started_at < spec.SERVER_PUBLISH_TIMEOUT_SECONDS + POST_RESERVE_SECONDS
-        return _http(409, {"message": protocol.KEY_IN_PROGRESS if running else protocol.KEY_OUTCOME_UNKNOWN})
-    return _http(200, {**claim.outcome, "replayed": True})
 
 
 def _misrouted(event: WebSocketEvent, command: Any) -> dict[str, Any]:
