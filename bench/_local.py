@@ -3,6 +3,7 @@ repository's program, and a stack whose config the benchmark chooses."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from typing import Any, Iterator
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
@@ -62,3 +64,34 @@ def local_mode(config: dict[str, Any] | None = None, *args: str) -> Iterator[tup
         if reader is not None:
             reader.join(timeout=10)  # the log is complete once local mode's output ends
         shutil.rmtree(project, ignore_errors=True)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the /proc view)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    tree: list[int] = []
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its descendants so far (the /proc view)."""
+    total = 0.0
+    for current in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total

@@ -7,12 +7,21 @@ standing in for the round trip to AWS and ``postsInFlight`` from
 ``--in-flight``, connects the largest N + 1 WebSocket clients, and for each N
 (ascending: more clients join the same channel) has one client publish
 ``--publishes`` times. Prints, for each N, the time from sending the frame to
-the publisher's reply and to the last member's delivery (p50 and p95), and the
-baseline measured in the same run: the same signed posts to the same
-management API one at a time (100 posts timed, scaled to N), and the speed-up
-over it. Client, local mode and handlers share this machine. For each N it
-also times the query a publish makes, alone, against the embedded DynamoDB
-(moto): in AWS that query takes milliseconds, in moto about 0.5 ms a member.
+the publisher's reply and to the last member's delivery (p50 and p95), the
+floor the round trip sets when the publish posts to every member itself
+(ceil(N / posts in flight) round trips, one after another) and the last
+delivery's p50 against it, local mode's CPU per
+publish (its whole process tree), and the baseline measured in the same run:
+the same signed posts to the same management API one at a time (100 posts
+timed, scaled to N), and the speed-up over it. For each N it also times the
+query a publish makes, alone, against the embedded DynamoDB.
+
+Client, local mode and handlers share this machine. The members are the bare
+clients of ``_audience`` (permessage-deflate offered as ``websockets``
+offers it), which stamp each message as its frame is read: 1,000 of them
+take 35-45 ms of this process's CPU a publish, 1,000 ``websockets`` clients
+took 65-75 ms, from the cores local mode runs on. The publisher is a
+``websockets`` client.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import statistics
 import sys
@@ -31,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import websockets  # noqa: E402
 
-from _local import local_mode  # noqa: E402
+from _audience import Member, join_members  # noqa: E402
+from _local import local_mode, tree_cpu_seconds  # noqa: E402
 from channel_server.handlers import spec  # noqa: E402
 
 JOINS_IN_FLIGHT = 50
@@ -44,6 +55,7 @@ def percentile(values: list[float], share: float) -> float:
 
 
 async def join_all(sockets: list, channel: str) -> None:
+    """Join ``websockets`` clients (bench/server_publish.py's) to ``channel``."""
     gate = asyncio.Semaphore(JOINS_IN_FLIGHT)
 
     async def join(ws) -> None:
@@ -55,7 +67,7 @@ async def join_all(sockets: list, channel: str) -> None:
     await asyncio.gather(*(join(ws) for ws in sockets))
 
 
-async def one_by_one(management_url: str, target, audience_ws) -> float:
+async def one_by_one(management_url: str, target: str, member: Member) -> float:
     """Seconds per post when posting one at a time (the loop a fan-out replaces)."""
     from channel_server.handlers.sender import management_client
 
@@ -70,7 +82,7 @@ async def one_by_one(management_url: str, target, audience_ws) -> float:
 
     async def receive_all() -> None:
         for _ in range(BASELINE_POSTS):
-            await audience_ws.recv()
+            await member.next_message()
 
     drain = asyncio.ensure_future(receive_all())
     per_post = await asyncio.get_running_loop().run_in_executor(None, loop)
@@ -104,47 +116,43 @@ async def run(sizes: list[int], publishes: int, latency_ms: float, in_flight: in
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
     os.environ.setdefault("AWS_REGION", "us-east-1")
-    with local_mode({"postsInFlight": in_flight}, "--management-latency-ms", str(latency_ms)) as (_, url, log):
-        sockets = []
-        for _ in range(max(sizes) + 1):
-            sockets.append(await websockets.connect(url, max_size=None, open_timeout=60))
-        publisher = sockets[0]
+    config = {"postsInFlight": in_flight}
+    with local_mode(config, "--management-latency-ms", str(latency_ms)) as (process, url, log):
+        publisher = await websockets.connect(url, max_size=None, open_timeout=60)
+        await publisher.send(json.dumps({"type": "join", "channelId": "bench"}))
+        assert json.loads(await publisher.recv())["type"] == "joinSuccess"
+        members = [await Member.connect(url) for _ in range(max(sizes))]
         management_url = url.replace("ws://", "http://", 1)
-        joined = 1
-        await join_all(sockets[:1], "bench")
+        joined = 0
         per_post = None
         print(f"postsInFlight={in_flight}, management latency {latency_ms:g} ms")
         for size in sorted(sizes):
-            await join_all(sockets[joined:size + 1], "bench")
-            joined = size + 1
-            audience = sockets[1:size + 1]
+            await join_members(members[joined:size], "bench", JOINS_IN_FLIGHT)
+            joined = size
+            audience = members[:size]
             replies, lasts = [], []
             queued = 0  # members handed to the fan-out queue (beyond inlineFanoutLimit)
+            cpu = tree_cpu_seconds(process.pid)
             for number in range(publishes):
                 started = time.perf_counter()
                 await publisher.send(json.dumps({"type": "publish", "data": {"n": number, "pad": "x" * 100}}))
-
-                async def receive(ws) -> float:
-                    frame = json.loads(await ws.recv())
-                    assert frame["type"] == "message", frame
-                    return time.perf_counter()
-
-                delivered = asyncio.gather(*(receive(ws) for ws in audience))
                 reply = json.loads(await publisher.recv())
                 replied = time.perf_counter()
                 if reply["type"] != "publishSuccess":  # not everybody will get it: do not wait for them
-                    delivered.cancel()
                     raise RuntimeError(f"members={size}, publish {number}: {reply}")
                 queued = max(queued, reply.get("queued", 0))
-                last = max(await delivered)
+                arrivals = [await member.next_message() for member in audience]
+                assert all(frame["type"] == "message" and frame["data"]["n"] == number for _, frame in arrivals)
                 replies.append(replied - started)
-                lasts.append(last - started)
+                lasts.append(max(arrived for arrived, _ in arrivals) - started)
+            cpu = (tree_cpu_seconds(process.pid) - cpu) / publishes
             if per_post is None:
                 while len(_connection_ids(log)) < 2:  # local mode's log of the connects is on its way
                     await asyncio.sleep(0.05)
-                target = _connection_ids(log)[1]  # audience[0]: the second client to connect
-                per_post = await one_by_one(management_url, target, audience[0])
+                target = _connection_ids(log)[1]  # members[0]: the second client to connect
+                per_post = await one_by_one(management_url, target, members[0])
             baseline = per_post * size
+            floor = math.ceil(size / in_flight) * latency_ms / 1000
             query = await asyncio.get_running_loop().run_in_executor(None, query_time, log, "bench")
             print(f"members={size:5d}: reply p50 {percentile(replies, .5) * 1000:6.0f} ms p95 "
                   f"{percentile(replies, .95) * 1000:6.0f} ms; "
@@ -152,8 +160,12 @@ async def run(sizes: list[int], publishes: int, latency_ms: float, in_flight: in
                   f"p95 {percentile(lasts, .95) * 1000:6.0f} ms; one by one {baseline * 1000:7.0f} ms "
                   f"({per_post * 1000:.1f} ms/post): {baseline / statistics.median(lasts):5.1f}x"
                   + (f"; {queued} through the fan-out queue" if queued else "")
+                  + (f"\n{'':15s}floor (ceil({size} / {in_flight}) round trips) {floor * 1000:.0f} ms: last delivery "
+                     f"p50 {percentile(lasts, .5) / floor:.2f}x it" if floor and not queued else "")
+                  + f"\n{'':15s}local mode's CPU a publish, its whole process tree: {cpu * 1000:.0f} ms"
                   + f"\n{'':15s}of which the embedded DynamoDB's query of the channel, alone: {query * 1000:.0f} ms")
-        await asyncio.gather(*(ws.close() for ws in sockets))
+        await publisher.close()
+        await asyncio.gather(*(member.close() for member in members))
 
 
 def _connection_ids(log: list[str]) -> list[str]:

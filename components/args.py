@@ -163,6 +163,32 @@ class ChannelServerArgs(TypedDict, total=False):
     many were queued, for whom the message is accepted for delivery rather
     than delivered."""
 
+    posts_per_second: int
+    """The account budget: management API posts a second that all of this
+    server's functions together send at most, 1 to 1000000. Default 5000,
+    half of API Gateway's default account quota (10,000 requests a second per
+    account and Region, shared by every API and by these posts), the other
+    half left to clients' frames and your other APIs. A fan-out larger than a
+    second's budget takes longer instead of drawing 429s; posts that cannot
+    start before a function's time runs out are handed to the fan-out queue.
+    Lower it in Regions whose quota is 2,500, and when other stacks in the
+    account post too; raise it with your quota (docs/capacity.md)."""
+
+    channel_index_shards: int
+    """Partitions of the channel index a channel spreads over, 1 to 64.
+    Default 1: the index is keyed on the channel, so one channel's joins
+    (about 1,000 a second) and publish reads (3,000 read units a second) are
+    one DynamoDB partition's. With more, joins and reads spread over that
+    many, and a publish reads them all at once (one query each). Set it
+    before a large event: members who joined before a change are found again
+    only once they join again (docs/capacity.md)."""
+
+    fanout_concurrency: int
+    """Fan-out function invocations running at once, at most (the queue's
+    event source mapping's maximum concurrency), 2 to 1000. Default 50.
+    Each posts one chunk of members at posts_in_flight posts at a time, all
+    within the account budget; more matters only with a raised quota."""
+
     heartbeat_interval_minutes: int
     """Server heartbeats: every this many minutes, 1 to 9, a scheduled function
     sends ``{"type": "heartbeat"}`` to every live connection and closes those
@@ -288,6 +314,9 @@ class Settings:
     max_message_bytes: int = protocol.API_GATEWAY_MAX_MESSAGE_BYTES
     posts_in_flight: int = spec.DEFAULT_POSTS_IN_FLIGHT
     inline_fanout_limit: int = spec.DEFAULT_INLINE_FANOUT_LIMIT
+    posts_per_second: int = spec.DEFAULT_POSTS_PER_SECOND
+    channel_index_shards: int = spec.DEFAULT_CHANNEL_INDEX_SHARDS
+    fanout_concurrency: int = spec.DEFAULT_FANOUT_CONCURRENCY
     heartbeat_interval_minutes: int = 0
     history_seconds: int = 0
     backend: Mapping[str, Any] | None = None
@@ -313,6 +342,11 @@ class Settings:
     @property
     def heartbeats(self) -> bool:
         return self.heartbeat_interval_minutes > 0
+
+    @property
+    def channel_index(self) -> str:
+        """The channel index's name: keyed on the channel, or on its shards."""
+        return spec.CHANNEL_SHARD_INDEX if self.channel_index_shards > 1 else spec.CHANNEL_INDEX
 
 
 def _fail(name: str, value: Any, what: str) -> ChannelServerArgsError:
@@ -454,6 +488,11 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
     )
     posts_in_flight = _int("posts_in_flight", s.posts_in_flight, 1, spec.MAX_POSTS_IN_FLIGHT)
     inline_fanout_limit = _int("inline_fanout_limit", s.inline_fanout_limit, 1, spec.MAX_INLINE_FANOUT_LIMIT)
+    posts_per_second = _int("posts_per_second", s.posts_per_second, 1, spec.MAX_POSTS_PER_SECOND,
+                            " (API Gateway's default account quota is 10,000 requests a second)")
+    index_shards = _int("channel_index_shards", s.channel_index_shards, 1, spec.MAX_CHANNEL_INDEX_SHARDS)
+    fanout_concurrency = _int("fanout_concurrency", s.fanout_concurrency, spec.MIN_FANOUT_CONCURRENCY,
+                              spec.MAX_FANOUT_CONCURRENCY, " (the event source mapping's maximum concurrency)")
     heartbeat = _int("heartbeat_interval_minutes", s.heartbeat_interval_minutes, 0, spec.MAX_HEARTBEAT_MINUTES,
                      " minutes (0 is off; API Gateway closes idle connections after 10)")
     history = _int("history_seconds", s.history_seconds, 0, spec.MAX_HISTORY_SECONDS,
@@ -514,6 +553,9 @@ def resolve(args: Mapping[str, Any] | None) -> Settings:
         max_message_bytes=max_bytes,
         posts_in_flight=posts_in_flight,
         inline_fanout_limit=inline_fanout_limit,
+        posts_per_second=posts_per_second,
+        channel_index_shards=index_shards,
+        fanout_concurrency=fanout_concurrency,
         heartbeat_interval_minutes=heartbeat,
         history_seconds=history,
         backend=http_backend,

@@ -265,6 +265,7 @@ class ChannelServer(pulumi.ComponentResource):
 
 def create_table(scope: Scope) -> aws.dynamodb.Table:
     """The connections table: on demand, its keys, the channel and heartbeat indexes, TTL."""
+    sharded = scope.settings.channel_index_shards > 1
     return aws.dynamodb.Table(
         f"{scope.name}-connections",
         name=scope.settings.table_name,  # None: auto-named, so stacks never collide
@@ -275,9 +276,12 @@ def create_table(scope: Scope) -> aws.dynamodb.Table:
             aws.dynamodb.TableAttributeArgs(name=spec.CONNECTION_ID, type="S"),
             aws.dynamodb.TableAttributeArgs(name=spec.CHANNEL_ID, type="S"),
             aws.dynamodb.TableAttributeArgs(name=spec.HEARTBEAT_SHARD, type="N"),
+            *([aws.dynamodb.TableAttributeArgs(name=spec.CHANNEL_SHARD, type="S")] if sharded else []),
         ],
         global_secondary_indexes=[
-            _index(spec.CHANNEL_INDEX, spec.CHANNEL_ID, spec.INDEX_PROJECTED),
+            # a channel's members: one partition per channel, or channelIndexShards of them
+            _index(scope.settings.channel_index, spec.CHANNEL_SHARD if sharded else spec.CHANNEL_ID,
+                   spec.INDEX_PROJECTED),
             # sparse: only live state rows carry the shard, and only while
             # heartbeats are on; empty, it costs nothing
             _index(spec.HEARTBEAT_INDEX, spec.HEARTBEAT_SHARD, spec.HEARTBEAT_INDEX_PROJECTED),

@@ -125,7 +125,7 @@ def create_fanout(functions: Functions, dead_letter_queue: aws.sqs.Queue) -> Fan
         function_name=function.arn,
         batch_size=1,  # one chunk per invocation: a chunk never waits for another
         scaling_config=aws.lambda_.EventSourceMappingScalingConfigArgs(
-            maximum_concurrency=spec.FANOUT_MAX_CONCURRENCY
+            maximum_concurrency=scope.settings.fanout_concurrency
         ),
         tags=scope.tags,
         # the role must be allowed to take from the queue before SQS polls for it

@@ -83,7 +83,9 @@ class Functions:
         s = self.scope.settings
         return {
             spec.ENV_TABLE_NAME: self.table.name,
-            spec.ENV_INDEX_NAME: spec.CHANNEL_INDEX,
+            spec.ENV_INDEX_NAME: s.channel_index,
+            spec.ENV_POSTS_PER_SECOND: str(s.posts_per_second),
+            **({spec.ENV_CHANNEL_INDEX_SHARDS: str(s.channel_index_shards)} if s.channel_index_shards > 1 else {}),
             spec.ENV_MANAGEMENT_ENDPOINT: self.management_endpoint,
             spec.ENV_CHANNEL_ID_PATTERN: s.channel_id_pattern,
             spec.ENV_MAX_MESSAGE_BYTES: str(s.max_message_bytes),
@@ -100,7 +102,7 @@ class Functions:
         """Least privilege for one function (:func:`policies.function_policy`)."""
         s = self.scope.settings
         options: dict[str, Any] = {"stage": s.stage_name, "heartbeats": s.heartbeats, "history": s.history_seconds > 0,
-                                   "presence": s.presence, "tracing": s.tracing}
+                                   "presence": s.presence, "tracing": s.tracing, "channel_index": s.channel_index}
         return pulumi.Output.all(self.table.arn, self.api.execution_arn, log_group.arn, self.queue.arn).apply(
             lambda arns: policies.function_policy(definition, table_arn=arns[0], execution_arn=arns[1],
                                                   log_group_arn=arns[2], queue_arn=arns[3], **options)

@@ -57,25 +57,29 @@ def publish_policy_document(function_arn: str) -> str:
 
 def function_policy(function: spec.Function, *, table_arn: str, execution_arn: str, log_group_arn: str,
                     queue_arn: str, stage: str, heartbeats: bool = False, history: bool = False,
-                    presence: bool = False, tracing: bool = False) -> str:
+                    presence: bool = False, tracing: bool = False, channel_index: str = spec.CHANNEL_INDEX) -> str:
     """Least privilege for one function: the DynamoDB actions its handler
-    calls on this table and its indexes (those of the options that are on),
-    the SQS actions on the fan-out queue, posting to this stage's
-    connections, writing to its own log group. No wildcard actions; no
-    wildcard resources but X-Ray's, which has no resource-level permissions."""
+    calls on this table and its indexes (those of the options that are on;
+    ``channel_index`` is the channel index's name), the SQS actions on the
+    fan-out queue, posting to this stage's connections (and taking each
+    post's place in the account budget, a row of the table), writing to its
+    own log group. No wildcard actions; no wildcard resources but X-Ray's,
+    which has no resource-level permissions."""
     statements = []
+    posts = function.posts or (history and function.history_posts) or (presence and function.presence.posts)
     table_actions = {*function.table_actions, *(function.heartbeat_table_actions if heartbeats else ()),
                      *(function.history_table_actions if history else ()),
-                     *(function.presence.table_actions if presence else ())}
+                     *(function.presence.table_actions if presence else ()),
+                     *(spec.TAKE_POSTS if posts else ())}
     if table_actions:
         statements.append(allow(table_actions, [table_arn]))
     if function.index_actions:
-        statements.append(allow(function.index_actions, [f"{table_arn}/index/{spec.CHANNEL_INDEX}"]))
+        statements.append(allow(function.index_actions, [f"{table_arn}/index/{channel_index}"]))
     if function.heartbeat_index_actions:
         statements.append(allow(function.heartbeat_index_actions, [f"{table_arn}/index/{spec.HEARTBEAT_INDEX}"]))
     if function.queue_actions:
         statements.append(allow(function.queue_actions, [queue_arn]))
-    if function.posts or (history and function.history_posts) or (presence and function.presence.posts):
+    if posts:
         statements.append(allow(["execute-api:ManageConnections"], [f"{execution_arn}/{stage}/POST/@connections/*"]))
     statements.append(allow(["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group_arn}:*"]))
     if tracing:

@@ -103,6 +103,13 @@ class ChannelApp:
         settings = self.settings
         table = required(settings.table_name, spec.ENV_TABLE_NAME)
         index = required(settings.index_name, spec.ENV_INDEX_NAME)
+        return Store(self._dynamodb_client(), table, index, heartbeats=settings.heartbeats,
+                     presence=bool(self.rules.presence_max_members), index_shards=settings.channel_index_shards)
+
+    def _dynamodb_client(self) -> Any:
+        """The DynamoDB client the store and the budget share (built under
+        ``_once``'s lock, by whichever of them comes first)."""
+        settings = self.settings
         if self._dynamodb is None:
             from . import dynamodb
 
@@ -114,8 +121,7 @@ class ChannelApp:
                 settings.aws, max_attempts=DYNAMODB_MAX_ATTEMPTS, pool_size=DYNAMODB_POOL_CONNECTIONS,
                 read_timeout=settings.dynamodb_read_timeout,
             )
-        return Store(self._dynamodb, table, index, heartbeats=settings.heartbeats,
-                     presence=bool(self.rules.presence_max_members))
+        return self._dynamodb
 
     @property
     def sender(self) -> Any:
@@ -123,15 +129,20 @@ class ChannelApp:
         return self._once("_sender", self._new_sender)
 
     def _new_sender(self) -> Any:
+        from .budget import PostBudget
         from .sender import Sender, management_client
 
-        in_flight = self.settings.posts_in_flight
+        settings = self.settings
+        in_flight = settings.posts_in_flight
         if self._management is None:
             self._management = management_client(
-                required(self.settings.management_endpoint, spec.ENV_MANAGEMENT_ENDPOINT), in_flight,
-                self.settings.aws,
+                required(settings.management_endpoint, spec.ENV_MANAGEMENT_ENDPOINT), in_flight, settings.aws,
             )
-        return Sender(self._management, in_flight)
+        budget = None
+        if settings.posts_per_second is not None:
+            budget = PostBudget(self._dynamodb_client(), required(settings.table_name, spec.ENV_TABLE_NAME),
+                                settings.posts_per_second)
+        return Sender(self._management, in_flight, budget)
 
     @property
     def queue(self) -> Any:
@@ -221,7 +232,8 @@ class ChannelApp:
                 # what became of its members is unknown: no metrics record
                 logger.exception("fan-out chunk failed", extra=log)
                 continue
-            self._record_fan_out(spec.FANOUT.function, started, len(chunk.connection_ids), deliveries)
+            self._record_fan_out(spec.FANOUT.function, started, len(chunk.connection_ids), deliveries,
+                                 deliveries.queued)
             try:
                 self.store.finish_chunk(message_id)
             except Exception:
@@ -348,6 +360,7 @@ class ChannelApp:
             if lost:
                 logger.warning("members could not be queued for fan-out", extra={**context, "count": lost})
         deliveries = self._deliver(inline, payload, channel, deadline, context)
+        queued += deliveries.queued
         self._record_fan_out(function, started, len(targets), deliveries, queued, lost)
         return deliveries, queued, lost
 
@@ -369,8 +382,12 @@ class ChannelApp:
                  context: dict[str, Any]) -> Any:
         """Post ``payload`` to ``targets``; remove those found gone (closed
         for good: not failures) from ``channel``, or close them wherever they
-        are when ``channel`` is NO_CHANNEL (a heartbeat); log each failure."""
+        are when ``channel`` is NO_CHANNEL (a heartbeat); hand those whose
+        post could not start before ``deadline`` (waiting for the account
+        budget, say) on to the fan-out queue, when there is one
+        (``deliveries.queued``); log each failure."""
         deliveries = self.sender.post_many(targets, payload, deadline)
+        self._hand_on(deliveries, payload, channel, context)
         if deliveries.gone:
             try:
                 if channel == NO_CHANNEL:
@@ -383,6 +400,25 @@ class ChannelApp:
         for failure in deliveries.failed:
             logger.warning("delivery failed after retries", extra={**context, "code": failure.code})
         return deliveries
+
+    def _hand_on(self, deliveries: Any, payload: bytes, channel: str, context: dict[str, Any]) -> None:
+        """Queue the members of ``deliveries`` whose post never started, so a
+        fan-out slowed by the budget is late, not lost. They leave
+        ``deliveries.failed`` once queued; those the queue refused stay."""
+        waiting = deliveries.not_started()
+        if not waiting or self.queue is None:
+            return
+        try:
+            # no deadline: the function's reserve (POST_RESERVE_SECONDS) is left for this
+            queued, lost = self.queue.send(channel, waiting, payload)
+        except Exception:
+            logger.exception("handing members on to the fan-out queue failed", extra=context)
+            return
+        if lost:
+            return  # which ones were lost is not known: all still count as failed
+        deliveries.handed_on()
+        logger.info("members handed on to the fan-out queue: their posts could not start in time",
+                    extra={**context, "count": queued})
 
     def _ping(self, event: WebSocketEvent, command: Any) -> dict[str, Any]:
         if not isinstance(command, protocol.Ping):

@@ -15,6 +15,7 @@ OPERATIONS = {
     "query": "Query",
     "put_item": "PutItem",
     "delete_item": "DeleteItem",
+    "update_item": "UpdateItem",
     "batch_write_item": "BatchWriteItem",
     "transact_write_items": "TransactWriteItems",
 }

@@ -14,8 +14,14 @@ this tree of errors:
     LimitExceededException and 5xx once the attempts are spent, network
     errors, ``NoAnswer`` for a post that was sent but not answered, or
     ``DeadlineExceeded`` for a post that was not started because the
-    function's time was running out). ``code`` carries the service's error
-    code.
+    function's time was running out, waiting for the account budget
+    included). ``code`` carries the service's error code.
+
+With a :class:`budget.PostBudget`, every attempt first takes its place in
+the account's budget of posts a second (the sender asks for up to
+``posts_in_flight`` places at a time, and starts each granted post within the
+tenth of a second it was granted in): posts wait for the budget instead of drawing the
+quota's 429s.
 
 Retries are this module's, because only it can tell a post that certainly did
 not land from one that may have: a post is retried after 429 or 5xx (the service
@@ -28,16 +34,22 @@ every frame reaches each connection at most once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import ssl
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Iterable, Mapping, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 from urllib.parse import quote
 
 from . import aws, http1, sigv4
-from .spec import CONNECT_TIMEOUT, DEFAULT_POSTS_IN_FLIGHT, READ_TIMEOUT
+from .budget import Grant, PostBudget
+from .spec import BUDGET_SLOTS_PER_SECOND, CONNECT_TIMEOUT, DEFAULT_POSTS_IN_FLIGHT, READ_TIMEOUT
+
+logger = logging.getLogger("channel_server")
 
 #: Total attempts per post, first try included; only posts that certainly did
 #: not land are tried again (429, 5xx, a failure to connect).
@@ -325,29 +337,155 @@ def management_client(
     return ManagementApi(endpoint_url, signer, pool_size=posts_in_flight)
 
 
+#: The code of a post that was not started because the function's time ran out.
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+
+
 @dataclass
 class Deliveries:
     """What a fan-out did: how many posts landed, which connections are gone
-    and which could not be reached."""
+    and which could not be reached, and how many members were handed on to
+    the fan-out queue instead (their posts could not start in time)."""
 
     delivered: int = 0
     gone: list[str] = field(default_factory=list)
     failed: list[DeliveryError] = field(default_factory=list)
+    queued: int = 0
+
+    def not_started(self) -> list[str]:
+        """The connections whose post never started (the function's time ran
+        out): nothing was sent to them, so they can be handed on."""
+        return [f.connection_id for f in self.failed if f.code == DEADLINE_EXCEEDED]
+
+    def handed_on(self) -> None:
+        """The connections whose post never started were queued: they are no
+        longer failures, and count as queued."""
+        waiting = self.not_started()
+        self.failed = [f for f in self.failed if f.code != DEADLINE_EXCEEDED]
+        self.queued += len(waiting)
+
+
+#: Places for the next slot are asked for once less than this is left of the
+#: current one (seconds): about a DynamoDB round trip and a little more.
+AHEAD_SECONDS = 0.02
+
+
+class _Allowance:
+    """The places in the account budget a sender holds on one thread: posts
+    it may start, each lot within the slot it was granted for. One request
+    to the budget at a time, made before the places run out (when fewer than
+    ``low`` are left, for the next slot when this one is nearly over), so
+    posts in flight rarely wait for it."""
+
+    def __init__(self, budget: PostBudget, clock: Callable[[], float] = time.time):
+        self._budget = budget
+        self._clock = clock
+        #: [places, start, until] lots in the order of their slots
+        self._lots: deque[list[float]] = deque()
+        self._asking: asyncio.Future[Grant] | None = None
+        #: no place is to be had before this (``clock`` time): ask again then
+        self._refused_until = 0.0
+
+    def held(self) -> int:
+        """Places held and not yet past their slot."""
+        now = self._clock()
+        return int(sum(lot[0] for lot in self._lots if lot[2] > now))
+
+    def _spend(self) -> bool:
+        now = self._clock()
+        self._lots = deque(lot for lot in self._lots if lot[2] > now and lot[0] >= 1)
+        for lot in self._lots:
+            if lot[1] <= now:  # not the next slot's
+                lot[0] -= 1
+                return True
+        return False
+
+    def _ask(self, wanted: int) -> asyncio.Future[Grant]:
+        if self._asking is None:
+            now = self._clock()
+            slot_ends = (int(now * BUDGET_SLOTS_PER_SECOND) + 1) / BUDGET_SLOTS_PER_SECOND
+            ahead = slot_ends - now < AHEAD_SECONDS and not any(lot[1] >= slot_ends for lot in self._lots)
+            # the DynamoDB client is synchronous: off the loop, so posts in flight carry on
+            asking = asyncio.get_running_loop().run_in_executor(None, self._budget.take, wanted, ahead)
+            asking.add_done_callback(self._granted)
+            self._asking = asking
+        return self._asking
+
+    def _granted(self, asking: asyncio.Future[Grant]) -> None:
+        """Take in the answer to ``asking``, once: as its done callback, or
+        earlier by :meth:`take` (a request made in an earlier run of the loop
+        may be done before its callback has run)."""
+        if self._asking is not asking:
+            return  # taken in already
+        self._asking = None
+        if asking.cancelled():
+            return
+        error = asking.exception()
+        if error is not None:
+            # the budget could not be read: no place until the next slot, then ask again
+            logger.warning("taking places in the account budget failed: %s: %s", type(error).__name__, error)
+            self._refused_until = self._clock() + 1 / BUDGET_SLOTS_PER_SECOND
+            return
+        grant = asking.result()
+        if grant.posts:
+            self._lots.append([grant.posts, grant.start, grant.until])
+        else:
+            self._refused_until = grant.until
+
+    async def take(self, wanted: Callable[[], int], most: int, low: int, deadline: float | None) -> bool:
+        """One place; False when it cannot come before ``deadline`` (a
+        ``time.monotonic()`` value). ``wanted()`` is the posts that have no
+        place yet, this one included: the budget is asked for those the
+        places held do not cover, at most ``most`` at a time."""
+        while True:
+            if self._spend():
+                if self._asking is None and self.held() < low and self._clock() >= self._refused_until:
+                    more = min(most, wanted() - 1 - self.held())  # this post has its place
+                    if more > 0:
+                        self._ask(more)  # the next lot, before this one runs out
+                return True
+            now = self._clock()
+            wait = max(self._refused_until, min((lot[1] for lot in self._lots), default=now)) - now
+            if wait > 0:  # refused until the next slot, or holding only the next slot's places
+                if deadline is not None and time.monotonic() + wait >= deadline:
+                    return False
+                await asyncio.sleep(wait)
+                continue
+            asking = self._ask(max(1, min(most, wanted() - self.held())))
+            with contextlib.suppress(Exception):  # _granted logs it and sets the wait
+                await asyncio.shield(asking)
+            self._granted(asking)
+
+
+class _SenderThread(threading.local):
+    """A sender's state on one thread."""
+
+    def __init__(self) -> None:
+        self.allowance: _Allowance | None = None
+        #: posts of the running post_many (or post) that have no place yet
+        self.unplaced = 1
 
 
 class Sender:
     """Posts frames through a :class:`ManagementApi`, up to
-    ``posts_in_flight`` at once, retrying what certainly did not land."""
+    ``posts_in_flight`` at once, retrying what certainly did not land, each
+    attempt paced to ``budget`` (a :class:`budget.PostBudget`) when given."""
 
-    def __init__(self, client: ManagementApi, posts_in_flight: int = DEFAULT_POSTS_IN_FLIGHT):
+    def __init__(self, client: ManagementApi, posts_in_flight: int = DEFAULT_POSTS_IN_FLIGHT,
+                 budget: PostBudget | None = None):
         self._client = client
         self._in_flight = posts_in_flight
+        self._budget = budget
+        #: each thread's places in the budget (a thread's posts run on its own loop:
+        #: ManagementApi.run), and the posts its running post_many has not started
+        self._mine = _SenderThread()
 
     def post(self, connection_id: str, payload: bytes, deadline: float | None = None) -> None:
-        """Send one frame; raises a :class:`DeliveryError` when it did not land
+        """Send one frame (paced as every post is); raises a :class:`DeliveryError` when it did not land
         (or, code ``NoAnswer``, when it was sent and may have). Retries what
         certainly did not land, up to MAX_ATTEMPTS in all, with no attempt
         starting after ``deadline`` (a ``time.monotonic()`` value)."""
+        self._mine.unplaced = 1
         error = self._client.run(self._post(connection_id, payload, deadline))
         if error is not None:
             raise error
@@ -374,13 +512,15 @@ class Sender:
     async def _post_many(self, ids: list[str], payload: bytes, deadline: float | None) -> list[DeliveryError | None]:
         outcomes: list[DeliveryError | None] = [None] * len(ids)
         order = iter(range(len(ids)))
+        self._mine.unplaced = len(ids)
 
         async def worker() -> None:
             # a few long-lived workers each take the next id: no task per post
             for index in order:
                 connection_id = ids[index]
                 if deadline is not None and time.monotonic() >= deadline:
-                    outcomes[index] = DeliveryFailed(connection_id, "the function's time ran out", "DeadlineExceeded")
+                    outcomes[index] = _not_started(connection_id)
+                    self._mine.unplaced -= 1
                 else:
                     outcomes[index] = await self._post(connection_id, payload, deadline)
 
@@ -390,6 +530,23 @@ class Sender:
     async def _post(self, connection_id: str, payload: bytes, deadline: float | None) -> DeliveryError | None:
         attempt = 1
         while True:
+            if self._budget is not None:
+                mine = self._mine
+                if mine.allowance is None:
+                    mine.allowance = _Allowance(self._budget)
+                allowance = mine.allowance
+
+                def wanted() -> int:
+                    return mine.unplaced
+
+                # at most posts_in_flight places a request; the next lot is asked for when half that is left
+                placed = await allowance.take(wanted, self._in_flight, max(1, self._in_flight // 2), deadline)
+                if attempt == 1:
+                    mine.unplaced -= 1  # placed, or never to be: a retry's place is asked for by itself
+                if not placed:
+                    # no place before the deadline: nothing of this post landed (a retry
+                    # follows only answers that say so), so it can be handed on
+                    return _not_started(connection_id)
             error, retryable = await self._attempt(connection_id, payload)
             if error is None:
                 return None
@@ -422,3 +579,7 @@ class Sender:
         code = ConnectionGone.code if status == 410 else error_type or str(status)
         error = _BY_CODE.get(code, DeliveryFailed)(connection_id, str(status), code)
         return error, _retryable(status) and not isinstance(error, (ConnectionGone, PayloadTooLarge))
+
+
+def _not_started(connection_id: str) -> DeliveryFailed:
+    return DeliveryFailed(connection_id, "the function's time ran out", DEADLINE_EXCEEDED)

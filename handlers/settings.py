@@ -43,6 +43,9 @@ class AppSettings:
     server_name: str = DEFAULT_SERVER_NAME
     #: 0: presence off
     presence_max_members: int = 0
+    #: None: posts are not paced (the component always sets a budget)
+    posts_per_second: int | None = None
+    channel_index_shards: int = spec.DEFAULT_CHANNEL_INDEX_SHARDS
     dynamodb_read_timeout: float = spec.READ_TIMEOUT
     aws: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -64,6 +67,8 @@ class AppSettings:
             metrics=environ.get(spec.ENV_METRICS) == "1",
             server_name=_text(environ, spec.ENV_SERVER_NAME) or DEFAULT_SERVER_NAME,
             presence_max_members=_whole(environ, spec.ENV_PRESENCE_MAX_MEMBERS, 0),
+            posts_per_second=_whole(environ, spec.ENV_POSTS_PER_SECOND, 0) or None,
+            channel_index_shards=_whole(environ, spec.ENV_CHANNEL_INDEX_SHARDS, spec.DEFAULT_CHANNEL_INDEX_SHARDS),
             dynamodb_read_timeout=_seconds(environ, spec.ENV_DYNAMODB_READ_TIMEOUT, spec.READ_TIMEOUT),
             aws=MappingProxyType({name: value for name, value in environ.items() if name.startswith(AWS_PREFIX)}),
         )

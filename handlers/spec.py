@@ -35,9 +35,17 @@ ENV_SERVER_NAME = "CHANNEL_SERVER_NAME"
 #: Seconds a channel's messages are kept for resuming joins (the component's
 #: ``historySeconds``); absent or "0": no history (see "history" below).
 ENV_HISTORY_SECONDS = "CHANNEL_HISTORY_SECONDS"
+#: The account budget: management API posts a second that every function of
+#: the server together may send (its ``postsPerSecond`` setting; see "the
+#: account budget" below).
+ENV_POSTS_PER_SECOND = "CHANNEL_POSTS_PER_SECOND"
+#: The channel index's shards (its ``channelIndexShards`` setting; see "large
+#: channels" below); absent or "1": the channel index keyed on the channel.
+ENV_CHANNEL_INDEX_SHARDS = "CHANNEL_INDEX_SHARDS"
 #: Not set by the component: local mode sets it for its embedded DynamoDB
-#: (moto, one request at a time), whose query of a channel takes about 0.5 ms
-#: per member, 2 s at 5,000. Seconds; default READ_TIMEOUT.
+#: (moto, in local mode's own process), which a machine busy with thousands
+#: of clients can keep from answering within READ_TIMEOUT. Seconds; default
+#: READ_TIMEOUT.
 ENV_DYNAMODB_READ_TIMEOUT = "CHANNEL_DYNAMODB_READ_TIMEOUT"
 
 #: Seconds to connect, and to wait for an answer, per attempt of any call to
@@ -73,9 +81,51 @@ FANOUT_CHUNK_MEMBERS = 1000
 #: how long a chunk's claim row must outlive it (Store.claim_chunk).
 FANOUT_RETENTION_SECONDS = 4 * 24 * 60 * 60
 #: Fan-out invocations running at once, at most (the event source mapping's
-#: maximum concurrency): a burst of large publishes cannot take the account's
-#: whole concurrency from the routes.
-FANOUT_MAX_CONCURRENCY = 50
+#: maximum concurrency, its ``fanoutConcurrency`` setting): a burst of large
+#: publishes cannot take the account's whole concurrency from the routes. Its
+#: range is the mapping's (Lambda's ScalingConfig.MaximumConcurrency).
+DEFAULT_FANOUT_CONCURRENCY = 50
+MIN_FANOUT_CONCURRENCY, MAX_FANOUT_CONCURRENCY = 2, 1000
+#: The channel index's shards: by default one, the index keyed on the channel
+#: (CHANNEL_INDEX), so a channel is one index partition, which serves at most
+#: 3,000 read units and 1,000 write units a second (docs/capacity.md). With
+#: more, every membership row also carries CHANNEL_SHARD, the channel and a
+#: shard number from a hash of the connection id, and CHANNEL_SHARD_INDEX is
+#: keyed on it: a channel's joins and reads spread over that many partitions,
+#: and a publish reads them all at once.
+DEFAULT_CHANNEL_INDEX_SHARDS = 1
+MAX_CHANNEL_INDEX_SHARDS = 64
+CHANNEL_SHARD_INDEX = "byChannelShard"
+CHANNEL_SHARD = "channelShard"
+
+# --- the account budget: posts paced to the account's request quota -------------------
+
+#: API Gateway's request quota is per account and Region, and shared by every
+#: API and by the management API's posts (docs/capacity.md cites it): 10,000 a
+#: second by default. Every post of every function first takes its place in a
+#: second's budget of postsPerSecond posts, from a counter row per second in
+#: the table (handlers/budget.py), so a large fan-out is slower, never
+#: refused by the quota. By default half the default quota, the other half
+#: left to the clients' own frames and the account's other APIs.
+DEFAULT_POSTS_PER_SECOND = 5000
+MAX_POSTS_PER_SECOND = 1_000_000
+#: Each second's budget is taken in this many slots of equal length, each with
+#: its share of the second's posts (together exactly postsPerSecond), so posts
+#: never come in a burst of a whole second's budget: API Gateway's token
+#: bucket holds half a second's quota.
+BUDGET_SLOTS_PER_SECOND = 10
+#: Both keys of a second's budget row: this prefix and the second (epoch
+#: seconds). Never a connection's, a channel's or any other row's. One row a
+#: second, not one a slot: a row's first write also writes the channel index
+#: (every row has a sort key), later ones only the row.
+BUDGET_PREFIX = "$budget#"
+#: On a budget row: the posts taken from each slot's share so far, in an
+#: attribute per slot: this and the slot's number in the second (taken0 … taken9).
+BUDGET_TAKEN = "taken"
+#: How long a budget row is kept after its second (TTL): a minute.
+BUDGET_ROW_SECONDS = 60
+#: Taking posts from the budget: one UpdateItem (ADD) of the second's row.
+TAKE_POSTS = ("dynamodb:UpdateItem",)
 
 # --- the connections table --------------------------------------------------------
 

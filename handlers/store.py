@@ -3,7 +3,10 @@
 Rows (partition key ``connectionId``, sort key ``channelId``):
 
 - a *membership* row ``(connection, channel)`` with the membership's
-  ``senderId``: the channel index lists these to fan out a publish;
+  ``senderId``: the channel index lists these to fan out a publish. With
+  more than one channel index shard it also carries ``channelShard``
+  (``<channel>#<n>``, n from a hash of the connection id), the sharded
+  index's key;
 - one *state* row per joined connection, sort key ``$connection#<id>``, holding
   ``currentChannel``, ``senderId`` and a ``version``. With heartbeats on,
   ``$connect`` writes it first (a *registered* row: no channel, no version)
@@ -34,11 +37,14 @@ from __future__ import annotations
 import itertools
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from . import spec
 
+#: A sharded channel's partitions read at once, at most.
+MAX_PARALLEL_READS = 16
 #: DynamoDB's limit on one BatchWriteItem call.
 BATCH_LIMIT = 25
 #: How often a join re-reads and retries when a concurrent join won the race.
@@ -128,25 +134,52 @@ def heartbeat_shard(connection_id: str) -> int:
     return zlib.crc32(connection_id.encode("utf-8")) % spec.HEARTBEAT_SHARDS
 
 
+def channel_shard(channel_id: str, connection_id: str, shards: int) -> str:
+    """The channel index partition key of a membership, when the channel index
+    has ``shards`` shards (more than one): the channel and a shard number from
+    a hash of the connection id."""
+    return channel_shard_key(channel_id, zlib.crc32(connection_id.encode("utf-8")) % shards)
+
+
+def channel_shard_key(channel_id: str, shard: int) -> str:
+    """Shard ``shard`` of ``channel_id``'s partitions of the sharded channel index."""
+    return f"{channel_id}#{shard}"
+
+
 class Store:
     """Memberships in one table. ``client`` is a boto3 DynamoDB client.
     ``heartbeats``: state rows join the heartbeat index (they carry
-    ``heartbeatShard``)."""
+    ``heartbeatShard``). ``index_shards``: with more than one, memberships
+    carry ``channelShard`` and ``index_name`` is keyed on it
+    (``spec.CHANNEL_SHARD_INDEX``); with one, on the channel."""
 
     def __init__(self, client: Any, table_name: str, index_name: str, clock: Callable[[], float] = time.time,
-                 *, heartbeats: bool = False, presence: bool = False):
+                 *, heartbeats: bool = False, presence: bool = False,
+                 index_shards: int = spec.DEFAULT_CHANNEL_INDEX_SHARDS):
+        if not 1 <= index_shards <= spec.MAX_CHANNEL_INDEX_SHARDS:
+            raise ValueError(f"index_shards must be 1 to {spec.MAX_CHANNEL_INDEX_SHARDS}, not {index_shards}")
         self._client = client
         self._table = table_name
         self._index = index_name
         self._clock = clock
         self._heartbeats = heartbeats
         self._presence = presence  # presence rows kept (see the presence section)
+        self._index_shards = index_shards
+        #: reads a sharded channel's partitions at once (its threads start when first used)
+        self._readers = None if index_shards == 1 else ThreadPoolExecutor(
+            max_workers=min(index_shards, MAX_PARALLEL_READS), thread_name_prefix="channel-shard")
 
     def _shard(self, connection_id: str) -> dict[str, Any]:
         """The heartbeat index attribute of a live state row (none when off)."""
         if not self._heartbeats:
             return {}
         return {spec.HEARTBEAT_SHARD: {"N": str(heartbeat_shard(connection_id))}}
+
+    def _channel_shard(self, channel_id: str, connection_id: str) -> dict[str, Any]:
+        """The sharded channel index's attribute of a membership (none with one shard)."""
+        if self._index_shards == 1:
+            return {}
+        return {spec.CHANNEL_SHARD: {"S": channel_shard(channel_id, connection_id, self._index_shards)}}
 
     def _now(self) -> int:
         return int(self._clock())
@@ -170,8 +203,13 @@ class Store:
 
     def members(self, channel_id: str) -> list[str]:
         """Connection ids in the channel (through the index, every page),
-        leaving out rows that have expired."""
-        return self._live_ids(self._index, spec.CHANNEL_ID, {"S": channel_id})
+        leaving out rows that have expired. A sharded index is one query per
+        shard, all at once, the shards' members in shard order."""
+        if self._readers is None:
+            return self._live_ids(self._index, spec.CHANNEL_ID, {"S": channel_id})
+        shards = [channel_shard_key(channel_id, n) for n in range(self._index_shards)]
+        pages = self._readers.map(lambda key: self._live_ids(self._index, spec.CHANNEL_SHARD, {"S": key}), shards)
+        return [connection_id for page in pages for connection_id in page]
 
     def connections(self) -> list[str]:
         """Every live connection (registered or joined, not closed, not
@@ -244,6 +282,7 @@ class Store:
                     **_key(connection_id, channel_id),
                     spec.SENDER_ID: {"S": sender_id},
                     spec.EXPIRES_AT: {"N": expires},
+                    **self._channel_shard(channel_id, connection_id),
                 }}},
             ]
             previous = current[spec.CURRENT_CHANNEL]["S"] if joined else None

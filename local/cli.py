@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from . import account as account_module
 from . import authorizer as authorizer_module
 from . import gateway as gateway_module
 from .functions import DEFAULT_CONCURRENCY, InvocationError
@@ -154,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="N",
                         help="members one publish posts to itself before it queues the others for the fan-out "
                         "function (default: the program's inlineFanoutLimit)")
+    parser.add_argument("--posts-per-second", type=_checked("--posts-per-second", int, "a whole number"),
+                        metavar="N",
+                        help="the account budget: posts a second all the functions together send (default: the "
+                        "program's postsPerSecond)")
+    parser.add_argument("--account-quota", type=_checked("--account-quota", float, "a number"),
+                        default=account_module.DEFAULT_RATE, metavar="N",
+                        help="requests a second the management API takes before it answers 429, as API "
+                        "Gateway's account quota does (default %(default)s, AWS's default)")
     parser.add_argument("--heartbeat-seconds", type=_checked("--heartbeat-seconds", float, "a number of seconds"),
                         metavar="N",
                         help="turn heartbeats on and run them every N seconds instead of every "
@@ -217,6 +226,8 @@ def server_from(options: argparse.Namespace) -> LocalServer:
         max_lifetime=options.max_lifetime,
         function_concurrency=options.function_concurrency,
         inline_fanout_limit=options.inline_fanout_limit,
+        posts_per_second=options.posts_per_second,
+        account_quota=options.account_quota,
         heartbeat_seconds=options.heartbeat_seconds,
         backend=options.backend,
         authorizer=options.authorizer,

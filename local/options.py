@@ -60,6 +60,8 @@ OPTION_CHECKS: dict[str, Callable[[float], str | None]] = {
     "--function-concurrency": _range_check(1, 1000, " invocations at once (Lambda's default account concurrency)"),
     "--inline-fanout-limit": _range_check(1, spec.MAX_INLINE_FANOUT_LIMIT, " members"),
     "--heartbeat-seconds": _range_check(0, spec.MAX_HEARTBEAT_MINUTES * 60, " seconds", above=True),
+    "--posts-per-second": _range_check(1, spec.MAX_POSTS_PER_SECOND, " posts a second (the account budget)"),
+    "--account-quota": _range_check(0, spec.MAX_POSTS_PER_SECOND, " requests a second", above=True),
     "--management-latency-ms": lambda value: management_latency_problem(value),
 }
 

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import threading
+from collections import Counter
 import time
 from typing import Any, Callable, Iterable, Mapping
 
@@ -36,11 +37,14 @@ SEND_TARGETS = (handoff.TARGET_PREFIX + "SendMessage", handoff.TARGET_PREFIX + "
 
 class SendWatcher:
     """WSGI middleware for the embedded moto: calls every listener after each
-    SendMessage(Batch) request was served."""
+    SendMessage(Batch) request was served, and counts every request it serves
+    by its ``X-Amz-Target`` (``requests``: DynamoDB's and SQS's alike)."""
 
     def __init__(self) -> None:
         self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
+        #: requests served, by X-Amz-Target (``DynamoDB_20120810.Query``, ``AmazonSQS.SendMessageBatch``)
+        self.requests: Counter[str] = Counter()
 
     def listen(self, listener: Callable[[], None]) -> None:
         with self._lock:
@@ -54,7 +58,10 @@ class SendWatcher:
     def __call__(self, app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
         def middleware(environ: dict, start_response: Any) -> Iterable[bytes]:
             body = list(app(environ, start_response))
-            if environ.get("HTTP_X_AMZ_TARGET") in SEND_TARGETS:
+            target = environ.get("HTTP_X_AMZ_TARGET")
+            with self._lock:
+                self.requests[str(target)] += 1
+            if target in SEND_TARGETS:
                 with self._lock:
                     listeners = list(self._listeners)
                 for listener in listeners:

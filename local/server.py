@@ -27,12 +27,14 @@ import socket
 import subprocess
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from aiohttp import web
 
 from ..handlers import spec
+from . import account as account_module
 from . import authorizer as authorizer_module
 from . import gateway as gateway_module
 from . import queues as queues_module
@@ -104,6 +106,8 @@ class LocalServer:
         max_lifetime: float = gateway_module.MAX_LIFETIME_SECONDS,
         function_concurrency: int = DEFAULT_CONCURRENCY,
         inline_fanout_limit: int | None = None,
+        posts_per_second: int | None = None,
+        account_quota: float = account_module.DEFAULT_RATE,
         heartbeat_seconds: float | None = None,
         backend: str | None = None,
         authorizer: str | None = None,
@@ -116,10 +120,13 @@ class LocalServer:
         for flag, value in (("--port", port), ("--idle-timeout", idle_timeout), ("--max-lifetime", max_lifetime),
                             ("--function-concurrency", function_concurrency),
                             ("--inline-fanout-limit", inline_fanout_limit), ("--heartbeat-seconds", heartbeat_seconds),
+                            ("--posts-per-second", posts_per_second), ("--account-quota", account_quota),
                             ("--management-latency-ms", management_latency_ms)):
             check_option(flag, value)
         self._function_concurrency = function_concurrency
         self._inline_fanout_limit = inline_fanout_limit
+        self._posts_per_second = posts_per_second
+        self._account_quota = account_quota
         self._heartbeat_seconds = heartbeat_seconds
         #: Whether local mode starts the reference HTTP backend itself (``--backend reference``).
         self._reference_backend = backend == REFERENCE_BACKEND
@@ -171,6 +178,8 @@ class LocalServer:
         self._local_queues: dict[str, tuple[str, str]] = {}
         self._scratch: Path | None = None
         self.gateway: gateway_module.Gateway | None = None
+        #: The event loop it runs on, once started (a test waits for the gateway's events on it).
+        self.loop: asyncio.AbstractEventLoop | None = None
         #: The $connect authorizer's function, when the world has an authorizer.
         self._authorizer_function: LocalFunction | None = None
         #: The functions behind function URLs, by function name.
@@ -238,8 +247,11 @@ class LocalServer:
         # A session of its own, as the functions have: a terminal's Ctrl-C
         # reaches local mode only, which stops once the world is read. It
         # imports local.program only, not this module (aiohttp and the rest).
+        # It ignores SIGINT too: a Ctrl-C that reached it all the same (under a heavy
+        # load, once: exit status -2) would end the start-up with a failure.
         child = subprocess.run(
-            [sys.executable, "-c", "from channel_server.local.program import load_world_child; load_world_child()"],
+            [sys.executable, "-c", "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+             "from channel_server.local.program import load_world_child; load_world_child()"],
             input=json.dumps(request).encode(), stdout=subprocess.PIPE, start_new_session=True, check=False,
         )
         if child.returncode != 0 or not child.stdout:
@@ -333,6 +345,7 @@ class LocalServer:
     async def start(self) -> None:
         """Bind the port, read the world, start DynamoDB and every function,
         then listen. On failure, call :meth:`stop`."""
+        self.loop = asyncio.get_running_loop()
         # a port in use is the first thing to know, before seconds of start-up
         self._socket = bind(self.host, self.port)
         self.port = self._socket.getsockname()[1]
@@ -354,8 +367,9 @@ class LocalServer:
         self._start_pollers(world)
         self._start_schedulers(world)
         # only now: every connection finds every function ready
-        assert self._runner is not None  # set up by _set_up_gateway
-        self._site = web.SockSite(self._runner, self._socket)
+        assert self._runner is not None and self.gateway is not None  # set up by _set_up_gateway
+        # plain management API calls are answered by the gateway itself, the rest by aiohttp
+        self._site = gateway_module.GatewaySite(self._runner, self._socket, self.gateway)
         with port_in_use_reported(self.host, self.port):  # another process bound it too and listened first
             await self._site.start()
 
@@ -391,6 +405,7 @@ class LocalServer:
             management_from_anywhere=self._management_from_anywhere,
             authorize=self._authorize if world.authorizer is not None else None,
             invoke_url=self._invoke_url if world.function_urls else None,
+            account=account_module.AccountQuota(self._account_quota),
         )
         self._runner = web.AppRunner(self.gateway.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -473,6 +488,13 @@ class LocalServer:
             scheduler.start()
             self._schedulers.append(scheduler)
 
+    @property
+    def requests(self) -> Counter[str]:
+        """The requests the embedded DynamoDB and SQS served so far, by
+        ``X-Amz-Target`` (a copy); the management API's are its gateway's
+        (``gateway.account``)."""
+        return Counter(self._sends.requests)
+
     def _environment(self, declared: Mapping[str, str]) -> dict[str, str]:
         """The function's environment as declared, pointed at this machine."""
         assert self.world is not None
@@ -483,6 +505,8 @@ class LocalServer:
         env = {key: self._queue_urls.get(value, value) for key, value in env.items()}
         if self._inline_fanout_limit is not None:
             env[spec.ENV_INLINE_FANOUT_LIMIT] = str(self._inline_fanout_limit)
+        if self._posts_per_second is not None:
+            env[spec.ENV_POSTS_PER_SECOND] = str(self._posts_per_second)
         env.update({
             "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
             "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_endpoint, "AWS_ENDPOINT_URL_SQS": self._embedded.endpoint,
@@ -514,6 +538,12 @@ class LocalServer:
                 lines.append(f"Function URL:   {self.function_url(url.function.name)} (function {url.function.name})")
         if self.world.queues:
             lines.append(f"SQS:            {self.sqs_endpoint} (fan-out queue)")
+        if self._posts_per_second is not None:
+            lines.append(f"Budget:         the functions post at most {self._posts_per_second:,} times a second "
+                         "(--posts-per-second)")
+        if self._account_quota != account_module.DEFAULT_RATE:
+            lines.append(f"Account quota:  the management API takes {self._account_quota:,g} requests a second "
+                         "(--account-quota)")
         if self._inline_fanout_limit is not None:
             members = "member" if self._inline_fanout_limit == 1 else "members"
             lines.append(f"Fan-out:        a publish posts to {self._inline_fanout_limit} {members} itself and queues "
@@ -554,10 +584,27 @@ class LocalServer:
         try:
             create_table(client, self.world.table_name, self.world.table)
         except client.exceptions.ResourceInUseException:
+            self._check_existing_table(client)
             log.info("table %s exists; using it", self.world.table_name)
         except (BotoCoreError, ClientError) as exc:
             raise OSError(f"cannot create the table {self.world.table_name} in the DynamoDB at "
                           f"{self.dynamodb_endpoint}: {exc}") from None
+
+    def _check_existing_table(self, client: Any) -> None:
+        """Refuse a table that exists without an index the program declares
+        (``channelIndexShards`` changed since it was made, say): every publish
+        would fail on it. Local mode never changes an existing table."""
+        assert self.world is not None
+        name = self.world.table_name
+        existing = {index["IndexName"] for index in
+                    client.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes", ())}
+        declared = {index["name"] for index in self.world.table.get("globalSecondaryIndexes") or ()}
+        missing = sorted(declared - existing)
+        if missing:
+            raise OSError(f"the table {name} in the DynamoDB at {self.dynamodb_endpoint} exists without the "
+                          f"index {', '.join(missing)} the program declares (was channelIndexShards changed?): "
+                          "delete the table, or serve another table name (tableName); local mode does not "
+                          "change a table that exists")
 
     def _sqs_client(self) -> Any:
         import boto3

@@ -413,6 +413,7 @@ def test_function_environment_points_at_the_table_index_management_endpoint_and_
             spec.ENV_POSTS_IN_FLIGHT: str(s.posts_in_flight),
             spec.ENV_INLINE_FANOUT_LIMIT: str(s.inline_fanout_limit),
             spec.ENV_FANOUT_QUEUE_URL: world.queue["url"],
+            spec.ENV_POSTS_PER_SECOND: str(s.posts_per_second),
         }
     }
 
@@ -465,8 +466,10 @@ def test_policy_grants_exactly_what_the_function_needs(world: DeployedComponent,
     route = SPEC_FUNCTIONS[key]
     table_arn = world.table["arn"]
     expected = []
-    if route.table_actions:
-        expected.append((sorted(route.table_actions), [table_arn]))
+    # a function that posts takes each post's place in the account budget (a row of the table)
+    table_actions = {*route.table_actions, *(spec.TAKE_POSTS if route.posts else ())}
+    if table_actions:
+        expected.append((sorted(table_actions), [table_arn]))
     if route.index_actions:
         expected.append((sorted(route.index_actions), [f"{table_arn}/index/{spec.CHANNEL_INDEX}"]))
     if route.queue_actions:
@@ -523,7 +526,7 @@ def test_the_fanout_function_takes_one_chunk_at_a_time_from_the_queue(world: Dep
     assert world.mapping["functionName"] == world.function(FANOUT)["arn"]
     assert world.mapping["eventSourceArn"] == world.queue["arn"]
     assert world.mapping["batchSize"] == 1
-    assert world.mapping["scalingConfig"] == {"maximumConcurrency": spec.FANOUT_MAX_CONCURRENCY}
+    assert world.mapping["scalingConfig"] == {"maximumConcurrency": spec.DEFAULT_FANOUT_CONCURRENCY}
     assert len(world.deployment.of_type(QUEUE)) == 2
 
 

@@ -66,6 +66,8 @@ RULES: dict[str, str] = {
         "test_doc_features::test_a_backend_publishes_with_the_documented_commands",
     r"curl --aws-sigv4 .*":
         "test_doc_features::test_a_backend_publishes_with_the_documented_commands",
+    r"\.venv/bin/python -m channel_server\.plan( .*)?":
+        "test_plan::test_each_documented_plan_prints_what_the_page_shows",
     r"pulumi .*|A\$ .*|B\$ .*": NO_PULUMI_CLI,
     r"wscat .*": "not run: wscat is an npm tool, not installed here; the websockets command shows the same frames",
     r"pip install \"channel-server @ git\+https://<host>/.*\"": "not run: a git URL with placeholders, on a network",

@@ -357,8 +357,19 @@ FIGURES = [
             features.DEAD_LETTER_RETENTION_SECONDS // 86400),
     _figure((ARCHITECTURE, FAILURES), r"(\d+) × the function timeout", "features.VISIBILITY_TIMEOUTS",
             features.VISIBILITY_TIMEOUTS),
-    _figure((CONFIGURATION, ARCHITECTURE), r"(?:up to|at most) (\d+) (?:fan-out invocations run )?at once", "spec.FANOUT_MAX_CONCURRENCY",
-            spec.FANOUT_MAX_CONCURRENCY, required=False),
+    _figure((CONFIGURATION, ARCHITECTURE), r"(?:up to|at most) (\d+) (?:fan-out invocations run )?at once", "spec.DEFAULT_FANOUT_CONCURRENCY",
+            spec.DEFAULT_FANOUT_CONCURRENCY, required=False),
+    # the account budget
+    _figure((CONFIGURATION, ARCHITECTURE), r"\((\d{1,3}(?:,\d{3})*) by default, half", "spec.DEFAULT_POSTS_PER_SECOND",
+            f"{spec.DEFAULT_POSTS_PER_SECOND:,}"),
+    _figure(CONFIGURATION, r"(\d{1,3}(?:,\d{3})*) members take (\d+) s at the default",
+            "100,000 / spec.DEFAULT_POSTS_PER_SECOND", "100,000", 100_000 // spec.DEFAULT_POSTS_PER_SECOND),
+    _figure(ARCHITECTURE, r"reaches at most (\d{1,3}(?:,\d{3})*) connections a minute",
+            "spec.DEFAULT_POSTS_PER_SECOND × 60", f"{spec.DEFAULT_POSTS_PER_SECOND * 60:,}"),
+    _figure(ARCHITECTURE, r"about (\d{1,3}(?:,\d{3})*) connections at `heartbeatIntervalMinutes` (\d) and "
+            r"(\d{1,3}(?:,\d{3})*) at (\d)", "spec.DEFAULT_POSTS_PER_SECOND × 60 × minutes",
+            f"{spec.DEFAULT_POSTS_PER_SECOND * 60 * spec.MIN_HEARTBEAT_MINUTES:,}", spec.MIN_HEARTBEAT_MINUTES,
+            f"{spec.DEFAULT_POSTS_PER_SECOND * 60 * spec.MAX_HEARTBEAT_MINUTES:,}", spec.MAX_HEARTBEAT_MINUTES),
     _figure(ARCHITECTURE, r"retention (\d+) days", "spec.FANOUT_RETENTION_SECONDS / 1 day",
             spec.FANOUT_RETENTION_SECONDS // 86400),
     # history

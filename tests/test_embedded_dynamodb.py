@@ -1,12 +1,15 @@
 """Local mode's embedded DynamoDB (moto's server, local/dynamodb.py) where it differs from moto's own.
 
 Its transactions are cheap, yet a cancelled one still changes nothing and none
-copies a table; a query of the channel index reads that channel's items only,
-and answers as moto's own query does."""
+copies a table; a query of an index reads the items of its partition only, from
+an index of values that follows every kind of write, and answers as moto's own
+query does; the store's own query of an index partition, answered without
+moto's query, is answered byte for byte as moto answers it."""
 
 from __future__ import annotations
 
 import gc
+import json
 from typing import Any
 
 import pytest
@@ -201,6 +204,7 @@ def answers(dynamodb: Any, queries: list[dict[str, Any]]) -> list[list[dict[str,
             start = page.get("LastEvaluatedKey")
             if not start:
                 break
+            assert len(pages) < 500, f"no end to the pages of {query}"  # a start key that does not move on
         answered.append(pages)
     return answered
 
@@ -254,3 +258,225 @@ def test_an_index_query_checks_only_the_items_its_key_can_match(dynamodb: Any, t
     dynamodb.query(TableName=two_channels, KeyConditionExpression="connectionId = :c",
                    ExpressionAttributeValues={":c": {"S": "c01"}})
     assert scans == [two_channels]
+
+
+# --- the store's query of an index partition, answered without moto's query ------------------------
+
+#: A channel index keyed on an attribute of its own, as a sharded channel index is
+#: (``channelShard``, "<channel>#<n>"): built here, whatever the component declares today.
+SHARD_INDEX, SHARD = "byChannelShard", "channelShard"
+NOW = 1_800_000_000
+
+
+def live_ids(table: str, index: str, attribute: str, value: dict[str, str], **more: Any) -> dict[str, Any]:
+    """The store's query of an index partition (handlers/store.py, Store._live_ids)."""
+    from channel_server.handlers import spec
+
+    return {"TableName": table, "IndexName": index, "KeyConditionExpression": "#h = :h",
+            "FilterExpression": "#e > :now", "ProjectionExpression": "#k",
+            "ExpressionAttributeNames": {"#h": attribute, "#e": spec.EXPIRES_AT, "#k": spec.CONNECTION_ID},
+            "ExpressionAttributeValues": {":h": value, ":now": {"N": str(NOW)}}, **more}
+
+
+@pytest.fixture
+def sharded_table(dynamodb: Any, table_definition: Any) -> Any:
+    """The component's table with a third index, keyed on ``channelShard``; yields its name."""
+    import uuid
+
+    from channel_server.handlers import spec
+    from channel_server.local.dynamodb import create_table
+
+    inputs = dict(table_definition.inputs)
+    inputs["attributes"] = [*inputs["attributes"], {"name": SHARD, "type": "S"}]
+    inputs["globalSecondaryIndexes"] = [*inputs["globalSecondaryIndexes"], {
+        "name": SHARD_INDEX, "hashKey": SHARD, "projectionType": "INCLUDE", "nonKeyAttributes": [spec.EXPIRES_AT]}]
+    name = f"sharded-{uuid.uuid4().hex[:8]}"
+    create_table(dynamodb, name, inputs)
+    yield name
+    dynamodb.delete_table(TableName=name)
+
+
+@pytest.fixture
+def crowd(dynamodb: Any, sharded_table: str) -> str:
+    """Members live, expired and without an expiry; state rows in heartbeat
+    shards (one shard number written "2.0", one as a string); a channel of
+    rows big enough to fill moto's 1 MB pages."""
+    from channel_server.handlers import spec
+
+    def write(connection_id: str, channel_id: str, expires: int | None, **extra: dict[str, str]) -> None:
+        item = {spec.CONNECTION_ID: {"S": connection_id}, spec.CHANNEL_ID: {"S": channel_id}, **extra}
+        if expires is not None:
+            item[spec.EXPIRES_AT] = {"N": str(expires)}
+        dynamodb.put_item(TableName=sharded_table, Item=item)
+
+    for n in range(60):  # 10 expired, 3 that never expire (no expiresAt), the others live
+        expires = None if n % 20 == 3 else NOW - 5 if n % 6 == 0 else NOW + n
+        write(f"m{n:02}", "big", expires, channelShard={"S": f"big#{n % 4}"})
+        shard = {"N": "2.0"} if n == 7 else {"S": "1"} if n == 8 else {"N": str(n % 3)}
+        write(f"m{n:02}", f"$connection#m{n:02}", NOW + 9 if n % 5 else NOW, heartbeatShard=shard)
+    for n in range(5):
+        write(f"s{n}", "small", NOW + 1, channelShard={"S": "small#0"})
+    for n in range(8):  # 300 KB each: a page holds three
+        write(f"h{n}", "heavy", NOW + 1, channelShard={"S": "heavy#0"}, pad={"S": "x" * 300_000})
+    return sharded_table
+
+
+def store_queries(table: str) -> list[dict[str, Any]]:
+    from channel_server.handlers import spec
+
+    channels = [live_ids(table, spec.CHANNEL_INDEX, spec.CHANNEL_ID, {"S": name})
+                for name in ("big", "small", "heavy", "nobody")]
+    shards = [live_ids(table, SHARD_INDEX, SHARD, {"S": f"{name}#{n}"})
+              for name, n in [("big", 0), ("big", 1), ("big", 3), ("heavy", 0), ("big", 9)]]
+    beats = [live_ids(table, spec.HEARTBEAT_INDEX, spec.HEARTBEAT_SHARD, {"N": n}) for n in ("0", "1", "2", "2.00", "7")]
+    varied = [{**query, **more} for query in (channels[0], channels[2], shards[0], beats[2])
+              for more in ({"Limit": 1}, {"Limit": 7}, {"ScanIndexForward": False},
+                           {"Limit": 4, "ScanIndexForward": False}, {"Limit": 100})]
+    return channels + shards + beats + varied
+
+
+def raw_answers(dynamodb: Any, queries: list[dict[str, Any]]) -> list[list[tuple[bytes, list[str]]]]:
+    """Each query's pages, followed to the end: the body as sent, byte for
+    byte, and the names of the headers."""
+    sent: list[tuple[bytes, list[str]]] = []
+
+    def keep(http_response: Any, **_: Any) -> None:
+        sent.append((http_response.content, sorted(name.lower() for name in http_response.headers)))
+
+    dynamodb.meta.events.register("after-call.dynamodb.Query", keep)
+    try:
+        answers(dynamodb, queries)
+        pages = []
+        for query in queries:  # again, page by page, to pair the raw pages with their query
+            sent.clear()
+            answers(dynamodb, [query])
+            pages.append(list(sent))
+        return pages
+    finally:
+        dynamodb.meta.events.unregister("after-call.dynamodb.Query", keep)
+
+
+def test_the_stores_query_is_answered_as_moto_answers_it(dynamodb: Any, crowd: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every index, paged by Limit, by moto's 1 MB and in both orders: the same
+    bodies, byte for byte, and the same headers, as moto's own query sends."""
+    from moto.dynamodb.models.table import Table
+
+    from channel_server.local import dynamodb as embedded
+
+    queried: list[str] = []
+    moto_query = Table.query
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        queried.append(self.name)
+        return moto_query(self, *args, **kwargs)
+
+    monkeypatch.setattr(Table, "query", counted)
+    queries = store_queries(crowd)
+    ours = raw_answers(dynamodb, queries)
+    assert queried == []  # answered here, every page
+    monkeypatch.setattr(embedded, "QUERIES_BY_KEY", False)
+    theirs = raw_answers(dynamodb, queries)
+    assert queried  # and then by moto
+
+    assert ours == theirs
+    counts = [[json.loads(body)["Count"] for body, _ in pages] for pages in ours]
+    # live members only (10 expired, 3 without expiresAt); shard "2.0" is shard 2, shard "1" as a string is none
+    assert [sum(c) for c in counts[:14]] == [47, 5, 8, 0, 10, 15, 12, 8, 0, 16, 15, 16, 16, 0]
+    assert counts[2] == [3, 3, 2]  # heavy: pages of moto's 1 MB
+    assert any(len(pages) > 5 for pages in ours)  # Limit 1 and 7: many pages, each by LastEvaluatedKey
+
+
+def test_queries_it_does_not_answer_go_to_moto(dynamodb: Any, crowd: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other shapes, and this shape with a request moto refuses, are moto's own."""
+    from moto.dynamodb.models.table import Table
+
+    from channel_server.handlers import spec
+
+    queried: list[str] = []
+    moto_query = Table.query
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        queried.append(self.name)
+        return moto_query(self, *args, **kwargs)
+
+    monkeypatch.setattr(Table, "query", counted)
+    channel = live_ids(crowd, spec.CHANNEL_INDEX, spec.CHANNEL_ID, {"S": "big"})
+    others = [
+        {**channel, "Select": "SPECIFIC_ATTRIBUTES"},
+        {**channel, "ReturnConsumedCapacity": "TOTAL"},
+        {**channel, "ProjectionExpression": "#k, #e"},
+        {**channel, "ExpressionAttributeNames": {**channel["ExpressionAttributeNames"], "#k": spec.SENDER_ID}},
+    ]
+    for number, query in enumerate(others, start=1):
+        dynamodb.query(**query)
+        assert len(queried) == number
+    with pytest.raises(dynamodb.exceptions.ClientError, match="ValidationException"):
+        dynamodb.query(**channel, ConsistentRead=True)  # a global secondary index: moto refuses, as DynamoDB does
+
+
+def _moto_table(name: str) -> Any:
+    from moto.dynamodb.models import dynamodb_backends
+
+    (table,) = [backend.tables[name] for regions in dynamodb_backends.values() for backend in regions.values()
+                if name in backend.tables]
+    return table
+
+
+def _indexed(index: Any) -> dict[str, dict[Any, set]]:
+    return {name: {value: set(items) for value, items in by_value.items()} for name, by_value in index.by_value.items()}
+
+
+def test_the_index_of_values_follows_every_kind_of_write(dynamodb: Any, crowd: str) -> None:
+    """Puts that move a row to another partition, deletes, updates in place
+    (SET, REMOVE, one that creates its row, one whose condition fails),
+    transactions that go through or are cancelled, batches: the index kept
+    through them is the one built anew from the table."""
+    from channel_server.handlers import spec
+    from channel_server.local.dynamodb import _ValueIndex
+
+    def key(connection_id: str, channel_id: str) -> dict[str, Any]:
+        return {spec.CONNECTION_ID: {"S": connection_id}, spec.CHANNEL_ID: {"S": channel_id}}
+
+    dynamodb.query(**live_ids(crowd, spec.CHANNEL_INDEX, spec.CHANNEL_ID, {"S": "big"}))  # builds it
+    table = _moto_table(crowd)
+    kept = _ValueIndex.kept(table)
+    assert kept is not None
+
+    dynamodb.put_item(TableName=crowd, Item={**key("m01", "big"), SHARD: {"S": "big#3"}})  # moved shard
+    dynamodb.put_item(TableName=crowd, Item={**key("new", "small"), SHARD: {"S": "small#1"}})
+    dynamodb.delete_item(TableName=crowd, Key=key("m02", "big"))
+    dynamodb.delete_item(TableName=crowd, Key=key("nobody", "nowhere"))
+    dynamodb.update_item(TableName=crowd, Key=key("m04", "$connection#m04"), UpdateExpression="SET #s = :s",
+                         ExpressionAttributeNames={"#s": spec.HEARTBEAT_SHARD}, ExpressionAttributeValues={":s": {"N": "9"}})
+    dynamodb.update_item(TableName=crowd, Key=key("m05", "$connection#m05"), UpdateExpression="REMOVE #s",
+                         ExpressionAttributeNames={"#s": spec.HEARTBEAT_SHARD})
+    dynamodb.update_item(TableName=crowd, Key=key("fresh", "$connection#fresh"), UpdateExpression="SET #s = :s",
+                         ExpressionAttributeNames={"#s": spec.HEARTBEAT_SHARD}, ExpressionAttributeValues={":s": {"N": "1"}})
+    with pytest.raises(dynamodb.exceptions.ConditionalCheckFailedException):
+        dynamodb.update_item(TableName=crowd, Key=key("m06", "$connection#m06"), UpdateExpression="SET #s = :s",
+                             ConditionExpression="attribute_not_exists(#s)", ExpressionAttributeNames={"#s": spec.HEARTBEAT_SHARD},
+                             ExpressionAttributeValues={":s": {"N": "4"}})
+    dynamodb.transact_write_items(TransactItems=[
+        {"Put": {"TableName": crowd, "Item": {**key("m10", "big"), SHARD: {"S": "big#0"}}}},
+        {"Delete": {"TableName": crowd, "Key": key("m11", "big")}},
+        {"Update": {"TableName": crowd, "Key": key("m12", "$connection#m12"), "UpdateExpression": "SET #s = :s",
+                    "ExpressionAttributeNames": {"#s": spec.HEARTBEAT_SHARD}, "ExpressionAttributeValues": {":s": {"N": "5"}}}},
+    ])
+    with pytest.raises(dynamodb.exceptions.TransactionCanceledException):
+        dynamodb.transact_write_items(TransactItems=[
+            {"Put": {"TableName": crowd, "Item": {**key("m13", "big"), SHARD: {"S": "big#2"}}}},
+            {"Delete": {"TableName": crowd, "Key": key("m14", "big")}},
+            {"ConditionCheck": {"TableName": crowd, "Key": key("m15", "big"),
+                                "ConditionExpression": "attribute_not_exists(connectionId)"}},
+        ])
+    dynamodb.batch_write_item(RequestItems={crowd: [
+        {"PutRequest": {"Item": {**key("b1", "big"), SHARD: {"S": "big#1"}}}},
+        {"DeleteRequest": {"Key": key("m16", "big")}},
+    ]})
+
+    assert _ValueIndex.kept(table) is kept  # kept all along, never dropped and built again
+    assert _indexed(kept) == _indexed(_ValueIndex(table))
+    assert {"m01", "new", "fresh", "m10", "b1"} <= {
+        item.attrs[spec.CONNECTION_ID].value for by_value in kept.by_value.values() for items in by_value.values()
+        for item in items.values()}

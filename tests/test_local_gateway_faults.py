@@ -283,13 +283,30 @@ def test_invalid_utf8_in_a_text_frame_closes_the_connection_with_1007(server):
     assert run(send_invalid_utf8()) == 1007
 
 
-def test_permessage_deflate_is_negotiated_as_api_gateway_does(server):
-    async def extensions() -> str:
-        async with connect(server.url, compression="deflate") as ws:
-            assert ws.response is not None  # the handshake's, once connected
-            return ws.response.headers.get("Sec-WebSocket-Extensions", "")
+@pytest.mark.parametrize("offer, answer", [
+    # websockets' default offer; API Gateway answers it with its own window, 12
+    ({}, "permessage-deflate; server_max_window_bits=12"),
+    ({"client_max_window_bits": None}, "permessage-deflate; server_max_window_bits=12"),
+    ({"server_max_window_bits": 15}, "permessage-deflate; server_max_window_bits=12"),
+    # a client that asks for a smaller window gets it
+    ({"server_max_window_bits": 10}, "permessage-deflate; server_max_window_bits=10"),
+])
+def test_permessage_deflate_is_negotiated_as_api_gateway_does(server, offer, answer):
+    """API Gateway answers websockets' offer with "permessage-deflate;
+    server_max_window_bits=12" (local/gateway.py, SERVER_MAX_WINDOW_BITS), and
+    frames compressed so, both ways, carry the message."""
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
-    assert run(extensions()).startswith("permessage-deflate")
+    async def negotiated() -> tuple[str, dict]:
+        extensions = [ClientPerMessageDeflateFactory(**offer)] if offer else None
+        async with connect(server.url, compression="deflate", extensions=extensions) as ws:
+            assert ws.response is not None  # the handshake's, once connected
+            await ws.send(json.dumps({"type": "ping", "data": "x" * 5_000}))  # compressed: 5 KB of one letter
+            return ws.response.headers.get("Sec-WebSocket-Extensions", ""), json.loads(await ws.recv())
+
+    agreed, reply = run(negotiated())
+    assert agreed == answer
+    assert reply == {"type": "pong", "data": "x" * 5_000}
 
 
 def test_a_message_of_20000_bytes_in_20000_compressed_fragments_is_counted_as_20000_bytes(server):
@@ -315,3 +332,92 @@ def test_a_compressed_message_over_128_kb_still_closes_the_connection_with_1009(
             return closed.value.rcvd.code
 
     assert run(send_compressed()) == 1009
+
+
+# --- the front door: plain management calls answered by the gateway, the rest by aiohttp --------------
+
+
+SIGNED = ("Authorization: AWS4-HMAC-SHA256 Credential=local/20261126/us-east-1/execute-api/aws4_request, "
+          f"SignedHeaders=host;x-amz-date, Signature={'a' * 64}\r\nX-Amz-Date: 20261126T000000Z\r\n")
+
+
+def http_call(sender: socket.socket, method: str, path: str, head: str = SIGNED, body: bytes = b"") -> tuple:
+    """One request on ``sender``'s connection; (status, error type, JSON body or None, Connection header)."""
+    sender.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}Content-Length: {len(body)}\r\n\r\n"
+                   .encode() + body)
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sender.recv(65536)
+    head_bytes, _, rest = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head_bytes.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        rest += sender.recv(65536)
+    assert len(rest) == length  # nothing more: the next call's answer starts afresh
+    return (int(status_line.split()[1]), headers.get("x-amzn-errortype"),
+            json.loads(rest) if rest else None, headers.get("connection", "keep-alive").lower())
+
+
+def test_plain_management_calls_get_the_answers_aiohttp_gives(server, monkeypatch):
+    """Each call twice: on a connection whose first request was plain (the
+    gateway answers it), and on one aiohttp took over (its first request a
+    HEAD of the page). The same status, error type and body; and each way
+    served by whom it should be."""
+    from channel_server.local.gateway import MAX_MESSAGE_BYTES
+
+    served: list[str] = []
+    management_call = server.gateway.management_call
+
+    async def noting(method, raw_id, headers, remote, read):
+        served.append("aiohttp" if hasattr(read, "__self__") else "front door")  # aiohttp's request.read
+        return await management_call(method, raw_id, headers, remote, read)
+
+    monkeypatch.setattr(server.gateway, "management_call", noting)
+    before = set(server.gateway.connections)
+    members = [Client(server.url) for _ in range(3)]
+    try:
+        wait_until(lambda: len(set(server.gateway.connections) - before) == 3)
+        ids = sorted(set(server.gateway.connections) - before, key=lambda c: server.gateway.connections[c].connected_at)
+        member, first_gone, second_gone = ids
+        base = f"/{server.stage}/@connections/"
+        calls = [
+            ("GET", base + member.replace("=", "%3D"), SIGNED, b""),
+            ("POST", base + member, SIGNED, b'{"type":"message","data":"hello"}'),
+            ("POST", base + "nobody", SIGNED, b"{}"),
+            ("POST", base + member, "", b"{}"),  # unsigned
+            ("PUT", base + member, SIGNED, b"{}"),
+            ("POST", base + member, SIGNED, b"x" * (MAX_MESSAGE_BYTES + 1)),
+            ("POST", base + member, SIGNED, b"\xff\xfe not text"),
+        ]
+        answers = {}
+        for way in ("front door", "aiohttp"):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sender:
+                if way == "aiohttp":
+                    sender.sendall(b"HEAD / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    assert sender.recv(65536).startswith(b"HTTP/1.1 200")
+                served.clear()
+                answers[way] = [http_call(sender, *call) for call in calls[:5]]  # one connection, kept alive
+                assert served == [way] * 5
+            # over API Gateway's 128 KB: aiohttp's either way (a connection of its own)
+            with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sender:
+                answers[way].append(http_call(sender, *calls[5]))
+            with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sender:
+                answers[way].append(http_call(sender, *calls[6]))
+            gone = first_gone if way == "front door" else second_gone
+            with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sender:
+                answers[way].append(http_call(sender, "DELETE", base + gone, SIGNED))
+        for way in answers:  # the first POST, the front door's, made the member active since
+            assert answers[way][0][2].pop("lastActiveAt").endswith("Z")
+        assert answers["front door"] == answers["aiohttp"]
+        statuses = [status for status, *_ in answers["front door"]]
+        assert statuses == [200, 200, 410, 403, 405, 413, 200, 204]
+        # each way: the text, then the bytes that are not UTF-8, as a binary frame
+        assert [members[0].ws.recv(timeout=TIMEOUT) for _ in range(4)] == [
+            '{"type":"message","data":"hello"}', b"\xff\xfe not text"] * 2
+        for closed in members[1:]:
+            with pytest.raises(ConnectionClosed):
+                closed.ws.recv(timeout=TIMEOUT)
+    finally:
+        for each in members:
+            each.close()

@@ -19,6 +19,8 @@ from test_security import (LOG_GRANTS, ON_CONNECTIONS, ON_INDEX, ON_TABLE, CallR
                            server_publish_function)
 
 POSTS = ("execute-api:ManageConnections", ON_CONNECTIONS)
+#: every post first takes its place in the account budget: an UpdateItem of the table
+TAKES_PLACES = ("dynamodb:UpdateItem", ON_TABLE)
 QUERY_TABLE = ("dynamodb:Query", ON_TABLE)
 
 
@@ -49,7 +51,7 @@ def every_function(deployment: Deployment) -> dict[str, Any]:
 def observed(dynamodb: Any, table_definition: Any, embedded_dynamodb: Any) -> dict[str, set[tuple[str, str]]]:
     """What join, $disconnect, publish and $default were seen to call with presence on."""
     recorder = CallRecorder()
-    env = {spec.ENV_PRESENCE_MAX_MEMBERS: "2"}
+    env = {spec.ENV_PRESENCE_MAX_MEMBERS: "2", spec.ENV_POSTS_PER_SECOND: str(spec.DEFAULT_POSTS_PER_SECOND)}
     with lambda_world(dynamodb, table_definition, env=env,
                       app_dynamodb=recording_dynamodb(embedded_dynamodb.endpoint, recorder),
                       app_management=lambda endpoint: recorder.attach_management(
@@ -94,11 +96,12 @@ def test_with_presence_each_route_is_granted_exactly_what_it_was_seen_to_call(
 def test_the_observed_presence_calls_are_the_ones_each_entry_point_needs(observed: dict) -> None:
     assert observed == {
         "join": {("dynamodb:GetItem", ON_TABLE), ("dynamodb:PutItem", ON_TABLE), ("dynamodb:DeleteItem", ON_TABLE),
-                 QUERY_TABLE, POSTS},
+                 QUERY_TABLE, POSTS, TAKES_PLACES},
         "default": {("dynamodb:GetItem", ON_TABLE), QUERY_TABLE},
         "publish": {("dynamodb:GetItem", ON_TABLE), ("dynamodb:Query", ON_INDEX), ("dynamodb:BatchWriteItem", ON_TABLE),
-                    QUERY_TABLE, POSTS},
-        "disconnect": {("dynamodb:PutItem", ON_TABLE), ("dynamodb:DeleteItem", ON_TABLE), QUERY_TABLE, POSTS},
+                    QUERY_TABLE, POSTS, TAKES_PLACES},
+        "disconnect": {("dynamodb:PutItem", ON_TABLE), ("dynamodb:DeleteItem", ON_TABLE), QUERY_TABLE, POSTS,
+                       TAKES_PLACES},
     }
 
 
@@ -108,7 +111,8 @@ def test_presence_adds_only_its_grants_and_only_when_on(with_presence: Deploymen
     for name, function in on.items():
         added = granted_to(with_presence, function) - granted_to(without_presence, off[name])
         grant = spec.PRESENCE_GRANTS.get(name, spec.NO_PRESENCE_GRANT)
-        expected = {(action, ON_TABLE) for action in grant.table_actions} | ({POSTS} if grant.posts else set())
+        expected = {(action, ON_TABLE) for action in grant.table_actions} | ({POSTS, TAKES_PLACES} if grant.posts
+                                                                               else set())
         assert added == expected - granted_to(without_presence, off[name]), name
         assert not granted_to(without_presence, off[name]) - granted_to(with_presence, function), name
 

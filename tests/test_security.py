@@ -303,7 +303,8 @@ def observed(dynamodb: Any, table_definition: Any, embedded_dynamodb: Any) -> di
             dynamodb,
             table_definition,
             env={spec.ENV_FANOUT_QUEUE_URL: queue_url, spec.ENV_INLINE_FANOUT_LIMIT: "2", spec.ENV_HEARTBEATS: "1",
-                 spec.ENV_HISTORY_SECONDS: str(HISTORY_SECONDS)},
+                 spec.ENV_HISTORY_SECONDS: str(HISTORY_SECONDS),
+                 spec.ENV_POSTS_PER_SECOND: str(spec.DEFAULT_POSTS_PER_SECOND)},
             app_dynamodb=recording_dynamodb(embedded_dynamodb.endpoint, recorder),
             app_management=lambda endpoint: recorder.attach_management(product_management_client(endpoint)),
             app_queue=queue,
@@ -466,7 +467,8 @@ def test_the_scheduler_may_invoke_only_the_heartbeat_function_and_only_for_this_
 
 def test_the_observed_calls_are_the_ones_each_entry_point_needs(observed: dict[str, set[tuple[str, str]]]) -> None:
     # pinned as literals, so a handler that starts calling something new is seen here
-    posts = {("execute-api:ManageConnections", ON_CONNECTIONS)}
+    # every post first takes its place in the account budget (UpdateItem of a row of the table)
+    posts = {("execute-api:ManageConnections", ON_CONNECTIONS), ("dynamodb:UpdateItem", ON_TABLE)}
     assert observed == {
         # with heartbeats on, $connect registers the connection (without: nothing)
         "connect": {("dynamodb:PutItem", ON_TABLE)},

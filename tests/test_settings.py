@@ -37,7 +37,8 @@ def test_every_setting_is_read_from_its_spec_variable() -> None:
         spec.ENV_POSTS_IN_FLIGHT: "8", spec.ENV_FANOUT_QUEUE_URL: "https://sqs.eu-west-1.amazonaws.com/1/fanout",
         spec.ENV_INLINE_FANOUT_LIMIT: "50", spec.ENV_HEARTBEATS: "1", spec.ENV_HISTORY_SECONDS: "60",
         spec.ENV_METRICS: "1", spec.ENV_SERVER_NAME: "chat", spec.ENV_PRESENCE_MAX_MEMBERS: "20",
-        spec.ENV_DYNAMODB_READ_TIMEOUT: "15", "AWS_REGION": "eu-west-1", "PATH": "/usr/bin",
+        spec.ENV_DYNAMODB_READ_TIMEOUT: "15", spec.ENV_POSTS_PER_SECOND: "2500", spec.ENV_CHANNEL_INDEX_SHARDS: "4",
+        "AWS_REGION": "eu-west-1", "PATH": "/usr/bin",
     }
 
     settings = AppSettings.from_environ(environ)
@@ -48,6 +49,7 @@ def test_every_setting_is_read_from_its_spec_variable() -> None:
         channel_id_pattern="room-[0-9]+", max_message_bytes=4096, posts_in_flight=8,
         fanout_queue_url="https://sqs.eu-west-1.amazonaws.com/1/fanout", inline_fanout_limit=50, heartbeats=True,
         history_seconds=60, metrics=True, server_name="chat", presence_max_members=20, dynamodb_read_timeout=15.0,
+        posts_per_second=2500, channel_index_shards=4,
         aws={"AWS_REGION": "eu-west-1"},  # the AWS_* variables only
     )
     assert settings.rules() == protocol.Rules("room-[0-9]+", 4096, presence_max_members=20)
@@ -58,7 +60,8 @@ def test_every_setting_is_read_from_its_spec_variable() -> None:
 
 @pytest.mark.parametrize("variable", [
     spec.ENV_MAX_MESSAGE_BYTES, spec.ENV_POSTS_IN_FLIGHT, spec.ENV_INLINE_FANOUT_LIMIT, spec.ENV_HISTORY_SECONDS,
-    spec.ENV_PRESENCE_MAX_MEMBERS, spec.ENV_DYNAMODB_READ_TIMEOUT,
+    spec.ENV_PRESENCE_MAX_MEMBERS, spec.ENV_DYNAMODB_READ_TIMEOUT, spec.ENV_POSTS_PER_SECOND,
+    spec.ENV_CHANNEL_INDEX_SHARDS,
 ])
 def test_a_number_that_is_not_one_is_refused_naming_its_variable(variable: str) -> None:
     with pytest.raises(ValueError, match=f"^{variable}: 'lots' is not a "):
