@@ -360,6 +360,9 @@ FIGURES = [
     _figure((CONFIGURATION, ARCHITECTURE), r"(?:up to|at most) (\d+) (?:fan-out invocations run )?at once", "spec.DEFAULT_FANOUT_CONCURRENCY",
             spec.DEFAULT_FANOUT_CONCURRENCY, required=False),
     # the account budget
+    _figure(ARCHITECTURE, r"in a slot's last (\d+) ms", "sender.AHEAD_SECONDS", round(sender.AHEAD_SECONDS * 1000)),
+    _figure(ARCHITECTURE, r"a counter for each tenth of the second \(`taken0` … `taken(\d)`\)",
+            "spec.BUDGET_SLOTS_PER_SECOND - 1", spec.BUDGET_SLOTS_PER_SECOND - 1),
     _figure((CONFIGURATION, ARCHITECTURE), r"\((\d{1,3}(?:,\d{3})*) by default, half", "spec.DEFAULT_POSTS_PER_SECOND",
             f"{spec.DEFAULT_POSTS_PER_SECOND:,}"),
     _figure(CONFIGURATION, r"(\d{1,3}(?:,\d{3})*) members take (\d+) s at the default",
