@@ -684,7 +684,8 @@ class Model:
     def __init__(self, workload: Workload, settings: Settings, environment: Environment,
                  facts: Mapping[str, Fact] | None = None):
         if workload.channels * workload.members > workload.connections:
-            raise ValueError(f"{workload.channels:,} channels of {workload.members:,} members need at least "
+            plural = "s" if workload.channels != 1 else ""
+            raise ValueError(f"{workload.channels:,} channel{plural} of {workload.members:,} members need at least "
                              f"{workload.channels * workload.members:,} connections")
         self.w, self.s, self.e = workload, settings, environment
         self.facts = dict(facts or load_facts())
@@ -966,8 +967,9 @@ class Model:
         throttled = not paced and requests_peak > self.account_quota
         notes: list[str] = []
         if not feasible:
-            latency = Latency(None, None, f"the posts asked for exceed the budget ×{post_demand / (budget or 1):,.3g}: "
-                                          "fan-outs back up without end")
+            excess = number(post_demand / (budget or 1))
+            latency = Latency(None, None,
+                              f"the posts asked for exceed the budget ×{excess}: fan-outs back up without end")
             notes.append(f"to carry this workload postsPerSecond must be at least {post_demand:,.0f} and the account "
                          f"quota at least {post_demand + other_requests:,.0f} requests/s")
         elif throttled:
@@ -1245,7 +1247,13 @@ def number(value: float | None) -> str:
         return "0"
     if abs(value) >= 100:
         return f"{value:,.0f}"
-    return f"{value:.3g}"
+    return _significant(value)
+
+
+def _significant(value: float) -> str:
+    """Three significant digits, never in exponent notation (0.0000243, not 2.43e-05)."""
+    decimals = max(0, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}".rstrip("0").rstrip(".") if decimals else f"{value:.0f}"
 
 
 def percent(use: float | None) -> str:
@@ -1255,7 +1263,7 @@ def percent(use: float | None) -> str:
 
 
 def dollars(value: float) -> str:
-    return "$" + (f"{value:,.0f}" if value >= 100 else f"{value:.3g}" if value else "0")
+    return "$" + (f"{value:,.0f}" if value >= 100 else _significant(value) if value else "0")
 
 
 #: The width text output wraps its prose at.
@@ -1468,12 +1476,13 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--members", type=_whole, default=1000, help="members of each channel, the largest's (default 1000)")
     w.add_argument("--publishes-per-second", type=_positive, default=1.0, help="publishes a second per channel "
                    "(default 1)")
-    w.add_argument("--message-bytes", type=_whole, default=100, help="characters of a publish's data (default 100)")
+    w.add_argument("--message-bytes", type=_message_bytes, default=100,
+                   help="characters of a publish's data (default 100)")
     w.add_argument("--joins-per-second", type=_positive, default=0.0, help="joins a second to the largest channel at "
                    "peak, each from a new connection (default 0)")
     w.add_argument("--client-ping-seconds", type=_positive, default=_client_ping_default(),
                    help="seconds idle after which a client pings, 0 never (default: ChannelClient's, %(default)g)")
-    w.add_argument("--hours", type=_positive, default=HOURS_PER_MONTH, help="hours a month the workload runs "
+    w.add_argument("--hours", type=_hours, default=HOURS_PER_MONTH, help="hours a month the workload runs "
                    "(default %(default)g, all month)")
     s = p.add_argument_group("settings (the component's; defaults from components/args.py)")
     s.add_argument("--posts-per-second", type=_whole, default=defaults.posts_per_second)
@@ -1487,15 +1496,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--publish-memory-mb", type=_whole, default=defaults.publish_memory_mb)
     s.add_argument("--lambda-architecture", default=defaults.lambda_architecture)
     e = p.add_argument_group("assumed (not measured on AWS) and quotas (defaults: plan_prices.json)")
-    e.add_argument("--round-trip-ms", type=_positive, default=environment.round_trip_ms,
+    e.add_argument("--round-trip-ms", type=_above_zero, default=environment.round_trip_ms,
                    help="the management API's round trip from Lambda (default %(default)g, as bench/fanout.py)")
-    e.add_argument("--dynamodb-ms", type=_positive, default=environment.dynamodb_ms,
+    e.add_argument("--dynamodb-ms", type=_above_zero, default=environment.dynamodb_ms,
                    help="a DynamoDB or SQS call's round trip from Lambda (default %(default)g)")
-    e.add_argument("--post-cpu-us", type=_positive, help="CPU a post takes, µs of a full core: measure it with "
+    e.add_argument("--post-cpu-us", type=_above_zero, help="CPU a post takes, µs of a full core: measure it with "
                    ".venv/bin/python bench/post_cpu.py (default: not given, the round trip alone bounds posting)")
-    e.add_argument("--account-requests-per-second", type=_positive, help="API Gateway's account quota")
-    e.add_argument("--new-connections-per-second", type=_positive, help="API Gateway's new connection quota")
-    e.add_argument("--lambda-concurrency", type=_positive, help="Lambda's concurrent executions quota")
+    e.add_argument("--account-requests-per-second", type=_above_zero, help="API Gateway's account quota")
+    e.add_argument("--new-connections-per-second", type=_above_zero, help="API Gateway's new connection quota")
+    e.add_argument("--lambda-concurrency", type=_above_zero, help="Lambda's concurrent executions quota")
     o = p.add_argument_group("output")
     o.add_argument("--compare", action="store_true",
                    help="the server before its account budget (posts not paced, one index partition a channel) "
@@ -1507,16 +1516,48 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _whole(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: must be a whole number of at least 1") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text}: must be a whole number of at least 1")
     return value
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: must be a number") from None
+
+
 def _positive(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"{text}: must be a number of at least 0")
+    return value
+
+
+def _above_zero(text: str) -> float:
+    value = _number(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text}: must be a number above 0")
+    return value
+
+
+def _hours(text: str) -> float:
+    value = _above_zero(text)
+    if value > HOURS_PER_MONTH:
+        raise argparse.ArgumentTypeError(f"{text}: a month has {HOURS_PER_MONTH:g} hours")
+    return value
+
+
+def _message_bytes(text: str) -> int:
+    value = _whole(text)
+    if value > protocol.API_GATEWAY_MAX_MESSAGE_BYTES:
+        raise argparse.ArgumentTypeError(f"{text}: a message frame is at most {protocol.API_GATEWAY_MAX_MESSAGE_BYTES} "
+                                         "bytes (API Gateway's limit), its data less")
     return value
 
 
@@ -1560,7 +1601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     labels = ["unpaced", "paced"] if options.compare else ["paced"]
     if options.json:
         data = {label: to_json(one) for label, one in zip(labels, plans, strict=True)}
-        print(json.dumps(data if options.compare else data["new"], indent=2, ensure_ascii=False))
+        print(json.dumps(data if options.compare else data["paced"], indent=2, ensure_ascii=False))
     else:
         sys.stdout.write(text(plans, labels))
         if options.figures:

@@ -398,7 +398,7 @@ class ChannelApp:
             except Exception:
                 logger.exception("removing gone connections failed", extra=context)
         for failure in deliveries.failed:
-            logger.warning("delivery failed after retries", extra={**context, "code": failure.code})
+            logger.warning("delivery failed after retries: %s", failure.code, extra={**context, "code": failure.code})
         return deliveries
 
     def _hand_on(self, deliveries: Any, payload: bytes, channel: str, context: dict[str, Any]) -> None:

@@ -281,3 +281,27 @@ def test_every_figure_in_the_prose_is_one_the_planner_prints(outputs: dict[str, 
     missing = [figure for figure in figures
                if not re.search(rf"(?<![\d,.]){re.escape(figure)}(?![\d]|,\d|\.\d)", printed)]
     assert missing == [], f"{DOC} quotes figures no documented command prints: {missing}"
+
+
+def test_json_alone_is_the_paced_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    assert plan.main(["--channels", "2", "--members", "10", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["settings"]["posts_per_second"] == spec.DEFAULT_POSTS_PER_SECOND
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--round-trip-ms", "0", "must be a number above 0"),
+    ("--account-requests-per-second", "0", "must be a number above 0"),
+    ("--lambda-concurrency", "0", "must be a number above 0"),
+    ("--members", "1.5", "must be a whole number of at least 1"),
+    ("--message-bytes", "140000", "a message frame is at most 131072 bytes"),
+    ("--hours", "10000", "a month has 730 hours"),
+    ("--publishes-per-second", "lots", "must be a number"),
+])
+def test_a_value_the_model_cannot_use_is_refused_saying_why(
+        flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        plan.main([flag, value])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert f"argument {flag}: {value}: {message}" in error and "Traceback" not in error, error
