@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import gc
 import os
+import uuid
 from typing import Any, Iterator
 
 import pytest
@@ -133,6 +134,25 @@ def dynamodb(embedded_dynamodb: Any) -> Any:
 def table(dynamodb: Any, table_definition: Any) -> Iterator[str]:
     """A fresh table, declared as the component declares it; yields its name."""
     name = create_test_table(dynamodb, table_definition)
+    yield name
+    dynamodb.delete_table(TableName=name)
+
+
+@pytest.fixture
+def sharded_table(dynamodb: Any, table_definition: Any) -> Iterator[str]:
+    """The component's table with a third index, the sharded channel index
+    (keyed on ``channelShard``), beside ``byChannel``: both kinds of channel
+    index in one table; yields its name."""
+    from channel_server.handlers import spec
+    from channel_server.local.dynamodb import create_table
+
+    inputs = dict(table_definition.inputs)
+    inputs["attributes"] = [*inputs["attributes"], {"name": spec.CHANNEL_SHARD, "type": "S"}]
+    inputs["globalSecondaryIndexes"] = [*inputs["globalSecondaryIndexes"], {
+        "name": spec.CHANNEL_SHARD_INDEX, "hashKey": spec.CHANNEL_SHARD, "projectionType": "INCLUDE",
+        "nonKeyAttributes": [spec.EXPIRES_AT]}]
+    name = f"sharded-{uuid.uuid4().hex[:8]}"
+    create_table(dynamodb, name, inputs)
     yield name
     dynamodb.delete_table(TableName=name)
 

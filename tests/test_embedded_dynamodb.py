@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from channel_server.handlers import spec
 from support.table import rows
 
 
@@ -264,7 +265,7 @@ def test_an_index_query_checks_only_the_items_its_key_can_match(dynamodb: Any, t
 
 #: A channel index keyed on an attribute of its own, as a sharded channel index is
 #: (``channelShard``, "<channel>#<n>"): built here, whatever the component declares today.
-SHARD_INDEX, SHARD = "byChannelShard", "channelShard"
+SHARD_INDEX, SHARD = spec.CHANNEL_SHARD_INDEX, spec.CHANNEL_SHARD  # the conftest sharded_table's third index
 NOW = 1_800_000_000
 
 
@@ -278,22 +279,6 @@ def live_ids(table: str, index: str, attribute: str, value: dict[str, str], **mo
             "ExpressionAttributeValues": {":h": value, ":now": {"N": str(NOW)}}, **more}
 
 
-@pytest.fixture
-def sharded_table(dynamodb: Any, table_definition: Any) -> Any:
-    """The component's table with a third index, keyed on ``channelShard``; yields its name."""
-    import uuid
-
-    from channel_server.handlers import spec
-    from channel_server.local.dynamodb import create_table
-
-    inputs = dict(table_definition.inputs)
-    inputs["attributes"] = [*inputs["attributes"], {"name": SHARD, "type": "S"}]
-    inputs["globalSecondaryIndexes"] = [*inputs["globalSecondaryIndexes"], {
-        "name": SHARD_INDEX, "hashKey": SHARD, "projectionType": "INCLUDE", "nonKeyAttributes": [spec.EXPIRES_AT]}]
-    name = f"sharded-{uuid.uuid4().hex[:8]}"
-    create_table(dynamodb, name, inputs)
-    yield name
-    dynamodb.delete_table(TableName=name)
 
 
 @pytest.fixture

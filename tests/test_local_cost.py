@@ -16,16 +16,16 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from typing import Any, Callable
 
 import pytest
 
+from channel_server.handlers import spec
 from support.aws import FAKE_CREDENTIALS, REGION
 from support.table import member_items
 
 #: A channel index keyed on an attribute of its own ("<channel>#<n>"), as a sharded one is.
-SHARD_INDEX, SHARD = "byChannelShard", "channelShard"
+SHARD_INDEX, SHARD = spec.CHANNEL_SHARD_INDEX, spec.CHANNEL_SHARD  # the conftest sharded_table's third index
 MEMBERS, OTHERS, SHARDS = 10, 5_000, 4
 
 
@@ -59,20 +59,6 @@ def server_calls(embedded: Any, work: Callable[[Any], None]) -> int:
     return counted
 
 
-@pytest.fixture
-def sharded_table(dynamodb: Any, table_definition: Any) -> Any:
-    """The component's table with an index keyed on ``channelShard`` too."""
-    from channel_server.handlers import spec
-    from channel_server.local.dynamodb import create_table
-
-    inputs = dict(table_definition.inputs)
-    inputs["attributes"] = [*inputs["attributes"], {"name": SHARD, "type": "S"}]
-    inputs["globalSecondaryIndexes"] = [*inputs["globalSecondaryIndexes"], {
-        "name": SHARD_INDEX, "hashKey": SHARD, "projectionType": "INCLUDE", "nonKeyAttributes": [spec.EXPIRES_AT]}]
-    name = f"cost-{uuid.uuid4().hex[:8]}"
-    create_table(dynamodb, name, inputs)
-    yield name
-    dynamodb.delete_table(TableName=name)
 
 
 def join(dynamodb: Any, table: str, channel: str, count: int, prefix: str) -> list[str]:

@@ -112,7 +112,7 @@ def sharded_definition() -> Any:
 
 
 @pytest.fixture
-def sharded_table(dynamodb: Any, sharded_definition: Any) -> Iterator[str]:
+def component_sharded_table(dynamodb: Any, sharded_definition: Any) -> Iterator[str]:
     indexes = {index["name"]: [key["attributeName"] for key in index["keySchemas"] if key["keyType"] == "HASH"]
                for index in sharded_definition.inputs["globalSecondaryIndexes"]}
     assert indexes.get(spec.CHANNEL_SHARD_INDEX) == [spec.CHANNEL_SHARD] and spec.CHANNEL_INDEX not in indexes
@@ -125,8 +125,8 @@ def sharded_store(dynamodb: Any, table: str) -> Store:
     return Store(dynamodb, table, spec.CHANNEL_SHARD_INDEX, index_shards=SHARDS)
 
 
-def test_a_sharded_store_lists_each_member_once_after_moves(dynamodb: Any, sharded_table: str) -> None:
-    store = sharded_store(dynamodb, sharded_table)
+def test_a_sharded_store_lists_each_member_once_after_moves(dynamodb: Any, component_sharded_table: str) -> None:
+    store = sharded_store(dynamodb, component_sharded_table)
     ids = [f"conn-{n:02d}=" for n in range(24)]
     for connection_id in ids:
         store.join(connection_id, "lobby", f"s-{connection_id}")
@@ -145,19 +145,19 @@ def test_a_sharded_store_lists_each_member_once_after_moves(dynamodb: Any, shard
         assert sorted(listed) == sorted(expected)
     # the lobby's members spread over every shard, as their ids' hash puts them
     assert {zlib.crc32(connection_id.encode()) % SHARDS for connection_id in lobby} == set(range(SHARDS))
-    memberships = [row for row in rows(dynamodb, sharded_table) if not row[spec.CHANNEL_ID].startswith("$")]
+    memberships = [row for row in rows(dynamodb, component_sharded_table) if not row[spec.CHANNEL_ID].startswith("$")]
     assert len(memberships) == len(ids)
     assert all(row[spec.CHANNEL_SHARD] == channel_shard(row[spec.CHANNEL_ID], row[spec.CONNECTION_ID], SHARDS)
                for row in memberships)
 
 
 def test_a_membership_written_under_one_shard_is_not_listed_until_it_joins_again(
-        dynamodb: Any, sharded_table: str) -> None:
-    sharded = sharded_store(dynamodb, sharded_table)
-    one_shard = Store(dynamodb, sharded_table, spec.CHANNEL_INDEX, index_shards=1)  # writes rows as before
+        dynamodb: Any, component_sharded_table: str) -> None:
+    sharded = sharded_store(dynamodb, component_sharded_table)
+    one_shard = Store(dynamodb, component_sharded_table, spec.CHANNEL_INDEX, index_shards=1)  # writes rows as before
     sharded.join("new=", "lobby", "s-new")
     one_shard.join("old=", "lobby", "s-old")
-    (old_row,) = [row for row in rows(dynamodb, sharded_table)
+    (old_row,) = [row for row in rows(dynamodb, component_sharded_table)
                   if row[spec.CONNECTION_ID] == "old=" and row[spec.CHANNEL_ID] == "lobby"]
     assert spec.CHANNEL_SHARD not in old_row
 
