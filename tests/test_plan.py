@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from channel_server import plan
+from channel_server import plan, plan_figures, plan_report
 from channel_server.handlers import protocol, spec, store
 from support.doc_commands import ROOT, run
 
@@ -35,12 +35,12 @@ PLAN_COMMAND = re.compile(r"\.venv/bin/python -m channel_server\.plan( .*)?")
 def test_item_sizes_follow_dynamodbs_rules() -> None:
     # a string: its name and its UTF-8 bytes; a number: its name, a byte per two significant
     # digits and one more (leading and trailing zeros do not count); a boolean: its name and one
-    assert plan.item_size({"name": {"S": "héllo"}}) == 4 + 6
-    assert plan.item_size({"n": {"N": "1764097500"}}) == 1 + 4 + 1  # 17640975: eight significant digits
-    assert plan.item_size({"n": {"N": "123"}}) == 1 + 2 + 1
-    assert plan.item_size({"b": {"BOOL": True}, "s": {"S": ""}}) == 2 + 1
+    assert plan_figures.item_size({"name": {"S": "héllo"}}) == 4 + 6
+    assert plan_figures.item_size({"n": {"N": "1764097500"}}) == 1 + 4 + 1  # 17640975: eight significant digits
+    assert plan_figures.item_size({"n": {"N": "123"}}) == 1 + 2 + 1
+    assert plan_figures.item_size({"b": {"BOOL": True}, "s": {"S": ""}}) == 2 + 1
     # a list: three bytes, and each element one more
-    assert plan.item_size({"l": {"L": [{"S": "ab"}, {"N": "7"}]}}) == 1 + 3 + (2 + 1) + (2 + 1)
+    assert plan_figures.item_size({"l": {"L": [{"S": "ab"}, {"N": "7"}]}}) == 1 + 3 + (2 + 1) + (2 + 1)
 
 
 def _item(channel: str, expires: int, **more: Any) -> dict[str, Any]:
@@ -49,11 +49,11 @@ def _item(channel: str, expires: int, **more: Any) -> dict[str, Any]:
 
 
 def test_index_writes_follow_dynamodbs_rules() -> None:
-    index = plan.Index("byChannel", spec.CHANNEL_ID, spec.INDEX_PROJECTED)
-    sparse = plan.Index("bySender", spec.SENDER_ID, ())
+    index = plan_figures.Index("byChannel", spec.CHANNEL_ID, spec.INDEX_PROJECTED)
+    sparse = plan_figures.Index("bySender", spec.SENDER_ID, ())
 
-    def units(before: Any, after: Any, transactional: bool = False) -> plan.Units:
-        return plan.write_units([plan.Write(before, after, transactional)], (index, sparse), 1024)
+    def units(before: Any, after: Any, transactional: bool = False) -> plan_figures.Units:
+        return plan_figures.write_units([plan_figures.Write(before, after, transactional)], (index, sparse), 1024)
 
     new = units(None, _item("lobby", 10))
     assert (new.table, dict(new.index)) == (1, {"byChannel": 1})  # a new entry: one write
@@ -71,9 +71,9 @@ def test_index_writes_follow_dynamodbs_rules() -> None:
 
 def test_a_query_reads_half_a_unit_per_4_kb_of_each_page() -> None:
     # 100 entries of 100 bytes: one page of 10,000 bytes, three 4 KB units, half each
-    assert plan.query_read_units(100, 100, 1024 * 1024, 4096) == (1, 1.5)
+    assert plan_figures.query_read_units(100, 100, 1024 * 1024, 4096) == (1, 1.5)
     # a page holds what fits in 1 MB: 10,486 entries of 100 bytes
-    pages, units = plan.query_read_units(20_000, 100, 1024 * 1024, 4096)
+    pages, units = plan_figures.query_read_units(20_000, 100, 1024 * 1024, 4096)
     assert pages == 2
     assert units == (256 + 233) / 2  # 1,048,600 bytes then 951,400 bytes
 
@@ -89,23 +89,23 @@ def test_the_items_the_planner_sizes_are_those_the_store_writes(
     # GIVEN the store on the embedded DynamoDB and the planner's recording client, one clock
     table = create_test_table(dynamodb, table_definition)
     try:
-        real = store.Store(dynamodb, table, plan.indexes(shards)[0].name, clock=lambda: plan.EXAMPLE_NOW,
+        real = store.Store(dynamodb, table, plan_figures.indexes(shards)[0].name, clock=lambda: plan_figures.EXAMPLE_NOW,
                            heartbeats=True, index_shards=shards)
-        recording = plan.RecordingClient()
-        recorded = store.Store(recording, table, plan.indexes(shards)[0].name, clock=lambda: plan.EXAMPLE_NOW,
+        recording = plan_figures.RecordingClient()
+        recorded = store.Store(recording, table, plan_figures.indexes(shards)[0].name, clock=lambda: plan_figures.EXAMPLE_NOW,
                                heartbeats=True, index_shards=shards)
         sender = protocol.new_sender_id()
         # WHEN both register, join, and one connection leaves
         for each in (real, recorded):
-            each.register(plan.EXAMPLE_CONNECTION_ID)
-            each.join(plan.EXAMPLE_CONNECTION_ID, plan.EXAMPLE_CHANNEL_ID, sender)
-            each.join(plan.EXAMPLE_OTHER_CONNECTION_ID, plan.EXAMPLE_CHANNEL_ID, sender)
-            each.close_connection(plan.EXAMPLE_OTHER_CONNECTION_ID)
+            each.register(plan_figures.EXAMPLE_CONNECTION_ID)
+            each.join(plan_figures.EXAMPLE_CONNECTION_ID, plan_figures.EXAMPLE_CHANNEL_ID, sender)
+            each.join(plan_figures.EXAMPLE_OTHER_CONNECTION_ID, plan_figures.EXAMPLE_CHANNEL_ID, sender)
+            each.close_connection(plan_figures.EXAMPLE_OTHER_CONNECTION_ID)
         # THEN the table holds exactly the items the recording client holds
         stored = dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
         assert sorted(map(_canonical, stored)) == sorted(map(_canonical, recording.items.values()))
-        requests = Counter(plan.REQUESTS["connect_heartbeats"]) + Counter(plan.REQUESTS["disconnect"])
-        requests.update({operation: 2 * count for operation, count in plan.REQUESTS["join"].items()})
+        requests = Counter(plan_figures.REQUESTS["connect_heartbeats"]) + Counter(plan_figures.REQUESTS["disconnect"])
+        requests.update({operation: 2 * count for operation, count in plan_figures.REQUESTS["join"].items()})
         assert recording.requests == requests
     finally:
         dynamodb.delete_table(TableName=table)
@@ -116,14 +116,14 @@ def _canonical(item: dict[str, Any]) -> str:
 
 
 def test_the_budget_row_is_the_one_postbudget_writes() -> None:
-    measured = plan.measure(heartbeats=False, shards=1, message=b"{}", history_seconds=0, posts_in_flight=64)
+    measured = plan_figures.measure(heartbeats=False, shards=1, message=b"{}", history_seconds=0, posts_in_flight=64)
     row = measured.budget_row
     assert row[spec.CONNECTION_ID] == row[spec.CHANNEL_ID]
     assert row[spec.CONNECTION_ID]["S"].startswith(spec.BUDGET_PREFIX)
     counters = {name: value for name, value in row.items() if name.startswith(spec.BUDGET_TAKEN)}
     assert list(counters.values()) == [{"N": "128"}]  # two grants of 64 in one slot
     # the second's first grant makes its row (an index entry too, on the unsharded index); the next updates it
-    first, later = (plan.write_units(measured.writes[name], plan.indexes(1), 1024) for name in ("grant_first", "grant"))
+    first, later = (plan_figures.write_units(measured.writes[name], plan_figures.indexes(1), 1024) for name in ("grant_first", "grant"))
     assert (first.table, dict(first.index), later.table, dict(later.index)) == (1, {spec.CHANNEL_INDEX: 1}, 1, {})
 
 
@@ -199,7 +199,7 @@ def test_the_json_is_the_texts_plan() -> None:
     assert set(data) == {"unpaced", "paced"}
     assert data["paced"]["first_limit"]["resource"] == plan.BUDGET_ROW
     assert data["unpaced"]["latency"]["reply_ms"] is None
-    assert data["paced"]["requests"] == {name: dict(counts) for name, counts in plan.REQUESTS.items()}
+    assert data["paced"]["requests"] == {name: dict(counts) for name, counts in plan_figures.REQUESTS.items()}
     assert data["paced"]["facts"]["api_gateway_requests_per_second"]["value"] == 10_000
 
 
@@ -207,8 +207,8 @@ def test_the_json_is_the_texts_plan() -> None:
 
 
 def test_every_price_and_quota_has_its_source_and_date_and_is_used() -> None:
-    source = (ROOT / "components/plan.py").read_text()
-    for key, fact in plan.load_facts().items():
+    source = "".join((ROOT / f"components/{module}.py").read_text() for module in ("plan", "plan_figures", "plan_report"))
+    for key, fact in plan_figures.load_facts().items():
         assert fact.source.startswith("https://"), key
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", fact.read), key
         assert f'"{key}"' in source or '"lambda_gb_second_{' in source and key.startswith("lambda_gb_second_"), (
@@ -284,7 +284,7 @@ def test_every_figure_in_the_prose_is_one_the_planner_prints(outputs: dict[str, 
 
 
 def test_json_alone_is_the_paced_plan(capsys: pytest.CaptureFixture[str]) -> None:
-    assert plan.main(["--channels", "2", "--members", "10", "--json"]) == 0
+    assert plan_report.main(["--channels", "2", "--members", "10", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["settings"]["posts_per_second"] == spec.DEFAULT_POSTS_PER_SECOND
 
@@ -301,7 +301,7 @@ def test_json_alone_is_the_paced_plan(capsys: pytest.CaptureFixture[str]) -> Non
 def test_a_value_the_model_cannot_use_is_refused_saying_why(
         flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
-        plan.main([flag, value])
+        plan_report.main([flag, value])
     assert exited.value.code == 2
     error = capsys.readouterr().err
     assert f"argument {flag}: {value}: {message}" in error and "Traceback" not in error, error

@@ -3,7 +3,7 @@ publish two plus a query page per megabyte of members, and members found gone
 are closed together in batches, with no read per member.
 
 Each count is asserted against the capacity planner's table
-(``channel_server.plan.REQUESTS``), so the test checks the model the planner
+(``channel_server.plan_figures.REQUESTS``), so the test checks the model the planner
 prices and limits with. Counted twice over: with botocore's event hooks on a
 boto3 client given to the app, and at the server, request by request, for the
 handlers' own DynamoDB client (``handlers/awsjson.py``, what runs in Lambda)."""
@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from channel_server import plan
+from channel_server import plan_figures
 from channel_server.handlers import handoff, protocol, spec
 from channel_server.handlers.budget import PostBudget
 from support.aws import FAKE_CREDENTIALS, REGION
@@ -77,9 +77,9 @@ def counted(counting: Any) -> Any:
 def test_a_join_takes_two_requests_first_time_and_after(counted: Counted, client: Any) -> None:
     alice = client()
     alice.join("lobby")
-    assert counted.take() == plan.REQUESTS["join"]
+    assert counted.take() == plan_figures.REQUESTS["join"]
     alice.join("kitchen")
-    assert counted.take() == plan.REQUESTS["join"]
+    assert counted.take() == plan_figures.REQUESTS["join"]
 
 
 def test_a_disconnect_takes_two_requests_and_one_when_never_joined(counted: Counted, client: Any) -> None:
@@ -88,9 +88,9 @@ def test_a_disconnect_takes_two_requests_and_one_when_never_joined(counted: Coun
     counted.take()
 
     alice.disconnect()
-    assert counted.take() == plan.REQUESTS["disconnect"]
+    assert counted.take() == plan_figures.REQUESTS["disconnect"]
     bob.disconnect()
-    assert counted.take() == plan.REQUESTS["disconnect_unjoined"]
+    assert counted.take() == plan_figures.REQUESTS["disconnect_unjoined"]
 
 
 def test_a_publish_takes_two_requests(counted: Counted, client: Any) -> None:
@@ -101,7 +101,7 @@ def test_a_publish_takes_two_requests(counted: Counted, client: Any) -> None:
 
     alice.send({"type": "publish", "data": "hi"})
 
-    assert counted.take() == plan.publish_requests(2) == plan.REQUESTS["publish"]
+    assert counted.take() == plan_figures.publish_requests(2) == plan_figures.REQUESTS["publish"]
 
 
 @pytest.mark.parametrize("gone", [1, 12, 13, 30])
@@ -119,7 +119,7 @@ def test_members_found_gone_are_closed_together_in_batches_without_a_read_each(
     alice.send({"type": "publish", "data": "hi"})
 
     # two items per gone member (its tombstone, its membership's delete), 25 to a batch
-    assert counted.take() == plan.publish_requests(gone + 2, gone=gone)
+    assert counted.take() == plan_figures.publish_requests(gone + 2, gone=gone)
 
 
 def test_a_publish_with_history_keeps_its_message_first(counting: Any, client: Any) -> None:
@@ -131,14 +131,14 @@ def test_a_publish_with_history_keeps_its_message_first(counting: Any, client: A
 
     alice.send({"type": "publish", "data": "hi"})
 
-    assert counted.take() == plan.publish_requests(1, history=True)
+    assert counted.take() == plan_figures.publish_requests(1, history=True)
 
 
 def test_with_heartbeats_a_connect_registers_and_a_run_reads_each_shard(counting: Any, client: Any, world: Any) -> None:
     counted = counting(**{spec.ENV_HEARTBEATS: "1"})
     alice, bob = client(), client()
     world.connect(alice.connection_id)
-    assert counted.take() == plan.REQUESTS["connect_heartbeats"]
+    assert counted.take() == plan_figures.REQUESTS["connect_heartbeats"]
     world.connect(bob.connection_id)
     for member in (alice, bob):
         member.join("lobby")
@@ -147,7 +147,7 @@ def test_with_heartbeats_a_connect_registers_and_a_run_reads_each_shard(counting
     world.call("heartbeat", {"scheduledTime": "2026-12-08T00:00:00Z"})
 
     # one page of each heartbeat shard, and posts (no DynamoDB request) to both
-    assert counted.take() == plan.REQUESTS["heartbeat"]
+    assert counted.take() == plan_figures.REQUESTS["heartbeat"]
     assert [frame["type"] for frame in alice.frames()][-1] == "heartbeat"
 
 
@@ -161,7 +161,7 @@ def test_a_fanout_chunk_is_claimed_and_its_claim_finished(counted: Any, client: 
 
     world.call("fanout", {"Records": [{"messageId": "chunk-1", "body": body}]})
 
-    assert counted.take() == plan.REQUESTS["chunk"]
+    assert counted.take() == plan_figures.REQUESTS["chunk"]
     assert bob.frames()[-1]["data"] == "hi"
 
 
@@ -172,4 +172,4 @@ def test_a_budget_grant_takes_one_request(embedded_dynamodb: Any, world: Any) ->
     grant = budget.take(spec.DEFAULT_POSTS_IN_FLIGHT)
 
     assert grant.posts > 0
-    assert counter.take() == plan.REQUESTS["grant"]
+    assert counter.take() == plan_figures.REQUESTS["grant"]
