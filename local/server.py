@@ -41,6 +41,7 @@ from . import queues as queues_module
 from . import schedules as schedules_module
 from .function_urls import FUNCTION_URL_PREFIX
 from .functions import DEFAULT_CONCURRENCY, LocalFunction
+from .management_port import GatewaySite
 from .options import REFERENCE_BACKEND, SERVER_PUBLISH_WITH_BACKEND, authorizer_problem, check_option, url_problem
 from .placeholders import LOCAL_CREDENTIALS, REGION
 from .ports import PortInUse, bind, port_in_use_reported  # noqa: F401 - PortInUse: importable here as before
@@ -369,7 +370,7 @@ class LocalServer:
         # only now: every connection finds every function ready
         assert self._runner is not None and self.gateway is not None  # set up by _set_up_gateway
         # plain management API calls are answered by the gateway itself, the rest by aiohttp
-        self._site = gateway_module.GatewaySite(self._runner, self._socket, self.gateway)
+        self._site = GatewaySite(self._runner, self._socket, self.gateway)
         with port_in_use_reported(self.host, self.port):  # another process bound it too and listened first
             await self._site.start()
 
