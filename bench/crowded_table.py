@@ -97,7 +97,7 @@ def embedded_reads(members: int, others: int) -> None:
     from channel_server.handlers import dynamodb as handlers_dynamodb
     from channel_server.handlers import spec
     from channel_server.handlers.store import Store, heartbeat_shard
-    from channel_server.local import dynamodb as embedded
+    from channel_server.local import dynamodb_index as embedded
     from channel_server.local.dynamodb import EmbeddedDynamoDB, create_table
     from channel_server.mocks import deploy
     from channel_server.resource_types import TABLE

@@ -1,4 +1,4 @@
-"""Local mode's embedded DynamoDB (moto's server, local/dynamodb.py) where it differs from moto's own.
+"""Local mode's embedded DynamoDB (moto's server, local/dynamodb.py and dynamodb_index.py) where it differs from moto's own.
 
 Its transactions are cheap, yet a cancelled one still changes nothing and none
 copies a table; a query of an index reads the items of its partition only, from
@@ -228,7 +228,7 @@ def two_channels(dynamodb: Any, table: str) -> str:
 
 def test_an_index_query_answers_as_moto_itself_does(dynamodb: Any, two_channels: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from channel_server.local import dynamodb as embedded
+    from channel_server.local import dynamodb_index as embedded
 
     queries = channel_queries(two_channels)
     by_key = answers(dynamodb, queries)
@@ -347,7 +347,7 @@ def test_the_stores_query_is_answered_as_moto_answers_it(dynamodb: Any, crowd: s
     bodies, byte for byte, and the same headers, as moto's own query sends."""
     from moto.dynamodb.models.table import Table
 
-    from channel_server.local import dynamodb as embedded
+    from channel_server.local import dynamodb_index as embedded
 
     queried: list[str] = []
     moto_query = Table.query
@@ -418,7 +418,7 @@ def test_the_index_of_values_follows_every_kind_of_write(dynamodb: Any, crowd: s
     transactions that go through or are cancelled, batches: the index kept
     through them is the one built anew from the table."""
     from channel_server.handlers import spec
-    from channel_server.local.dynamodb import _ValueIndex
+    from channel_server.local.dynamodb_index import _ValueIndex
 
     def key(connection_id: str, channel_id: str) -> dict[str, Any]:
         return {spec.CONNECTION_ID: {"S": connection_id}, spec.CHANNEL_ID: {"S": channel_id}}

@@ -112,7 +112,7 @@ def test_a_publish_reads_as_much_beside_5000_connections_as_alone(
         embedded_dynamodb: Any, dynamodb: Any, sharded_table: str, index: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from channel_server.handlers import spec
-    from channel_server.local import dynamodb as embedded
+    from channel_server.local import dynamodb_index as embedded
 
     index_name = spec.CHANNEL_INDEX if index == "channel" else SHARD_INDEX
     publisher, *_ = join(dynamodb, sharded_table, "small", MEMBERS, "member")
