@@ -37,7 +37,6 @@ from __future__ import annotations
 import itertools
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -166,8 +165,12 @@ class Store:
         self._presence = presence  # presence rows kept (see the presence section)
         self._index_shards = index_shards
         #: reads a sharded channel's partitions at once (its threads start when first used)
-        self._readers = None if index_shards == 1 else ThreadPoolExecutor(
-            max_workers=min(index_shards, MAX_PARALLEL_READS), thread_name_prefix="channel-shard")
+        self._readers: Any = None
+        if index_shards > 1:
+            from concurrent.futures import ThreadPoolExecutor  # here: every route imports the store, ping included
+
+            self._readers = ThreadPoolExecutor(max_workers=min(index_shards, MAX_PARALLEL_READS),
+                                               thread_name_prefix="channel-shard")
 
     def _shard(self, connection_id: str) -> dict[str, Any]:
         """The heartbeat index attribute of a live state row (none when off)."""

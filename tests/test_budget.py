@@ -109,9 +109,7 @@ def test_a_budget_under_ten_a_second_leaves_some_slots_empty_without_asking(tabl
         def update_item(self, **_: Any) -> dict:
             raise AssertionError("a slot with no share asks nothing")
 
-    clock = Clock(1_800_000_300.0)
-    budget = PostBudget(Refuses(), table, 3)
-    budget._clock = clock
+    budget = PostBudget(Refuses(), table, 3, Clock(1_800_000_300.0))  # the second's first slot
     assert [share(3, slot) for slot in range(10)] == [0, 0, 0, 1, 0, 0, 1, 0, 0, 1]
     assert budget.take(1).posts == 0
 
