@@ -21,6 +21,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from channel_server.check import CHECKS
 from support.doc_commands import ROOT, Command, Shell, documented, free_port, run, with_ports
 from test_docs import normalized, startup_transcript
 
@@ -68,6 +69,15 @@ RULES: dict[str, str] = {
         "test_doc_features::test_a_backend_publishes_with_the_documented_commands",
     r"\.venv/bin/python -m channel_server\.plan( .*)?":
         "test_plan::test_each_documented_plan_prints_what_the_page_shows",
+    r"\.venv/bin/python -m channel_server\.check ws://127\.0\.0\.1:8080/dev":
+        "test_doc_commands::test_local_mode_serves_the_documented_clients",
+    r"python3 tasks\.py local --authorizer examples/authorizer\.py --heartbeat-seconds \d+ --server-publish":
+        "test_check::test_the_documented_run_passes_every_check_as_the_page_shows",
+    r"\.venv/bin/python -m channel_server\.check ws://127\.0\.0\.1:8080/dev --token \w+ .*":
+        "test_check::test_the_documented_run_passes_every_check_as_the_page_shows",
+    r"\.venv/bin/python -m channel_server\.check \"\$\(pulumi stack output url\)\"( .*)?": NO_PULUMI_CLI,
+    r"\.venv/bin/python -m channel_server\.api_models --stack dev":
+        "test_api_models::test_the_command_passes_the_projects_stack_and_fails_a_broken_program",
     r"pulumi .*|A\$ .*|B\$ .*": NO_PULUMI_CLI,
     r"wscat .*": "not run: wscat is an npm tool, not installed here; the websockets command shows the same frames",
     r"pip install \"channel-server @ git\+https://<host>/.*\"": "not run: a git URL with placeholders, on a network",
@@ -162,9 +172,17 @@ def test_local_mode_serves_the_documented_clients() -> None:
         raw.end_input()
         assert raw.finish() == 0
 
-        # AND Ctrl-C stops local mode cleanly, each client's $disconnect run
+        # AND the check passes against it, as the README shows it, one line per check
+        checked = run(with_ports(the(r"\.venv/bin/python -m channel_server\.check ws://127\.0\.0\.1:8080/dev"),
+                                 ports))
+        assert (checked.returncode, checked.stderr) == (0, ""), checked.stdout + checked.stderr
+        assert [line.split("  ")[0] for line in checked.stdout.splitlines()[1:-1]] == list(CHECKS), checked.stdout
+
+        # AND Ctrl-C stops local mode cleanly, each client's $disconnect run (the check's too)
         assert local.interrupt() == 0
-        assert local.output.count("disconnect ") == 3
+        connected = re.findall(r" connect (\S+)$", local.output, re.M)
+        assert len(connected) == 3 + 3  # A, B, the raw client; the check's two and its raw connection
+        assert sorted(re.findall(r" disconnect (\S+) \d+$", local.output, re.M)) == sorted(connected)
         assert local.lines[-1] == "stopped"
     finally:
         local.kill()
