@@ -436,6 +436,17 @@ DOCUMENTED_RULES: dict[tuple[str, str, str], tuple[Rule, ...]] = {
              "https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rate-expressions.html (read 2026-12-08; "
              "EventBridge's rate expressions, which Scheduler's are)", lambda value, context: _rate_number(value)),
     ),
+    ("lambda", "CreateFunction", "FunctionName"): (
+        Rule("a function's name (not its ARN) is at most 64 characters", "model",
+             lambda value, context: ":" in str(value) or len(str(value)) <= 64,
+             quote="it is limited to 64 characters in length"),
+    ),
+    ("sqs", "CreateQueue", "QueueName"): (
+        Rule("at most 80 characters: letters, digits, '-' and '_' (and '.fifo' at the end of a FIFO queue's)",
+             "model", lambda value, context: re.fullmatch(r"[A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo",
+                                                          str(value)) is not None,
+             quote="A queue name can have up to 80 characters."),
+    ),
     ("lambda", "CreateFunction", "Timeout"): (
         Rule("at most 900 seconds (15 minutes) for a function invoked synchronously or without "
              "Lambda Managed Instances", _LAMBDA_QUOTAS, lambda value, context: value <= 900),
@@ -482,13 +493,10 @@ IAM_ONLY_ACTIONS: dict[str, str] = {
     "lambda:InvokeFunctionUrl": "https://docs.aws.amazon.com/service-authorization/latest/reference/"
                                 "list_awslambda.html",
     "execute-api:ManageConnections": "https://docs.aws.amazon.com/service-authorization/latest/reference/"
-                                     "list_amazonapigatewaymanagement.html",
+                                     "list_apigatewaymanagementapi.html",
     "execute-api:Invoke": "https://docs.aws.amazon.com/service-authorization/latest/reference/"
-                          "list_amazonapigatewaymanagement.html",
+                          "list_apigatewaymanagementapi.html",
 }
-
-#: IAM's prefix → botocore's service, where they differ (otherwise the same).
-_PREFIX_SERVICES: dict[str, str] = {}
 
 
 def _policy_problems(text: Any) -> list[str]:
@@ -526,19 +534,31 @@ def _unknown_action(action: str) -> str | None:
     prefix, colon, name = action.partition(":")
     if not colon or not name:
         return "not service:Action"
-    service = _PREFIX_SERVICES.get(prefix, prefix)
-    from botocore.exceptions import UnknownServiceError
-
-    try:
-        model = _model(service)
-    except UnknownServiceError:
-        return f"no API model for the service {prefix!r}: add the action to IAM_ONLY_ACTIONS with its source"
+    service = _service_with_prefix(prefix)
+    if service is None:
+        return f"no AWS service in botocore's models has the IAM prefix {prefix!r}"
+    model = _model(service)
     if "*" in name:
         pattern = re.compile(re.escape(name).replace(r"\*", ".*"))
         known = any(pattern.fullmatch(operation) for operation in model.operation_names)
     else:
         known = name in model.operation_names
     return None if known else f"{service}'s model has no operation {name!r}"
+
+
+@functools.cache
+def _service_with_prefix(prefix: str) -> str | None:
+    """botocore's service whose IAM prefix is ``prefix``: the service of that
+    name, else the one that signs as it (``states`` is ``stepfunctions``)."""
+    session = _session()
+    if prefix in session.get_available_services():
+        return prefix
+    loader = session.get_component("data_loader")
+    for service in session.get_available_services():  # about 3 s: only for a prefix that is not a name
+        metadata = loader.load_service_model(service, "service-2")["metadata"]
+        if prefix in (metadata.get("signingName"), metadata.get("endpointPrefix")):
+            return str(service)
+    return None
 
 
 # --- the check ----------------------------------------------------------------------
@@ -581,6 +601,7 @@ def check_resource(resource: "Registered", deployment: "Deployment") -> list[Fin
     checker = _Checker(resource, deployment, spec)
     for name, value in resource.inputs.items():
         checker.walk(value, name)
+    checker.auto_named()
     checker.required()
     return checker.findings
 
@@ -667,6 +688,18 @@ class _Checker:
                 self.fail(path, value if shown is None else shown,
                           f"{service} {operation}.{member}: {rule.says} (documented: {source})")
 
+    def auto_named(self) -> None:
+        """The name the provider gives a resource that has none of its own, as the
+        mocks compute it (its Pulumi name, ``-`` and 7 random characters; a
+        prefix and 26): held to the rules of the member it fills, so that a
+        component name too long for its children is found here, not in ``pulumi up``."""
+        name = self.resource.outputs.get("name")
+        if not isinstance(name, str) or "name" in self.resource.inputs:
+            return
+        for member, who in self.spec.filled.items():
+            if who == _AUTO_NAMED:
+                self.apply(Member(member), name, "name (auto-named)")
+
     def required(self) -> None:
         """Required members of the call's input that no property set: at the top,
         and in each structure a property reaches."""
@@ -702,7 +735,7 @@ def _missing(shape: "Shape", prefix: str, hits: set[str], filled: set[str]) -> l
 
 
 @functools.cache
-def _model(service: str) -> "ServiceModel":
+def _session() -> Any:
     try:
         import botocore.session
     except ImportError as error:
@@ -710,8 +743,12 @@ def _model(service: str) -> "ServiceModel":
 
         raise ImportError(f"channel_server.api_models reads botocore's API models: {install_command('check')}") \
             from error
+    return botocore.session.get_session()
 
-    return botocore.session.get_session().get_service_model(service)
+
+@functools.cache
+def _model(service: str) -> "ServiceModel":
+    return _session().get_service_model(service)
 
 
 def _member_shape(service: str, operation: str, path: str, shape_name: str | None) -> "Shape":

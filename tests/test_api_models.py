@@ -9,6 +9,7 @@ moves the matrix with it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import subprocess
 import sys
@@ -73,14 +74,19 @@ def options_of_type(kind: type) -> list[str]:
     return [name for name, hint in typing.get_type_hints(args.Settings).items() if hint is kind]
 
 
+def stated_bounds(options: dict[str, Any]) -> tuple[int, int]:
+    """The (lowest, highest) the component's error for ``options`` states."""
+    with pytest.raises(args.ChannelServerArgsError) as refused:
+        args.resolve(options)
+    low, high = re.search(r"from (\d+) to (\d+)", str(refused.value)).groups()  # type: ignore[union-attr]
+    return int(low), int(high)
+
+
 def bounds() -> dict[str, tuple[int, int]]:
     """Each whole-number option's (lowest, highest), as the component states them."""
     found = {}
     for name in options_of_type(int):
-        with pytest.raises(args.ChannelServerArgsError) as refused:
-            args.resolve({name: "not a number"})
-        low, high = re.search(r"from (\d+) to (\d+)", str(refused.value)).groups()  # type: ignore[union-attr]
-        found[name] = (int(low), int(high))
+        found[name] = stated_bounds({name: "not a number"})
     # CloudWatch takes only some of those days
     found["log_retention_days"] = (min(args.LOG_RETENTION_DAYS), max(args.LOG_RETENTION_DAYS))
     return found
@@ -94,13 +100,16 @@ MATRIX: dict[str, dict[str, Any]] = {
     "minimum": {name: low for name, (low, high) in BOUNDS.items()},
     "maximum": {name: high for name, (low, high) in BOUNDS.items()},
     "everything_at_maximum": {**EVERYTHING, **{name: high for name, (low, high) in BOUNDS.items()}},
+    "backend_at_its_timeouts_maximum": {"backend": {
+        "url": "https://backend.example.com/ws",
+        "timeout_ms": stated_bounds({"backend": {"url": "https://backend.example.com/ws", "timeout_ms": "x"}})[1]}},
     "backend_at_minimum": {**ALONE["backend"], **{name: low for name, (low, high) in BOUNDS.items()
                                                   if name not in ("heartbeat_interval_minutes", "history_seconds")}},
 }
 
 
-def component(options: dict[str, Any]) -> Deployment:
-    return deploy(lambda: ChannelServer("chat", options))  # type: ignore[arg-type]  # the matrix's dicts
+def component(options: dict[str, Any], name: str = "chat") -> Deployment:
+    return deploy(lambda: ChannelServer(name, options))  # type: ignore[arg-type]  # the matrix's dicts
 
 
 def assert_keeps_the_models(deployment: Deployment) -> None:
@@ -237,11 +246,42 @@ def test_a_seeded_mistake_is_found_with_resource_property_value_and_rule(everyth
     assert any(repr(value)[:40] in finding for finding in findings) or isinstance(value, dict), findings
 
 
+#: What a component name too long for its children's names breaks (their names
+#: are the provider's: the Pulumi name, "-" and 7 random characters).
+LONG_NAME_RULES = {
+    rt.ROLE: "iam CreateRole.RoleName: longer than 64 characters",
+    rt.FUNCTION: "a function's name (not its ARN) is at most 64 characters",
+    rt.QUEUE: "at most 80 characters: letters, digits",
+    rt.SCHEDULE: "scheduler CreateSchedule.Name: longer than 64 characters",
+}
+
+
+def test_a_component_name_too_long_for_its_childrens_names_is_found():
+    # pulumi-aws refuses it at preview ("name '...' plus 7 random chars is longer
+    # than maximum length 64"); the mocks do not, the check does
+    deployment = component({"heartbeat_interval_minutes": 1}, name="chat-" + "x" * 70)
+    findings = [str(f) for f in check_deployment(deployment)]
+    for token, words in LONG_NAME_RULES.items():
+        assert any(f.startswith(f"{token} ") and ": name (auto-named) = " in f and words in f for f in findings), \
+            (token, findings)
+
+
 def test_each_documented_rule_is_shown_to_catch_a_seeded_mistake():
-    seeded_words = [str(case.values[3]) for case in SEEDED]
+    seeded_words = [str(case.values[3]) for case in SEEDED] + list(LONG_NAME_RULES.values())
     for rules in api_models.DOCUMENTED_RULES.values():
         for rule in rules:
             assert any(words in rule.says for words in seeded_words), f"no seeded mistake for {rule.says!r}"
+
+
+def test_an_actions_service_is_found_by_its_iam_prefix_and_an_unknown_prefix_is_a_finding(everything):
+    def policy(*actions: str) -> str:
+        return json.dumps({"Version": "2012-10-17",
+                           "Statement": [{"Effect": "Allow", "Action": list(actions), "Resource": ["*"]}]})
+
+    # IAM's prefix is the service's signing name where it is not botocore's name
+    assert seeded(everything, rt.ROLE_POLICY, policy=policy("states:StartExecution", "sqs:SendMessage")) == []
+    [finding] = seeded(everything, rt.ROLE_POLICY, policy=policy("dynamdb:GetItem"))
+    assert "no AWS service in botocore's models has the IAM prefix 'dynamdb'" in finding
 
 
 def test_a_required_member_no_property_sets_is_found(everything):
@@ -344,7 +384,7 @@ def test_the_pages_documented_rules_are_the_codes_and_the_models():
     are in the code's rules for that member, or are the model's bounds."""
     section = CHECK_PAGE.partition("### Rules AWS only documents")[2]
     rows = re.findall(r"^\| `(\w+)\.(\w+)` \| (.*?) \| (.*?) \|$", section, re.M)
-    assert len(rows) == 8, rows
+    assert len(rows) == 10, rows
     for operation, member, rule, source in rows:
         keys = [key for key in api_models.DOCUMENTED_RULES if key[1] == operation and key[2].startswith(member)]
         assert keys, (operation, member)
@@ -365,3 +405,12 @@ def test_the_pages_sample_finding_is_what_the_command_prints(tmp_path):
     (tmp_path / "__main__.py").write_text(BROKEN_PROGRAM)
     failed = run_command(str(tmp_path))
     assert sample in failed.stdout.splitlines()
+
+
+def test_the_longest_name_the_docs_give_is_the_longest_that_fits_with_every_option_on():
+    quoted = re.search(r"a name of up to (\d+)\s+characters fits with every option on",
+                       (ROOT / "docs" / "component.md").read_text())
+    assert quoted
+    longest = int(quoted.group(1))
+    assert check_deployment(component(EVERYTHING, name="c" * longest)) == []
+    assert check_deployment(component(EVERYTHING, name="c" * (longest + 1)))
