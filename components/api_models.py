@@ -367,6 +367,9 @@ class Rule:
     quote: str = ""
     """Words of the source that state the rule (tests check a model's still do)."""
     applies: Callable[["Context"], bool] = lambda context: True
+    """False where the rule does not apply (a WebSocket API's rule, on an HTTP API)."""
+    values: Callable[[], Iterable[Any]] | None = None
+    """The allowed values, listed after :attr:`says` in a finding (read from the model)."""
 
 
 @dataclass(frozen=True)
@@ -425,8 +428,8 @@ DOCUMENTED_RULES: dict[tuple[str, str, str], tuple[Rule, ...]] = {
              applies=lambda context: context.api_protocol() == "WEBSOCKET"),
     ),
     ("logs", "PutRetentionPolicy", "retentionInDays"): (
-        Rule("one of the listed values (1, 3, 5, 7, 14, 30, ... 3653 days)", "model",
-             lambda value, context: value in retention_days(), quote="Possible values are:"),
+        Rule("one of the values the documentation lists", "model",
+             lambda value, context: value in retention_days(), quote="Possible values are:", values=retention_days),
     ),
     ("scheduler", "CreateSchedule", "ScheduleExpression"): (
         Rule("at(yyyy-mm-ddThh:mm:ss), rate(value unit) with unit minute(s), hour(s) or day(s), "
@@ -576,7 +579,9 @@ class Finding:
     rule: str
 
     def __str__(self) -> str:
-        value = repr(self.value)
+        # Pulumi sends every number as a float: 10, not 10.0, as the program wrote it
+        shown = int(self.value) if isinstance(self.value, float) and self.value.is_integer() else self.value
+        value = repr(shown)
         value = value if len(value) <= 120 else value[:117] + "..."
         return f"{self.type} {self.resource!r}: {self.property} = {value}: {self.rule}"
 
@@ -685,8 +690,9 @@ class _Checker:
             if not kept:
                 source = f"the model's documentation of {operation}.{member}" if rule.source == "model" \
                     else rule.source
+                says = rule.says if rule.values is None else f"{rule.says}: {', '.join(map(str, rule.values()))}"
                 self.fail(path, value if shown is None else shown,
-                          f"{service} {operation}.{member}: {rule.says} (documented: {source})")
+                          f"{service} {operation}.{member}: {says} (documented: {source})")
 
     def auto_named(self) -> None:
         """The name the provider gives a resource that has none of its own, as the
@@ -698,7 +704,7 @@ class _Checker:
             return
         for member, who in self.spec.filled.items():
             if who == _AUTO_NAMED:
-                self.apply(Member(member), name, "name (auto-named)")
+                self.apply(Member(member), name, "name (auto-named from the Pulumi name)")
 
     def required(self) -> None:
         """Required members of the call's input that no property set: at the top,
@@ -858,14 +864,12 @@ def _count(count: int, meta: Mapping[str, Any], what: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """``python -m channel_server.api_models [PROJECT] [--stack NAME]``: run a
     Pulumi project under the mocks with a stack's config, as ``pulumi up`` would,
-    and print every finding; exit 1 when there is one."""
+    and print every finding; exit 1 when there is one, 2 when the project (or
+    botocore) is missing or its program fails."""
     import argparse
+    import importlib.util
 
-    from .extras import require
-
-    require("check", "python -m channel_server.api_models")
-    import botocore
-
+    from .extras import install_command
     from .mocks import Project, ProjectError
 
     parser = argparse.ArgumentParser(
@@ -874,13 +878,21 @@ def main(argv: list[str] | None = None) -> int:
                     "(botocore's), under Pulumi's mocks: no Pulumi CLI, no AWS account.")
     parser.add_argument("project", nargs="?", default=".",
                         help="the project's folder, its Pulumi.yaml or its program (default: this folder)")
-    parser.add_argument("--stack", default="dev", help="read the config of Pulumi.NAME.yaml (default: dev)")
+    parser.add_argument("--stack", default="dev",
+                        help="the stack whose Pulumi.NAME.yaml config the program gets (default: dev)")
     options = parser.parse_args(argv)
+    if importlib.util.find_spec("botocore") is None:
+        parser.exit(2, f"{parser.prog} reads botocore's API models: {install_command('check')}\n")
+    import botocore
+
     try:
         project = Project.load(options.project)
-        deployment = project.deploy(options.stack)
+        # as `pulumi up` does, only a stack that exists: its file, not Pulumi.yaml's defaults alone
+        deployment = project.deploy(options.stack, required=True)
     except ProjectError as error:
         parser.exit(2, f"{parser.prog}: {error}\n")
+    except Exception as error:  # the program's own error (a ChannelServerArgsError): what pulumi up would say
+        parser.exit(2, f"{parser.prog}: the program failed under Pulumi's mocks: {type(error).__name__}: {error}\n")
     resources = [r for r in deployment.resources if r.type.startswith("aws:")]
     findings = check_deployment(deployment, resources)
     for finding in sorted(findings, key=lambda f: (f.type, f.resource, f.property)):

@@ -202,7 +202,8 @@ SEEDED = [
     pytest.param(rt.INTEGRATION, "timeoutMilliseconds", 30000, "between 50 and 29,000 ms for a WebSocket API",
                  id="30 s integration timeout"),
     pytest.param(rt.FUNCTION, "timeout", 901, "at most 900 seconds", id="Lambda timeout over 15 minutes"),
-    pytest.param(rt.LOG_GROUP, "retentionInDays", 10, "one of the listed values", id="10-day log retention"),
+    pytest.param(rt.LOG_GROUP, "retentionInDays", 10, "one of the values the documentation lists: 1, 3, 5, 7, 14, 30",
+                 id="10-day log retention"),
     pytest.param(rt.SCHEDULE, "scheduleExpression", "rate(30 seconds)", "rate(value unit) with unit minute(s)",
                  id="rate in seconds"),
     pytest.param(rt.SCHEDULE, "scheduleExpression", "rate(1 minutes)", "a singular unit for a rate of 1",
@@ -262,7 +263,7 @@ def test_a_component_name_too_long_for_its_childrens_names_is_found():
     deployment = component({"heartbeat_interval_minutes": 1}, name="chat-" + "x" * 70)
     findings = [str(f) for f in check_deployment(deployment)]
     for token, words in LONG_NAME_RULES.items():
-        assert any(f.startswith(f"{token} ") and ": name (auto-named) = " in f and words in f for f in findings), \
+        assert any(f.startswith(f"{token} ") and ": name (auto-named from the Pulumi name) = " in f and words in f for f in findings), \
             (token, findings)
 
 
@@ -270,7 +271,8 @@ def test_each_documented_rule_is_shown_to_catch_a_seeded_mistake():
     seeded_words = [str(case.values[3]) for case in SEEDED] + list(LONG_NAME_RULES.values())
     for rules in api_models.DOCUMENTED_RULES.values():
         for rule in rules:
-            assert any(words in rule.says for words in seeded_words), f"no seeded mistake for {rule.says!r}"
+            assert any(rule.says in words or words in rule.says for words in seeded_words), \
+                f"no seeded mistake for {rule.says!r}"
 
 
 def test_an_actions_service_is_found_by_its_iam_prefix_and_an_unknown_prefix_is_a_finding(everything):
@@ -361,8 +363,7 @@ def test_the_command_passes_the_projects_stack_and_fails_a_broken_program(tmp_pa
     assert re.fullmatch(r"channel-server \(dev\): \d+ resources of \d+ types checked against botocore [\d.]+'s "
                         r"API models: no findings\n", passed.stdout), passed.stdout
 
-    (tmp_path / "Pulumi.yaml").write_text("name: broken\nruntime: python\n")
-    (tmp_path / "__main__.py").write_text(BROKEN_PROGRAM)
+    broken_project(tmp_path)
     failed = run_command(str(tmp_path))
     assert failed.returncode == 1, failed.stdout + failed.stderr
     lines = failed.stdout.splitlines()
@@ -372,6 +373,24 @@ def test_the_command_passes_the_projects_stack_and_fails_a_broken_program(tmp_pa
 
     missing = run_command(str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+    # a stack is checked with its own config, as pulumi up would: not Pulumi.yaml's defaults alone
+    no_stack = run_command(str(tmp_path), "--stack", "prod")
+    assert no_stack.returncode == 2 and no_stack.stdout == ""
+    assert "stack prod has no config file" in no_stack.stderr and "the stacks here are dev" in no_stack.stderr
+
+    # the program's own error is said in one line, as pulumi up would say it
+    (tmp_path / "__main__.py").write_text("from channel_server import ChannelServer\n"
+                                          "ChannelServer('chat', {'lambda_memory_mb': 64})\n")
+    refused = run_command(str(tmp_path))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "ChannelServerArgsError: ChannelServerArgs lambda_memory_mb=64" in refused.stderr
+
+
+def broken_project(folder: Path) -> None:
+    (folder / "Pulumi.yaml").write_text("name: broken\nruntime: python\n")
+    (folder / "Pulumi.dev.yaml").write_text("config: {}\n")
+    (folder / "__main__.py").write_text(BROKEN_PROGRAM)
 
 
 # --- the page ---------------------------------------------------------------------------
@@ -401,8 +420,7 @@ def test_the_pages_documented_rules_are_the_codes_and_the_models():
 
 def test_the_pages_sample_finding_is_what_the_command_prints(tmp_path):
     sample = CHECK_PAGE.partition("with its source:\n\n```text\n")[2].partition("\n```")[0]
-    (tmp_path / "Pulumi.yaml").write_text("name: broken\nruntime: python\n")
-    (tmp_path / "__main__.py").write_text(BROKEN_PROGRAM)
+    broken_project(tmp_path)
     failed = run_command(str(tmp_path))
     assert sample in failed.stdout.splitlines()
 

@@ -22,7 +22,7 @@ from channel_server import check as check_module
 from channel_server.check import CHECKS, FAIL, PASS, SKIPPED, Result, build_parser, check, main
 from channel_server.handlers import protocol
 from channel_server.local.server import LocalServer, running
-from support.doc_commands import PATIENCE, ROOT, free_port, run, with_ports
+from support.doc_commands import PATIENCE, ROOT, Shell, free_port, run, with_ports
 from test_doc_commands import the
 from test_doc_features import local_mode
 from test_docs import fenced_blocks, prose, read, section, tables
@@ -295,3 +295,19 @@ def test_the_figures_the_page_states_are_the_codes() -> None:
 def test_the_modules_docstring_lists_every_check_in_order() -> None:
     listed = re.findall(r"^- ``([a-z ]+)``", textwrap.dedent(check_module.__doc__ or ""), re.M)
     assert listed == list(CHECKS)
+
+
+def test_ctrl_c_while_it_waits_for_a_heartbeat_stops_it_with_130_and_no_traceback(broken: LocalServer) -> None:
+    # GIVEN the command waiting (up to ten minutes) for a heartbeat this stack never sends
+    waiting = Shell(f"{sys.executable} -m channel_server.check {broken.url} --heartbeat-seconds 600 "
+                    f"--timeout {TIMEOUT:g}")
+    try:
+        waiting.wait_for(r"^no token ")  # the line before the heartbeat's: it waits now
+        # WHEN Ctrl-C comes
+        status = waiting.interrupt()
+        # THEN it says so and exits 130, with no traceback and no heartbeat line
+        assert status == 130, waiting.output
+        assert waiting.lines[-1] == "interrupted" and "Traceback" not in waiting.output
+        assert not any(line.startswith("heartbeat") for line in waiting.lines)
+    finally:
+        waiting.kill()
