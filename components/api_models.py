@@ -20,7 +20,7 @@ does not map, and a resource type it does not know, are findings too, so nothing
 new slips past unchecked. :data:`DOCUMENTED_RULES` adds the few rules that AWS
 documents but its models do not encode (a WebSocket integration's 29-second
 timeout, log retention's allowed values, a schedule's rate units, Lambda's
-900-second timeout); each says where it is written. Policy documents are parsed
+timeout); each says where it is written. Policy documents are parsed
 and each action is looked up in its service's model.
 
 It needs botocore (the ``check`` extra). ``python -m channel_server.api_models``
@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from . import resource_types as rt
+from .backend import MAX_TIMEOUT_MS, MIN_TIMEOUT_MS
 
 if TYPE_CHECKING:
     from botocore.model import ServiceModel, Shape
@@ -135,6 +136,8 @@ RESOURCES: dict[str, Resource] = {
     }, filled={"Name": _AUTO_NAMED}),
     rt.ROUTE: Resource("apigatewayv2", "CreateRoute", {
         _API_ID: Member("ApiId"),
+        "apiKeyRequired": Member("ApiKeyRequired"),
+        "operationName": Member("OperationName"),
         "routeKey": Member("RouteKey"),
         "target": Member("Target"),
         "authorizationType": Member("AuthorizationType"),
@@ -157,6 +160,11 @@ RESOURCES: dict[str, Resource] = {
         "templateSelectionExpression": Member("TemplateSelectionExpression"),
         "contentHandlingStrategy": Member("ContentHandlingStrategy"),
         "requestParameters": Member("RequestParameters"),
+        "description": Member("Description"),
+        "credentialsArn": Member("CredentialsArn"),
+        "payloadFormatVersion": Member("PayloadFormatVersion"),
+        "connectionType": Member("ConnectionType"),
+        "connectionId": Member("ConnectionId"),
     }),
     rt.INTEGRATION_RESPONSE: Resource("apigatewayv2", "CreateIntegrationResponse", {
         _API_ID: Member("ApiId"),
@@ -189,6 +197,16 @@ RESOURCES: dict[str, Resource] = {
         "defaultRouteSettings.dataTraceEnabled": Member("DefaultRouteSettings.DataTraceEnabled"),
         "defaultRouteSettings.loggingLevel": Member("DefaultRouteSettings.LoggingLevel"),
         "defaultRouteSettings.detailedMetricsEnabled": Member("DefaultRouteSettings.DetailedMetricsEnabled"),
+        # a list of settings in pulumi-aws, a map by route key in the API
+        "routeSettings[].routeKey": NotSent("it becomes the key of the API's RouteSettings map: any route key"),
+        "routeSettings[].throttlingBurstLimit": Member("RouteSettings{}.ThrottlingBurstLimit"),
+        "routeSettings[].throttlingRateLimit": Member("RouteSettings{}.ThrottlingRateLimit"),
+        "routeSettings[].dataTraceEnabled": Member("RouteSettings{}.DataTraceEnabled"),
+        "routeSettings[].loggingLevel": Member("RouteSettings{}.LoggingLevel"),
+        "routeSettings[].detailedMetricsEnabled": Member("RouteSettings{}.DetailedMetricsEnabled"),
+        "autoDeploy": Member("AutoDeploy"),
+        "description": Member("Description"),
+        "stageVariables": Member("StageVariables"),
         "tags": _tags_map(),
     }),
     rt.DOMAIN_NAME: Resource("apigatewayv2", "CreateDomainName", {
@@ -228,6 +246,21 @@ RESOURCES: dict[str, Resource] = {
         "description": Member("Description"),
         "name": Member("FunctionName"),
         "tags": _tags_map(),
+        "layers": Member("Layers"),
+        "kmsKeyArn": Member("KMSKeyArn"),
+        "publish": Member("Publish"),
+        "packageType": Member("PackageType"),
+        "imageUri": Member("Code.ImageUri"),
+        "s3Bucket": Member("Code.S3Bucket"),
+        "s3Key": Member("Code.S3Key"),
+        "s3ObjectVersion": Member("Code.S3ObjectVersion"),
+        "deadLetterConfig.targetArn": Member("DeadLetterConfig.TargetArn"),
+        "ephemeralStorage.size": Member("EphemeralStorage.Size"),
+        "vpcConfig.subnetIds": Member("VpcConfig.SubnetIds"),
+        "vpcConfig.securityGroupIds": Member("VpcConfig.SecurityGroupIds"),
+        "vpcConfig.ipv6AllowedForDualStack": Member("VpcConfig.Ipv6AllowedForDualStack"),
+        "sourceCodeHash": NotSent("pulumi-aws's own: a change in it updates the code"),
+        "capacityProviderConfig": NotSent("Lambda Managed Instances' settings: not mapped member by member"),
     }, filled={"FunctionName": _AUTO_NAMED}),
     rt.PERMISSION: Resource("lambda", "AddPermission", {
         "function": Member("FunctionName"),
@@ -251,6 +284,13 @@ RESOURCES: dict[str, Resource] = {
         "functionResponseTypes": Member("FunctionResponseTypes"),
         "scalingConfig.maximumConcurrency": Member("ScalingConfig.MaximumConcurrency"),
         "tags": _tags_map(),
+        "enabled": Member("Enabled"),
+        "startingPosition": Member("StartingPosition"),
+        "maximumRetryAttempts": Member("MaximumRetryAttempts"),
+        "maximumRecordAgeInSeconds": Member("MaximumRecordAgeInSeconds"),
+        "bisectBatchOnFunctionError": Member("BisectBatchOnFunctionError"),
+        "parallelizationFactor": Member("ParallelizationFactor"),
+        "filterCriteria.filters[].pattern": Member("FilterCriteria.Filters[].Pattern"),
     }),
     # --- SQS, EventBridge Scheduler ---
     rt.QUEUE: Resource("sqs", "CreateQueue", {
@@ -258,6 +298,14 @@ RESOURCES: dict[str, Resource] = {
         "visibilityTimeoutSeconds": Attribute("Attributes", "VisibilityTimeout"),
         "sqsManagedSseEnabled": Attribute("Attributes", "SqsManagedSseEnabled"),
         "redrivePolicy": Attribute("Attributes", "RedrivePolicy", json=True),
+        "delaySeconds": Attribute("Attributes", "DelaySeconds"),
+        "receiveWaitTimeSeconds": Attribute("Attributes", "ReceiveMessageWaitTimeSeconds"),
+        "maxMessageSize": Attribute("Attributes", "MaximumMessageSize"),
+        "fifoQueue": Attribute("Attributes", "FifoQueue"),
+        "contentBasedDeduplication": Attribute("Attributes", "ContentBasedDeduplication"),
+        "kmsMasterKeyId": Attribute("Attributes", "KmsMasterKeyId"),
+        "policy": Attribute("Attributes", "Policy"),
+        "name": Member("QueueName"),
         "tags": _tags_map("tags"),
     }, filled={"QueueName": _AUTO_NAMED}),
     rt.SCHEDULE: Resource("scheduler", "CreateSchedule", {
@@ -271,6 +319,10 @@ RESOURCES: dict[str, Resource] = {
         "target.input": Member("Target.Input"),
         "target.retryPolicy.maximumEventAgeInSeconds": Member("Target.RetryPolicy.MaximumEventAgeInSeconds"),
         "target.retryPolicy.maximumRetryAttempts": Member("Target.RetryPolicy.MaximumRetryAttempts"),
+        "target.deadLetterConfig.arn": Member("Target.DeadLetterConfig.Arn"),
+        "name": Member("Name"),
+        "groupName": Member("GroupName"),
+        "state": Member("State"),
     }, filled={"Name": _AUTO_NAMED}),
     # --- DynamoDB ---
     rt.TABLE: Resource("dynamodb", "CreateTable", {
@@ -287,6 +339,21 @@ RESOURCES: dict[str, Resource] = {
         "globalSecondaryIndexes[].projectionType": Member("GlobalSecondaryIndexes[].Projection.ProjectionType"),
         "globalSecondaryIndexes[].nonKeyAttributes": Member("GlobalSecondaryIndexes[].Projection.NonKeyAttributes"),
         "deletionProtectionEnabled": Member("DeletionProtectionEnabled"),
+        "readCapacity": Member("ProvisionedThroughput.ReadCapacityUnits"),
+        "writeCapacity": Member("ProvisionedThroughput.WriteCapacityUnits"),
+        "streamEnabled": Member("StreamSpecification.StreamEnabled"),
+        "streamViewType": Member("StreamSpecification.StreamViewType"),
+        "tableClass": Member("TableClass"),
+        "serverSideEncryption.enabled": Member("SSESpecification.Enabled"),
+        "serverSideEncryption.kmsKeyArn": Member("SSESpecification.KMSMasterKeyId"),
+        "globalSecondaryIndexes[].readCapacity":
+            Member("GlobalSecondaryIndexes[].ProvisionedThroughput.ReadCapacityUnits"),
+        "globalSecondaryIndexes[].writeCapacity":
+            Member("GlobalSecondaryIndexes[].ProvisionedThroughput.WriteCapacityUnits"),
+        "localSecondaryIndexes[].name": Member("LocalSecondaryIndexes[].IndexName"),
+        "localSecondaryIndexes[].rangeKey": Member("LocalSecondaryIndexes[].KeySchema[].AttributeName"),
+        "localSecondaryIndexes[].projectionType": Member("LocalSecondaryIndexes[].Projection.ProjectionType"),
+        "localSecondaryIndexes[].nonKeyAttributes": Member("LocalSecondaryIndexes[].Projection.NonKeyAttributes"),
         "ttl.attributeName": Member("TimeToLiveSpecification.AttributeName", operation="UpdateTimeToLive"),
         "ttl.enabled": Member("TimeToLiveSpecification.Enabled", operation="UpdateTimeToLive"),
         "pointInTimeRecovery.enabled": Member(
@@ -297,15 +364,21 @@ RESOURCES: dict[str, Resource] = {
     rt.ROLE: Resource("iam", "CreateRole", {
         "assumeRolePolicy": Member("AssumeRolePolicyDocument", policy=True),
         "description": Member("Description"),
+        "name": Member("RoleName"),
+        "path": Member("Path"),
+        "maxSessionDuration": Member("MaxSessionDuration"),
         "permissionsBoundary": Member("PermissionsBoundary"),
         "tags": _tags_list(),
     }, filled={"RoleName": _AUTO_NAMED}),
     rt.ROLE_POLICY: Resource("iam", "PutRolePolicy", {
         "role": Member("RoleName"),
         "policy": Member("PolicyDocument", policy=True),
+        "name": Member("PolicyName"),
     }, filled={"PolicyName": _AUTO_NAMED}),
     rt.MANAGED_POLICY: Resource("iam", "CreatePolicy", {
         "description": Member("Description"),
+        "name": Member("PolicyName"),
+        "path": Member("Path"),
         "policy": Member("PolicyDocument", policy=True),
         "tags": _tags_list(),
     }, filled={"PolicyName": _AUTO_NAMED}),
@@ -319,6 +392,8 @@ RESOURCES: dict[str, Resource] = {
         # the provider appends a unique suffix to the prefix
         "namePrefix": Member("logGroupName"),
         "retentionInDays": Member("retentionInDays", operation="PutRetentionPolicy"),
+        "kmsKeyId": Member("kmsKeyId"),
+        "logGroupClass": Member("logGroupClass"),
         "tags": _tags_map("tags"),
     }, filled={"logGroupName": _AUTO_NAMED}),
     rt.ALARM: Resource("cloudwatch", "PutMetricAlarm", {
@@ -336,6 +411,11 @@ RESOURCES: dict[str, Resource] = {
         "treatMissingData": Member("TreatMissingData"),
         "dimensions": Entries("Dimensions[].Name", "Dimensions[].Value"),
         "tags": _tags_list(),
+        "name": Member("AlarmName"),
+        "insufficientDataActions": Member("InsufficientDataActions"),
+        "actionsEnabled": Member("ActionsEnabled"),
+        "unit": Member("Unit"),
+        "extendedStatistic": Member("ExtendedStatistic"),
     }, filled={"AlarmName": _AUTO_NAMED}),
     # --- Route 53 ---
     rt.RECORD: Resource("route53", "ChangeResourceRecordSets", {
@@ -346,7 +426,40 @@ RESOURCES: dict[str, Resource] = {
         "aliases[].zoneId": Member("ChangeBatch.Changes[].ResourceRecordSet.AliasTarget.HostedZoneId"),
         "aliases[].evaluateTargetHealth":
             Member("ChangeBatch.Changes[].ResourceRecordSet.AliasTarget.EvaluateTargetHealth"),
+        "ttl": Member("ChangeBatch.Changes[].ResourceRecordSet.TTL"),
+        "records[]": Member("ChangeBatch.Changes[].ResourceRecordSet.ResourceRecords[].Value"),
+        "setIdentifier": Member("ChangeBatch.Changes[].ResourceRecordSet.SetIdentifier"),
+        "allowOverwrite": NotSent("pulumi-aws's own: UPSERT rather than CREATE"),
     }, filled={"ChangeBatch.Changes[].Action": "pulumi-aws: CREATE, UPSERT or DELETE as the resource changes"}),
+    # --- what a program hands the component (an alarm topic, a zone and certificate) ---
+    rt.TOPIC: Resource("sns", "CreateTopic", {
+        "name": Member("Name"),
+        "displayName": Attribute("Attributes", "DisplayName"),
+        "kmsMasterKeyId": Attribute("Attributes", "KmsMasterKeyId"),
+        "policy": Attribute("Attributes", "Policy"),
+        "fifoTopic": Attribute("Attributes", "FifoTopic"),
+        "tags": _tags_list(),
+    }, filled={"Name": _AUTO_NAMED}),
+    rt.ZONE: Resource("route53", "CreateHostedZone", {
+        "name": Member("Name"),
+        "comment": Member("HostedZoneConfig.Comment"),
+        "delegationSetId": Member("DelegationSetId"),
+        "forceDestroy": NotSent("pulumi-aws's own: delete the zone's records on destroy"),
+        "tags": NotSent("set by ChangeTagsForResource once the zone exists"),
+    }, filled={"CallerReference": "pulumi-aws: a unique reference of its own"}),
+    rt.CERTIFICATE: Resource("acm", "RequestCertificate", {
+        "domainName": Member("DomainName"),
+        "validationMethod": Member("ValidationMethod"),
+        "subjectAlternativeNames": Member("SubjectAlternativeNames"),
+        "keyAlgorithm": Member("KeyAlgorithm"),
+        "certificateAuthorityArn": Member("CertificateAuthorityArn"),
+        "tags": _tags_list(),
+    }),
+}
+
+#: Properties every pulumi-aws 7 resource has that no API member receives.
+COMMON: dict[str, Target] = {
+    "region": NotSent("pulumi-aws 7: the Region whose endpoint the call goes to"),
 }
 
 
@@ -422,14 +535,15 @@ _LAMBDA_QUOTAS = "https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-li
 #: (service, operation, member path) → the documented rules for that member.
 DOCUMENTED_RULES: dict[tuple[str, str, str], tuple[Rule, ...]] = {
     ("apigatewayv2", "CreateIntegration", "TimeoutInMillis"): (
-        Rule("between 50 and 29,000 ms for a WebSocket API", "model",
-             lambda value, context: 50 <= value <= 29_000,
+        Rule(f"between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS:,} ms for a WebSocket API", "model",
+             lambda value, context: MIN_TIMEOUT_MS <= value <= MAX_TIMEOUT_MS,
              quote="between 50 and 29,000 milliseconds for WebSocket APIs",
              applies=lambda context: context.api_protocol() == "WEBSOCKET"),
     ),
     ("logs", "PutRetentionPolicy", "retentionInDays"): (
-        Rule("one of the values the documentation lists", "model",
-             lambda value, context: value in retention_days(), quote="Possible values are:", values=retention_days),
+        Rule("one of the values the documentation lists, or 0 (pulumi-aws: never expire, no retention policy)",
+             "model", lambda value, context: value == 0 or value in retention_days(), quote="Possible values are:",
+             values=retention_days),
     ),
     ("scheduler", "CreateSchedule", "ScheduleExpression"): (
         Rule("at(yyyy-mm-ddThh:mm:ss), rate(value unit) with unit minute(s), hour(s) or day(s), "
@@ -451,8 +565,12 @@ DOCUMENTED_RULES: dict[tuple[str, str, str], tuple[Rule, ...]] = {
              quote="A queue name can have up to 80 characters."),
     ),
     ("lambda", "CreateFunction", "Timeout"): (
-        Rule("at most 900 seconds (15 minutes) for a function invoked synchronously or without "
-             "Lambda Managed Instances", _LAMBDA_QUOTAS, lambda value, context: value <= 900),
+        # The model's documentation says 1,800 s and its shape allows 5,400 (Lambda Managed
+        # Instances' asynchronous invocations); the developer guide says 900 for the rest.
+        Rule("at most 900 seconds (15 minutes) without Lambda Managed Instances",
+             "https://docs.aws.amazon.com/lambda/latest/dg/configuration-timeout.html (read 2026-12-08)",
+             lambda value, context: value <= 900,
+             applies=lambda context: "capacityProviderConfig" not in context.resource.inputs),
     ),
     ("lambda", "CreateFunction", "MemorySize"): (
         Rule("at most 10,240 MB", _LAMBDA_QUOTAS, lambda value, context: value <= 10_240),
@@ -488,18 +606,30 @@ def _redrive_policy(value: Any) -> bool:
 
 # --- IAM actions ------------------------------------------------------------------
 
-#: IAM actions that are not an API operation of the service's model, each with
-#: its source (the Service Authorization Reference, read 2026-12-08).
-IAM_ONLY_ACTIONS: dict[str, str] = {
-    "lambda:InvokeFunction": "https://docs.aws.amazon.com/service-authorization/latest/reference/list_awslambda.html"
-                             " (the Invoke operation's action)",
-    "lambda:InvokeFunctionUrl": "https://docs.aws.amazon.com/service-authorization/latest/reference/"
-                                "list_awslambda.html",
-    "execute-api:ManageConnections": "https://docs.aws.amazon.com/service-authorization/latest/reference/"
-                                     "list_apigatewaymanagementapi.html",
-    "execute-api:Invoke": "https://docs.aws.amazon.com/service-authorization/latest/reference/"
-                          "list_apigatewaymanagementapi.html",
+_AUTHORIZATION_REFERENCE = "https://docs.aws.amazon.com/service-authorization/latest/reference/"
+
+#: IAM actions that are not an operation in the service's model (a permission
+#: of its own, or one that covers other operations), by the page of the Service
+#: Authorization Reference (read 2026-12-08) that lists them.
+IAM_ONLY_ACTIONS_BY_SOURCE: dict[str, tuple[str, ...]] = {
+    # InvokeFunction is the Invoke operation's action
+    "list_awslambda.html": ("lambda:InvokeFunction", "lambda:InvokeFunctionUrl"),
+    "list_apigatewaymanagementapi.html": ("execute-api:ManageConnections", "execute-api:Invoke",
+                                          "execute-api:InvalidateCache"),
+    "list_amazonapigatewaymanagement.html": ("apigateway:GET", "apigateway:POST", "apigateway:PUT",
+                                             "apigateway:PATCH", "apigateway:DELETE"),
+    "list_awsidentityandaccessmanagementiam.html": ("iam:PassRole",),
+    "list_awssecuritytokenservice.html": ("sts:TagSession", "sts:SetSourceIdentity"),
+    "list_amazondynamodb.html": ("dynamodb:ConditionCheckItem", "dynamodb:PartiQLSelect", "dynamodb:PartiQLInsert",
+                                 "dynamodb:PartiQLUpdate", "dynamodb:PartiQLDelete"),
+    "list_amazons3.html": ("s3:ListBucket", "s3:ListAllMyBuckets", "s3:ListBucketVersions",
+                           "s3:ListBucketMultipartUploads", "s3:GetObjectVersion", "s3:DeleteObjectVersion"),
 }
+#: Each IAM-only action (lower case: IAM's action names are case-insensitive) → its source.
+IAM_ONLY_ACTIONS: dict[str, str] = {action.lower(): _AUTHORIZATION_REFERENCE + page
+                                    for page, actions in IAM_ONLY_ACTIONS_BY_SOURCE.items() for action in actions}
+#: The policy language versions IAM accepts (a document without one is read as 2008-10-17).
+POLICY_VERSIONS = ("2012-10-17", "2008-10-17")
 
 
 def _policy_problems(text: Any) -> list[str]:
@@ -511,8 +641,8 @@ def _policy_problems(text: Any) -> list[str]:
     if not isinstance(document, dict):
         return ["not a JSON object"]
     problems = []
-    if document.get("Version") != "2012-10-17":
-        problems.append(f"Version is {document.get('Version')!r}, not '2012-10-17'")
+    if document.get("Version", POLICY_VERSIONS[1]) not in POLICY_VERSIONS:
+        problems.append(f"Version is {document.get('Version')!r}, not one of {', '.join(POLICY_VERSIONS)}")
     statements = document.get("Statement")
     statements = [statements] if isinstance(statements, dict) else statements
     if not isinstance(statements, list) or not statements:
@@ -532,36 +662,41 @@ def _policy_problems(text: Any) -> list[str]:
 
 
 def _unknown_action(action: str) -> str | None:
-    if action == "*" or action in IAM_ONLY_ACTIONS:
+    if action == "*" or action.lower() in IAM_ONLY_ACTIONS:
         return None
     prefix, colon, name = action.partition(":")
     if not colon or not name:
         return "not service:Action"
-    service = _service_with_prefix(prefix)
-    if service is None:
+    pattern = re.compile(re.escape(name).replace(r"\*", ".*").replace(r"\?", "."), re.IGNORECASE)
+
+    def has_it(service: str) -> bool:
+        return any(pattern.fullmatch(operation) for operation in _model(service).operation_names)
+
+    # the service of the prefix's name first; then those that sign as it (states is
+    # stepfunctions; dynamodb is dynamodbstreams too), read from every model only then
+    named = [prefix] if prefix in _session().get_available_services() else []
+    if any(has_it(service) for service in named):
+        return None
+    others = [service for service in _prefix_index().get(prefix, ()) if service not in named]
+    if any(has_it(service) for service in others):
+        return None
+    if not named + others:
         return f"no AWS service in botocore's models has the IAM prefix {prefix!r}"
-    model = _model(service)
-    if "*" in name:
-        pattern = re.compile(re.escape(name).replace(r"\*", ".*"))
-        known = any(pattern.fullmatch(operation) for operation in model.operation_names)
-    else:
-        known = name in model.operation_names
-    return None if known else f"{service}'s model has no operation {name!r}"
+    return (f"no operation {name!r} in the models of {', '.join(named + others)}, nor in IAM_ONLY_ACTIONS "
+            "(add an IAM-only action there, with its source)")
 
 
 @functools.cache
-def _service_with_prefix(prefix: str) -> str | None:
-    """botocore's service whose IAM prefix is ``prefix``: the service of that
-    name, else the one that signs as it (``states`` is ``stepfunctions``)."""
+def _prefix_index() -> dict[str, tuple[str, ...]]:
+    """Every service by its signing name and endpoint prefix (about 3 s: every model read)."""
     session = _session()
-    if prefix in session.get_available_services():
-        return prefix
     loader = session.get_component("data_loader")
-    for service in session.get_available_services():  # about 3 s: only for a prefix that is not a name
+    index: dict[str, list[str]] = {}
+    for service in session.get_available_services():
         metadata = loader.load_service_model(service, "service-2")["metadata"]
-        if prefix in (metadata.get("signingName"), metadata.get("endpointPrefix")):
-            return str(service)
-    return None
+        for prefix in {metadata.get("signingName"), metadata.get("endpointPrefix")} - {None}:
+            index.setdefault(prefix, []).append(str(service))
+    return {prefix: tuple(services) for prefix, services in index.items()}
 
 
 # --- the check ----------------------------------------------------------------------
@@ -622,9 +757,11 @@ class _Checker:
         self.findings.append(Finding(self.resource.type, self.resource.name, path, value, rule))
 
     def walk(self, value: Any, path: str) -> None:
-        target = self.spec.properties.get(path)
+        target = self.spec.properties.get(path, COMMON.get(path))
         if target is not None:
             self.apply(target, value, path)
+        elif value in ({}, []) and any(key.startswith((path + ".", path + "[]")) for key in self.spec.properties):
+            return  # an empty object or list whose members are mapped: nothing to send
         elif isinstance(value, dict) and value:
             for key, item in value.items():
                 self.walk(item, f"{path}.{key}")
@@ -662,8 +799,8 @@ class _Checker:
         elif isinstance(target, Attribute):
             self.hits.add(target.map)
             shape = _member_shape(spec.service, spec.operation, target.map, None)
-            keys = shape.key.enum
-            if target.key not in keys:
+            keys = shape.key.enum  # SQS lists its attributes; SNS's map takes any name
+            if keys and target.key not in keys:
                 self.fail(path, value, f"{spec.service} {spec.operation}.{target.map}: no attribute {target.key!r}")
             member = f"{target.map}{{{target.key}}}"
             if target.json:

@@ -48,6 +48,7 @@ import logging
 import math
 import secrets
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
@@ -223,6 +224,30 @@ def _with_query(url: str, name: str, value: str | None) -> str:
 def _quote(frame: Any) -> str:
     text = json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
     return text if len(text) <= MAX_QUOTE else text[:MAX_QUOTE] + "…"
+
+
+def _in_daemon_thread(loop: asyncio.AbstractEventLoop, call: Callable[[], Any]) -> "asyncio.Future[Any]":
+    """``call()`` in a thread of its own that never holds the process: a check that
+    times out stops waiting for it, and the command exits, however slowly an
+    endpoint answers (the loop's default executor is joined at exit)."""
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(outcome: Any, failure: BaseException | None) -> None:
+        if not future.done():
+            future.set_exception(failure) if failure is not None else future.set_result(outcome)
+
+    def run() -> None:
+        try:
+            outcome, failure = call(), None
+        except BaseException as error:  # handed to the awaiting check, whatever it is
+            outcome, failure = None, error
+        try:
+            loop.call_soon_threadsafe(settle, outcome, failure)
+        except RuntimeError:  # the run has ended (its loop closed): nobody waits for it any more
+            pass
+
+    threading.Thread(target=run, name="check-publish", daemon=True).start()
+    return future
 
 
 def _described(exc: BaseException) -> str:
@@ -472,8 +497,8 @@ class _Checker:
                 nonce = secrets.token_hex(8)
                 sent[nonce] = time.perf_counter()
                 try:
-                    outcome = await loop.run_in_executor(None, publisher.publish, self.channel,
-                                                         {"check": "server publish", "nonce": nonce})
+                    outcome = await _in_daemon_thread(loop, lambda: publisher.publish(
+                        self.channel, {"check": "server publish", "nonce": nonce}))
                 except PublishError as exc:
                     raise _Failed(f"{type(exc).__name__}: {exc}") from None
                 outcomes.append(outcome)
@@ -507,7 +532,8 @@ class _Checker:
         from websockets.exceptions import InvalidStatus
 
         try:
-            ws = await connect(self.url, open_timeout=self.timeout, ping_interval=None, max_size=None)
+            ws = await connect(self.url, open_timeout=self.timeout, close_timeout=self.timeout, ping_interval=None,
+                               max_size=None)
         except InvalidStatus as exc:
             raise _Failed(f"the handshake refused with HTTP {exc.response.status_code}") from None
         try:

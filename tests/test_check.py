@@ -9,10 +9,13 @@ own waits are bounded by its ``--timeout``; the tests wait on its exit.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -311,3 +314,46 @@ def test_ctrl_c_while_it_waits_for_a_heartbeat_stops_it_with_130_and_no_tracebac
         assert not any(line.startswith("heartbeat") for line in waiting.lines)
     finally:
         waiting.kill()
+
+
+#: How many tenths of a second the trickling endpoint answers for, at most.
+TRICKLE_TICKS = 1200
+
+
+def test_a_publish_endpoint_that_answers_a_byte_at_a_time_fails_within_its_timeout(everything: Served) -> None:
+    # GIVEN an endpoint that accepts, then sends its answer one byte at a time, never finishing
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+
+    def trickle() -> None:
+        connections = []
+        for _ in range(TRICKLE_TICKS):  # bounded: a check that waited for it all would end, late
+            if stop.is_set():
+                break
+            with contextlib.suppress(TimeoutError):
+                connection, _ = listener.accept()
+                connections.append(connection)
+            for connection in connections:
+                with contextlib.suppress(OSError):
+                    connection.sendall(b"H")  # a byte more: never a whole status line, never a read timeout
+        for connection in connections:
+            connection.close()
+        listener.close()
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        # WHEN the check publishes through it
+        report = check(everything.url, token="alice", channel="alice.trickle", timeout=2,
+                       publish_endpoint=f"http://127.0.0.1:{listener.getsockname()[1]}/")
+        # THEN it ended while the endpoint was still answering: it did not wait for the publish's thread
+        assert thread.is_alive()
+        # AND the server publish fails on its timeout, and the check went on
+        server_publish = report.result("server publish")
+        assert server_publish.status == FAIL
+        assert server_publish.detail.startswith("expected a member getting the message from $server within 2 s")
+        assert report.result("refused join").status == PASS
+    finally:
+        stop.set()
+        thread.join()

@@ -83,6 +83,19 @@ def test_a_connection_closed_at_its_lifetime_is_reconnected_and_rejoined_and_mes
     run(scenario())
 
 
+async def silent_ping(client: ChannelClient, data: str) -> object:
+    """A ping from a client that sends nothing else: its connection idles out every
+    IDLE seconds, and on a busy machine a ping may cross that close (ConnectionLost,
+    Idle timeout); the next connection, fresh, answers it."""
+    for _ in range(3):
+        try:
+            return await client.ping(data)
+        except ConnectionLost as lost:
+            if "Idle timeout" not in str(lost):
+                raise
+    return await client.ping(data)
+
+
 def test_pings_keep_an_idle_connection_open_past_the_idle_timeout_and_without_them_it_closes(
         limited_url: str) -> None:
     async def scenario() -> None:
@@ -98,7 +111,7 @@ def test_pings_keep_an_idle_connection_open_past_the_idle_timeout_and_without_th
             assert "ping" in pinging.kinds() and "ping" not in silent.kinds()
             # and both come back by themselves
             await asyncio.gather(pinging.wait_kind("ready"), silent.wait_kind("ready"))
-            assert await kept.ping("k") == "k" and await idle.ping("i") == "i"
+            assert await kept.ping("k") == "k" and await silent_ping(idle, "i") == "i"
 
     run(scenario())
 

@@ -18,6 +18,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from channel_server.check import check
 from support.doc_commands import PATIENCE, Shell, free_port, with_ports
 from support.frames import ANY_MESSAGE_ID
 
@@ -106,6 +107,10 @@ def test_the_reference_backend_command_serves_a_channel() -> None:
             assert request(alice, {"type": "publish", "data": "hi"}) == {"type": "publishSuccess"}
             message = json.loads(bob.recv(timeout=PATIENCE))
             assert (message["type"], message["channelId"], message["data"]) == ("message", "lobby", "hi")
+        # AND the deployed-stack check passes against it: the backend words its replies as the handlers do
+        # (docs/check.md)
+        report = check(f"ws://127.0.0.1:{ports['8080']}/dev", timeout=PATIENCE)
+        assert report.exit_status == 0 and report.result("refused join").status == "pass", report.summary()
 
 
 def test_the_authorizer_command_admits_a_token_to_its_own_channels() -> None:
