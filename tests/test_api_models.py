@@ -22,8 +22,9 @@ import pulumi_aws as aws
 import pytest
 import yaml
 
-from channel_server import api_models, args, resource_types as rt
-from channel_server.api_models import RESOURCES, Attribute, Entries, Member, check_deployment, check_resource
+from channel_server import api_model_rules as model_rules, args, resource_types as rt
+from channel_server.api_model_table import RESOURCES, Attribute, Entries, Member
+from channel_server.api_models import check_deployment, check_resource
 from channel_server.component import ChannelServer
 from channel_server.local.placeholders import ACCOUNT
 from channel_server.mocks import Deployment, Project, deploy
@@ -174,29 +175,29 @@ def test_every_mapped_member_is_in_the_model():
     for token, resource in RESOURCES.items():
         for prop, target in resource.properties.items():
             if isinstance(target, Member):
-                api_models._member_shape(resource.service, target.operation or resource.operation,
+                model_rules.member_shape(resource.service, target.operation or resource.operation,
                                          target.path, target.shape)
             elif isinstance(target, Entries):
                 for path in (target.key, target.value):
-                    api_models._member_shape(resource.service, resource.operation, path, None)
+                    model_rules.member_shape(resource.service, resource.operation, path, None)
             elif isinstance(target, Attribute):
-                shape = api_models._member_shape(resource.service, resource.operation, target.map, None)
+                shape = model_rules.member_shape(resource.service, resource.operation, target.map, None)
                 assert not shape.key.enum or target.key in shape.key.enum, (token, prop)
 
 
 def test_each_rule_from_a_models_documentation_is_still_written_there():
-    for (service, operation, member), rules in api_models.DOCUMENTED_RULES.items():
+    for (service, operation, member), rules in model_rules.DOCUMENTED_RULES.items():
         for rule in rules:
             if rule.source == "model":
                 path = member.partition("{")[0]
-                assert rule.quote and rule.quote in api_models._documentation(service, operation, path), \
+                assert rule.quote and rule.quote in model_rules.documentation(service, operation, path), \
                     (service, operation, member, rule.quote)
             else:
                 assert rule.source.startswith("https://docs.aws.amazon.com/"), rule.source
 
 
 def test_the_components_retention_days_are_the_models():
-    assert args.LOG_RETENTION_DAYS == api_models.retention_days()
+    assert args.LOG_RETENTION_DAYS == model_rules.retention_days()
 
 
 # --- seeded mistakes --------------------------------------------------------------------
@@ -288,7 +289,7 @@ def test_a_component_name_too_long_for_its_childrens_names_is_found():
 
 def test_each_documented_rule_is_shown_to_catch_a_seeded_mistake():
     seeded_words = [str(case.values[3]) for case in SEEDED] + list(LONG_NAME_RULES.values())
-    for rules in api_models.DOCUMENTED_RULES.values():
+    for rules in model_rules.DOCUMENTED_RULES.values():
         for rule in rules:
             assert any(rule.says in words or words in rule.says for words in seeded_words), \
                 f"no seeded mistake for {rule.says!r}"
@@ -433,18 +434,18 @@ def test_the_pages_documented_rules_are_the_codes_and_the_models():
     # a row for each member with documented rules, and none for another
     assert {(operation, member) for operation, member, _, _ in rows} == {
         (operation, member.partition(".")[0].partition("{")[0])
-        for _, operation, member in api_models.DOCUMENTED_RULES}, rows
+        for _, operation, member in model_rules.DOCUMENTED_RULES}, rows
     for operation, member, rule, source in rows:
-        keys = [key for key in api_models.DOCUMENTED_RULES if key[1] == operation and key[2].startswith(member)]
+        keys = [key for key in model_rules.DOCUMENTED_RULES if key[1] == operation and key[2].startswith(member)]
         assert keys, (operation, member)
-        stated = " ".join(r.says for key in keys for r in api_models.DOCUMENTED_RULES[key])
-        shape = api_models._member_shape(keys[0][0], operation, member, None)
+        stated = " ".join(r.says for key in keys for r in model_rules.DOCUMENTED_RULES[key])
+        shape = model_rules.member_shape(keys[0][0], operation, member, None)
         known = set(re.findall(r"\d[\d,]*", stated)) | {f"{shape.metadata.get(b, '')}" for b in ("min", "max")}
         known |= {f"{int(v):,}" for v in (shape.metadata.get("min"), shape.metadata.get("max")) if v is not None}
         known |= set(re.findall(r"\d[\d,]*\d|\d", shape.documentation or ""))  # what the model's text says
         quoted = set(re.findall(r"\d[\d,]*\d|\d", rule.replace("(…)", "")))
         assert quoted <= known, (operation, member, quoted - known)
-        sources = {r.source for key in keys for r in api_models.DOCUMENTED_RULES[key]}
+        sources = {r.source for key in keys for r in model_rules.DOCUMENTED_RULES[key]}
         from_model = "model's documentation" in source
         assert any((s == "model") == from_model for s in sources), (operation, member, source)
 
