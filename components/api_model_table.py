@@ -1,6 +1,8 @@
-"""The table :mod:`channel_server.api_models` checks with: for each resource type a
-ChannelServer registers (and those a program hands it), the AWS call that creates it and
-what each pulumi-aws property becomes in that call.
+"""The table :mod:`channel_server.api_models` checks with: for each resource type, the AWS
+call that creates it and what each pulumi-aws property becomes in that call.
+
+The types are those a ChannelServer registers and those a program hands it (an
+alarm topic, a hosted zone, a certificate).
 
 A property the table does not map is a finding of the check, so a resource or a
 property added to the component cannot slip past unchecked; the members are
