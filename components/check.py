@@ -620,7 +620,8 @@ class _Checker:
 
 EXIT_STATUS = """\
 Exit status: 0 when every check passed (or was skipped), 1 when one failed,
-2 for bad usage or when an extra the options need is not installed."""
+2 for bad usage or when an extra the options need is not installed, 130 when
+interrupted (Ctrl-C)."""
 
 
 def _ws_url(text: str) -> str:
