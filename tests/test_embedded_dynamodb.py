@@ -341,13 +341,10 @@ def raw_answers(dynamodb: Any, queries: list[dict[str, Any]]) -> list[list[tuple
         dynamodb.meta.events.unregister("after-call.dynamodb.Query", keep)
 
 
-def test_the_stores_query_is_answered_as_moto_answers_it(dynamodb: Any, crowd: str,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every index, paged by Limit, by moto's 1 MB and in both orders: the same
-    bodies, byte for byte, and the same headers, as moto's own query sends."""
+@pytest.fixture
+def moto_queried(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tables moto's own query answered, in order, from now on."""
     from moto.dynamodb.models.table import Table
-
-    from channel_server.local import dynamodb_index as embedded
 
     queried: list[str] = []
     moto_query = Table.query
@@ -357,6 +354,16 @@ def test_the_stores_query_is_answered_as_moto_answers_it(dynamodb: Any, crowd: s
         return moto_query(self, *args, **kwargs)
 
     monkeypatch.setattr(Table, "query", counted)
+    return queried
+
+
+def test_the_stores_query_is_answered_as_moto_answers_it(dynamodb: Any, crowd: str, moto_queried: list[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every index, paged by Limit, by moto's 1 MB and in both orders: the same
+    bodies, byte for byte, and the same headers, as moto's own query sends."""
+    from channel_server.local import dynamodb_index as embedded
+
+    queried = moto_queried
     queries = store_queries(crowd)
     ours = raw_answers(dynamodb, queries)
     assert queried == []  # answered here, every page
@@ -372,20 +379,11 @@ def test_the_stores_query_is_answered_as_moto_answers_it(dynamodb: Any, crowd: s
     assert any(len(pages) > 5 for pages in ours)  # Limit 1 and 7: many pages, each by LastEvaluatedKey
 
 
-def test_queries_it_does_not_answer_go_to_moto(dynamodb: Any, crowd: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_queries_it_does_not_answer_go_to_moto(dynamodb: Any, crowd: str, moto_queried: list[str]) -> None:
     """Other shapes, and this shape with a request moto refuses, are moto's own."""
-    from moto.dynamodb.models.table import Table
-
     from channel_server.handlers import spec
 
-    queried: list[str] = []
-    moto_query = Table.query
-
-    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
-        queried.append(self.name)
-        return moto_query(self, *args, **kwargs)
-
-    monkeypatch.setattr(Table, "query", counted)
+    queried = moto_queried
     channel = live_ids(crowd, spec.CHANNEL_INDEX, spec.CHANNEL_ID, {"S": "big"})
     others = [
         {**channel, "Select": "SPECIFIC_ATTRIBUTES"},
